@@ -1,0 +1,3 @@
+/* Two-translation-unit link test, part 1: the implementation. */
+#define PARTI_IMPLEMENTATION
+#include "parti.h"
