@@ -174,7 +174,9 @@ typedef enum parti_category {
     X(WORKER_ID_IMMUTABLE, INVALID_INPUT, "worker ID cannot change after the first update")        \
     X(UNSUPPORTED, FATAL, "operation not supported by this transport")                             \
     X(PROTOCOL, TRANSIENT, "unexpected response from the server")                                  \
-    X(INTERNAL, FATAL, "internal error (a bug in parti)")
+    X(INTERNAL, FATAL, "internal error (a bug in parti)")                                          \
+    X(VALUE_TOO_LARGE, INVALID_INPUT, "value larger than the bucket's max_value_size")               \
+    X(ALREADY_EXISTS, INVALID_INPUT, "exists already with a different configuration")
 
 typedef enum parti_err {
 #define PARTI__ENUM(name, cat, msg) PARTI_ERR_##name,
@@ -253,6 +255,10 @@ PARTIDEF parti_err parti_key_check(const char *key, char *msg, size_t msg_size);
  * PARTI_MAX_SUBJECT_LEN bytes; "*" only as a whole token and ">" only as the
  * whole last token (allow_wildcards = 0 refuses both). */
 PARTIDEF parti_err parti_subject_check(const char *subject, int allow_wildcards, char *msg, size_t msg_size);
+
+/* 1 when subject (no wildcards) matches filter ("*" = one token, ">" = one
+ * or more trailing tokens), by the NATS rules; 0 otherwise or on NULL. */
+PARTIDEF int parti_subject_matches(const char *filter, const char *subject);
 
 /* Expands the template for every partition, validates, sorts and removes
  * duplicates into out (which must be empty: {0}). Fails with
@@ -364,6 +370,224 @@ PARTIDEF parti_config parti_config_defaults(const parti_config *cfg);
  * writes the field and the rule into msg, e.g.
  * "config.max_subjects must be >= 1, got -3". */
 PARTIDEF parti_err parti_config_validate(const parti_config *cfg, char *msg, size_t msg_size);
+
+/* ======================================================================== */
+/* The transport vtable                                                      */
+/* ======================================================================== */
+/* Everything parti does on the network goes through a parti_transport: the
+ * nats.c binding and the fake in-memory NATS (parti_nats.h) implement it, and
+ * so can a user's own transport. The core never calls a clock, a random
+ * generator or a socket directly.
+ *
+ * Contract for every operation:
+ *   - It returns within timeout_ms (plus scheduling noise) with a parti_err.
+ *     PARTI_ERR_TIMEOUT means "no answer in time"; the operation may or may
+ *     not have happened on the server (retry idempotently).
+ *   - Strings and buffers passed in stay the caller's and need only live for
+ *     the call. Results written to out-parameters are owned by the caller and
+ *     released with the matching parti_*_free function (they are allocated
+ *     with PARTI_MALLOC).
+ *   - Names (streams, consumers, buckets) follow parti_name_check; keys follow
+ *     parti_kv_key_check; a bad name is PARTI_ERR_INVALID_NAME, NULL pointers
+ *     PARTI_ERR_INVALID_ARGUMENT.
+ *   - Unreachable server: PARTI_ERR_NOT_CONNECTED (fast) or PARTI_ERR_TIMEOUT.
+ *   - A transport serves one thread at a time (the poll loop); it is not
+ *     required to be thread-safe.
+ * What the core may assume: revisions of one bucket strictly increase; a
+ * consumer never delivers a message outside its filter_subjects except the
+ * redelivery of one it delivered before the filter changed (as the real
+ * server does); an acked message is never redelivered; time from now_ms never
+ * goes backwards. */
+
+typedef enum parti_kv_op {
+    PARTI_KV_PUT = 1,   /* a value was written */
+    PARTI_KV_DELETE,    /* the key was deleted (tombstone) */
+    PARTI_KV_PURGE,     /* the key and its history were purged */
+    PARTI_KV_EXPIRED    /* the key's age passed the bucket TTL (seen only where the server writes
+                         * expiry markers: nats-server >= 2.11; poll as a backstop) */
+} parti_kv_op;
+
+typedef struct parti_kv_entry {
+    char *key;
+    uint8_t *value;     /* NUL-terminated for convenience; len excludes the NUL */
+    size_t len;
+    uint64_t revision;  /* the bucket-wide sequence of this entry */
+    uint64_t created_ms;/* server time of the write (transport clock) */
+    parti_kv_op op;
+} parti_kv_entry;
+
+typedef struct parti_kv_config {
+    const char *bucket;
+    uint32_t history;       /* values kept per key, 1..64; 0 = 1 */
+    uint64_t ttl_ms;        /* max age of an entry since its last write; 0 = forever */
+    size_t max_value_size;  /* 0 = 1 MiB */
+    int memory_storage;     /* 1 = memory, 0 = file */
+} parti_kv_config;
+
+typedef struct parti_kv_watcher parti_kv_watcher; /* opaque, transport-defined */
+
+typedef enum parti_deliver_policy {
+    PARTI_DELIVER_ALL = 0,          /* from the first message of the stream */
+    PARTI_DELIVER_BY_START_SEQUENCE,/* from opt_start_seq */
+    PARTI_DELIVER_NEW               /* only messages stored after creation */
+} parti_deliver_policy;
+
+typedef struct parti_consumer_config {
+    const char *stream;
+    const char *durable;                  /* consumer name */
+    const char *const *filter_subjects;   /* at least 1; never empty (that would mean the whole stream) */
+    int filter_count;
+    parti_deliver_policy deliver_policy;  /* applies at creation only */
+    uint64_t opt_start_seq;
+    uint32_t ack_wait_ms;                 /* 0 = 30 s */
+    int max_deliver;                      /* 0 = unlimited */
+    int max_ack_pending;                  /* 0 = 1000 */
+    uint32_t inactive_threshold_ms;       /* 0 = keep forever */
+} parti_consumer_config;
+
+typedef struct parti_consumer_info {
+    char *name;
+    char **filter_subjects;        /* as the server has them now */
+    int filter_count;
+    uint64_t delivered_stream_seq; /* the consumer's position */
+    uint64_t ack_floor_stream_seq;
+    uint64_t num_pending;          /* matching messages after the position */
+    uint64_t num_ack_pending;      /* delivered, not yet acked */
+    uint64_t num_redelivered;
+} parti_consumer_info;
+
+typedef struct parti_stream_config {
+    const char *name;
+    const char *const *subjects;   /* may hold wildcards */
+    int subject_count;
+    int memory_storage;
+    uint64_t duplicate_window_ms;  /* Nats-Msg-Id dedupe window; 0 = 2 min */
+    uint64_t max_msgs;             /* 0 = unlimited */
+} parti_stream_config;
+
+typedef struct parti_stream_info {
+    char *name;
+    char **subjects;
+    int subject_count;
+    int memory_storage;
+    uint64_t duplicate_window_ms;
+    uint64_t messages, first_seq, last_seq;
+} parti_stream_info;
+
+typedef struct parti_header {
+    const char *name;
+    const char *value;
+} parti_header;
+
+/* A message delivered by a pull. Every pointer stays valid until the message
+ * is released with the transport's msg_release (or acked through ack, which
+ * does not release). */
+typedef struct parti_msg {
+    const char *subject;
+    const uint8_t *data;
+    size_t len;
+    const parti_header *headers;
+    int header_count;
+    uint64_t stream_seq;
+    uint64_t consumer_seq;
+    uint32_t delivery_count;   /* 1 on first delivery */
+    uint64_t num_pending;      /* messages left for the consumer after this one */
+    uint64_t timestamp_ms;     /* when the stream stored it (transport clock) */
+    void *handle;              /* transport's; the core never looks inside */
+} parti_msg;
+
+typedef struct parti_fetch_opts {
+    int batch;                 /* >= 1 */
+    int64_t max_bytes;         /* 0 = no limit */
+    uint32_t expires_ms;       /* the pull request lives this long on the server (>= 10) */
+    uint32_t heartbeat_ms;     /* idle heartbeat, <= expires/2; 0 = none */
+} parti_fetch_opts;
+
+typedef enum parti_ack_kind {
+    PARTI_ACK_ACK = 0,
+    PARTI_ACK_NAK,             /* redeliver after delay_ms (0 = at once) */
+    PARTI_ACK_TERM,            /* never redeliver */
+    PARTI_ACK_IN_PROGRESS      /* restart the ack_wait timer */
+} parti_ack_kind;
+
+typedef struct parti_pub_ack {
+    uint64_t stream_seq;
+    int duplicate;             /* 1 when the Nats-Msg-Id was seen within the duplicate window */
+} parti_pub_ack;
+
+typedef struct parti_transport_vtable {
+    /* time and randomness */
+    uint64_t (*now_ms)(void *self);  /* monotonic milliseconds */
+    uint64_t (*random)(void *self);  /* 64 random bits */
+
+    /* streams (parti creates one only when the user asks it to) */
+    parti_err (*stream_create)(void *self, const parti_stream_config *cfg, uint32_t timeout_ms);
+    parti_err (*stream_info)(void *self, const char *stream, parti_stream_info *out, uint32_t timeout_ms);
+    parti_err (*stream_delete)(void *self, const char *stream, uint32_t timeout_ms);
+
+    /* key/value; kv_open creates the bucket when missing */
+    parti_err (*kv_open)(void *self, const parti_kv_config *cfg, uint32_t timeout_ms);
+    /* create-if-absent: PARTI_ERR_KEY_EXISTS when the key has a live value */
+    parti_err (*kv_create)(void *self, const char *bucket, const char *key, const void *value, size_t len,
+                           uint64_t *revision, uint32_t timeout_ms);
+    /* compare-and-swap: PARTI_ERR_WRONG_REVISION unless the key's last revision is expected */
+    parti_err (*kv_update)(void *self, const char *bucket, const char *key, const void *value, size_t len,
+                           uint64_t expected, uint64_t *revision, uint32_t timeout_ms);
+    parti_err (*kv_put)(void *self, const char *bucket, const char *key, const void *value, size_t len,
+                        uint64_t *revision, uint32_t timeout_ms);
+    /* revision 0 = the latest; PARTI_ERR_KEY_NOT_FOUND when absent, deleted or expired */
+    parti_err (*kv_get)(void *self, const char *bucket, const char *key, uint64_t revision, parti_kv_entry *out,
+                        uint32_t timeout_ms);
+    parti_err (*kv_delete)(void *self, const char *bucket, const char *key, uint32_t timeout_ms);
+    /* live keys, sorted; free with parti_strings_free */
+    parti_err (*kv_keys)(void *self, const char *bucket, char ***keys, int *count, uint32_t timeout_ms);
+    /* watch a key prefix ("" = all): changes after the watch starts, in revision order */
+    parti_err (*kv_watch)(void *self, const char *bucket, const char *prefix, parti_kv_watcher **out,
+                          uint32_t timeout_ms);
+    /* non-blocking: PARTI_ERR_OK with an entry, PARTI_ERR_NO_MESSAGES when nothing is pending */
+    parti_err (*kv_watch_next)(void *self, parti_kv_watcher *w, parti_kv_entry *out);
+    void (*kv_watch_stop)(void *self, parti_kv_watcher *w);
+
+    /* durable pull consumers: upsert creates, or updates in place keeping the position */
+    parti_err (*consumer_upsert)(void *self, const parti_consumer_config *cfg, uint32_t timeout_ms);
+    parti_err (*consumer_info)(void *self, const char *stream, const char *durable, parti_consumer_info *out,
+                               uint32_t timeout_ms);
+    parti_err (*consumer_delete)(void *self, const char *stream, const char *durable, uint32_t timeout_ms);
+
+    /* pull: fetch_start sends a pull request (replacing this client's pending one
+     * for that consumer); fetch_next waits up to timeout_ms for its next message:
+     *   PARTI_ERR_OK             *out holds a message (release it)
+     *   PARTI_ERR_TIMEOUT        nothing yet; the pull is still pending
+     *   PARTI_ERR_NO_MESSAGES    the pull is over (expired or batch/bytes done): start another
+     *   PARTI_ERR_CONSUMER_DELETED, PARTI_ERR_NO_RESPONDERS (no such consumer),
+     *   PARTI_ERR_MISSED_HEARTBEAT (no heartbeat for 2 x heartbeat_ms),
+     *   PARTI_ERR_SERVER_SHUTDOWN, PARTI_ERR_NOT_CONNECTED: the pull is over */
+    parti_err (*fetch_start)(void *self, const char *stream, const char *durable, const parti_fetch_opts *opts,
+                             uint32_t timeout_ms);
+    parti_err (*fetch_next)(void *self, const char *stream, const char *durable, parti_msg *out,
+                            uint32_t timeout_ms);
+    parti_err (*ack)(void *self, const parti_msg *m, parti_ack_kind kind, uint32_t delay_ms, uint32_t timeout_ms);
+    void (*msg_release)(void *self, parti_msg *m);
+
+    /* JetStream publish; PARTI_ERR_NO_RESPONDERS when no stream takes the subject */
+    parti_err (*publish)(void *self, const char *subject, const parti_header *headers, int header_count,
+                         const void *data, size_t len, parti_pub_ack *ack, uint32_t timeout_ms);
+} parti_transport_vtable;
+
+typedef struct parti_transport {
+    const parti_transport_vtable *vt;
+    void *self;
+} parti_transport;
+
+/* Checks a KV key: 1..PARTI_MAX_SUBJECT_LEN bytes of [A-Za-z0-9_=/.-], no
+ * leading or trailing '.', no empty token (what JetStream KV accepts). */
+PARTIDEF parti_err parti_kv_key_check(const char *key, char *msg, size_t msg_size);
+PARTIDEF void parti_kv_entry_free(parti_kv_entry *e);
+PARTIDEF void parti_consumer_info_free(parti_consumer_info *ci);
+PARTIDEF void parti_stream_info_free(parti_stream_info *si);
+PARTIDEF void parti_strings_free(char **strings, int count);
+/* Finds a header by name (case-sensitive, as NATS headers are); NULL if absent. */
+PARTIDEF const char *parti_msg_header(const parti_msg *m, const char *name);
 
 /* @@METRICS_DECL@@ */
 
@@ -577,6 +801,22 @@ PARTIDEF parti_err parti_subject_check(const char *subject, int allow_wildcards,
         }
     }
     return PARTI_ERR_OK;
+}
+
+PARTIDEF int parti_subject_matches(const char *filter, const char *subject) {
+    const char *f = filter, *s = subject;
+    if (!f || !s) return 0;
+    for (;;) {
+        size_t flen = strcspn(f, "."), slen = strcspn(s, ".");
+        if (flen == 1 && f[0] == '>') return slen > 0;
+        if (!(flen == 1 && f[0] == '*') && (flen != slen || memcmp(f, s, flen) != 0)) return 0;
+        if (flen == 1 && f[0] == '*' && slen == 0) return 0;
+        f += flen;
+        s += slen;
+        if (!*f || !*s) return !*f && !*s;
+        f++;
+        s++;
+    }
 }
 
 /* One step of template scanning: a literal byte or a placeholder. */
@@ -1071,6 +1311,70 @@ PARTIDEF parti_err parti_config_validate(const parti_config *cfg, char *msg, siz
     return parti__config_check_partitions(&c, msg, msg_size);
 }
 #undef PARTI__RULE
+
+/* ---- transport helpers ---------------------------------------------------- */
+
+PARTIDEF parti_err parti_kv_key_check(const char *key, char *msg, size_t msg_size) {
+    size_t i, n;
+    if (!key) {
+        parti__msg(msg, msg_size, "key is NULL");
+        return PARTI_ERR_INVALID_ARGUMENT;
+    }
+    n = strlen(key);
+    if (n == 0 || n > PARTI_MAX_SUBJECT_LEN) {
+        parti__msg(msg, msg_size, "KV key must be 1..%d bytes, is %zu", PARTI_MAX_SUBJECT_LEN, n);
+        return PARTI_ERR_INVALID_NAME;
+    }
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)key[i];
+        if (!parti__is_name_char(c) && c != '=' && c != '/' && c != '.') {
+            parti__msg(msg, msg_size, "KV key \"%.80s\" has byte 0x%02x at %zu; allowed are A-Z a-z 0-9 - _ = / .",
+                       key, c, i);
+            return PARTI_ERR_INVALID_NAME;
+        }
+        if (c == '.' && (i == 0 || i == n - 1 || key[i + 1] == '.')) {
+            parti__msg(msg, msg_size, "KV key \"%.80s\" has an empty token at byte %zu", key, i);
+            return PARTI_ERR_INVALID_NAME;
+        }
+    }
+    return PARTI_ERR_OK;
+}
+
+PARTIDEF void parti_strings_free(char **strings, int count) {
+    int i;
+    if (!strings) return;
+    for (i = 0; i < count; i++) PARTI_FREE(strings[i]);
+    PARTI_FREE(strings);
+}
+
+PARTIDEF void parti_kv_entry_free(parti_kv_entry *e) {
+    if (!e) return;
+    PARTI_FREE(e->key);
+    PARTI_FREE(e->value);
+    memset(e, 0, sizeof *e);
+}
+
+PARTIDEF void parti_consumer_info_free(parti_consumer_info *ci) {
+    if (!ci) return;
+    PARTI_FREE(ci->name);
+    parti_strings_free(ci->filter_subjects, ci->filter_count);
+    memset(ci, 0, sizeof *ci);
+}
+
+PARTIDEF void parti_stream_info_free(parti_stream_info *si) {
+    if (!si) return;
+    PARTI_FREE(si->name);
+    parti_strings_free(si->subjects, si->subject_count);
+    memset(si, 0, sizeof *si);
+}
+
+PARTIDEF const char *parti_msg_header(const parti_msg *m, const char *name) {
+    int i;
+    if (!m || !name || m->header_count < 0 || (m->header_count > 0 && !m->headers)) return NULL;
+    for (i = 0; i < m->header_count; i++)
+        if (m->headers[i].name && strcmp(m->headers[i].name, name) == 0) return m->headers[i].value;
+    return NULL;
+}
 
 /* @@METRICS_IMPL@@ */
 

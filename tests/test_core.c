@@ -651,3 +651,23 @@ Test(config, null_config_and_tiny_message_buffer) {
     cr_assert_eq(tiny[4], '#');
     cr_assert_eq(parti_config_validate(&c, NULL, 0), PARTI_ERR_INVALID_CONFIG);
 }
+
+Test(subjects, wildcard_matching) {
+    cr_assert(parti_subject_matches("orders.eu", "orders.eu"));
+    cr_assert(!parti_subject_matches("orders.eu", "orders.us"));
+    cr_assert(!parti_subject_matches("orders.eu", "orders.eu.1"));
+    cr_assert(!parti_subject_matches("orders.eu.1", "orders.eu"));
+    cr_assert(parti_subject_matches("orders.*", "orders.eu"));
+    cr_assert(!parti_subject_matches("orders.*", "orders.eu.1"));
+    cr_assert(parti_subject_matches("orders.*.1", "orders.eu.1"));
+    cr_assert(parti_subject_matches("orders.>", "orders.eu.1"));
+    cr_assert(parti_subject_matches("orders.>", "orders.eu"));
+    cr_assert(!parti_subject_matches("orders.>", "orders"));
+    cr_assert(parti_subject_matches(">", "a"));
+    cr_assert(parti_subject_matches("*", "a"));
+    cr_assert(!parti_subject_matches("*", "a.b"));
+    cr_assert(!parti_subject_matches("ord", "orders"));
+    cr_assert(!parti_subject_matches("orders", "ord"));
+    cr_assert(!parti_subject_matches(NULL, "a"));
+    cr_assert(!parti_subject_matches("a", NULL));
+}
