@@ -13,15 +13,16 @@ CXXSTRICT = -std=c++11 -Wall -Wextra -Wpedantic -Werror
 SAN      = -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
 FUZZSAN  = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 B        = build
-HEADERS  = parti.h
-FUZZ_TARGETS = subjects diff json metrics
+HEADERS  = parti.h parti_nats.h
+FUZZ_TARGETS = subjects diff json metrics fake
 FUZZ_RUNS ?= 20000
 FUZZ_SECONDS ?= 60
 # sanitizer reports must fail the run, and leaks count
 export ASAN_OPTIONS = abort_on_error=1:detect_leaks=1
 export UBSAN_OPTIONS = print_stacktrace=1:halt_on_error=1
 
-UNIT_SRC = tests/impl.c tests/test_core.c tests/test_json.c tests/test_metrics.c
+UNIT_SRC = tests/impl.c tests/test_core.c tests/test_json.c tests/test_metrics.c tests/test_fake.c
+CONF_FAKE_SRC = tests/conformance.c tests/conformance_env_fake.c
 
 .PHONY: all setup test check fuzz bench demo clean
 
@@ -34,10 +35,11 @@ test: setup
 	@rm -f $(B)/logs/results
 	@$(MAKE) --no-print-directory check
 
-check: $(B)/unit $(B)/unit_clang $(B)/link_two_tu $(B)/link_static $(B)/cpp_gxx $(B)/cpp_clangxx \
+check: $(B)/unit $(B)/unit_clang $(B)/conformance_fake $(B)/link_two_tu $(B)/link_static $(B)/cpp_gxx $(B)/cpp_clangxx \
        $(B)/readme_example $(addprefix $(B)/fuzz/fuzz_,$(FUZZ_TARGETS))
 	@tests/run criterion unit-gcc $(B)/unit --jobs 2
 	@tests/run criterion unit-clang $(B)/unit_clang --jobs 2
+	@tests/run criterion conformance-fake $(B)/conformance_fake --jobs 2
 	@tests/run check link-two-translation-units $(B)/link_two_tu
 	@tests/run check link-parti-static $(B)/link_static
 	@tests/run check cxx-g++ $(B)/cpp_gxx
@@ -57,6 +59,10 @@ $(B)/unit: $(UNIT_SRC) $(HEADERS)
 $(B)/unit_clang: $(UNIT_SRC) $(HEADERS)
 	@mkdir -p $(B)
 	$(CLANG) $(STRICT) $(SAN) -I. $(UNIT_SRC) -lcriterion -o $@
+
+$(B)/conformance_fake: $(CONF_FAKE_SRC) tests/conformance.h $(HEADERS)
+	@mkdir -p $(B)
+	$(CC) $(STRICT) $(SAN) -I. $(CONF_FAKE_SRC) -lcriterion -o $@
 
 $(B)/link_two_tu: tests/link/impl.c tests/link/user.c $(HEADERS)
 	@mkdir -p $(B)

@@ -1394,7 +1394,7 @@ PARTIDEF void parti_fake_partition(parti_fake_world *w, parti_transport *client,
     c->cut = cut;
     if (cut)
         for (i = 0; i < (int)arrlen(c->pulls); i++)
-            if (c->pulls[i].active) c->pulls[i].terminal = PARTI_ERR_NOT_CONNECTED;
+            c->pulls[i].active = 0; /* lost with the connection; calls say NOT_CONNECTED until healed */
     parti__fake_log(w, c, cut ? "fault_partition" : "fault_heal", PARTI_ERR_OK, "-");
 }
 
