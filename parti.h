@@ -591,7 +591,228 @@ PARTIDEF const char *parti_msg_header(const parti_msg *m, const char *name);
 
 /* @@METRICS_DECL@@ */
 
-/* @@JSON_DECL@@ */
+/* ======================================================================== */
+/* JSON: a bounded writer and an untrusted-input reader                      */
+/* ======================================================================== */
+/* Just enough JSON for JetStream API requests and responses, KV values and
+ * parti's own documents: integers only on the writing side, a flat DOM on the
+ * reading side. Everything read comes from the network, so the reader is
+ * strict RFC 8259 with hard limits, and every accessor accepts any node index
+ * (including -1 from a failed lookup) without misbehaving. */
+
+/* Deepest nesting of arrays/objects, for both the reader and the writer
+ * (1..64: the writer keeps one bit per level in a uint64_t). */
+#ifndef PARTI_JSON_MAX_DEPTH
+#define PARTI_JSON_MAX_DEPTH 64
+#endif
+#if PARTI_JSON_MAX_DEPTH < 1 || PARTI_JSON_MAX_DEPTH > 64
+#error "PARTI_JSON_MAX_DEPTH must be 1..64"
+#endif
+/* Most nodes (values plus object keys) one document may hold. */
+#ifndef PARTI_JSON_MAX_NODES
+#define PARTI_JSON_MAX_NODES (1 << 20)
+#endif
+#if PARTI_JSON_MAX_NODES < 1 || PARTI_JSON_MAX_NODES > 0x7FFFFFFF
+#error "PARTI_JSON_MAX_NODES must be 1..2^31-1 (node indices are int)"
+#endif
+/* Longest document accepted, in bytes (at most 4 GiB - 2: offsets are 32-bit). */
+#ifndef PARTI_JSON_MAX_LEN
+#define PARTI_JSON_MAX_LEN (64u * 1024u * 1024u)
+#endif
+#if PARTI_JSON_MAX_LEN > 0xFFFFFFFE
+#error "PARTI_JSON_MAX_LEN must be below 4 GiB - 1 (node offsets are 32-bit)"
+#endif
+
+/* ---- writer ---------------------------------------------------------------
+ * Writes into a caller buffer and never past it. Commas and colons are
+ * automatic; misuse (a key outside an object, a value where a key is due, an
+ * unbalanced end, a second top-level value) is recorded, not crashed on.
+ * The first error sticks and later calls do nothing, except that
+ * PARTI_ERR_BUFFER_TOO_SMALL keeps counting len so one pass reports the size
+ * the whole output needs; a misuse error found later replaces it (a bigger
+ * buffer would not help). A size-only pass: init with buf NULL and cap 0.
+ *
+ * Strings are escaped per RFC 8259: '"', '\\' and bytes below 0x20 (\b \f \n
+ * \r \t, others \u00XX); everything else, including UTF-8, is copied as is.
+ * Strings that are not valid UTF-8 are refused with PARTI_ERR_INVALID_ARGUMENT
+ * (nothing of them is written): parti never alters a name or ID silently.
+ *
+ *     char buf[256]; size_t needed;
+ *     parti_json_writer w;
+ *     parti_json_writer_init(&w, buf, sizeof buf);
+ *     parti_json_object_begin(&w);
+ *     parti_json_key(&w, "stream_name"); parti_json_string(&w, "orders");
+ *     parti_json_key(&w, "seq");         parti_json_uint(&w, 42);
+ *     parti_json_object_end(&w);
+ *     if (parti_json_writer_finish(&w, &needed) != PARTI_ERR_OK) ...   // needed: bytes incl. NUL
+ */
+typedef struct parti_json_writer {
+    char *buf;          /* caller buffer; NULL only with cap 0 */
+    size_t cap;
+    size_t len;         /* bytes the output needs so far, without the NUL; counts on past cap */
+    parti_err err;      /* first error (see above); PARTI_ERR_OK while all is well */
+    int depth;          /* open arrays/objects */
+    int after_key;      /* a key was written and its value is due */
+    int root_done;      /* the top-level value has been started */
+    uint64_t comma;     /* bit d-1: the container at depth d already holds a value */
+    uint64_t object;    /* bit d-1: the container at depth d is an object */
+} parti_json_writer;
+
+/* buf may be NULL when cap is 0 (size-only pass); NULL with cap > 0 records
+ * PARTI_ERR_INVALID_ARGUMENT. */
+PARTIDEF void parti_json_writer_init(parti_json_writer *w, char *buf, size_t cap);
+/* More than PARTI_JSON_MAX_DEPTH open containers: PARTI_ERR_JSON_TOO_DEEP. */
+PARTIDEF void parti_json_object_begin(parti_json_writer *w);
+PARTIDEF void parti_json_object_end(parti_json_writer *w);
+PARTIDEF void parti_json_array_begin(parti_json_writer *w);
+PARTIDEF void parti_json_array_end(parti_json_writer *w);
+/* An object member's name; only inside an object, and only where a key is due. */
+PARTIDEF void parti_json_key(parti_json_writer *w, const char *key);
+PARTIDEF void parti_json_key_n(parti_json_writer *w, const char *key, size_t n);
+/* s NULL writes null. */
+PARTIDEF void parti_json_string(parti_json_writer *w, const char *s);
+/* n bytes of s, which may contain NUL (written as \u0000). */
+PARTIDEF void parti_json_string_n(parti_json_writer *w, const char *s, size_t n);
+PARTIDEF void parti_json_int(parti_json_writer *w, int64_t v);
+PARTIDEF void parti_json_uint(parti_json_writer *w, uint64_t v);
+PARTIDEF void parti_json_bool(parti_json_writer *w, int v);
+PARTIDEF void parti_json_null(parti_json_writer *w);
+/* A number given as its JSON text (e.g. copied from a parsed document); text
+ * that is not exactly one RFC 8259 number is PARTI_ERR_INVALID_ARGUMENT. */
+PARTIDEF void parti_json_number_raw(parti_json_writer *w, const char *text, size_t n);
+/* Ends the output: NUL-terminates it when len + 1 <= cap, sets *needed (may be
+ * NULL) to len + 1, and returns the first error: PARTI_ERR_BUFFER_TOO_SMALL
+ * when it did not fit (buf then holds a truncated, NUL-terminated prefix when
+ * cap > 0), PARTI_ERR_INVALID_ARGUMENT when containers are still open or
+ * nothing was written. */
+PARTIDEF parti_err parti_json_writer_finish(parti_json_writer *w, size_t *needed);
+
+/* ---- reader ---------------------------------------------------------------
+ * parti_json_parse builds a flat array of nodes. Node 0 is the root; the
+ * children of an array are its elements, the children of an object are its
+ * member VALUES, each pointing at its key (a STRING node) through .key.
+ * Iterate with parti_json_first / parti_json_next:
+ *
+ *     parti_json_doc doc;
+ *     if (parti_json_parse(&doc, text, len, NULL, msg, sizeof msg) != PARTI_ERR_OK) ...
+ *     int cfg = parti_json_get(&doc, parti_json_root(&doc), "config");
+ *     int subs = parti_json_get(&doc, cfg, "filter_subjects");   // -1 in, -1 out
+ *     for (int i = parti_json_first(&doc, subs); i >= 0; i = parti_json_next(&doc, i))
+ *         ... parti_json_as_string(&doc, i, buf, sizeof buf, NULL) ...
+ *     parti_json_doc_free(&doc);
+ *
+ * Strict RFC 8259: exactly one value with optional surrounding whitespace; no
+ * comments, trailing commas, NaN, leading zeros, '+', ".5" or "1."; strings
+ * hold no raw control characters, only the standard escapes, \uXXXX with
+ * surrogates properly paired, and valid UTF-8 (no overlongs, no encoded
+ * surrogates, nothing above U+10FFFF). Duplicate object keys are kept;
+ * lookups return the LAST one, as Go's encoding/json (nats-server) does. */
+typedef enum parti_json_type {
+    PARTI_JSON_INVALID = 0, /* what a bad node index reports */
+    PARTI_JSON_NULL,
+    PARTI_JSON_FALSE,
+    PARTI_JSON_TRUE,
+    PARTI_JSON_NUMBER,
+    PARTI_JSON_STRING,
+    PARTI_JSON_ARRAY,
+    PARTI_JSON_OBJECT
+} parti_json_type;
+
+/* node.flags */
+#define PARTI_JSON_FLAG_ESCAPED 1u /* string: holds backslash escapes */
+#define PARTI_JSON_FLAG_NUL 2u     /* string: holds U+0000 (\u0000) */
+#define PARTI_JSON_FLAG_INTEGER 4u /* number: no fraction, no exponent */
+#define PARTI_JSON_FLAG_KEY 8u     /* string: an object member's key */
+
+typedef struct parti_json_node {
+    parti_json_type type;
+    uint32_t start;  /* offset in doc.text: strings just past the opening quote, others their first byte */
+    uint32_t len;    /* raw bytes: strings between the quotes (still escaped), containers through the bracket */
+    uint32_t count;  /* arrays: elements, objects: members, strings: bytes once unescaped; else 0 */
+    int32_t child;   /* first element / first member value; -1 if none */
+    int32_t next;    /* next element / member value of the parent; -1 at the end */
+    int32_t key;     /* object member values: their key node; else -1 */
+    uint32_t flags;  /* PARTI_JSON_FLAG_* */
+} parti_json_node;
+
+/* Owns a copy of the text and the nodes until parti_json_doc_free. */
+typedef struct parti_json_doc {
+    char *text;      /* the parsed bytes, NUL-terminated for convenience */
+    size_t len;
+    parti_json_node *nodes;
+    int node_count;
+} parti_json_doc;
+
+/* Parses len bytes of text (no NUL needed) into *doc, which it overwrites (free
+ * an earlier document first). Returns PARTI_ERR_JSON_SYNTAX,
+ * PARTI_ERR_JSON_TOO_DEEP, PARTI_ERR_JSON_TOO_LARGE (more than
+ * PARTI_JSON_MAX_LEN bytes or PARTI_JSON_MAX_NODES nodes), PARTI_ERR_NOMEM or
+ * PARTI_ERR_INVALID_ARGUMENT (doc or text NULL). On failure *doc is empty,
+ * *err_offset (may be NULL) is the offset of the offending byte (len when the
+ * input ended early), and msg says what and where, e.g.
+ * "JSON syntax error at byte 17: expected ':' after object key (found '}')". */
+PARTIDEF parti_err parti_json_parse(parti_json_doc *doc, const char *text, size_t len, size_t *err_offset, char *msg,
+                                    size_t msg_size);
+/* Frees and zeroes; NULL and zeroed documents are fine, twice is fine. */
+PARTIDEF void parti_json_doc_free(parti_json_doc *doc);
+
+/* Every function below accepts NULL documents and any node index: a bad one
+ * gives -1, 0, PARTI_JSON_INVALID or PARTI_ERR_INVALID_ARGUMENT. */
+PARTIDEF int parti_json_root(const parti_json_doc *doc); /* 0, or -1 for an empty doc */
+PARTIDEF parti_json_type parti_json_type_of(const parti_json_doc *doc, int node);
+/* "null", "false", "true", "number", "string", "array", "object", "invalid" */
+PARTIDEF const char *parti_json_type_name(parti_json_type t);
+/* Elements of an array, members of an object; 0 for anything else. */
+PARTIDEF uint32_t parti_json_count(const parti_json_doc *doc, int node);
+/* First child / next sibling (see above), -1 when there is none. */
+PARTIDEF int parti_json_first(const parti_json_doc *doc, int container);
+PARTIDEF int parti_json_next(const parti_json_doc *doc, int node);
+/* The key node of an object member's value, -1 for anything else. */
+PARTIDEF int parti_json_member_key(const parti_json_doc *doc, int node);
+/* Value of the member named key (compared unescaped; the last one if repeated),
+ * -1 when absent or obj is not an object. key_n variant: key may hold NUL. */
+PARTIDEF int parti_json_get(const parti_json_doc *doc, int obj, const char *key);
+PARTIDEF int parti_json_get_n(const parti_json_doc *doc, int obj, const char *key, size_t key_len);
+/* Element i of an array (walks from the front: iterate for whole arrays), -1 if none. */
+PARTIDEF int parti_json_at(const parti_json_doc *doc, int arr, uint32_t i);
+/* The node's raw text and its length (see parti_json_node), NULL on a bad index. */
+PARTIDEF const char *parti_json_raw(const parti_json_doc *doc, int node, size_t *len);
+
+/* Numbers as exact integers. Forms with a fraction or exponent count when
+ * their value is an integer ("1e3", "2.50e1", "-0.0"). Not a number:
+ * PARTI_ERR_JSON_TYPE; not an integer or out of the type's range:
+ * PARTI_ERR_JSON_RANGE. *out is written only on success. */
+PARTIDEF parti_err parti_json_as_int64(const parti_json_doc *doc, int node, int64_t *out);
+PARTIDEF parti_err parti_json_as_uint64(const parti_json_doc *doc, int node, uint64_t *out);
+/* true / false; anything else PARTI_ERR_JSON_TYPE. */
+PARTIDEF parti_err parti_json_as_bool(const parti_json_doc *doc, int node, int *out);
+/* The unescaped string, NUL-terminated, into out (cap bytes; out may be NULL
+ * when cap is 0). *needed (may be NULL) gets the size including the NUL, also
+ * with PARTI_ERR_BUFFER_TOO_SMALL (then nothing is written). A string holding
+ * U+0000 is PARTI_ERR_JSON_RANGE here (it cannot be a C string): use
+ * parti_json_as_bytes. Not a string: PARTI_ERR_JSON_TYPE. */
+PARTIDEF parti_err parti_json_as_string(const parti_json_doc *doc, int node, char *out, size_t cap, size_t *needed);
+/* The unescaped bytes (NUL included as is) into out; *len (may be NULL) gets
+ * their count, also with PARTI_ERR_BUFFER_TOO_SMALL. A NUL is appended when
+ * cap > count. */
+PARTIDEF parti_err parti_json_as_bytes(const parti_json_doc *doc, int node, char *out, size_t cap, size_t *len);
+/* A PARTI_MALLOC'd NUL-terminated copy (free with PARTI_FREE) into *out;
+ * same errors as parti_json_as_string, plus PARTI_ERR_NOMEM. */
+PARTIDEF parti_err parti_json_as_string_dup(const parti_json_doc *doc, int node, char **out);
+/* 1 when node is a string whose unescaped bytes equal s, else 0; no allocation. */
+PARTIDEF int parti_json_string_eq(const parti_json_doc *doc, int node, const char *s);
+PARTIDEF int parti_json_string_eq_n(const parti_json_doc *doc, int node, const char *s, size_t n);
+
+/* Member lookups in one call: PARTI_ERR_JSON_MISSING when obj has no member
+ * key, PARTI_ERR_JSON_TYPE when obj is not an object or the value has the
+ * wrong type (null included), PARTI_ERR_JSON_RANGE as above,
+ * PARTI_ERR_INVALID_ARGUMENT for NULL doc/key/out or a bad obj index. */
+PARTIDEF parti_err parti_json_get_int64(const parti_json_doc *doc, int obj, const char *key, int64_t *out);
+PARTIDEF parti_err parti_json_get_uint64(const parti_json_doc *doc, int obj, const char *key, uint64_t *out);
+PARTIDEF parti_err parti_json_get_bool(const parti_json_doc *doc, int obj, const char *key, int *out);
+PARTIDEF parti_err parti_json_get_string(const parti_json_doc *doc, int obj, const char *key, char *out, size_t cap,
+                                         size_t *needed);
+
 
 
 #ifdef __cplusplus
@@ -1378,7 +1599,1067 @@ PARTIDEF const char *parti_msg_header(const parti_msg *m, const char *name) {
 
 /* @@METRICS_IMPL@@ */
 
-/* @@JSON_IMPL@@ */
+/* ---- JSON writer ----------------------------------------------------------- */
+
+/* Records e unless an error is already there. A misuse error replaces
+ * BUFFER_TOO_SMALL: retrying with a bigger buffer would not fix it. */
+static void parti__json_fail(parti_json_writer *w, parti_err e) {
+    if (w->err == PARTI_ERR_OK || (w->err == PARTI_ERR_BUFFER_TOO_SMALL && e != PARTI_ERR_BUFFER_TOO_SMALL))
+        w->err = e;
+}
+
+/* Only BUFFER_TOO_SMALL lets writing go on (to count the size needed). */
+static int parti__json_usable(const parti_json_writer *w) {
+    return w->err == PARTI_ERR_OK || w->err == PARTI_ERR_BUFFER_TOO_SMALL;
+}
+
+/* Appends n bytes, copying what fits and counting all of them. */
+static void parti__json_put(parti_json_writer *w, const char *s, size_t n) {
+    if (n > (size_t)-1 - 1 - w->len) { /* len + 1 must stay representable for *needed */
+        parti__json_fail(w, PARTI_ERR_INVALID_ARGUMENT);
+        return;
+    }
+    if (w->len < w->cap) {
+        size_t room = w->cap - w->len, k = n < room ? n : room;
+        memcpy(w->buf + w->len, s, k);
+        if (k < n) parti__json_fail(w, PARTI_ERR_BUFFER_TOO_SMALL);
+    } else if (n) {
+        parti__json_fail(w, PARTI_ERR_BUFFER_TOO_SMALL);
+    }
+    w->len += n;
+}
+
+static int parti__json_in_object(const parti_json_writer *w) {
+    return w->depth > 0 && ((w->object >> (w->depth - 1)) & 1u);
+}
+
+/* Checks that a value may come now and writes the comma before it.
+ * Returns 0 (after recording the error) when it may not. */
+static int parti__json_before_value(parti_json_writer *w) {
+    uint64_t bit;
+    if (!parti__json_usable(w)) return 0;
+    if (w->depth == 0) {
+        if (w->root_done) { /* a second top-level value would not be one JSON text */
+            parti__json_fail(w, PARTI_ERR_INVALID_ARGUMENT);
+            return 0;
+        }
+        w->root_done = 1;
+        return 1;
+    }
+    if (parti__json_in_object(w)) {
+        if (!w->after_key) { /* object members need a key first */
+            parti__json_fail(w, PARTI_ERR_INVALID_ARGUMENT);
+            return 0;
+        }
+        w->after_key = 0; /* the comma went before the key */
+        return 1;
+    }
+    bit = (uint64_t)1 << (w->depth - 1);
+    if (w->comma & bit) parti__json_put(w, ",", 1);
+    w->comma |= bit;
+    return 1;
+}
+
+PARTIDEF void parti_json_writer_init(parti_json_writer *w, char *buf, size_t cap) {
+    if (!w) return;
+    memset(w, 0, sizeof *w);
+    w->buf = buf;
+    w->cap = buf ? cap : 0;
+    w->err = PARTI_ERR_OK;
+    if (!buf && cap) w->err = PARTI_ERR_INVALID_ARGUMENT;
+}
+
+static void parti__json_begin(parti_json_writer *w, int is_object) {
+    uint64_t bit;
+    if (!w || !parti__json_usable(w)) return;
+    if (w->depth >= PARTI_JSON_MAX_DEPTH) { /* checked first: nothing is written */
+        parti__json_fail(w, PARTI_ERR_JSON_TOO_DEEP);
+        return;
+    }
+    if (!parti__json_before_value(w)) return;
+    w->depth++;
+    bit = (uint64_t)1 << (w->depth - 1);
+    w->comma &= ~bit;
+    if (is_object) w->object |= bit;
+    else w->object &= ~bit;
+    parti__json_put(w, is_object ? "{" : "[", 1);
+}
+
+static void parti__json_end(parti_json_writer *w, int is_object) {
+    if (!w || !parti__json_usable(w)) return;
+    if (w->depth == 0 || parti__json_in_object(w) != is_object || w->after_key) {
+        parti__json_fail(w, PARTI_ERR_INVALID_ARGUMENT);
+        return;
+    }
+    w->depth--;
+    parti__json_put(w, is_object ? "}" : "]", 1);
+}
+
+PARTIDEF void parti_json_object_begin(parti_json_writer *w) { parti__json_begin(w, 1); }
+PARTIDEF void parti_json_object_end(parti_json_writer *w) { parti__json_end(w, 1); }
+PARTIDEF void parti_json_array_begin(parti_json_writer *w) { parti__json_begin(w, 0); }
+PARTIDEF void parti_json_array_end(parti_json_writer *w) { parti__json_end(w, 0); }
+
+/* 1 when s[0..n) is valid UTF-8 (the writer refuses to emit anything else). */
+static int parti__json_utf8_ok(const unsigned char *s, size_t n) {
+    size_t i = 0, k;
+    while (i < n) {
+        if (s[i] < 0x80) {
+            i++;
+            continue;
+        }
+        k = parti__utf8_seq(s + i, n - i);
+        if (k == 0) return 0;
+        i += k;
+    }
+    return 1;
+}
+
+/* Writes s as a quoted, escaped string; the caller has validated UTF-8. Runs
+ * of bytes needing no escape are copied in one go. */
+static void parti__json_put_quoted(parti_json_writer *w, const char *s, size_t n) {
+    static const char hex[] = "0123456789abcdef";
+    size_t i, run = 0;
+    parti__json_put(w, "\"", 1);
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        char esc[6];
+        size_t elen = 2;
+        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        parti__json_put(w, s + run, i - run);
+        run = i + 1;
+        esc[0] = '\\';
+        switch (c) {
+        case '"': esc[1] = '"'; break;
+        case '\\': esc[1] = '\\'; break;
+        case '\b': esc[1] = 'b'; break;
+        case '\f': esc[1] = 'f'; break;
+        case '\n': esc[1] = 'n'; break;
+        case '\r': esc[1] = 'r'; break;
+        case '\t': esc[1] = 't'; break;
+        default:
+            esc[1] = 'u';
+            esc[2] = '0';
+            esc[3] = '0';
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 0xF];
+            elen = 6;
+        }
+        parti__json_put(w, esc, elen);
+    }
+    parti__json_put(w, s + run, n - run);
+    parti__json_put(w, "\"", 1);
+}
+
+/* Validates before writing so a refused string leaves no partial output. */
+static int parti__json_string_ok(parti_json_writer *w, const char *s, size_t n) {
+    if (!s || !parti__json_utf8_ok((const unsigned char *)s, n)) {
+        parti__json_fail(w, PARTI_ERR_INVALID_ARGUMENT);
+        return 0;
+    }
+    return 1;
+}
+
+PARTIDEF void parti_json_key_n(parti_json_writer *w, const char *key, size_t n) {
+    uint64_t bit;
+    if (!w || !parti__json_usable(w)) return;
+    if (!parti__json_in_object(w) || w->after_key) {
+        parti__json_fail(w, PARTI_ERR_INVALID_ARGUMENT);
+        return;
+    }
+    if (!parti__json_string_ok(w, key, n)) return;
+    bit = (uint64_t)1 << (w->depth - 1);
+    if (w->comma & bit) parti__json_put(w, ",", 1);
+    w->comma |= bit;
+    parti__json_put_quoted(w, key, n);
+    parti__json_put(w, ":", 1);
+    w->after_key = 1;
+}
+
+PARTIDEF void parti_json_key(parti_json_writer *w, const char *key) {
+    if (!w) return;
+    if (!key) {
+        parti__json_fail(w, PARTI_ERR_INVALID_ARGUMENT);
+        return;
+    }
+    parti_json_key_n(w, key, strlen(key));
+}
+
+PARTIDEF void parti_json_string_n(parti_json_writer *w, const char *s, size_t n) {
+    if (!w || !parti__json_usable(w)) return;
+    if (!parti__json_string_ok(w, s, n)) return;
+    if (!parti__json_before_value(w)) return;
+    parti__json_put_quoted(w, s, n);
+}
+
+PARTIDEF void parti_json_string(parti_json_writer *w, const char *s) {
+    if (!s) parti_json_null(w);
+    else parti_json_string_n(w, s, strlen(s));
+}
+
+/* Writes a scalar's text after the value checks. */
+static void parti__json_scalar(parti_json_writer *w, const char *text, size_t n) {
+    if (!w || !parti__json_before_value(w)) return;
+    parti__json_put(w, text, n);
+}
+
+PARTIDEF void parti_json_uint(parti_json_writer *w, uint64_t v) {
+    char tmp[20];
+    size_t i = sizeof tmp;
+    do { /* digits from the right; 20 always suffice for 2^64 - 1 */
+        tmp[--i] = (char)('0' + (int)(v % 10));
+        v /= 10;
+    } while (v);
+    parti__json_scalar(w, tmp + i, sizeof tmp - i);
+}
+
+PARTIDEF void parti_json_int(parti_json_writer *w, int64_t v) {
+    char tmp[21];
+    size_t i = sizeof tmp;
+    /* the magnitude in unsigned arithmetic, so INT64_MIN needs no special case */
+    uint64_t m = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[--i] = (char)('0' + (int)(m % 10));
+        m /= 10;
+    } while (m);
+    if (v < 0) tmp[--i] = '-';
+    parti__json_scalar(w, tmp + i, sizeof tmp - i);
+}
+
+PARTIDEF void parti_json_bool(parti_json_writer *w, int v) {
+    if (v) parti__json_scalar(w, "true", 4);
+    else parti__json_scalar(w, "false", 5);
+}
+
+PARTIDEF void parti_json_null(parti_json_writer *w) { parti__json_scalar(w, "null", 4); }
+
+static int parti__json_is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
+
+/* Checks the RFC 8259 number grammar at s[0..n). Returns NULL with *used = the
+ * number's length, or what is wrong with *used = offset of the bad byte. */
+static const char *parti__json_scan_number(const unsigned char *s, size_t n, size_t *used, int *is_int) {
+    size_t i = 0;
+    *is_int = 1;
+    if (i < n && s[i] == '-') i++;
+    *used = i;
+    if (i >= n || !parti__json_is_digit(s[i])) return i ? "expected a digit after '-'" : "expected a value";
+    if (s[i] == '0') {
+        i++;
+        *used = i;
+        if (i < n && parti__json_is_digit(s[i])) return "leading zeros are not allowed in numbers";
+    } else {
+        while (i < n && parti__json_is_digit(s[i])) i++;
+    }
+    if (i < n && s[i] == '.') {
+        *is_int = 0;
+        i++;
+        *used = i;
+        if (i >= n || !parti__json_is_digit(s[i])) return "expected a digit after the decimal point";
+        while (i < n && parti__json_is_digit(s[i])) i++;
+    }
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        *is_int = 0;
+        i++;
+        if (i < n && (s[i] == '+' || s[i] == '-')) i++;
+        *used = i;
+        if (i >= n || !parti__json_is_digit(s[i])) return "expected a digit in the exponent";
+        while (i < n && parti__json_is_digit(s[i])) i++;
+    }
+    *used = i;
+    return NULL;
+}
+
+PARTIDEF void parti_json_number_raw(parti_json_writer *w, const char *text, size_t n) {
+    size_t used;
+    int is_int;
+    if (!w || !parti__json_usable(w)) return;
+    if (!text || parti__json_scan_number((const unsigned char *)text, n, &used, &is_int) || used != n) {
+        parti__json_fail(w, PARTI_ERR_INVALID_ARGUMENT);
+        return;
+    }
+    parti__json_scalar(w, text, n);
+}
+
+PARTIDEF parti_err parti_json_writer_finish(parti_json_writer *w, size_t *needed) {
+    if (!w) return PARTI_ERR_INVALID_ARGUMENT;
+    if (needed) *needed = w->len + 1;
+    if (parti__json_usable(w) && (w->depth != 0 || !w->root_done)) parti__json_fail(w, PARTI_ERR_INVALID_ARGUMENT);
+    if (w->len + 1 > w->cap) parti__json_fail(w, PARTI_ERR_BUFFER_TOO_SMALL);
+    /* the buffer always ends up a C string: the output, or a truncated prefix */
+    if (w->cap > 0) w->buf[w->len < w->cap ? w->len : w->cap - 1] = 0;
+    return w->err;
+}
+
+/* ---- JSON reader ----------------------------------------------------------- */
+
+typedef struct parti__json_frame {
+    int node;  /* the open array/object */
+    int last;  /* its last child so far, -1 if none */
+} parti__json_frame;
+
+typedef struct parti__json_parser {
+    const unsigned char *s;
+    size_t n, pos;
+    parti_json_node *nodes;
+    int count, cap;
+    int depth;
+    int pending_key;           /* key node of the member value about to be parsed */
+    parti_err err;
+    size_t err_pos;
+    const char *what;          /* what went wrong, for the message */
+    parti__json_frame stack[PARTI_JSON_MAX_DEPTH];
+} parti__json_parser;
+
+/* Records an error; returns 0 so callers can `return parti__json_error(...)`. */
+static int parti__json_error(parti__json_parser *p, parti_err e, size_t pos, const char *what) {
+    p->err = e;
+    p->err_pos = pos;
+    p->what = what;
+    return 0;
+}
+
+static void parti__json_skip_ws(parti__json_parser *p) {
+    while (p->pos < p->n) {
+        unsigned char c = p->s[p->pos];
+        if (c != ' ' && c != '\t' && c != '\n' && c != '\r') break;
+        p->pos++;
+    }
+}
+
+/* Doubles the node array, up to PARTI_JSON_MAX_NODES. */
+static int parti__json_grow(parti__json_parser *p) {
+    int cap;
+    parti_json_node *nodes;
+    if (p->cap >= PARTI_JSON_MAX_NODES)
+        return parti__json_error(p, PARTI_ERR_JSON_TOO_LARGE, p->pos, "more nodes than PARTI_JSON_MAX_NODES");
+    cap = p->cap ? (p->cap > PARTI_JSON_MAX_NODES / 2 ? PARTI_JSON_MAX_NODES : p->cap * 2) : 64;
+    if (cap > PARTI_JSON_MAX_NODES) cap = PARTI_JSON_MAX_NODES;
+    nodes = (parti_json_node *)PARTI_REALLOC(p->nodes, (size_t)cap * sizeof *nodes);
+    if (!nodes) return parti__json_error(p, PARTI_ERR_NOMEM, p->pos, "out of memory");
+    p->nodes = nodes;
+    p->cap = cap;
+    return 1;
+}
+
+/* Appends a node starting at byte start; returns its index or -1. */
+static int parti__json_add(parti__json_parser *p, parti_json_type type, size_t start) {
+    parti_json_node *nd;
+    if (p->count >= p->cap && !parti__json_grow(p)) return -1;
+    nd = &p->nodes[p->count];
+    nd->type = type;
+    nd->start = (uint32_t)start;
+    nd->len = 0;
+    nd->count = 0;
+    nd->child = -1;
+    nd->next = -1;
+    nd->key = -1;
+    nd->flags = 0;
+    return p->count++;
+}
+
+/* Makes node idx the next child of the innermost open container. */
+static void parti__json_link(parti__json_parser *p, int idx) {
+    parti__json_frame *f;
+    parti_json_node *parent;
+    if (p->depth == 0) return;
+    f = &p->stack[p->depth - 1];
+    parent = &p->nodes[f->node];
+    if (f->last < 0) parent->child = idx;
+    else p->nodes[f->last].next = idx;
+    f->last = idx;
+    parent->count++;
+    if (parent->type == PARTI_JSON_OBJECT) p->nodes[idx].key = p->pending_key;
+}
+
+/* Value of 4 hex digits at s, or -1. */
+static long parti__json_hex4(const unsigned char *s) {
+    long v = 0;
+    int i;
+    for (i = 0; i < 4; i++) {
+        unsigned char c = s[i];
+        v <<= 4;
+        if (c >= '0' && c <= '9') v |= c - '0';
+        else if (c >= 'a' && c <= 'f') v |= c - 'a' + 10;
+        else if (c >= 'A' && c <= 'F') v |= c - 'A' + 10;
+        else return -1;
+    }
+    return v;
+}
+
+static size_t parti__json_utf8_len(uint32_t cp) { return cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4; }
+
+/* Checks the \u escape at s[i] (i at the backslash), pairing surrogates.
+ * Returns the bytes consumed (6 or 12) and the code point, or 0. */
+static size_t parti__json_scan_u(parti__json_parser *p, size_t i, uint32_t *cp) {
+    const unsigned char *s = p->s;
+    long hi, lo;
+    if (p->n - i < 6) return (size_t)parti__json_error(p, PARTI_ERR_JSON_SYNTAX, p->n, "unterminated \\u escape");
+    if ((hi = parti__json_hex4(s + i + 2)) < 0)
+        return (size_t)parti__json_error(p, PARTI_ERR_JSON_SYNTAX, i, "\\u needs 4 hex digits");
+    if (hi >= 0xDC00 && hi <= 0xDFFF)
+        return (size_t)parti__json_error(p, PARTI_ERR_JSON_SYNTAX, i, "lone low surrogate in \\u escape");
+    if (hi < 0xD800 || hi > 0xDBFF) {
+        *cp = (uint32_t)hi;
+        return 6;
+    }
+    /* a high surrogate must be followed at once by an escaped low one */
+    if (p->n - i < 12 || s[i + 6] != '\\' || s[i + 7] != 'u' || (lo = parti__json_hex4(s + i + 8)) < 0 ||
+        lo < 0xDC00 || lo > 0xDFFF)
+        return (size_t)parti__json_error(p, PARTI_ERR_JSON_SYNTAX, i, "high surrogate in \\u escape without a low one");
+    *cp = 0x10000u + (((uint32_t)hi - 0xD800u) << 10) + ((uint32_t)lo - 0xDC00u);
+    return 12;
+}
+
+/* Checks one escape at s[i] (the backslash); adds its unescaped size to *ulen.
+ * Returns the bytes consumed or 0. */
+static size_t parti__json_scan_escape(parti__json_parser *p, size_t i, size_t *ulen, uint32_t *flags) {
+    uint32_t cp;
+    size_t k;
+    if (i + 1 >= p->n) return (size_t)parti__json_error(p, PARTI_ERR_JSON_SYNTAX, p->n, "unterminated string");
+    switch (p->s[i + 1]) {
+    case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
+        *ulen += 1;
+        return 2;
+    case 'u':
+        if ((k = parti__json_scan_u(p, i, &cp)) == 0) return 0;
+        if (cp == 0) *flags |= PARTI_JSON_FLAG_NUL;
+        *ulen += parti__json_utf8_len(cp);
+        return k;
+    default:
+        return (size_t)parti__json_error(p, PARTI_ERR_JSON_SYNTAX, i, "invalid escape in string");
+    }
+}
+
+/* Scans the string whose opening quote is at p->pos into node idx; leaves
+ * p->pos past the closing quote. */
+static int parti__json_string(parti__json_parser *p, int idx) {
+    const unsigned char *s = p->s;
+    size_t n = p->n, i = p->pos + 1, ulen = 0, k, run;
+    uint32_t flags = 0;
+    for (;;) {
+        run = i; /* plain ASCII is the common case: take it in one sweep */
+        while (i < n && s[i] >= 0x20 && s[i] < 0x80 && s[i] != '"' && s[i] != '\\') i++;
+        ulen += i - run;
+        if (i >= n) return parti__json_error(p, PARTI_ERR_JSON_SYNTAX, n, "unterminated string");
+        if (s[i] == '"') break;
+        if (s[i] < 0x20)
+            return parti__json_error(p, PARTI_ERR_JSON_SYNTAX, i, "control character in string (must be escaped)");
+        if (s[i] == '\\') {
+            flags |= PARTI_JSON_FLAG_ESCAPED;
+            if ((k = parti__json_scan_escape(p, i, &ulen, &flags)) == 0) return 0;
+        } else if ((k = parti__utf8_seq(s + i, n - i)) == 0) {
+            return parti__json_error(p, PARTI_ERR_JSON_SYNTAX, i, "invalid UTF-8 in string");
+        } else {
+            ulen += k;
+        }
+        i += k;
+    }
+    p->nodes[idx].start = (uint32_t)(p->pos + 1);
+    p->nodes[idx].len = (uint32_t)(i - p->pos - 1);
+    p->nodes[idx].count = (uint32_t)ulen; /* <= raw length < 2^32 */
+    p->nodes[idx].flags |= flags;
+    p->pos = i + 1;
+    return 1;
+}
+
+static int parti__json_number(parti__json_parser *p, int idx) {
+    size_t used;
+    int is_int;
+    const char *what = parti__json_scan_number(p->s + p->pos, p->n - p->pos, &used, &is_int);
+    if (what) return parti__json_error(p, PARTI_ERR_JSON_SYNTAX, p->pos + used, what);
+    p->nodes[idx].len = (uint32_t)used;
+    if (is_int) p->nodes[idx].flags |= PARTI_JSON_FLAG_INTEGER;
+    p->pos += used;
+    return 1;
+}
+
+static int parti__json_literal(parti__json_parser *p, int idx, const char *word, size_t wlen) {
+    if (p->n - p->pos < wlen || memcmp(p->s + p->pos, word, wlen) != 0)
+        return parti__json_error(p, PARTI_ERR_JSON_SYNTAX, p->pos, "invalid literal (expected true, false or null)");
+    p->nodes[idx].len = (uint32_t)wlen;
+    p->pos += wlen;
+    return 1;
+}
+
+/* Parses the scalar at p->pos (not end of input) as a child of the open container. */
+static int parti__json_scalar_value(parti__json_parser *p) {
+    unsigned char c = p->s[p->pos];
+    parti_json_type t = c == '"' ? PARTI_JSON_STRING
+                        : c == 't' ? PARTI_JSON_TRUE
+                        : c == 'f' ? PARTI_JSON_FALSE
+                        : c == 'n' ? PARTI_JSON_NULL
+                        : PARTI_JSON_NUMBER;
+    int idx;
+    if (t == PARTI_JSON_NUMBER && c != '-' && !parti__json_is_digit(c))
+        return parti__json_error(p, PARTI_ERR_JSON_SYNTAX, p->pos, "expected a value");
+    if ((idx = parti__json_add(p, t, p->pos)) < 0) return 0;
+    parti__json_link(p, idx);
+    switch (t) {
+    case PARTI_JSON_STRING: return parti__json_string(p, idx);
+    case PARTI_JSON_TRUE: return parti__json_literal(p, idx, "true", 4);
+    case PARTI_JSON_FALSE: return parti__json_literal(p, idx, "false", 5);
+    case PARTI_JSON_NULL: return parti__json_literal(p, idx, "null", 4);
+    default: return parti__json_number(p, idx);
+    }
+}
+
+/* Parser states between tokens. */
+enum { PARTI__JSON_FAIL = -1, PARTI__JSON_VALUE, PARTI__JSON_KEY, PARTI__JSON_AFTER, PARTI__JSON_DONE };
+
+/* Closes the innermost container at p->pos (its closing bracket). */
+static void parti__json_close(parti__json_parser *p) {
+    parti_json_node *nd = &p->nodes[p->stack[p->depth - 1].node];
+    nd->len = (uint32_t)(p->pos + 1 - nd->start);
+    p->depth--;
+    p->pos++;
+}
+
+/* A value is due at p->pos: opens a container or parses a scalar. */
+static int parti__json_state_value(parti__json_parser *p) {
+    unsigned char c;
+    int idx, is_obj;
+    parti__json_skip_ws(p);
+    if (p->pos >= p->n) {
+        parti__json_error(p, PARTI_ERR_JSON_SYNTAX, p->n, "unexpected end of input, expected a value");
+        return PARTI__JSON_FAIL;
+    }
+    c = p->s[p->pos];
+    if (c != '{' && c != '[') return parti__json_scalar_value(p) ? PARTI__JSON_AFTER : PARTI__JSON_FAIL;
+    if (p->depth >= PARTI_JSON_MAX_DEPTH) {
+        parti__json_error(p, PARTI_ERR_JSON_TOO_DEEP, p->pos, "nesting deeper than PARTI_JSON_MAX_DEPTH");
+        return PARTI__JSON_FAIL;
+    }
+    is_obj = c == '{';
+    if ((idx = parti__json_add(p, is_obj ? PARTI_JSON_OBJECT : PARTI_JSON_ARRAY, p->pos)) < 0) return PARTI__JSON_FAIL;
+    parti__json_link(p, idx);
+    p->stack[p->depth].node = idx;
+    p->stack[p->depth].last = -1;
+    p->depth++;
+    p->pos++;
+    parti__json_skip_ws(p);
+    if (p->pos < p->n && p->s[p->pos] == (is_obj ? '}' : ']')) {
+        parti__json_close(p);
+        return PARTI__JSON_AFTER;
+    }
+    return is_obj ? PARTI__JSON_KEY : PARTI__JSON_VALUE;
+}
+
+/* An object key is due at p->pos (whitespace skipped): key, then ':'. */
+static int parti__json_state_key(parti__json_parser *p) {
+    int idx;
+    if (p->pos >= p->n || p->s[p->pos] != '"') {
+        parti__json_error(p, PARTI_ERR_JSON_SYNTAX, p->pos, "expected a string as object key");
+        return PARTI__JSON_FAIL;
+    }
+    if ((idx = parti__json_add(p, PARTI_JSON_STRING, p->pos)) < 0) return PARTI__JSON_FAIL;
+    p->nodes[idx].flags = PARTI_JSON_FLAG_KEY;
+    if (!parti__json_string(p, idx)) return PARTI__JSON_FAIL;
+    p->pending_key = idx;
+    parti__json_skip_ws(p);
+    if (p->pos >= p->n || p->s[p->pos] != ':') {
+        parti__json_error(p, PARTI_ERR_JSON_SYNTAX, p->pos, "expected ':' after object key");
+        return PARTI__JSON_FAIL;
+    }
+    p->pos++;
+    return PARTI__JSON_VALUE;
+}
+
+/* A value just ended: ',' or the closing bracket of the container, or the end. */
+static int parti__json_state_after(parti__json_parser *p) {
+    int is_obj;
+    parti__json_skip_ws(p);
+    if (p->depth == 0) return PARTI__JSON_DONE;
+    is_obj = p->nodes[p->stack[p->depth - 1].node].type == PARTI_JSON_OBJECT;
+    if (p->pos < p->n && p->s[p->pos] == ',') {
+        p->pos++;
+        parti__json_skip_ws(p);
+        if (p->pos < p->n && p->s[p->pos] == (is_obj ? '}' : ']')) {
+            parti__json_error(p, PARTI_ERR_JSON_SYNTAX, p->pos, "trailing comma");
+            return PARTI__JSON_FAIL;
+        }
+        return is_obj ? PARTI__JSON_KEY : PARTI__JSON_VALUE;
+    }
+    if (p->pos < p->n && p->s[p->pos] == (is_obj ? '}' : ']')) {
+        parti__json_close(p);
+        return PARTI__JSON_AFTER;
+    }
+    parti__json_error(p, PARTI_ERR_JSON_SYNTAX, p->pos,
+                      is_obj ? "expected ',' or '}' after object member" : "expected ',' or ']' after array element");
+    return PARTI__JSON_FAIL;
+}
+
+/* Runs the state machine; every step consumes input or closes a container,
+ * so it ends within O(n) steps. */
+static int parti__json_run(parti__json_parser *p) {
+    int state = PARTI__JSON_VALUE;
+    while (state != PARTI__JSON_DONE) {
+        if (state == PARTI__JSON_VALUE) state = parti__json_state_value(p);
+        else if (state == PARTI__JSON_KEY) state = parti__json_state_key(p);
+        else state = parti__json_state_after(p);
+        if (state < 0) return 0;
+    }
+    if (p->pos != p->n)
+        return parti__json_error(p, PARTI_ERR_JSON_SYNTAX, p->pos, "unexpected data after the JSON value");
+    return 1;
+}
+
+/* "'x'", "byte 0x01" or "end of input": what the parser found at pos. */
+static void parti__json_found(const parti__json_parser *p, char *out, size_t cap) {
+    if (p->err_pos >= p->n) parti__msg(out, cap, "end of input");
+    else if (p->s[p->err_pos] > 0x20 && p->s[p->err_pos] < 0x7F) parti__msg(out, cap, "'%c'", p->s[p->err_pos]);
+    else parti__msg(out, cap, "byte 0x%02x", p->s[p->err_pos]);
+}
+
+static void parti__json_message(const parti__json_parser *p, char *msg, size_t msg_size) {
+    char found[16];
+    switch (p->err) {
+    case PARTI_ERR_JSON_TOO_DEEP:
+        parti__msg(msg, msg_size, "JSON too deep at byte %zu: more than %d nested arrays/objects", p->err_pos,
+                   PARTI_JSON_MAX_DEPTH);
+        break;
+    case PARTI_ERR_JSON_TOO_LARGE:
+        parti__msg(msg, msg_size, "JSON too large at byte %zu: more than %d nodes (PARTI_JSON_MAX_NODES)", p->err_pos,
+                   (int)PARTI_JSON_MAX_NODES);
+        break;
+    case PARTI_ERR_NOMEM:
+        parti__msg(msg, msg_size, "out of memory at byte %zu while parsing JSON", p->err_pos);
+        break;
+    default:
+        parti__json_found(p, found, sizeof found);
+        parti__msg(msg, msg_size, "JSON syntax error at byte %zu: %s (found %s)", p->err_pos, p->what, found);
+    }
+}
+
+/* Checks the arguments and the size limits before any parsing. */
+static parti_err parti__json_parse_args(parti_json_doc *doc, const char *text, size_t len, size_t *err_offset,
+                                        char *msg, size_t msg_size) {
+    if (err_offset) *err_offset = 0;
+    if (!doc || !text) {
+        parti__msg(msg, msg_size, "JSON parse: %s is NULL", doc ? "text" : "doc");
+        return PARTI_ERR_INVALID_ARGUMENT;
+    }
+    if (len > (size_t)PARTI_JSON_MAX_LEN || len > (size_t)0xFFFFFFFEu) {
+        size_t limit = (size_t)PARTI_JSON_MAX_LEN < (size_t)0xFFFFFFFEu ? (size_t)PARTI_JSON_MAX_LEN : 0xFFFFFFFEu;
+        if (err_offset) *err_offset = limit;
+        parti__msg(msg, msg_size, "JSON too large at byte %zu: the document has %zu bytes (PARTI_JSON_MAX_LEN)", limit,
+                   len);
+        return PARTI_ERR_JSON_TOO_LARGE;
+    }
+    return PARTI_ERR_OK;
+}
+
+PARTIDEF parti_err parti_json_parse(parti_json_doc *doc, const char *text, size_t len, size_t *err_offset, char *msg,
+                                    size_t msg_size) {
+    parti__json_parser p;
+    parti_err e = parti__json_parse_args(doc, text, len, err_offset, msg, msg_size);
+    if (doc) memset(doc, 0, sizeof *doc);
+    if (e != PARTI_ERR_OK) return e;
+    memset(&p, 0, sizeof p);
+    p.s = (const unsigned char *)text;
+    p.n = len;
+    p.err = PARTI_ERR_OK;
+    p.pending_key = -1;
+    if (parti__json_run(&p)) {
+        doc->text = (char *)PARTI_MALLOC(len + 1); /* the doc keeps its own copy */
+        if (!doc->text) parti__json_error(&p, PARTI_ERR_NOMEM, len, "out of memory");
+    }
+    if (p.err != PARTI_ERR_OK) {
+        if (err_offset) *err_offset = p.err_pos;
+        parti__json_message(&p, msg, msg_size);
+        PARTI_FREE(p.nodes);
+        return p.err;
+    }
+    memcpy(doc->text, text, len);
+    doc->text[len] = 0;
+    doc->len = len;
+    doc->nodes = p.nodes;
+    doc->node_count = p.count;
+    return PARTI_ERR_OK;
+}
+
+PARTIDEF void parti_json_doc_free(parti_json_doc *doc) {
+    if (!doc) return;
+    PARTI_FREE(doc->nodes);
+    PARTI_FREE(doc->text);
+    memset(doc, 0, sizeof *doc);
+}
+
+/* ---- JSON accessors ---------------------------------------------------------- */
+
+/* The node at index i, or NULL for any bad document or index. */
+static const parti_json_node *parti__json_node(const parti_json_doc *doc, int i) {
+    const parti_json_node *nd;
+    if (!doc || !doc->nodes || !doc->text || i < 0 || i >= doc->node_count) return NULL;
+    nd = &doc->nodes[i];
+    if ((size_t)nd->start > doc->len || (size_t)nd->len > doc->len - nd->start) return NULL;
+    return nd;
+}
+
+PARTIDEF int parti_json_root(const parti_json_doc *doc) { return parti__json_node(doc, 0) ? 0 : -1; }
+
+PARTIDEF parti_json_type parti_json_type_of(const parti_json_doc *doc, int node) {
+    const parti_json_node *nd = parti__json_node(doc, node);
+    return nd ? nd->type : PARTI_JSON_INVALID;
+}
+
+PARTIDEF const char *parti_json_type_name(parti_json_type t) {
+    switch (t) {
+    case PARTI_JSON_NULL: return "null";
+    case PARTI_JSON_FALSE: return "false";
+    case PARTI_JSON_TRUE: return "true";
+    case PARTI_JSON_NUMBER: return "number";
+    case PARTI_JSON_STRING: return "string";
+    case PARTI_JSON_ARRAY: return "array";
+    case PARTI_JSON_OBJECT: return "object";
+    case PARTI_JSON_INVALID: break;
+    }
+    return "invalid";
+}
+
+static int parti__json_is_container(const parti_json_node *nd) {
+    return nd && (nd->type == PARTI_JSON_ARRAY || nd->type == PARTI_JSON_OBJECT);
+}
+
+PARTIDEF uint32_t parti_json_count(const parti_json_doc *doc, int node) {
+    const parti_json_node *nd = parti__json_node(doc, node);
+    return parti__json_is_container(nd) ? nd->count : 0;
+}
+
+PARTIDEF int parti_json_first(const parti_json_doc *doc, int container) {
+    const parti_json_node *nd = parti__json_node(doc, container);
+    if (!parti__json_is_container(nd) || !parti__json_node(doc, nd->child)) return -1;
+    return nd->child;
+}
+
+PARTIDEF int parti_json_next(const parti_json_doc *doc, int node) {
+    const parti_json_node *nd = parti__json_node(doc, node);
+    /* children always follow their predecessor: a smaller index would be a cycle */
+    if (!nd || nd->next <= node || !parti__json_node(doc, nd->next)) return -1;
+    return nd->next;
+}
+
+PARTIDEF int parti_json_member_key(const parti_json_doc *doc, int node) {
+    const parti_json_node *nd = parti__json_node(doc, node), *k;
+    if (!nd || !(k = parti__json_node(doc, nd->key)) || k->type != PARTI_JSON_STRING) return -1;
+    return nd->key;
+}
+
+PARTIDEF const char *parti_json_raw(const parti_json_doc *doc, int node, size_t *len) {
+    const parti_json_node *nd = parti__json_node(doc, node);
+    if (len) *len = nd ? nd->len : 0;
+    return nd ? doc->text + nd->start : NULL;
+}
+
+/* Decodes the unit at raw[*i] (a plain byte or a whole escape, the parser has
+ * checked it) into out; returns the bytes produced (1..4) and advances *i. */
+static size_t parti__json_unescape_one(const unsigned char *raw, size_t n, size_t *i, unsigned char out[4]) {
+    size_t at = *i;
+    uint32_t cp;
+    long hi, lo;
+    if (raw[at] != '\\' || at + 1 >= n) {
+        out[0] = raw[at];
+        *i = at + 1;
+        return 1;
+    }
+    switch (raw[at + 1]) {
+    case 'b': out[0] = '\b'; break;
+    case 'f': out[0] = '\f'; break;
+    case 'n': out[0] = '\n'; break;
+    case 'r': out[0] = '\r'; break;
+    case 't': out[0] = '\t'; break;
+    case 'u': break;
+    default: out[0] = raw[at + 1]; /* '"', '\\', '/' */
+    }
+    *i = at + 2;
+    if (raw[at + 1] != 'u') return 1;
+    if (n - at < 6 || (hi = parti__json_hex4(raw + at + 2)) < 0) return 1; /* unreachable after parsing */
+    cp = (uint32_t)hi;
+    *i = at + 6;
+    if (hi >= 0xD800 && hi <= 0xDBFF && n - at >= 12 && raw[at + 6] == '\\' && raw[at + 7] == 'u' &&
+        (lo = parti__json_hex4(raw + at + 8)) >= 0xDC00 && lo <= 0xDFFF) {
+        cp = 0x10000u + (((uint32_t)hi - 0xD800u) << 10) + ((uint32_t)lo - 0xDC00u);
+        *i = at + 12;
+    }
+    if (cp < 0x80) {
+        out[0] = (unsigned char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        out[0] = (unsigned char)(0xC0 | (cp >> 6));
+        out[1] = (unsigned char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        out[0] = (unsigned char)(0xE0 | (cp >> 12));
+        out[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+        out[2] = (unsigned char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    out[0] = (unsigned char)(0xF0 | (cp >> 18));
+    out[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
+    out[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+    out[3] = (unsigned char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+/* The string node at index node, or NULL. */
+static const parti_json_node *parti__json_string_node(const parti_json_doc *doc, int node) {
+    const parti_json_node *nd = parti__json_node(doc, node);
+    return nd && nd->type == PARTI_JSON_STRING ? nd : NULL;
+}
+
+/* Writes the unescaped bytes of a string node into out (at most cap). */
+static void parti__json_unescape(const parti_json_doc *doc, const parti_json_node *nd, char *out, size_t cap) {
+    const unsigned char *raw = (const unsigned char *)doc->text + nd->start;
+    size_t i = 0, o = 0, k, j;
+    unsigned char u[4];
+    if (cap == 0) return; /* out may be NULL then */
+    if (!(nd->flags & PARTI_JSON_FLAG_ESCAPED)) { /* no escapes: the raw bytes are the value */
+        memcpy(out, raw, nd->len < cap ? nd->len : cap);
+        return;
+    }
+    while (i < nd->len && o < cap) {
+        k = parti__json_unescape_one(raw, nd->len, &i, u);
+        for (j = 0; j < k && o < cap; j++) out[o++] = (char)u[j];
+    }
+}
+
+PARTIDEF int parti_json_string_eq_n(const parti_json_doc *doc, int node, const char *s, size_t n) {
+    const parti_json_node *nd = parti__json_string_node(doc, node);
+    const unsigned char *raw, *us = (const unsigned char *)s;
+    size_t i = 0, o = 0, k, j;
+    unsigned char u[4];
+    if (!nd || !s || nd->count != n) return 0;
+    raw = (const unsigned char *)doc->text + nd->start;
+    if (!(nd->flags & PARTI_JSON_FLAG_ESCAPED)) return memcmp(raw, s, n) == 0;
+    while (i < nd->len) { /* decode as we compare: no buffer, no allocation */
+        k = parti__json_unescape_one(raw, nd->len, &i, u);
+        for (j = 0; j < k; j++, o++)
+            if (o >= n || us[o] != u[j]) return 0;
+    }
+    return o == n;
+}
+
+PARTIDEF int parti_json_string_eq(const parti_json_doc *doc, int node, const char *s) {
+    return s ? parti_json_string_eq_n(doc, node, s, strlen(s)) : 0;
+}
+
+/* Common checks of the string getters: the node and its type. */
+static parti_err parti__json_string_check(const parti_json_doc *doc, int node, const parti_json_node **nd) {
+    *nd = parti__json_node(doc, node);
+    if (!*nd) return PARTI_ERR_INVALID_ARGUMENT;
+    if ((*nd)->type != PARTI_JSON_STRING) return PARTI_ERR_JSON_TYPE;
+    return PARTI_ERR_OK;
+}
+
+PARTIDEF parti_err parti_json_as_bytes(const parti_json_doc *doc, int node, char *out, size_t cap, size_t *len) {
+    const parti_json_node *nd;
+    parti_err e = parti__json_string_check(doc, node, &nd);
+    if (len) *len = e == PARTI_ERR_OK ? nd->count : 0;
+    if (e != PARTI_ERR_OK) return e;
+    if (!out && cap) return PARTI_ERR_INVALID_ARGUMENT;
+    if (cap < nd->count) return PARTI_ERR_BUFFER_TOO_SMALL;
+    parti__json_unescape(doc, nd, out, nd->count);
+    if (cap > nd->count) out[nd->count] = 0;
+    return PARTI_ERR_OK;
+}
+
+PARTIDEF parti_err parti_json_as_string(const parti_json_doc *doc, int node, char *out, size_t cap, size_t *needed) {
+    const parti_json_node *nd;
+    parti_err e = parti__json_string_check(doc, node, &nd);
+    if (needed) *needed = e == PARTI_ERR_OK ? (size_t)nd->count + 1 : 0;
+    if (e != PARTI_ERR_OK) return e;
+    if (nd->flags & PARTI_JSON_FLAG_NUL) return PARTI_ERR_JSON_RANGE;
+    if (!out && cap) return PARTI_ERR_INVALID_ARGUMENT;
+    if (cap < (size_t)nd->count + 1) return PARTI_ERR_BUFFER_TOO_SMALL;
+    parti__json_unescape(doc, nd, out, nd->count);
+    out[nd->count] = 0;
+    return PARTI_ERR_OK;
+}
+
+PARTIDEF parti_err parti_json_as_string_dup(const parti_json_doc *doc, int node, char **out) {
+    const parti_json_node *nd;
+    parti_err e;
+    if (!out) return PARTI_ERR_INVALID_ARGUMENT;
+    *out = NULL;
+    if ((e = parti__json_string_check(doc, node, &nd)) != PARTI_ERR_OK) return e;
+    if (nd->flags & PARTI_JSON_FLAG_NUL) return PARTI_ERR_JSON_RANGE;
+    *out = (char *)PARTI_MALLOC((size_t)nd->count + 1);
+    if (!*out) return PARTI_ERR_NOMEM;
+    return parti_json_as_string(doc, node, *out, (size_t)nd->count + 1, NULL);
+}
+
+PARTIDEF int parti_json_get_n(const parti_json_doc *doc, int obj, const char *key, size_t key_len) {
+    const parti_json_node *nd = parti__json_node(doc, obj);
+    int i, found = -1;
+    if (!nd || nd->type != PARTI_JSON_OBJECT || !key) return -1;
+    /* no early exit: the last duplicate wins, as in Go's encoding/json */
+    for (i = parti_json_first(doc, obj); i >= 0; i = parti_json_next(doc, i))
+        if (parti_json_string_eq_n(doc, parti_json_member_key(doc, i), key, key_len)) found = i;
+    return found;
+}
+
+PARTIDEF int parti_json_get(const parti_json_doc *doc, int obj, const char *key) {
+    return key ? parti_json_get_n(doc, obj, key, strlen(key)) : -1;
+}
+
+PARTIDEF int parti_json_at(const parti_json_doc *doc, int arr, uint32_t i) {
+    const parti_json_node *nd = parti__json_node(doc, arr);
+    int c;
+    uint32_t k;
+    if (!nd || nd->type != PARTI_JSON_ARRAY || i >= nd->count) return -1;
+    c = parti_json_first(doc, arr);
+    for (k = 0; k < i && c >= 0; k++) c = parti_json_next(doc, c);
+    return c;
+}
+
+PARTIDEF parti_err parti_json_as_bool(const parti_json_doc *doc, int node, int *out) {
+    const parti_json_node *nd = parti__json_node(doc, node);
+    if (!nd || !out) return PARTI_ERR_INVALID_ARGUMENT;
+    if (nd->type != PARTI_JSON_TRUE && nd->type != PARTI_JSON_FALSE) return PARTI_ERR_JSON_TYPE;
+    *out = nd->type == PARTI_JSON_TRUE;
+    return PARTI_ERR_OK;
+}
+
+/* Where the digits of a number's mantissa lie: first and last nonzero digit,
+ * how many digits follow the decimal point, where the mantissa ends. */
+typedef struct parti__json_mantissa {
+    size_t first_nz, last_nz, end, frac_digits;
+    int any_nz;
+} parti__json_mantissa;
+
+static void parti__json_scan_mantissa(const char *s, size_t n, size_t i, parti__json_mantissa *m) {
+    int in_frac = 0;
+    memset(m, 0, sizeof *m);
+    for (; i < n && s[i] != 'e' && s[i] != 'E'; i++) {
+        if (s[i] == '.') {
+            in_frac = 1;
+            continue;
+        }
+        if (in_frac) m->frac_digits++;
+        if (s[i] != '0') {
+            if (!m->any_nz) m->first_nz = i;
+            m->any_nz = 1;
+            m->last_nz = i;
+        }
+    }
+    m->end = i;
+}
+
+/* The exponent after 'e' at s[i] (i == n: none), saturated at +-10^15: far
+ * beyond any digit count, so a saturated value decides like the true one. */
+static int64_t parti__json_exponent(const char *s, size_t n, size_t i) {
+    int64_t e = 0;
+    int neg = 0;
+    if (i >= n) return 0;
+    i++;
+    if (i < n && (s[i] == '+' || s[i] == '-')) neg = s[i++] == '-';
+    for (; i < n && parti__json_is_digit((unsigned char)s[i]); i++)
+        if (e < 1000000000000000) e = e * 10 + (s[i] - '0');
+    return neg ? -e : e;
+}
+
+/* The exact integer value of a checked JSON number: magnitude and sign.
+ * value = D * 10^e10 where D runs from the first to the last nonzero digit. */
+static parti_err parti__json_number_u64(const char *s, size_t n, uint64_t *mag, int *neg) {
+    parti__json_mantissa m;
+    int64_t e10, digits = 0, trailing = 0;
+    uint64_t v = 0;
+    size_t i;
+    *neg = n > 0 && s[0] == '-';
+    parti__json_scan_mantissa(s, n, (size_t)*neg, &m);
+    *mag = 0;
+    if (!m.any_nz) return PARTI_ERR_OK; /* 0, -0, 0.000e99 */
+    for (i = m.first_nz; i <= m.last_nz; i++) digits += s[i] != '.';
+    for (i = m.last_nz + 1; i < m.end; i++) trailing += s[i] != '.';
+    e10 = parti__json_exponent(s, n, m.end) - (int64_t)m.frac_digits + trailing;
+    if (e10 < 0) return PARTI_ERR_JSON_RANGE;          /* has a fractional part */
+    if (digits + e10 > 20) return PARTI_ERR_JSON_RANGE; /* >= 10^20 > 2^64 */
+    for (i = m.first_nz; i <= m.last_nz; i++) {
+        unsigned d;
+        if (s[i] == '.') continue;
+        d = (unsigned)(s[i] - '0');
+        if (v > (~(uint64_t)0 - d) / 10) return PARTI_ERR_JSON_RANGE;
+        v = v * 10 + d;
+    }
+    for (; e10 > 0; e10--) {
+        if (v > ~(uint64_t)0 / 10) return PARTI_ERR_JSON_RANGE;
+        v *= 10;
+    }
+    *mag = v;
+    return PARTI_ERR_OK;
+}
+
+/* Common part of the integer getters: node checks and the exact value. */
+static parti_err parti__json_integer(const parti_json_doc *doc, int node, uint64_t *mag, int *neg) {
+    const parti_json_node *nd = parti__json_node(doc, node);
+    if (!nd) return PARTI_ERR_INVALID_ARGUMENT;
+    if (nd->type != PARTI_JSON_NUMBER) return PARTI_ERR_JSON_TYPE;
+    return parti__json_number_u64(doc->text + nd->start, nd->len, mag, neg);
+}
+
+PARTIDEF parti_err parti_json_as_uint64(const parti_json_doc *doc, int node, uint64_t *out) {
+    uint64_t mag;
+    int neg;
+    parti_err e;
+    if (!out) return PARTI_ERR_INVALID_ARGUMENT;
+    if ((e = parti__json_integer(doc, node, &mag, &neg)) != PARTI_ERR_OK) return e;
+    if (neg && mag) return PARTI_ERR_JSON_RANGE;
+    *out = mag;
+    return PARTI_ERR_OK;
+}
+
+PARTIDEF parti_err parti_json_as_int64(const parti_json_doc *doc, int node, int64_t *out) {
+    const uint64_t limit = (uint64_t)1 << 63; /* |INT64_MIN| */
+    uint64_t mag;
+    int neg;
+    parti_err e;
+    if (!out) return PARTI_ERR_INVALID_ARGUMENT;
+    if ((e = parti__json_integer(doc, node, &mag, &neg)) != PARTI_ERR_OK) return e;
+    if (mag > limit || (!neg && mag == limit)) return PARTI_ERR_JSON_RANGE;
+    /* -(mag - 1) - 1 keeps INT64_MIN in range without signed overflow */
+    *out = neg && mag ? -(int64_t)(mag - 1) - 1 : (int64_t)mag;
+    return PARTI_ERR_OK;
+}
+
+/* Finds member key of obj for the get_* helpers. */
+static parti_err parti__json_member(const parti_json_doc *doc, int obj, const char *key, int *node) {
+    const parti_json_node *nd = parti__json_node(doc, obj);
+    if (!nd || !key) return PARTI_ERR_INVALID_ARGUMENT;
+    if (nd->type != PARTI_JSON_OBJECT) return PARTI_ERR_JSON_TYPE;
+    *node = parti_json_get(doc, obj, key);
+    return *node < 0 ? PARTI_ERR_JSON_MISSING : PARTI_ERR_OK;
+}
+
+PARTIDEF parti_err parti_json_get_int64(const parti_json_doc *doc, int obj, const char *key, int64_t *out) {
+    int node;
+    parti_err e = parti__json_member(doc, obj, key, &node);
+    if (!out) return PARTI_ERR_INVALID_ARGUMENT;
+    return e != PARTI_ERR_OK ? e : parti_json_as_int64(doc, node, out);
+}
+
+PARTIDEF parti_err parti_json_get_uint64(const parti_json_doc *doc, int obj, const char *key, uint64_t *out) {
+    int node;
+    parti_err e = parti__json_member(doc, obj, key, &node);
+    if (!out) return PARTI_ERR_INVALID_ARGUMENT;
+    return e != PARTI_ERR_OK ? e : parti_json_as_uint64(doc, node, out);
+}
+
+PARTIDEF parti_err parti_json_get_bool(const parti_json_doc *doc, int obj, const char *key, int *out) {
+    int node;
+    parti_err e = parti__json_member(doc, obj, key, &node);
+    if (!out) return PARTI_ERR_INVALID_ARGUMENT;
+    return e != PARTI_ERR_OK ? e : parti_json_as_bool(doc, node, out);
+}
+
+PARTIDEF parti_err parti_json_get_string(const parti_json_doc *doc, int obj, const char *key, char *out, size_t cap,
+                                         size_t *needed) {
+    int node;
+    parti_err e = parti__json_member(doc, obj, key, &node);
+    if (needed) *needed = 0;
+    return e != PARTI_ERR_OK ? e : parti_json_as_string(doc, node, out, cap, needed);
+}
+
 
 
 #ifdef __cplusplus

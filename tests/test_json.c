@@ -1,8 +1,7 @@
-#define PARTI_IMPLEMENTATION
-#include "parti.h"
-#include <criterion/criterion.h>
-
 /* Unit tests of the JSON writer and the untrusted-input JSON reader. */
+#include "parti.h"
+
+#include <criterion/criterion.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
