@@ -589,6 +589,41 @@ PARTIDEF void parti_strings_free(char **strings, int count);
 /* Finds a header by name (case-sensitive, as NATS headers are); NULL if absent. */
 PARTIDEF const char *parti_msg_header(const parti_msg *m, const char *name);
 
+/* ======================================================================== */
+/* JetStream protocol helpers (pure; used by the nats.c binding)            */
+/* ======================================================================== */
+
+/* What a delivered message's ack subject says about it:
+ * "$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>" (v1)
+ * or "$JS.ACK.<domain>.<account hash>.<stream>.<consumer>.<delivered>.<sseq>
+ * .<cseq>.<ts>.<pending>[.<token>...]" (v2). Pointers are not kept: stream
+ * and consumer are copied into the struct. */
+typedef struct parti_js_ack_meta {
+    char stream[PARTI_MAX_NAME_LEN + 1];
+    char consumer[PARTI_MAX_NAME_LEN + 1];
+    uint64_t delivered, stream_seq, consumer_seq, timestamp_ns, pending;
+} parti_js_ack_meta;
+
+/* Parses an ack subject (untrusted). PARTI_ERR_PROTOCOL when it is not one. */
+PARTIDEF parti_err parti_js_ack_parse(const char *reply, size_t len, parti_js_ack_meta *out);
+
+/* Maps a JetStream API error (its "err_code" and HTTP-like "code") to a
+ * parti_err, e.g. 10059 -> PARTI_ERR_STREAM_NOT_FOUND, 10071 ->
+ * PARTI_ERR_WRONG_REVISION. Unknown errors map by code class. */
+PARTIDEF parti_err parti_js_api_error(int err_code, int code);
+
+/* Maps a pull status message ("Status" header value and "Description") to
+ * what fetch_next reports: 100 -> PARTI_ERR_OK (heartbeat, keep waiting),
+ * 404/408 -> PARTI_ERR_NO_MESSAGES, 409 "Consumer Deleted" ->
+ * PARTI_ERR_CONSUMER_DELETED, 409 "Server Shutdown" ->
+ * PARTI_ERR_SERVER_SHUTDOWN, other 409 -> PARTI_ERR_NO_MESSAGES (re-pull),
+ * 503 -> PARTI_ERR_NO_RESPONDERS, anything else -> PARTI_ERR_PROTOCOL. */
+PARTIDEF parti_err parti_js_pull_status(const char *status, const char *description);
+
+/* Parses "2.10.27" (or "v2.15.1-beta") into a comparable number
+ * major*1000000 + minor*1000 + patch; 0 when unparsable. */
+PARTIDEF uint32_t parti_version_number(const char *version);
+
 /* @@METRICS_DECL@@ */
 
 /* ======================================================================== */
@@ -1595,6 +1630,122 @@ PARTIDEF const char *parti_msg_header(const parti_msg *m, const char *name) {
     for (i = 0; i < m->header_count; i++)
         if (m->headers[i].name && strcmp(m->headers[i].name, name) == 0) return m->headers[i].value;
     return NULL;
+}
+
+/* ---- JetStream protocol helpers ------------------------------------------ */
+
+/* Parses a decimal uint64 token; 0 on overflow or garbage. */
+static int parti__parse_u64(const char *s, size_t n, uint64_t *out) {
+    uint64_t v = 0;
+    size_t i;
+    if (n == 0 || n > 20) return 0;
+    for (i = 0; i < n; i++) {
+        unsigned d;
+        if (s[i] < '0' || s[i] > '9') return 0;
+        d = (unsigned)(s[i] - '0');
+        if (v > (UINT64_MAX - d) / 10) return 0;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return 1;
+}
+
+PARTIDEF parti_err parti_js_ack_parse(const char *reply, size_t len, parti_js_ack_meta *out) {
+    const char *tok[16];
+    size_t tlen[16], i, start = 0;
+    int n = 0, base;
+    uint64_t *nums[5];
+    if (!reply || !out) return PARTI_ERR_INVALID_ARGUMENT;
+    memset(out, 0, sizeof *out);
+    for (i = 0; i <= len; i++) {
+        if (i == len || reply[i] == '.') {
+            if (n == 16) return PARTI_ERR_PROTOCOL;
+            tok[n] = reply + start;
+            tlen[n++] = i - start;
+            start = i + 1;
+        } else if (reply[i] == 0) {
+            return PARTI_ERR_PROTOCOL;
+        }
+    }
+    if (n < 9 || tlen[0] != 3 || memcmp(tok[0], "$JS", 3) != 0 || tlen[1] != 3 || memcmp(tok[1], "ACK", 3) != 0)
+        return PARTI_ERR_PROTOCOL;
+    base = n == 9 ? 2 : n >= 12 ? 4 : -1;
+    if (base < 0) return PARTI_ERR_PROTOCOL;
+    if (tlen[base] == 0 || tlen[base] > PARTI_MAX_NAME_LEN || tlen[base + 1] == 0 ||
+        tlen[base + 1] > PARTI_MAX_NAME_LEN)
+        return PARTI_ERR_PROTOCOL;
+    memcpy(out->stream, tok[base], tlen[base]);
+    memcpy(out->consumer, tok[base + 1], tlen[base + 1]);
+    nums[0] = &out->delivered;
+    nums[1] = &out->stream_seq;
+    nums[2] = &out->consumer_seq;
+    nums[3] = &out->timestamp_ns;
+    nums[4] = &out->pending;
+    for (i = 0; i < 5; i++)
+        if (!parti__parse_u64(tok[base + 2 + (int)i], tlen[base + 2 + (int)i], nums[i])) {
+            memset(out, 0, sizeof *out);
+            return PARTI_ERR_PROTOCOL;
+        }
+    return PARTI_ERR_OK;
+}
+
+PARTIDEF parti_err parti_js_api_error(int err_code, int code) {
+    switch (err_code) {
+    case 10059: return PARTI_ERR_STREAM_NOT_FOUND;
+    case 10014: case 10149: return PARTI_ERR_CONSUMER_NOT_FOUND;
+    case 10071: case 10164: return PARTI_ERR_WRONG_REVISION;
+    case 10058: case 10065: case 10148: case 10013: case 10012: return PARTI_ERR_ALREADY_EXISTS;
+    case 10136: case 10138: case 10139: case 10052: case 10025: return PARTI_ERR_INVALID_CONFIG;
+    case 10093: case 10133: case 10131: return PARTI_ERR_INVALID_SUBJECT;
+    case 10054: return PARTI_ERR_VALUE_TOO_LARGE;
+    case 10039: case 10076: return PARTI_ERR_UNSUPPORTED;
+    case 10008: return PARTI_ERR_NOT_CONNECTED; /* JetStream not ready / no leader */
+    default: break;
+    }
+    if (code == 403) return PARTI_ERR_PERMISSION_DENIED;
+    if (code == 404) return PARTI_ERR_KEY_NOT_FOUND;
+    if (code == 408) return PARTI_ERR_TIMEOUT;
+    if (code == 503) return PARTI_ERR_NO_RESPONDERS;
+    if (code >= 400 && code < 500) return PARTI_ERR_INVALID_CONFIG;
+    return PARTI_ERR_PROTOCOL;
+}
+
+PARTIDEF parti_err parti_js_pull_status(const char *status, const char *description) {
+    if (!status) return PARTI_ERR_PROTOCOL;
+    if (!description) description = "";
+    if (strcmp(status, "100") == 0) return PARTI_ERR_OK;
+    if (strcmp(status, "404") == 0 || strcmp(status, "408") == 0) return PARTI_ERR_NO_MESSAGES;
+    if (strcmp(status, "503") == 0) return PARTI_ERR_NO_RESPONDERS;
+    if (strcmp(status, "409") == 0) {
+        if (strstr(description, "Consumer Deleted") || strstr(description, "consumer deleted"))
+            return PARTI_ERR_CONSUMER_DELETED;
+        if (strstr(description, "Server Shutdown") || strstr(description, "server shutdown"))
+            return PARTI_ERR_SERVER_SHUTDOWN;
+        return PARTI_ERR_NO_MESSAGES; /* leadership change, max bytes, batch completed: pull again */
+    }
+    return PARTI_ERR_PROTOCOL;
+}
+
+PARTIDEF uint32_t parti_version_number(const char *version) {
+    uint32_t part[3] = {0, 0, 0};
+    int i = 0, digits = 0;
+    const char *p = version;
+    if (!p) return 0;
+    if (*p == 'v') p++;
+    for (; *p && i < 3; p++) {
+        if (*p >= '0' && *p <= '9') {
+            if (++digits > 3) return 0;
+            part[i] = part[i] * 10 + (uint32_t)(*p - '0');
+        } else if (*p == '.' && digits) {
+            i++;
+            digits = 0;
+        } else {
+            break;
+        }
+    }
+    /* at least "major.minor" */
+    if (i == 0 || (i == 1 && !digits)) return 0;
+    return part[0] * 1000000 + part[1] * 1000 + part[2];
 }
 
 /* @@METRICS_IMPL@@ */

@@ -46,8 +46,11 @@
  *     whose consumer is gone succeeds and does nothing.
  *
  *   THE NATS.C BINDING
- *     Arrives with the binding issue; define PARTI_NATS_NO_NATSC to make sure
- *     nothing of nats.c is needed (the fake never needs it).
+ *     parti_nats_connect() gives a transport over a real nats-server (>= 2.10)
+ *     through nats.c; see "The nats.c binding" below. Link with -lnats and
+ *     compile the implementation file with POSIX (-D_POSIX_C_SOURCE=200809L).
+ *     Define PARTI_NATS_NO_NATSC to leave the binding out: the fake never
+ *     needs nats.c.
  *
  * Include after parti.h; the implementation is compiled where
  * PARTI_IMPLEMENTATION is defined.
@@ -97,6 +100,51 @@ PARTIDEF parti_err parti_fake_expire_key(parti_fake_world *w, const char *bucket
 PARTIDEF void parti_fake_skew_clock(parti_fake_world *w, parti_transport *client, int64_t ms);
 /* The event log: one line per operation, "<time> <client> <op> <args> -> <result>". */
 PARTIDEF const char *parti_fake_log(const parti_fake_world *w, size_t *len);
+
+
+/* ======================================================================== */
+/* The nats.c binding                                                        */
+/* ======================================================================== */
+/* A parti_transport over a real nats-server through nats.c (Debian
+ * libnats-dev 3.4; link -lnats). Needs nats-server >= 2.10 (multi-subject
+ * consumer filters): parti_nats_connect reads the server's version and
+ * refuses older servers with PARTI_ERR_SERVER_TOO_OLD rather than letting a
+ * 2.9 server silently consume the whole stream. On >= 2.11 KV buckets are
+ * created with subject delete markers, so watchers see TTL expiry
+ * (PARTI_KV_EXPIRED) when it happens; on 2.10 expiry is silent and must be
+ * polled.
+ *
+ * Everything goes through the JetStream API with per-call timeouts: streams,
+ * consumers (full config JSON on every upsert, as nats.c 3.4 cannot express
+ * filter_subjects), KV (a stream KV_<bucket> on subjects $KV.<bucket>.>, as
+ * every NATS client lays it out), pulls (raw pull requests with idle
+ * heartbeats, so every status is seen) and watchers (a push consumer that is
+ * re-created from the last seen revision after a reconnect).
+ * The implementation needs POSIX (sockets, clock_gettime): compile it with
+ * -D_POSIX_C_SOURCE=200809L or in gnu mode. */
+#ifndef PARTI_NATS_NO_NATSC
+
+typedef struct parti_nats_options {
+    uint32_t connect_timeout_ms;   /* 0 = 2000 */
+    int max_reconnect;             /* reconnect attempts; 0 = forever, < 0 = never */
+    uint32_t reconnect_wait_ms;    /* between attempts; 0 = 250 */
+    const char *name;              /* connection name shown by the server; 0 = "parti" */
+    int no_expiry_markers;         /* 1: never use subject delete markers (as on 2.10) */
+} parti_nats_options;
+
+/* Connects to url ("nats://127.0.0.1:4222", or a comma-separated list).
+ * Errors: PARTI_ERR_NOT_CONNECTED (no server), PARTI_ERR_SERVER_TOO_OLD,
+ * PARTI_ERR_UNSUPPORTED (JetStream off), PARTI_ERR_PERMISSION_DENIED,
+ * PARTI_ERR_INVALID_ARGUMENT; msg says which and why. */
+PARTIDEF parti_err parti_nats_connect(parti_transport *out, const char *url, const parti_nats_options *opts, char *msg,
+                                      size_t msg_size);
+PARTIDEF void parti_nats_close(parti_transport *t);
+/* "2.15.1" */
+PARTIDEF const char *parti_nats_server_version(const parti_transport *t);
+/* The last error text the server or nats.c gave on this transport; never NULL. */
+PARTIDEF const char *parti_nats_last_error(const parti_transport *t);
+
+#endif /* PARTI_NATS_NO_NATSC */
 
 #ifdef __cplusplus
 }
@@ -186,12 +234,12 @@ typedef struct parti__fbucket {
 
 typedef struct parti__fclient parti__fclient;
 
-struct parti_kv_watcher {
+typedef struct parti__fwatch {
     parti__fclient *c;
     char *bucket, *prefix;
     parti_kv_entry *queue; /* stb_ds array */
     size_t head;
-};
+} parti__fwatch; /* what a parti_kv_watcher handed out by the fake points to */
 
 typedef struct parti__fpull {
     char *stream, *consumer;
@@ -220,7 +268,7 @@ struct parti__fclient {
     parti_err fail_status[PARTI__FOP_COUNT];
     uint32_t latency[PARTI__FOP_COUNT];
     parti__fpull *pulls;             /* stb_ds array */
-    parti_kv_watcher **watchers;     /* stb_ds array */
+    parti__fwatch **watchers;        /* stb_ds array */
 };
 
 struct parti_fake_world {
@@ -316,7 +364,7 @@ static void parti__fake_free_bucket(parti__fbucket *b) {
     PARTI_FREE(b);
 }
 
-static void parti__fake_free_watcher(parti_kv_watcher *wt) {
+static void parti__fake_free_watcher(parti__fwatch *wt) {
     size_t i;
     for (i = wt->head; i < (size_t)arrlen(wt->queue); i++) parti_kv_entry_free(&wt->queue[i]);
     arrfree(wt->queue);
@@ -392,7 +440,7 @@ static void parti__fake_notify(parti_fake_world *w, const parti__fbucket *b, con
     for (i = 0; i < (int)arrlen(w->clients); i++) {
         parti__fclient *c = w->clients[i];
         for (j = 0; j < (int)arrlen(c->watchers); j++) {
-            parti_kv_watcher *wt = c->watchers[j];
+            parti__fwatch *wt = c->watchers[j];
             parti_kv_entry e;
             if (strcmp(wt->bucket, b->name) != 0 || strncmp(r->key, wt->prefix, strlen(wt->prefix)) != 0) continue;
             memset(&e, 0, sizeof e);
@@ -838,25 +886,26 @@ static parti_err parti__fake_kv_keys(void *self, const char *bucket, char ***key
 
 static parti_err parti__fake_kv_watch(void *self, const char *bucket, const char *prefix, parti_kv_watcher **out,
                                       uint32_t timeout_ms) {
-    parti_kv_watcher *wt;
+    parti__fwatch *wt;
     PARTI__FAKE_BEGIN(kv_watch, timeout_ms)
     if (!bucket || !out) return PARTI_ERR_INVALID_ARGUMENT;
     *out = NULL;
     if (!prefix) prefix = "";
     if (parti_name_check(bucket, NULL, 0) != PARTI_ERR_OK) return PARTI_ERR_INVALID_NAME;
     if (!parti__fake_bucket(w, bucket)) return PARTI_ERR_BUCKET_NOT_FOUND;
-    if (!(wt = (parti_kv_watcher *)PARTI_MALLOC(sizeof *wt))) return PARTI_ERR_NOMEM;
+    if (!(wt = (parti__fwatch *)PARTI_MALLOC(sizeof *wt))) return PARTI_ERR_NOMEM;
     memset(wt, 0, sizeof *wt);
     wt->c = c;
     wt->bucket = (char *)parti__fake_memdup(bucket, strlen(bucket));
     wt->prefix = (char *)parti__fake_memdup(prefix, strlen(prefix));
     arrput(c->watchers, wt);
-    *out = wt;
+    *out = (parti_kv_watcher *)wt;
     parti__fake_log(w, c, "kv_watch", PARTI_ERR_OK, "%s prefix=%s", bucket, prefix);
     return PARTI_ERR_OK;
 }
 
-static parti_err parti__fake_kv_watch_next(void *self, parti_kv_watcher *wt, parti_kv_entry *out) {
+static parti_err parti__fake_kv_watch_next(void *self, parti_kv_watcher *handle, parti_kv_entry *out) {
+    parti__fwatch *wt = (parti__fwatch *)handle;
     PARTI__FAKE_BEGIN(kv_watch_next, 0)
     (void)w;
     if (!wt || !out || wt->c != c) return PARTI_ERR_INVALID_ARGUMENT;
@@ -870,7 +919,8 @@ static parti_err parti__fake_kv_watch_next(void *self, parti_kv_watcher *wt, par
     return PARTI_ERR_OK;
 }
 
-static void parti__fake_kv_watch_stop(void *self, parti_kv_watcher *wt) {
+static void parti__fake_kv_watch_stop(void *self, parti_kv_watcher *handle) {
+    parti__fwatch *wt = (parti__fwatch *)handle;
     parti__fclient *c = (parti__fclient *)self;
     int i;
     if (!c || !wt) return;
@@ -1439,4 +1489,1368 @@ PARTIDEF const char *parti_fake_log(const parti_fake_world *w, size_t *len) {
 #ifdef __cplusplus
 }
 #endif
+
+/* ======================================================================== */
+/* The nats.c binding                                                        */
+/* ======================================================================== */
+#ifndef PARTI_NATS_NO_NATSC
+
+#if !defined(_POSIX_C_SOURCE) || _POSIX_C_SOURCE < 200112L
+#error "parti_nats.h: the nats.c binding needs POSIX; compile with -D_POSIX_C_SOURCE=200809L (or define PARTI_NATS_NO_NATSC)"
+#endif
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <nats/nats.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct parti__npull {
+    char *stream, *consumer, *inbox;   /* replies arrive on "<inbox>.<pull id>" */
+    natsSubscription *sub;
+    uint64_t id, expires_at, last_activity, reconnects;
+    int active, remaining;
+    uint32_t hb;
+} parti__npull;
+
+typedef struct parti__nconn parti__nconn;
+
+typedef struct parti__nwatch {
+    parti__nconn *n;
+    char *bucket, *prefix, *consumer;
+    natsSubscription *sub;
+    uint64_t last_rev, reconnects;
+} parti__nwatch;
+
+typedef struct parti__ndeliv {
+    natsMsg *msg;
+    parti_header *hdrs; /* PARTI_MALLOC array; strings belong to msg */
+    const char **keys;  /* from natsMsgHeader_Keys, freed with free() */
+} parti__ndeliv;
+
+struct parti__nconn {
+    natsConnection *nc;
+    natsOptions *opts;
+    natsStatistics *stats;
+    char version[32];
+    uint32_t vnum;
+    int markers;
+    uint64_t rng;
+    char last_error[256];
+    parti__npull *pulls; /* stb_ds array */
+};
+
+static uint64_t parti__nats_now_ms(void *self) {
+    struct timespec ts;
+    (void)self;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static uint64_t parti__nats_random(void *self) {
+    return parti_rng_splitmix64(&((parti__nconn *)self)->rng);
+}
+
+static void parti__nats_note(parti__nconn *n, const char *fmt, ...)
+#if defined(__GNUC__) || defined(__clang__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+static void parti__nats_note(parti__nconn *n, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(n->last_error, sizeof n->last_error, fmt, ap);
+    va_end(ap);
+}
+
+static parti_err parti__nats_map(parti__nconn *n, natsStatus s, const char *what) {
+    parti_err e;
+    if (s == NATS_OK) return PARTI_ERR_OK;
+    switch (s) {
+    case NATS_TIMEOUT: e = PARTI_ERR_TIMEOUT; break;
+    case NATS_NO_RESPONDERS: e = PARTI_ERR_NO_RESPONDERS; break;
+    case NATS_CONNECTION_CLOSED: case NATS_CONNECTION_DISCONNECTED: case NATS_NO_SERVER: case NATS_STALE_CONNECTION:
+    case NATS_IO_ERROR: e = PARTI_ERR_NOT_CONNECTED; break;
+    case NATS_NOT_PERMITTED: case NATS_CONNECTION_AUTH_FAILED: e = PARTI_ERR_PERMISSION_DENIED; break;
+    case NATS_NO_MEMORY: e = PARTI_ERR_NOMEM; break;
+    case NATS_INVALID_SUBJECT: e = PARTI_ERR_INVALID_SUBJECT; break;
+    case NATS_INVALID_ARG: case NATS_INVALID_TIMEOUT: e = PARTI_ERR_INVALID_ARGUMENT; break;
+    case NATS_MAX_PAYLOAD: e = PARTI_ERR_VALUE_TOO_LARGE; break;
+    default: e = PARTI_ERR_PROTOCOL; break;
+    }
+    parti__nats_note(n, "%s: %s", what, natsStatus_GetText(s));
+    return e;
+}
+
+static int parti__nats_connected(parti__nconn *n) {
+    return natsConnection_Status(n->nc) == NATS_CONN_STATUS_CONNECTED;
+}
+
+static uint64_t parti__nats_reconnects(parti__nconn *n) {
+    uint64_t in_msgs = 0, in_bytes = 0, out_msgs = 0, out_bytes = 0, reconnects = 0;
+    if (natsConnection_GetStats(n->nc, n->stats) == NATS_OK)
+        natsStatistics_GetCounts(n->stats, &in_msgs, &in_bytes, &out_msgs, &out_bytes, &reconnects);
+    return reconnects;
+}
+
+/* ---- JSON request bodies --------------------------------------------------- */
+
+/* Runs a JSON builder twice (measure, then write) into a PARTI_MALLOC'd string. */
+typedef void (*parti__json_builder)(parti_json_writer *w, const void *arg);
+
+static parti_err parti__nats_json(parti__json_builder build, const void *arg, char **out, size_t *len) {
+    parti_json_writer w;
+    size_t need = 0;
+    parti_err e;
+    *out = NULL;
+    parti_json_writer_init(&w, NULL, 0);
+    build(&w, arg);
+    e = parti_json_writer_finish(&w, &need);
+    if (e != PARTI_ERR_OK && e != PARTI_ERR_BUFFER_TOO_SMALL) return e;
+    if (!(*out = (char *)PARTI_MALLOC(need))) return PARTI_ERR_NOMEM;
+    parti_json_writer_init(&w, *out, need);
+    build(&w, arg);
+    if ((e = parti_json_writer_finish(&w, NULL)) != PARTI_ERR_OK) {
+        PARTI_FREE(*out);
+        *out = NULL;
+        return e;
+    }
+    *len = need - 1;
+    return PARTI_ERR_OK;
+}
+
+/* The JetStream API wants durations in nanoseconds. */
+static int64_t parti__ns(uint64_t ms) { return ms > (uint64_t)INT64_MAX / 1000000 ? INT64_MAX : (int64_t)ms * 1000000; }
+
+static void parti__nats_build_stream(parti_json_writer *w, const void *arg) {
+    const parti_stream_config *c = (const parti_stream_config *)arg;
+    int i;
+    parti_json_object_begin(w);
+    parti_json_key(w, "name");
+    parti_json_string(w, c->name);
+    parti_json_key(w, "subjects");
+    parti_json_array_begin(w);
+    for (i = 0; i < c->subject_count; i++) parti_json_string(w, c->subjects[i]);
+    parti_json_array_end(w);
+    parti_json_key(w, "retention");
+    parti_json_string(w, "limits");
+    parti_json_key(w, "storage");
+    parti_json_string(w, c->memory_storage ? "memory" : "file");
+    parti_json_key(w, "num_replicas");
+    parti_json_int(w, 1);
+    parti_json_key(w, "duplicate_window");
+    parti_json_int(w, parti__ns(c->duplicate_window_ms ? c->duplicate_window_ms : 120000));
+    parti_json_key(w, "max_msgs");
+    parti_json_int(w, c->max_msgs ? (int64_t)c->max_msgs : -1);
+    parti_json_key(w, "discard");
+    parti_json_string(w, "old");
+    parti_json_object_end(w);
+}
+
+typedef struct parti__nats_bucket_args {
+    const parti_kv_config *cfg;
+    const char *stream;
+    char subject[PARTI_MAX_NAME_LEN + 8];
+    int markers;
+} parti__nats_bucket_args;
+
+static void parti__nats_build_bucket(parti_json_writer *w, const void *arg) {
+    const parti__nats_bucket_args *a = (const parti__nats_bucket_args *)arg;
+    uint64_t ttl = a->cfg->ttl_ms;
+    parti_json_object_begin(w);
+    parti_json_key(w, "name");
+    parti_json_string(w, a->stream);
+    parti_json_key(w, "subjects");
+    parti_json_array_begin(w);
+    parti_json_string(w, a->subject);
+    parti_json_array_end(w);
+    parti_json_key(w, "retention");
+    parti_json_string(w, "limits");
+    parti_json_key(w, "storage");
+    parti_json_string(w, a->cfg->memory_storage ? "memory" : "file");
+    parti_json_key(w, "num_replicas");
+    parti_json_int(w, 1);
+    parti_json_key(w, "max_msgs_per_subject");
+    parti_json_int(w, a->cfg->history ? a->cfg->history : 1);
+    parti_json_key(w, "max_age");
+    parti_json_int(w, parti__ns(ttl));
+    parti_json_key(w, "max_msg_size");
+    parti_json_int(w, (int64_t)(a->cfg->max_value_size ? a->cfg->max_value_size : 1024 * 1024));
+    parti_json_key(w, "duplicate_window");
+    parti_json_int(w, parti__ns(ttl && ttl < 120000 ? ttl : 120000));
+    parti_json_key(w, "discard");
+    parti_json_string(w, "new");
+    parti_json_key(w, "allow_rollup_hdrs");
+    parti_json_bool(w, 1);
+    parti_json_key(w, "deny_delete");
+    parti_json_bool(w, 1);
+    parti_json_key(w, "allow_direct");
+    parti_json_bool(w, 1);
+    if (a->markers && ttl) {
+        /* the server then writes a marker when a key ages out (nats-server >= 2.11) */
+        parti_json_key(w, "allow_msg_ttl");
+        parti_json_bool(w, 1);
+        parti_json_key(w, "subject_delete_marker_ttl");
+        parti_json_int(w, parti__ns(ttl < 1000 ? 1000 : ttl));
+    }
+    parti_json_object_end(w);
+}
+
+static void parti__nats_build_consumer(parti_json_writer *w, const void *arg) {
+    const parti_consumer_config *c = (const parti_consumer_config *)arg;
+    static const char *const policies[] = {"all", "by_start_sequence", "new"};
+    int i;
+    parti_json_object_begin(w);
+    parti_json_key(w, "stream_name");
+    parti_json_string(w, c->stream);
+    parti_json_key(w, "config");
+    parti_json_object_begin(w);
+    parti_json_key(w, "durable_name");
+    parti_json_string(w, c->durable);
+    parti_json_key(w, "name");
+    parti_json_string(w, c->durable);
+    parti_json_key(w, "deliver_policy");
+    parti_json_string(w, policies[c->deliver_policy]);
+    if (c->deliver_policy == PARTI_DELIVER_BY_START_SEQUENCE) {
+        parti_json_key(w, "opt_start_seq");
+        parti_json_uint(w, c->opt_start_seq ? c->opt_start_seq : 1);
+    }
+    parti_json_key(w, "ack_policy");
+    parti_json_string(w, "explicit");
+    parti_json_key(w, "ack_wait");
+    parti_json_int(w, parti__ns(c->ack_wait_ms ? c->ack_wait_ms : 30000));
+    parti_json_key(w, "max_deliver");
+    parti_json_int(w, c->max_deliver > 0 ? c->max_deliver : -1);
+    parti_json_key(w, "max_ack_pending");
+    parti_json_int(w, c->max_ack_pending > 0 ? c->max_ack_pending : 1000);
+    parti_json_key(w, "replay_policy");
+    parti_json_string(w, "instant");
+    if (c->inactive_threshold_ms) {
+        parti_json_key(w, "inactive_threshold");
+        parti_json_int(w, parti__ns(c->inactive_threshold_ms));
+    }
+    parti_json_key(w, "filter_subjects");
+    parti_json_array_begin(w);
+    for (i = 0; i < c->filter_count; i++) parti_json_string(w, c->filter_subjects[i]);
+    parti_json_array_end(w);
+    parti_json_object_end(w);
+    parti_json_object_end(w);
+}
+
+/* ---- requests -------------------------------------------------------------- */
+
+/* A request with optional headers; *reply is the server's message. */
+static parti_err parti__nats_request(parti__nconn *n, const char *subject, const parti_header *hdrs, int nhdr,
+                                     const void *data, size_t len, uint32_t timeout_ms, natsMsg **reply) {
+    natsMsg *req = NULL;
+    natsStatus s;
+    int i;
+    *reply = NULL;
+    if (!parti__nats_connected(n)) {
+        parti__nats_note(n, "%s: not connected", subject);
+        return PARTI_ERR_NOT_CONNECTED;
+    }
+    s = natsMsg_Create(&req, subject, NULL, (const char *)data, (int)len);
+    for (i = 0; s == NATS_OK && i < nhdr; i++) s = natsMsgHeader_Add(req, hdrs[i].name, hdrs[i].value);
+    if (s == NATS_OK) s = natsConnection_RequestMsg(reply, n->nc, req, (int64_t)(timeout_ms ? timeout_ms : 1));
+    natsMsg_Destroy(req);
+    return parti__nats_map(n, s, subject);
+}
+
+/* Status header of a reply ("404", ...), or NULL. */
+static const char *parti__nats_status_of(natsMsg *m) {
+    const char *v = NULL;
+    if (natsMsgHeader_Get(m, "Status", &v) != NATS_OK) return NULL;
+    return v;
+}
+
+/* Parses a JSON reply; a JetStream "error" object becomes its parti_err. */
+static parti_err parti__nats_reply_json(parti__nconn *n, natsMsg *reply, parti_json_doc *doc) {
+    char jmsg[128];
+    int err;
+    parti_err e;
+    memset(doc, 0, sizeof *doc);
+    e = parti_json_parse(doc, natsMsg_GetData(reply), (size_t)natsMsg_GetDataLength(reply), NULL, jmsg, sizeof jmsg);
+    if (e != PARTI_ERR_OK) {
+        parti__nats_note(n, "unparsable JetStream reply: %s", jmsg);
+        return PARTI_ERR_PROTOCOL;
+    }
+    if ((err = parti_json_get(doc, parti_json_root(doc), "error")) >= 0) {
+        int64_t code = 0, err_code = 0;
+        char desc[160] = "";
+        parti_json_get_int64(doc, err, "code", &code);
+        parti_json_get_int64(doc, err, "err_code", &err_code);
+        parti_json_get_string(doc, err, "description", desc, sizeof desc, NULL);
+        parti__nats_note(n, "JetStream error %lld/%lld: %s", (long long)code, (long long)err_code, desc);
+        parti_json_doc_free(doc);
+        return parti_js_api_error((int)err_code, (int)code);
+    }
+    return PARTI_ERR_OK;
+}
+
+/* A JetStream API call: request, JSON reply, error mapping. */
+static parti_err parti__nats_api(parti__nconn *n, const char *subject, const char *body, size_t len,
+                                 uint32_t timeout_ms, parti_json_doc *doc) {
+    natsMsg *reply = NULL;
+    parti_err e = parti__nats_request(n, subject, NULL, 0, body, len, timeout_ms, &reply);
+    memset(doc, 0, sizeof *doc);
+    if (e == PARTI_ERR_NO_RESPONDERS) parti__nats_note(n, "%s: no responders (JetStream not enabled?)", subject);
+    if (e != PARTI_ERR_OK) return e;
+    e = parti__nats_reply_json(n, reply, doc);
+    natsMsg_Destroy(reply);
+    return e;
+}
+
+static parti_err parti__nats_subject(char *out, size_t cap, const char *a, const char *b, const char *c) {
+    int k = snprintf(out, cap, "%s%s%s%s%s", a, b ? b : "", b && c ? "." : "", c ? c : "", "");
+    return k < 0 || (size_t)k >= cap ? PARTI_ERR_INVALID_NAME : PARTI_ERR_OK;
+}
+
+static char *parti__nats_dup_str(const parti_json_doc *d, int node) {
+    char *s = NULL;
+    if (parti_json_as_string_dup(d, node, &s) != PARTI_ERR_OK) return NULL;
+    return s;
+}
+
+/* Copies a JSON array of strings (or one string) into a PARTI_MALLOC'd list. */
+static parti_err parti__nats_strings(const parti_json_doc *d, int arr, int single, char ***out, int *count) {
+    int n = 0, i, node;
+    *out = NULL;
+    *count = 0;
+    if (arr < 0 && single < 0) return PARTI_ERR_OK;
+    n = arr >= 0 ? (int)parti_json_count(d, arr) : 1;
+    if (!(*out = (char **)PARTI_MALLOC(sizeof(char *) * (size_t)(n + 1)))) return PARTI_ERR_NOMEM;
+    for (i = 0, node = arr >= 0 ? parti_json_first(d, arr) : single; i < n && node >= 0; i++) {
+        if (!((*out)[i] = parti__nats_dup_str(d, node))) {
+            parti_strings_free(*out, i);
+            *out = NULL;
+            return PARTI_ERR_PROTOCOL;
+        }
+        node = arr >= 0 ? parti_json_next(d, node) : -1;
+    }
+    *count = i;
+    return PARTI_ERR_OK;
+}
+
+/* ---- streams --------------------------------------------------------------- */
+
+static parti_err parti__nats_stream_create(void *self, const parti_stream_config *cfg, uint32_t timeout_ms) {
+    parti__nconn *n = (parti__nconn *)self;
+    char subject[128], *body = NULL;
+    size_t len = 0;
+    parti_json_doc doc;
+    parti_err e;
+    int i;
+    if (!n || !cfg || !cfg->name || cfg->subject_count < 1 || !cfg->subjects) return PARTI_ERR_INVALID_ARGUMENT;
+    if (parti_name_check(cfg->name, NULL, 0) != PARTI_ERR_OK) return PARTI_ERR_INVALID_NAME;
+    for (i = 0; i < cfg->subject_count; i++)
+        if (parti_subject_check(cfg->subjects[i], 1, NULL, 0) != PARTI_ERR_OK) return PARTI_ERR_INVALID_SUBJECT;
+    if ((e = parti__nats_subject(subject, sizeof subject, "$JS.API.STREAM.CREATE.", cfg->name, NULL)) != PARTI_ERR_OK)
+        return e;
+    if ((e = parti__nats_json(parti__nats_build_stream, cfg, &body, &len)) != PARTI_ERR_OK) return e;
+    e = parti__nats_api(n, subject, body, len, timeout_ms, &doc);
+    PARTI_FREE(body);
+    parti_json_doc_free(&doc);
+    return e;
+}
+
+static parti_err parti__nats_stream_info(void *self, const char *stream, parti_stream_info *out, uint32_t timeout_ms) {
+    parti__nconn *n = (parti__nconn *)self;
+    char subject[128];
+    parti_json_doc doc;
+    parti_err e;
+    int cfg, st;
+    int64_t dw = 0;
+    char storage[16] = "";
+    if (!n || !stream || !out) return PARTI_ERR_INVALID_ARGUMENT;
+    memset(out, 0, sizeof *out);
+    if (parti_name_check(stream, NULL, 0) != PARTI_ERR_OK) return PARTI_ERR_INVALID_NAME;
+    parti__nats_subject(subject, sizeof subject, "$JS.API.STREAM.INFO.", stream, NULL);
+    if ((e = parti__nats_api(n, subject, NULL, 0, timeout_ms, &doc)) != PARTI_ERR_OK) return e;
+    cfg = parti_json_get(&doc, parti_json_root(&doc), "config");
+    st = parti_json_get(&doc, parti_json_root(&doc), "state");
+    out->name = parti__nats_dup_str(&doc, parti_json_get(&doc, cfg, "name"));
+    e = parti__nats_strings(&doc, parti_json_get(&doc, cfg, "subjects"), -1, &out->subjects, &out->subject_count);
+    parti_json_get_string(&doc, cfg, "storage", storage, sizeof storage, NULL);
+    out->memory_storage = strcmp(storage, "memory") == 0;
+    parti_json_get_int64(&doc, cfg, "duplicate_window", &dw);
+    out->duplicate_window_ms = dw > 0 ? (uint64_t)dw / 1000000 : 0;
+    parti_json_get_uint64(&doc, st, "messages", &out->messages);
+    parti_json_get_uint64(&doc, st, "first_seq", &out->first_seq);
+    parti_json_get_uint64(&doc, st, "last_seq", &out->last_seq);
+    parti_json_doc_free(&doc);
+    if (e == PARTI_ERR_OK && !out->name) e = PARTI_ERR_PROTOCOL;
+    if (e != PARTI_ERR_OK) parti_stream_info_free(out);
+    return e;
+}
+
+static parti_err parti__nats_stream_delete(void *self, const char *stream, uint32_t timeout_ms) {
+    parti__nconn *n = (parti__nconn *)self;
+    char subject[128];
+    parti_json_doc doc;
+    parti_err e;
+    if (!n || !stream) return PARTI_ERR_INVALID_ARGUMENT;
+    if (parti_name_check(stream, NULL, 0) != PARTI_ERR_OK) return PARTI_ERR_INVALID_NAME;
+    parti__nats_subject(subject, sizeof subject, "$JS.API.STREAM.DELETE.", stream, NULL);
+    e = parti__nats_api(n, subject, NULL, 0, timeout_ms, &doc);
+    parti_json_doc_free(&doc);
+    return e;
+}
+
+/* ---- publish ----------------------------------------------------------------- */
+
+/* Reads a publish ack: {"stream":..,"seq":N,"duplicate":true} or an error. */
+static parti_err parti__nats_pub_ack(parti__nconn *n, natsMsg *reply, uint64_t *seq, int *duplicate) {
+    parti_json_doc doc;
+    parti_err e = parti__nats_reply_json(n, reply, &doc);
+    int dup = 0;
+    if (e != PARTI_ERR_OK) return e;
+    if (parti_json_get_uint64(&doc, parti_json_root(&doc), "seq", seq) != PARTI_ERR_OK) e = PARTI_ERR_PROTOCOL;
+    parti_json_get_bool(&doc, parti_json_root(&doc), "duplicate", &dup);
+    if (duplicate) *duplicate = dup;
+    parti_json_doc_free(&doc);
+    return e;
+}
+
+static parti_err parti__nats_publish(void *self, const char *subject, const parti_header *headers, int header_count,
+                                     const void *data, size_t len, parti_pub_ack *ack, uint32_t timeout_ms) {
+    parti__nconn *n = (parti__nconn *)self;
+    natsMsg *reply = NULL;
+    uint64_t seq = 0;
+    int dup = 0, i;
+    parti_err e;
+    if (!n || !subject || (len && !data) || header_count < 0 || (header_count && !headers))
+        return PARTI_ERR_INVALID_ARGUMENT;
+    for (i = 0; i < header_count; i++)
+        if (!headers[i].name || !headers[i].value) return PARTI_ERR_INVALID_ARGUMENT;
+    if (parti_subject_check(subject, 0, NULL, 0) != PARTI_ERR_OK) return PARTI_ERR_INVALID_SUBJECT;
+    e = parti__nats_request(n, subject, headers, header_count, data, len, timeout_ms, &reply);
+    if (e != PARTI_ERR_OK) return e;
+    e = parti__nats_pub_ack(n, reply, &seq, &dup);
+    natsMsg_Destroy(reply);
+    if (e == PARTI_ERR_OK && ack) {
+        ack->stream_seq = seq;
+        ack->duplicate = dup;
+    }
+    return e;
+}
+
+/* ---- key/value --------------------------------------------------------------- */
+
+typedef struct parti__nkv {
+    char stream[PARTI_MAX_NAME_LEN + 8];  /* KV_<bucket> */
+    char subject[PARTI_MAX_SUBJECT_LEN + PARTI_MAX_NAME_LEN + 8]; /* $KV.<bucket>.<key> */
+} parti__nkv;
+
+static parti_err parti__nats_kv_names(const char *bucket, const char *key, parti__nkv *k) {
+    if (!bucket) return PARTI_ERR_INVALID_ARGUMENT;
+    if (parti_name_check(bucket, NULL, 0) != PARTI_ERR_OK) return PARTI_ERR_INVALID_NAME;
+    if (key && parti_kv_key_check(key, NULL, 0) != PARTI_ERR_OK) return PARTI_ERR_INVALID_NAME;
+    snprintf(k->stream, sizeof k->stream, "KV_%s", bucket);
+    snprintf(k->subject, sizeof k->subject, "$KV.%s.%s", bucket, key ? key : ">");
+    return PARTI_ERR_OK;
+}
+
+static parti_err parti__nats_kv_open(void *self, const parti_kv_config *cfg, uint32_t timeout_ms) {
+    parti__nconn *n = (parti__nconn *)self;
+    parti__nats_bucket_args a;
+    parti__nkv k;
+    char subject[128], *body = NULL;
+    size_t len = 0;
+    parti_json_doc doc;
+    parti_err e;
+    if (!n || !cfg || !cfg->bucket || cfg->history > 64) return PARTI_ERR_INVALID_ARGUMENT;
+    if ((e = parti__nats_kv_names(cfg->bucket, NULL, &k)) != PARTI_ERR_OK) return e;
+    parti__nats_subject(subject, sizeof subject, "$JS.API.STREAM.INFO.", k.stream, NULL);
+    e = parti__nats_api(n, subject, NULL, 0, timeout_ms, &doc);
+    parti_json_doc_free(&doc);
+    if (e != PARTI_ERR_STREAM_NOT_FOUND) return e;
+    a.cfg = cfg;
+    a.stream = k.stream;
+    snprintf(a.subject, sizeof a.subject, "$KV.%s.>", cfg->bucket);
+    a.markers = n->markers;
+    parti__nats_subject(subject, sizeof subject, "$JS.API.STREAM.CREATE.", k.stream, NULL);
+    if ((e = parti__nats_json(parti__nats_build_bucket, &a, &body, &len)) != PARTI_ERR_OK) return e;
+    e = parti__nats_api(n, subject, body, len, timeout_ms, &doc);
+    PARTI_FREE(body);
+    parti_json_doc_free(&doc);
+    return e;
+}
+
+/* The operation an entry records, from its headers. */
+static parti_kv_op parti__nats_kv_op(natsMsg *m) {
+    const char *v = NULL;
+    if (natsMsgHeader_Get(m, "Nats-Marker-Reason", &v) == NATS_OK && v) return PARTI_KV_EXPIRED;
+    if (natsMsgHeader_Get(m, "KV-Operation", &v) == NATS_OK && v) {
+        if (strcmp(v, "DEL") == 0) return PARTI_KV_DELETE;
+        if (strcmp(v, "PURGE") == 0) return PARTI_KV_PURGE;
+    }
+    return PARTI_KV_PUT;
+}
+
+/* Direct get of the latest entry of a key (any op), or of one revision. */
+static parti_err parti__nats_kv_raw_get(parti__nconn *n, const parti__nkv *k, uint64_t revision, natsMsg **out,
+                                        uint32_t timeout_ms) {
+    char subject[sizeof(((parti__nkv *)0)->stream) + sizeof(((parti__nkv *)0)->subject) + 24], body[48];
+    const char *status, *subj = NULL;
+    natsMsg *reply = NULL;
+    parti_err e;
+    *out = NULL;
+    if (revision) {
+        snprintf(subject, sizeof subject, "$JS.API.DIRECT.GET.%s", k->stream);
+        snprintf(body, sizeof body, "{\"seq\":%llu}", (unsigned long long)revision);
+        e = parti__nats_request(n, subject, NULL, 0, body, strlen(body), timeout_ms, &reply);
+    } else {
+        snprintf(subject, sizeof subject, "$JS.API.DIRECT.GET.%s.%s", k->stream, k->subject);
+        e = parti__nats_request(n, subject, NULL, 0, NULL, 0, timeout_ms, &reply);
+    }
+    if (e == PARTI_ERR_NO_RESPONDERS) return PARTI_ERR_BUCKET_NOT_FOUND;
+    if (e != PARTI_ERR_OK) return e;
+    if ((status = parti__nats_status_of(reply)) != NULL) {
+        natsMsg_Destroy(reply);
+        if (strcmp(status, "404") == 0) return PARTI_ERR_KEY_NOT_FOUND;
+        parti__nats_note(n, "direct get: status %s", status);
+        return PARTI_ERR_PROTOCOL;
+    }
+    if (revision && (natsMsgHeader_Get(reply, "Nats-Subject", &subj) != NATS_OK || !subj || strcmp(subj, k->subject) != 0)) {
+        natsMsg_Destroy(reply);
+        return PARTI_ERR_KEY_NOT_FOUND;
+    }
+    *out = reply;
+    return PARTI_ERR_OK;
+}
+
+static uint64_t parti__nats_header_u64(natsMsg *m, const char *name) {
+    const char *v = NULL;
+    uint64_t x = 0;
+    if (natsMsgHeader_Get(m, name, &v) == NATS_OK && v) parti__parse_u64(v, strlen(v), &x);
+    return x;
+}
+
+/* A KV write: publish to the key's subject with headers, read the ack. */
+static parti_err parti__nats_kv_write(parti__nconn *n, const parti__nkv *k, const parti_header *hdrs, int nhdr,
+                                      const void *value, size_t len, uint64_t *revision, uint32_t timeout_ms) {
+    natsMsg *reply = NULL;
+    uint64_t seq = 0;
+    parti_err e = parti__nats_request(n, k->subject, hdrs, nhdr, value, len, timeout_ms, &reply);
+    if (e == PARTI_ERR_NO_RESPONDERS) return PARTI_ERR_BUCKET_NOT_FOUND;
+    if (e != PARTI_ERR_OK) return e;
+    e = parti__nats_pub_ack(n, reply, &seq, NULL);
+    natsMsg_Destroy(reply);
+    if (e == PARTI_ERR_OK && revision) *revision = seq;
+    return e;
+}
+
+static parti_err parti__nats_kv_update(void *self, const char *bucket, const char *key, const void *value, size_t len,
+                                       uint64_t expected, uint64_t *revision, uint32_t timeout_ms) {
+    parti__nconn *n = (parti__nconn *)self;
+    parti__nkv k;
+    parti_header h;
+    char num[24];
+    parti_err e;
+    if (!n || !key || (len && !value)) return PARTI_ERR_INVALID_ARGUMENT;
+    if ((e = parti__nats_kv_names(bucket, key, &k)) != PARTI_ERR_OK) return e;
+    snprintf(num, sizeof num, "%llu", (unsigned long long)expected);
+    h.name = "Nats-Expected-Last-Subject-Sequence";
+    h.value = num;
+    return parti__nats_kv_write(n, &k, &h, 1, value, len, revision, timeout_ms);
+}
+
+static parti_err parti__nats_kv_create(void *self, const char *bucket, const char *key, const void *value, size_t len,
+                                       uint64_t *revision, uint32_t timeout_ms) {
+    parti__nconn *n = (parti__nconn *)self;
+    parti__nkv k;
+    natsMsg *latest = NULL;
+    uint64_t seq;
+    parti_err e = parti__nats_kv_update(self, bucket, key, value, len, 0, revision, timeout_ms);
+    if (e != PARTI_ERR_WRONG_REVISION) return e;
+    /* the subject has entries: create still succeeds over a delete, purge or expiry marker */
+    parti__nats_kv_names(bucket, key, &k);
+    if ((e = parti__nats_kv_raw_get(n, &k, 0, &latest, timeout_ms)) != PARTI_ERR_OK)
+        return e == PARTI_ERR_KEY_NOT_FOUND ? PARTI_ERR_KEY_EXISTS : e;
+    seq = parti__nats_header_u64(latest, "Nats-Sequence");
+    if (parti__nats_kv_op(latest) == PARTI_KV_PUT) {
+        natsMsg_Destroy(latest);
+        return PARTI_ERR_KEY_EXISTS;
+    }
+    natsMsg_Destroy(latest);
+    e = parti__nats_kv_update(self, bucket, key, value, len, seq, revision, timeout_ms);
+    return e == PARTI_ERR_WRONG_REVISION ? PARTI_ERR_KEY_EXISTS : e;
+}
+
+static parti_err parti__nats_kv_put(void *self, const char *bucket, const char *key, const void *value, size_t len,
+                                    uint64_t *revision, uint32_t timeout_ms) {
+    parti__nconn *n = (parti__nconn *)self;
+    parti__nkv k;
+    parti_err e;
+    if (!n || !key || (len && !value)) return PARTI_ERR_INVALID_ARGUMENT;
+    if ((e = parti__nats_kv_names(bucket, key, &k)) != PARTI_ERR_OK) return e;
+    return parti__nats_kv_write(n, &k, NULL, 0, value, len, revision, timeout_ms);
+}
+
+static parti_err parti__nats_kv_delete(void *self, const char *bucket, const char *key, uint32_t timeout_ms) {
+    parti__nconn *n = (parti__nconn *)self;
+    parti__nkv k;
+    parti_header h;
+    parti_err e;
+    if (!n || !key) return PARTI_ERR_INVALID_ARGUMENT;
+    if ((e = parti__nats_kv_names(bucket, key, &k)) != PARTI_ERR_OK) return e;
+    h.name = "KV-Operation";
+    h.value = "DEL";
+    return parti__nats_kv_write(n, &k, &h, 1, NULL, 0, NULL, timeout_ms);
+}
+
+static parti_err parti__nats_entry(natsMsg *m, const char *key, uint64_t rev, uint64_t created_ms,
+                                   parti_kv_entry *out) {
+    size_t len = (size_t)natsMsg_GetDataLength(m);
+    out->key = (char *)parti__fake_memdup(key, strlen(key));
+    out->value = (uint8_t *)parti__fake_memdup(natsMsg_GetData(m), len);
+    if (!out->key || !out->value) {
+        parti_kv_entry_free(out);
+        return PARTI_ERR_NOMEM;
+    }
+    out->len = len;
+    out->revision = rev;
+    out->created_ms = created_ms;
+    out->op = parti__nats_kv_op(m);
+    return PARTI_ERR_OK;
+}
+
+static parti_err parti__nats_kv_get(void *self, const char *bucket, const char *key, uint64_t revision,
+                                    parti_kv_entry *out, uint32_t timeout_ms) {
+    parti__nconn *n = (parti__nconn *)self;
+    parti__nkv k;
+    natsMsg *m = NULL;
+    parti_err e;
+    if (!n || !key || !out) return PARTI_ERR_INVALID_ARGUMENT;
+    memset(out, 0, sizeof *out);
+    if ((e = parti__nats_kv_names(bucket, key, &k)) != PARTI_ERR_OK) return e;
+    if ((e = parti__nats_kv_raw_get(n, &k, revision, &m, timeout_ms)) != PARTI_ERR_OK) return e;
+    if (parti__nats_kv_op(m) != PARTI_KV_PUT) e = PARTI_ERR_KEY_NOT_FOUND;
+    else e = parti__nats_entry(m, key, parti__nats_header_u64(m, "Nats-Sequence"), 0, out);
+    natsMsg_Destroy(m);
+    return e;
+}
+
+typedef struct parti__nats_keys_req {
+    const char *filter;
+    int64_t offset;
+} parti__nats_keys_req;
+
+static void parti__nats_build_keys(parti_json_writer *w, const void *arg) {
+    const parti__nats_keys_req *r = (const parti__nats_keys_req *)arg;
+    parti_json_object_begin(w);
+    parti_json_key(w, "subjects_filter");
+    parti_json_string(w, r->filter);
+    parti_json_key(w, "offset");
+    parti_json_int(w, r->offset);
+    parti_json_object_end(w);
+}
+
+static parti_err parti__nats_kv_keys(void *self, const char *bucket, char ***keys, int *count, uint32_t timeout_ms) {
+    parti__nconn *n = (parti__nconn *)self;
+    parti_subjects live = {NULL, 0};
+    parti__nkv k;
+    parti__nats_keys_req req;
+    char subject[128];
+    size_t prefix_len;
+    parti_err e;
+    int page;
+    if (!n || !keys || !count) return PARTI_ERR_INVALID_ARGUMENT;
+    *keys = NULL;
+    *count = 0;
+    if ((e = parti__nats_kv_names(bucket, NULL, &k)) != PARTI_ERR_OK) return e;
+    parti__nats_subject(subject, sizeof subject, "$JS.API.STREAM.INFO.", k.stream, NULL);
+    prefix_len = strlen(k.subject) - 1; /* "$KV.<bucket>." */
+    req.filter = k.subject;
+    req.offset = 0;
+    /* the server pages the subject list; each page is bounded, so is the loop */
+    for (page = 0; page < 100000; page++) {
+        parti_json_doc doc;
+        char *body = NULL;
+        size_t len = 0;
+        int64_t total = 0;
+        int subs, node, got = 0;
+        if ((e = parti__nats_json(parti__nats_build_keys, &req, &body, &len)) != PARTI_ERR_OK) break;
+        e = parti__nats_api(n, subject, body, len, timeout_ms, &doc);
+        PARTI_FREE(body);
+        if (e == PARTI_ERR_STREAM_NOT_FOUND) e = PARTI_ERR_BUCKET_NOT_FOUND;
+        if (e != PARTI_ERR_OK) break;
+        parti_json_get_int64(&doc, parti_json_root(&doc), "total", &total);
+        subs = parti_json_get(&doc, parti_json_get(&doc, parti_json_root(&doc), "state"), "subjects");
+        for (node = parti_json_first(&doc, subs); node >= 0 && e == PARTI_ERR_OK; node = parti_json_next(&doc, node)) {
+            char *s = parti__nats_dup_str(&doc, parti_json_member_key(&doc, node));
+            got++;
+            if (s && strlen(s) > prefix_len) e = parti_subjects_add(&live, s + prefix_len);
+            PARTI_FREE(s);
+        }
+        parti_json_doc_free(&doc);
+        req.offset += got;
+        if (e != PARTI_ERR_OK || got == 0 || req.offset >= total) break;
+    }
+    if (e == PARTI_ERR_OK) {
+        /* subjects whose last entry is a delete or an expiry marker are not live keys */
+        int i, w = 0;
+        for (i = 0; i < live.count; i++) {
+            natsMsg *m = NULL;
+            parti__nkv kk;
+            parti_err ge = parti__nats_kv_names(bucket, live.items[i], &kk);
+            if (ge == PARTI_ERR_OK) ge = parti__nats_kv_raw_get(n, &kk, 0, &m, timeout_ms);
+            if (ge == PARTI_ERR_OK && parti__nats_kv_op(m) == PARTI_KV_PUT) live.items[w++] = live.items[i];
+            else PARTI_FREE(live.items[i]);
+            if (m) natsMsg_Destroy(m);
+            if (ge != PARTI_ERR_OK && ge != PARTI_ERR_KEY_NOT_FOUND && ge != PARTI_ERR_INVALID_NAME && e == PARTI_ERR_OK) e = ge;
+        }
+        live.count = w;
+    }
+    if (e != PARTI_ERR_OK) {
+        parti_subjects_free(&live);
+        return e;
+    }
+    parti_subjects_sort_unique(&live);
+    *keys = live.items;
+    *count = live.count;
+    return PARTI_ERR_OK;
+}
+
+/* ---- watchers: a push consumer, re-created after a reconnect ------------------ */
+
+typedef struct parti__nats_watch_req {
+    const char *stream, *deliver, *filter;
+    uint64_t start;
+} parti__nats_watch_req;
+
+static void parti__nats_build_watch(parti_json_writer *w, const void *arg) {
+    const parti__nats_watch_req *r = (const parti__nats_watch_req *)arg;
+    parti_json_object_begin(w);
+    parti_json_key(w, "stream_name");
+    parti_json_string(w, r->stream);
+    parti_json_key(w, "config");
+    parti_json_object_begin(w);
+    parti_json_key(w, "deliver_subject");
+    parti_json_string(w, r->deliver);
+    parti_json_key(w, "deliver_policy");
+    parti_json_string(w, r->start ? "by_start_sequence" : "new");
+    if (r->start) {
+        parti_json_key(w, "opt_start_seq");
+        parti_json_uint(w, r->start);
+    }
+    parti_json_key(w, "ack_policy");
+    parti_json_string(w, "none");
+    parti_json_key(w, "filter_subject");
+    parti_json_string(w, r->filter);
+    parti_json_key(w, "mem_storage");
+    parti_json_bool(w, 1);
+    parti_json_key(w, "num_replicas");
+    parti_json_int(w, 1);
+    parti_json_key(w, "inactive_threshold");
+    parti_json_int(w, parti__ns(60000));
+    parti_json_object_end(w);
+    parti_json_object_end(w);
+}
+
+static void parti__nats_watch_drop(parti__nwatch *wt, uint32_t timeout_ms) {
+    if (wt->sub) {
+        natsSubscription_Unsubscribe(wt->sub);
+        natsSubscription_Destroy(wt->sub);
+        wt->sub = NULL;
+    }
+    if (wt->consumer) {
+        char subject[256];
+        parti_json_doc doc;
+        parti__nkv k;
+        parti__nats_kv_names(wt->bucket, NULL, &k);
+        snprintf(subject, sizeof subject, "$JS.API.CONSUMER.DELETE.%s.%s", k.stream, wt->consumer);
+        if (parti__nats_connected(wt->n)) parti__nats_api(wt->n, subject, NULL, 0, timeout_ms, &doc);
+        parti_json_doc_free(&doc);
+        PARTI_FREE(wt->consumer);
+        wt->consumer = NULL;
+    }
+}
+
+static parti_err parti__nats_watch_start(parti__nwatch *wt, uint32_t timeout_ms) {
+    parti__nconn *n = wt->n;
+    parti__nats_watch_req req;
+    parti__nkv k;
+    natsInbox *inbox = NULL;
+    char subject[128], *body = NULL;
+    size_t len = 0;
+    parti_json_doc doc;
+    parti_err e;
+    natsStatus s;
+    parti__nats_kv_names(wt->bucket, NULL, &k);
+    if ((s = natsInbox_Create(&inbox)) != NATS_OK) return parti__nats_map(n, s, "inbox");
+    s = natsConnection_SubscribeSync(&wt->sub, n->nc, inbox);
+    if (s != NATS_OK) {
+        natsInbox_Destroy(inbox);
+        return parti__nats_map(n, s, "watch subscribe");
+    }
+    req.stream = k.stream;
+    req.deliver = inbox;
+    req.filter = k.subject;
+    req.start = wt->last_rev ? wt->last_rev + 1 : 0;
+    parti__nats_subject(subject, sizeof subject, "$JS.API.CONSUMER.CREATE.", k.stream, NULL);
+    e = parti__nats_json(parti__nats_build_watch, &req, &body, &len);
+    natsInbox_Destroy(inbox);
+    if (e == PARTI_ERR_OK) e = parti__nats_api(n, subject, body, len, timeout_ms, &doc);
+    PARTI_FREE(body);
+    if (e == PARTI_ERR_OK) {
+        wt->consumer = parti__nats_dup_str(&doc, parti_json_get(&doc, parti_json_root(&doc), "name"));
+        parti_json_doc_free(&doc);
+    }
+    if (e == PARTI_ERR_STREAM_NOT_FOUND) e = PARTI_ERR_BUCKET_NOT_FOUND;
+    if (e != PARTI_ERR_OK) parti__nats_watch_drop(wt, timeout_ms);
+    wt->reconnects = parti__nats_reconnects(n);
+    return e;
+}
+
+static parti_err parti__nats_kv_watch(void *self, const char *bucket, const char *prefix, parti_kv_watcher **out,
+                                      uint32_t timeout_ms) {
+    parti__nconn *n = (parti__nconn *)self;
+    parti__nwatch *wt;
+    parti__nkv k;
+    parti_json_doc doc;
+    char subject[128];
+    parti_err e;
+    if (!n || !bucket || !out) return PARTI_ERR_INVALID_ARGUMENT;
+    *out = NULL;
+    if (!prefix) prefix = "";
+    if ((e = parti__nats_kv_names(bucket, NULL, &k)) != PARTI_ERR_OK) return e;
+    /* the watch starts after the bucket's last revision, so nothing older is replayed */
+    if (!(wt = (parti__nwatch *)PARTI_MALLOC(sizeof *wt))) return PARTI_ERR_NOMEM;
+    memset(wt, 0, sizeof *wt);
+    wt->n = n;
+    wt->bucket = (char *)parti__fake_memdup(bucket, strlen(bucket));
+    wt->prefix = (char *)parti__fake_memdup(prefix, strlen(prefix));
+    parti__nats_subject(subject, sizeof subject, "$JS.API.STREAM.INFO.", k.stream, NULL);
+    e = parti__nats_api(n, subject, NULL, 0, timeout_ms, &doc);
+    if (e == PARTI_ERR_OK) {
+        parti_json_get_uint64(&doc, parti_json_get(&doc, parti_json_root(&doc), "state"), "last_seq", &wt->last_rev);
+        parti_json_doc_free(&doc);
+        e = parti__nats_watch_start(wt, timeout_ms);
+    }
+    if (e == PARTI_ERR_STREAM_NOT_FOUND) e = PARTI_ERR_BUCKET_NOT_FOUND;
+    if (e != PARTI_ERR_OK) {
+        PARTI_FREE(wt->bucket);
+        PARTI_FREE(wt->prefix);
+        PARTI_FREE(wt);
+        return e;
+    }
+    *out = (parti_kv_watcher *)wt;
+    return PARTI_ERR_OK;
+}
+
+static parti_err parti__nats_kv_watch_next(void *self, parti_kv_watcher *handle, parti_kv_entry *out) {
+    parti__nconn *n = (parti__nconn *)self;
+    parti__nwatch *wt = (parti__nwatch *)handle;
+    int guard;
+    if (!n || !wt || !out || wt->n != n) return PARTI_ERR_INVALID_ARGUMENT;
+    memset(out, 0, sizeof *out);
+    if (!parti__nats_connected(n)) return PARTI_ERR_NOT_CONNECTED;
+    /* a push consumer may be gone after a reconnect: start again after the last revision seen */
+    if (!wt->sub || wt->reconnects != parti__nats_reconnects(n)) {
+        parti__nats_watch_drop(wt, 1000);
+        parti_err e = parti__nats_watch_start(wt, 2000);
+        if (e != PARTI_ERR_OK) return e;
+    }
+    for (guard = 0; guard < 1024; guard++) {
+        natsMsg *m = NULL;
+        parti_js_ack_meta meta;
+        const char *subj, *reply;
+        size_t plen = strlen("$KV.") + strlen(wt->bucket) + 1;
+        natsStatus s = natsSubscription_NextMsg(&m, wt->sub, 0);
+        parti_err e;
+        if (s == NATS_TIMEOUT) return PARTI_ERR_NO_MESSAGES;
+        if (s != NATS_OK) return parti__nats_map(n, s, "watch");
+        subj = natsMsg_GetSubject(m);
+        reply = natsMsg_GetReply(m);
+        /* heartbeats and other status messages carry no ack subject */
+        if (!reply || parti_js_ack_parse(reply, strlen(reply), &meta) != PARTI_ERR_OK || !subj ||
+            strlen(subj) <= plen || meta.stream_seq <= wt->last_rev) {
+            natsMsg_Destroy(m);
+            continue;
+        }
+        wt->last_rev = meta.stream_seq;
+        if (strncmp(subj + plen, wt->prefix, strlen(wt->prefix)) != 0) {
+            natsMsg_Destroy(m);
+            continue;
+        }
+        e = parti__nats_entry(m, subj + plen, meta.stream_seq, meta.timestamp_ns / 1000000, out);
+        natsMsg_Destroy(m);
+        return e;
+    }
+    return PARTI_ERR_NO_MESSAGES;
+}
+
+static void parti__nats_kv_watch_stop(void *self, parti_kv_watcher *handle) {
+    parti__nwatch *wt = (parti__nwatch *)handle;
+    (void)self;
+    if (!wt) return;
+    parti__nats_watch_drop(wt, 1000);
+    PARTI_FREE(wt->bucket);
+    PARTI_FREE(wt->prefix);
+    PARTI_FREE(wt);
+}
+
+/* ---- consumers ------------------------------------------------------------------ */
+
+static parti_err parti__nats_consumer_upsert(void *self, const parti_consumer_config *cfg, uint32_t timeout_ms) {
+    parti__nconn *n = (parti__nconn *)self;
+    char subject[256], *body = NULL;
+    size_t len = 0;
+    parti_json_doc doc;
+    parti_err e;
+    int i, c, fs;
+    if (!n || !cfg || !cfg->stream || !cfg->durable || cfg->filter_count < 1 || !cfg->filter_subjects ||
+        cfg->max_deliver < 0 || cfg->max_ack_pending < 0 || (int)cfg->deliver_policy < 0 ||
+        cfg->deliver_policy > PARTI_DELIVER_NEW)
+        return PARTI_ERR_INVALID_ARGUMENT;
+    if (parti_name_check(cfg->stream, NULL, 0) != PARTI_ERR_OK || parti_name_check(cfg->durable, NULL, 0) != PARTI_ERR_OK)
+        return PARTI_ERR_INVALID_NAME;
+    for (i = 0; i < cfg->filter_count; i++)
+        if (!cfg->filter_subjects[i] || parti_subject_check(cfg->filter_subjects[i], 1, NULL, 0) != PARTI_ERR_OK)
+            return PARTI_ERR_INVALID_SUBJECT;
+    snprintf(subject, sizeof subject, "$JS.API.CONSUMER.CREATE.%s.%s", cfg->stream, cfg->durable);
+    if ((e = parti__nats_json(parti__nats_build_consumer, cfg, &body, &len)) != PARTI_ERR_OK) return e;
+    e = parti__nats_api(n, subject, body, len, timeout_ms, &doc);
+    PARTI_FREE(body);
+    if (e != PARTI_ERR_OK) return e;
+    /* a server that ignored filter_subjects would consume the whole stream */
+    c = parti_json_get(&doc, parti_json_root(&doc), "config");
+    fs = parti_json_get(&doc, c, "filter_subjects");
+    if (!(fs >= 0 && (int)parti_json_count(&doc, fs) == cfg->filter_count) &&
+        !(cfg->filter_count == 1 && parti_json_string_eq(&doc, parti_json_get(&doc, c, "filter_subject"),
+                                                          cfg->filter_subjects[0]))) {
+        parti__nats_note(n, "the server did not keep filter_subjects (nats-server %s; need >= 2.10)", n->version);
+        e = PARTI_ERR_SERVER_TOO_OLD;
+    }
+    parti_json_doc_free(&doc);
+    return e;
+}
+
+static parti_err parti__nats_consumer_info(void *self, const char *stream, const char *durable,
+                                           parti_consumer_info *out, uint32_t timeout_ms) {
+    parti__nconn *n = (parti__nconn *)self;
+    char subject[256];
+    parti_json_doc doc;
+    parti_err e;
+    int root, c;
+    if (!n || !stream || !durable || !out) return PARTI_ERR_INVALID_ARGUMENT;
+    memset(out, 0, sizeof *out);
+    if (parti_name_check(stream, NULL, 0) != PARTI_ERR_OK || parti_name_check(durable, NULL, 0) != PARTI_ERR_OK)
+        return PARTI_ERR_INVALID_NAME;
+    snprintf(subject, sizeof subject, "$JS.API.CONSUMER.INFO.%s.%s", stream, durable);
+    if ((e = parti__nats_api(n, subject, NULL, 0, timeout_ms, &doc)) != PARTI_ERR_OK) return e;
+    root = parti_json_root(&doc);
+    c = parti_json_get(&doc, root, "config");
+    out->name = parti__nats_dup_str(&doc, parti_json_get(&doc, root, "name"));
+    e = parti__nats_strings(&doc, parti_json_get(&doc, c, "filter_subjects"), parti_json_get(&doc, c, "filter_subject"),
+                            &out->filter_subjects, &out->filter_count);
+    parti_json_get_uint64(&doc, parti_json_get(&doc, root, "delivered"), "stream_seq", &out->delivered_stream_seq);
+    parti_json_get_uint64(&doc, parti_json_get(&doc, root, "ack_floor"), "stream_seq", &out->ack_floor_stream_seq);
+    parti_json_get_uint64(&doc, root, "num_pending", &out->num_pending);
+    parti_json_get_uint64(&doc, root, "num_ack_pending", &out->num_ack_pending);
+    parti_json_get_uint64(&doc, root, "num_redelivered", &out->num_redelivered);
+    parti_json_doc_free(&doc);
+    if (e == PARTI_ERR_OK && !out->name) e = PARTI_ERR_PROTOCOL;
+    if (e != PARTI_ERR_OK) parti_consumer_info_free(out);
+    return e;
+}
+
+static parti_err parti__nats_consumer_delete(void *self, const char *stream, const char *durable, uint32_t timeout_ms) {
+    parti__nconn *n = (parti__nconn *)self;
+    char subject[256];
+    parti_json_doc doc;
+    parti_err e;
+    if (!n || !stream || !durable) return PARTI_ERR_INVALID_ARGUMENT;
+    if (parti_name_check(stream, NULL, 0) != PARTI_ERR_OK || parti_name_check(durable, NULL, 0) != PARTI_ERR_OK)
+        return PARTI_ERR_INVALID_NAME;
+    snprintf(subject, sizeof subject, "$JS.API.CONSUMER.DELETE.%s.%s", stream, durable);
+    e = parti__nats_api(n, subject, NULL, 0, timeout_ms, &doc);
+    parti_json_doc_free(&doc);
+    return e;
+}
+
+/* ---- pull ------------------------------------------------------------------------- */
+
+static parti__npull *parti__nats_pull(parti__nconn *n, const char *stream, const char *consumer, int create) {
+    parti__npull p;
+    natsInbox *inbox = NULL;
+    char wildcard[256];
+    int i;
+    for (i = 0; i < (int)arrlen(n->pulls); i++)
+        if (strcmp(n->pulls[i].stream, stream) == 0 && strcmp(n->pulls[i].consumer, consumer) == 0) return &n->pulls[i];
+    if (!create) return NULL;
+    memset(&p, 0, sizeof p);
+    if (natsInbox_Create(&inbox) != NATS_OK) return NULL;
+    p.inbox = (char *)parti__fake_memdup(inbox, strlen(inbox));
+    natsInbox_Destroy(inbox);
+    snprintf(wildcard, sizeof wildcard, "%s.*", p.inbox);
+    if (!p.inbox || natsConnection_SubscribeSync(&p.sub, n->nc, wildcard) != NATS_OK) {
+        PARTI_FREE(p.inbox);
+        return NULL;
+    }
+    /* a consumer's deliveries can be large; never drop them as a slow consumer */
+    natsSubscription_SetPendingLimits(p.sub, -1, -1);
+    p.stream = (char *)parti__fake_memdup(stream, strlen(stream));
+    p.consumer = (char *)parti__fake_memdup(consumer, strlen(consumer));
+    arrput(n->pulls, p);
+    return &n->pulls[arrlen(n->pulls) - 1];
+}
+
+static parti_err parti__nats_fetch_start(void *self, const char *stream, const char *durable,
+                                         const parti_fetch_opts *opts, uint32_t timeout_ms) {
+    parti__nconn *n = (parti__nconn *)self;
+    parti__npull *p;
+    char subject[256], reply[300], body[160];
+    natsStatus s;
+    (void)timeout_ms;
+    if (!n || !stream || !durable || !opts || opts->batch < 1 || opts->max_bytes < 0 || opts->expires_ms < 10 ||
+        (opts->heartbeat_ms && opts->heartbeat_ms > opts->expires_ms / 2))
+        return PARTI_ERR_INVALID_ARGUMENT;
+    if (parti_name_check(stream, NULL, 0) != PARTI_ERR_OK || parti_name_check(durable, NULL, 0) != PARTI_ERR_OK)
+        return PARTI_ERR_INVALID_NAME;
+    if (!parti__nats_connected(n)) return PARTI_ERR_NOT_CONNECTED;
+    if (!(p = parti__nats_pull(n, stream, durable, 1))) return PARTI_ERR_NOMEM;
+    p->id++;
+    snprintf(subject, sizeof subject, "$JS.API.CONSUMER.MSG.NEXT.%s.%s", stream, durable);
+    snprintf(reply, sizeof reply, "%s.%llu", p->inbox, (unsigned long long)p->id);
+    snprintf(body, sizeof body, "{\"batch\":%d,\"max_bytes\":%lld,\"expires\":%lld,\"idle_heartbeat\":%lld}",
+             opts->batch, (long long)opts->max_bytes, (long long)parti__ns(opts->expires_ms),
+             (long long)parti__ns(opts->heartbeat_ms));
+    s = natsConnection_PublishRequest(n->nc, subject, reply, body, (int)strlen(body));
+    if (s != NATS_OK) return parti__nats_map(n, s, "pull request");
+    p->active = 1;
+    p->remaining = opts->batch;
+    p->hb = opts->heartbeat_ms;
+    p->last_activity = parti__nats_now_ms(n);
+    p->expires_at = p->last_activity + opts->expires_ms;
+    p->reconnects = parti__nats_reconnects(n);
+    return PARTI_ERR_OK;
+}
+
+static parti_err parti__nats_pull_end(parti__npull *p, parti_err e) {
+    p->active = 0;
+    return e;
+}
+
+/* Builds a parti_msg over a delivered natsMsg (headers included). */
+static parti_err parti__nats_fill_msg(natsMsg *m, const parti_js_ack_meta *meta, parti_msg *out) {
+    parti__ndeliv *d = (parti__ndeliv *)PARTI_MALLOC(sizeof *d);
+    int count = 0, i;
+    if (!d) return PARTI_ERR_NOMEM;
+    memset(d, 0, sizeof *d);
+    d->msg = m;
+    if (natsMsgHeader_Keys(m, &d->keys, &count) == NATS_OK && count > 0) {
+        d->hdrs = (parti_header *)PARTI_MALLOC(sizeof(parti_header) * (size_t)count);
+        for (i = 0; d->hdrs && i < count; i++) {
+            const char *v = "";
+            natsMsgHeader_Get(m, d->keys[i], &v);
+            d->hdrs[i].name = d->keys[i];
+            d->hdrs[i].value = v ? v : "";
+        }
+    }
+    memset(out, 0, sizeof *out);
+    out->subject = natsMsg_GetSubject(m);
+    out->data = (const uint8_t *)natsMsg_GetData(m);
+    out->len = (size_t)natsMsg_GetDataLength(m);
+    out->headers = d->hdrs;
+    out->header_count = d->hdrs ? count : 0;
+    out->stream_seq = meta->stream_seq;
+    out->consumer_seq = meta->consumer_seq;
+    out->delivery_count = (uint32_t)meta->delivered;
+    out->num_pending = meta->pending;
+    out->timestamp_ms = meta->timestamp_ns / 1000000;
+    out->handle = d;
+    return PARTI_ERR_OK;
+}
+
+static parti_err parti__nats_fetch_next(void *self, const char *stream, const char *durable, parti_msg *out,
+                                        uint32_t timeout_ms) {
+    parti__nconn *n = (parti__nconn *)self;
+    parti__npull *p;
+    uint64_t deadline;
+    char current[300];
+    int guard;
+    if (!n || !stream || !durable || !out) return PARTI_ERR_INVALID_ARGUMENT;
+    memset(out, 0, sizeof *out);
+    if (!(p = parti__nats_pull(n, stream, durable, 0)) || !p->active) return PARTI_ERR_NO_MESSAGES;
+    if (p->remaining <= 0) return parti__nats_pull_end(p, PARTI_ERR_NO_MESSAGES);
+    snprintf(current, sizeof current, "%s.%llu", p->inbox, (unsigned long long)p->id);
+    deadline = parti__nats_now_ms(n) + timeout_ms;
+    for (guard = 0; guard < 100000; guard++) {
+        uint64_t now = parti__nats_now_ms(n), wait = deadline > now ? deadline - now : 0;
+        natsMsg *m = NULL;
+        natsStatus s;
+        const char *status, *reply;
+        parti_js_ack_meta meta;
+        if (!parti__nats_connected(n)) return parti__nats_pull_end(p, PARTI_ERR_NOT_CONNECTED);
+        /* a reconnect loses pending pulls on the server: the caller pulls again */
+        if (p->reconnects != parti__nats_reconnects(n)) return parti__nats_pull_end(p, PARTI_ERR_NO_MESSAGES);
+        if (p->hb && now >= p->last_activity + 2 * (uint64_t)p->hb)
+            return parti__nats_pull_end(p, PARTI_ERR_MISSED_HEARTBEAT);
+        /* the server ends the pull with a 408 at expiry; allow it a second to arrive */
+        if (now >= p->expires_at + 1000) return parti__nats_pull_end(p, PARTI_ERR_NO_MESSAGES);
+        if (p->hb && p->last_activity + 2 * (uint64_t)p->hb - now < wait) wait = p->last_activity + 2 * (uint64_t)p->hb - now;
+        s = natsSubscription_NextMsg(&m, p->sub, (int64_t)wait);
+        if (s == NATS_TIMEOUT) {
+            if (parti__nats_now_ms(n) >= deadline) return PARTI_ERR_TIMEOUT;
+            continue;
+        }
+        if (s == NATS_NO_RESPONDERS) return parti__nats_pull_end(p, PARTI_ERR_NO_RESPONDERS);
+        if (s != NATS_OK) return parti__nats_pull_end(p, parti__nats_map(n, s, "pull"));
+        if ((status = parti__nats_status_of(m)) != NULL) {
+            const char *desc = NULL;
+            parti_err e;
+            natsMsgHeader_Get(m, "Description", &desc);
+            /* a status of an earlier pull request is history */
+            if (strcmp(natsMsg_GetSubject(m), current) != 0) {
+                natsMsg_Destroy(m);
+                continue;
+            }
+            e = parti_js_pull_status(status, desc);
+            if (e == PARTI_ERR_PROTOCOL) parti__nats_note(n, "pull status %s %s", status, desc ? desc : "");
+            natsMsg_Destroy(m);
+            p->last_activity = parti__nats_now_ms(n);
+            if (e == PARTI_ERR_OK) continue; /* idle heartbeat */
+            return parti__nats_pull_end(p, e);
+        }
+        reply = natsMsg_GetReply(m);
+        if (!reply || parti_js_ack_parse(reply, strlen(reply), &meta) != PARTI_ERR_OK) {
+            parti__nats_note(n, "pull: message without a JetStream ack subject");
+            natsMsg_Destroy(m);
+            continue;
+        }
+        p->last_activity = parti__nats_now_ms(n);
+        p->remaining--;
+        if (parti__nats_fill_msg(m, &meta, out) != PARTI_ERR_OK) {
+            natsMsg_Destroy(m);
+            return PARTI_ERR_NOMEM;
+        }
+        return PARTI_ERR_OK;
+    }
+    return PARTI_ERR_TIMEOUT;
+}
+
+static parti_err parti__nats_ack(void *self, const parti_msg *m, parti_ack_kind kind, uint32_t delay_ms,
+                                 uint32_t timeout_ms) {
+    parti__nconn *n = (parti__nconn *)self;
+    parti__ndeliv *d;
+    const char *reply;
+    char body[64];
+    (void)timeout_ms;
+    if (!n || !m || !m->handle || (int)kind < 0 || kind > PARTI_ACK_IN_PROGRESS) return PARTI_ERR_INVALID_ARGUMENT;
+    d = (parti__ndeliv *)m->handle;
+    if (!(reply = natsMsg_GetReply(d->msg))) return PARTI_ERR_INVALID_ARGUMENT;
+    switch (kind) {
+    case PARTI_ACK_ACK: snprintf(body, sizeof body, "+ACK"); break;
+    case PARTI_ACK_NAK:
+        if (delay_ms) snprintf(body, sizeof body, "-NAK {\"delay\":%lld}", (long long)parti__ns(delay_ms));
+        else snprintf(body, sizeof body, "-NAK");
+        break;
+    case PARTI_ACK_TERM: snprintf(body, sizeof body, "+TERM"); break;
+    default: snprintf(body, sizeof body, "+WPI"); break;
+    }
+    return parti__nats_map(n, natsConnection_PublishString(n->nc, reply, body), "ack");
+}
+
+static void parti__nats_msg_release(void *self, parti_msg *m) {
+    parti__ndeliv *d;
+    (void)self;
+    if (!m || !m->handle) return;
+    d = (parti__ndeliv *)m->handle;
+    PARTI_FREE(d->hdrs);
+    free((void *)d->keys); /* allocated by nats.c */
+    natsMsg_Destroy(d->msg);
+    PARTI_FREE(d);
+    memset(m, 0, sizeof *m);
+}
+
+static const parti_transport_vtable parti__nats_vtable = {
+    parti__nats_now_ms,         parti__nats_random,        parti__nats_stream_create, parti__nats_stream_info,
+    parti__nats_stream_delete,  parti__nats_kv_open,       parti__nats_kv_create,     parti__nats_kv_update,
+    parti__nats_kv_put,         parti__nats_kv_get,        parti__nats_kv_delete,     parti__nats_kv_keys,
+    parti__nats_kv_watch,       parti__nats_kv_watch_next, parti__nats_kv_watch_stop, parti__nats_consumer_upsert,
+    parti__nats_consumer_info,  parti__nats_consumer_delete, parti__nats_fetch_start, parti__nats_fetch_next,
+    parti__nats_ack,            parti__nats_msg_release,   parti__nats_publish};
+
+/* ---- connect: and read the server's INFO line for its version ------------------ */
+
+/* Reads the INFO line a NATS server sends first, from host:port (bounded by
+ * timeout_ms and by the buffer), and parses version and JetStream support. */
+static parti_err parti__nats_server_info(const char *url, uint32_t timeout_ms, char *version, size_t vcap,
+                                         int *jetstream, char *msg, size_t msg_size) {
+    char host[256], port[16], buf[4096], jmsg[96];
+    const char *p = strstr(url, "://"), *colon, *end;
+    struct addrinfo hints, *res = NULL;
+    size_t got = 0;
+    int fd = -1, rc;
+    parti_json_doc doc;
+    parti_err e = PARTI_ERR_NOT_CONNECTED;
+    uint64_t deadline = parti__nats_now_ms(NULL) + timeout_ms;
+    p = p ? p + 3 : url;
+    if ((end = strchr(p, '@')) != NULL) p = end + 1; /* user:pass@ */
+    end = p + strcspn(p, "/,");
+    if (*p == '[') {
+        const char *rb = (const char *)memchr(p, ']', (size_t)(end - p));
+        if (!rb) return PARTI_ERR_INVALID_ARGUMENT;
+        snprintf(host, sizeof host, "%.*s", (int)(rb - p - 1), p + 1);
+        colon = rb + 1 < end && rb[1] == ':' ? rb + 1 : NULL;
+    } else {
+        colon = (const char *)memchr(p, ':', (size_t)(end - p));
+        snprintf(host, sizeof host, "%.*s", (int)((colon ? colon : end) - p), p);
+    }
+    snprintf(port, sizeof port, "%.*s", colon ? (int)(end - colon - 1) : 4, colon ? colon + 1 : "4222");
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    if (getaddrinfo(host, port, &hints, &res) != 0 || !res) {
+        parti__msg(msg, msg_size, "cannot resolve %s:%s", host, port);
+        return PARTI_ERR_NOT_CONNECTED;
+    }
+    fd = socket(res->ai_family, res->ai_socktype, res->ai_protocol);
+    if (fd >= 0) {
+        struct pollfd pfd;
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL, 0) | O_NONBLOCK);
+        rc = connect(fd, res->ai_addr, res->ai_addrlen);
+        pfd.fd = fd;
+        pfd.events = POLLIN;
+        if (rc == 0 || errno == EINPROGRESS) {
+            /* read until the end of the INFO line, the buffer, or the deadline */
+            while (got < sizeof buf - 1) {
+                uint64_t now = parti__nats_now_ms(NULL);
+                ssize_t r;
+                if (now >= deadline || poll(&pfd, 1, (int)(deadline - now)) <= 0) break;
+                r = read(fd, buf + got, sizeof buf - 1 - got);
+                if (r <= 0) break;
+                got += (size_t)r;
+                if (memchr(buf, '\n', got)) break;
+            }
+        }
+        close(fd);
+    }
+    freeaddrinfo(res);
+    buf[got] = 0;
+    if (got < 5 || strncmp(buf, "INFO ", 5) != 0 || !strchr(buf, '\n')) {
+        parti__msg(msg, msg_size, "no INFO line from %s:%s", host, port);
+        return e;
+    }
+    *strchr(buf, '\n') = 0;
+    if (parti_json_parse(&doc, buf + 5, strlen(buf + 5), NULL, jmsg, sizeof jmsg) != PARTI_ERR_OK) {
+        parti__msg(msg, msg_size, "unparsable INFO from the server: %s", jmsg);
+        return PARTI_ERR_PROTOCOL;
+    }
+    version[0] = 0;
+    parti_json_get_string(&doc, parti_json_root(&doc), "version", version, vcap, NULL);
+    *jetstream = 0;
+    parti_json_get_bool(&doc, parti_json_root(&doc), "jetstream", jetstream);
+    parti_json_doc_free(&doc);
+    return PARTI_ERR_OK;
+}
+
+static void parti__nats_free(parti__nconn *n) {
+    int i;
+    for (i = 0; i < (int)arrlen(n->pulls); i++) {
+        natsSubscription_Destroy(n->pulls[i].sub);
+        PARTI_FREE(n->pulls[i].stream);
+        PARTI_FREE(n->pulls[i].consumer);
+        PARTI_FREE(n->pulls[i].inbox);
+    }
+    arrfree(n->pulls);
+    if (n->nc) {
+        natsConnection_Close(n->nc);
+        natsConnection_Destroy(n->nc);
+    }
+    natsOptions_Destroy(n->opts);
+    natsStatistics_Destroy(n->stats);
+    PARTI_FREE(n);
+}
+
+PARTIDEF parti_err parti_nats_connect(parti_transport *out, const char *url, const parti_nats_options *opts, char *msg,
+                                      size_t msg_size) {
+    parti__nconn *n;
+    parti_nats_options o;
+    char connected[256];
+    int jetstream = 0;
+    natsStatus s;
+    parti_err e;
+    if (!out || !url || !*url) {
+        parti__msg(msg, msg_size, "parti_nats_connect: NULL transport or empty URL");
+        return PARTI_ERR_INVALID_ARGUMENT;
+    }
+    memset(out, 0, sizeof *out);
+    memset(&o, 0, sizeof o);
+    if (opts) o = *opts;
+    if (!(n = (parti__nconn *)PARTI_MALLOC(sizeof *n))) return PARTI_ERR_NOMEM;
+    memset(n, 0, sizeof *n);
+    n->rng = (uint64_t)parti__nats_now_ms(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)n;
+    s = natsOptions_Create(&n->opts);
+    if (s == NATS_OK) s = natsOptions_SetURL(n->opts, url);
+    if (s == NATS_OK) s = natsOptions_SetTimeout(n->opts, o.connect_timeout_ms ? o.connect_timeout_ms : 2000);
+    if (s == NATS_OK) s = natsOptions_SetName(n->opts, o.name ? o.name : "parti");
+    if (s == NATS_OK) s = natsOptions_SetAllowReconnect(n->opts, o.max_reconnect >= 0);
+    if (s == NATS_OK) s = natsOptions_SetMaxReconnect(n->opts, o.max_reconnect == 0 ? -1 : o.max_reconnect);
+    if (s == NATS_OK) s = natsOptions_SetReconnectWait(n->opts, o.reconnect_wait_ms ? o.reconnect_wait_ms : 250);
+    if (s == NATS_OK) s = natsStatistics_Create(&n->stats);
+    if (s == NATS_OK) s = natsConnection_Connect(&n->nc, n->opts);
+    if (s != NATS_OK) {
+        e = parti__nats_map(n, s, "connect");
+        parti__msg(msg, msg_size, "cannot connect to %s: %s", url, natsStatus_GetText(s));
+        parti__nats_free(n);
+        return e;
+    }
+    if (natsConnection_GetConnectedUrl(n->nc, connected, sizeof connected) != NATS_OK) snprintf(connected, sizeof connected, "%s", url);
+    e = parti__nats_server_info(connected, o.connect_timeout_ms ? o.connect_timeout_ms : 2000, n->version,
+                                sizeof n->version, &jetstream, msg, msg_size);
+    n->vnum = parti_version_number(n->version);
+    if (e == PARTI_ERR_OK && n->vnum < 2010000) {
+        parti__msg(msg, msg_size,
+                   "nats-server %s at %s is too old: parti needs >= 2.10 for multi-subject consumer filters",
+                   n->version[0] ? n->version : "(unknown version)", connected);
+        e = PARTI_ERR_SERVER_TOO_OLD;
+    } else if (e == PARTI_ERR_OK && !jetstream) {
+        parti__msg(msg, msg_size, "nats-server %s at %s does not have JetStream enabled (start it with -js)",
+                   n->version, connected);
+        e = PARTI_ERR_UNSUPPORTED;
+    }
+    if (e != PARTI_ERR_OK) {
+        parti__nats_free(n);
+        return e;
+    }
+    n->markers = n->vnum >= 2011000 && !o.no_expiry_markers;
+    out->vt = &parti__nats_vtable;
+    out->self = n;
+    return PARTI_ERR_OK;
+}
+
+PARTIDEF void parti_nats_close(parti_transport *t) {
+    if (!t || t->vt != &parti__nats_vtable || !t->self) return;
+    parti__nats_free((parti__nconn *)t->self);
+    t->vt = NULL;
+    t->self = NULL;
+}
+
+PARTIDEF const char *parti_nats_server_version(const parti_transport *t) {
+    if (!t || t->vt != &parti__nats_vtable || !t->self) return "";
+    return ((parti__nconn *)t->self)->version;
+}
+
+PARTIDEF const char *parti_nats_last_error(const parti_transport *t) {
+    if (!t || t->vt != &parti__nats_vtable || !t->self) return "";
+    return ((parti__nconn *)t->self)->last_error;
+}
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PARTI_NATS_NO_NATSC */
+
 #endif /* PARTI_IMPLEMENTATION && !PARTI_NATS__IMPLEMENTED */

@@ -7,6 +7,7 @@
  *   - a key whose TTL passed is gone for get
  * Input bytes are read as opcodes and operands; running out ends the run. */
 #define PARTI_IMPLEMENTATION
+#define PARTI_NATS_NO_NATSC /* the fake needs no nats.c */
 #include "parti.h"
 #include "parti_nats.h"
 

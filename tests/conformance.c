@@ -1061,7 +1061,7 @@ Test(kv, keys_of_an_empty_bucket_is_an_empty_list) {
 
 Test(kv, revisions_strictly_increase_across_keys) {
     parti_transport *a = conf_connect();
-    uint64_t prev = 0, r = 0;
+    uint64_t prev = 0, r = 0, rc;
     int i;
     conf_kv_open(a, "cfg");
     for (i = 0; i < 4; i++) {
@@ -1069,11 +1069,11 @@ Test(kv, revisions_strictly_increase_across_keys) {
         snprintf(key, sizeof key, "k%d", i);
         CONF_OK(conf_create(a, "cfg", key, "c", &r));
         cr_assert_gt(r, prev, "revision %llu after %llu", (unsigned long long)r, (unsigned long long)prev);
-        prev = r;
+        prev = rc = r;
         r = conf_put(a, "cfg", "shared", "p");
         cr_assert_gt(r, prev);
         prev = r;
-        CONF_OK(conf_update(a, "cfg", key, "u", prev - 1, &r));
+        CONF_OK(conf_update(a, "cfg", key, "u", rc, &r));
         cr_assert_gt(r, prev);
         prev = r;
     }
@@ -1989,7 +1989,6 @@ Test(ack, an_acked_message_is_never_redelivered) {
 Test(ack, an_unacked_message_is_redelivered_after_ack_wait) {
     parti_transport *a = conf_connect();
     conf_delivery d[8];
-    parti_consumer_info ci;
     parti_msg *m;
     uint64_t t_del;
     int n;
@@ -2006,9 +2005,6 @@ Test(ack, an_unacked_message_is_redelivered_after_ack_wait) {
     cr_assert_eq(d[0].count, 2);
     cr_assert_geq(d[0].at, CONF_ACK_WAIT * 9 / 10, "redelivered %llu ms after delivery, ack_wait is %u",
                   (unsigned long long)d[0].at, CONF_ACK_WAIT);
-    ci = conf_cinfo(a, "ORDERS", "w1");
-    cr_assert_geq(ci.num_redelivered, 0);
-    parti_consumer_info_free(&ci);
 }
 
 Test(ack, nak_with_delay_redelivers_no_sooner_than_the_delay) {
@@ -2215,7 +2211,7 @@ Test(faults, fail_next_consumer_upsert_then_upsert_works) {
 
 Test(faults, fail_next_fetch_next_then_a_new_pull_works) {
     parti_transport *a;
-    parti_msg *m = NULL;
+    parti_msg *m = NULL, raw;
     parti_err e;
     CONF_NEED_FAIL_NEXT();
     a = conf_connect();
@@ -2223,7 +2219,9 @@ Test(faults, fail_next_fetch_next_then_a_new_pull_works) {
     conf_consumer(a, "ORDERS", "w1", LIST("orders.a"), 30000);
     env->fail_next(env, a, "fetch_next", 1, PARTI_ERR_MISSED_HEARTBEAT);
     CONF_OK(conf_fetch_start(a, "ORDERS", "w1", 1, 5000, 1000));
-    e = a->vt->fetch_next(a->self, "ORDERS", "w1", &conf_msgs[0].m, CONF_POLL);
+    memset(&raw, 0, sizeof raw);
+    e = a->vt->fetch_next(a->self, "ORDERS", "w1", &raw, CONF_POLL);
+    if (e == PARTI_ERR_OK) a->vt->msg_release(a->self, &raw);
     CONF_EXPECT(e, PARTI_ERR_MISSED_HEARTBEAT);
     conf_pub(a, "orders.a", "after");
     m = conf_fetch_one(a, "ORDERS", "w1", 5000);
@@ -2266,8 +2264,10 @@ Test(faults, fail_next_works_for_every_request_op) {
     CONF_OK(conf_create(a, "cfg", "c2", "v", &r));
     rk = conf_expect_value(a, "cfg", "k", "v");
     CONF_FAIL_ONCE("kv_update", conf_update(a, "cfg", "k", "v2", rk, &r));
-    rk = conf_expect_value(a, "cfg", "k", "v"); /* an injected failure does not write */
-    CONF_OK(conf_update(a, "cfg", "k", "v2", rk, &r));
+    CONF_OK(conf_get(a, "cfg", "k", 0, &e)); /* a TIMEOUT may or may not have written */
+    rk = e.revision;
+    parti_kv_entry_free(&e);
+    CONF_OK(conf_update(a, "cfg", "k", "v3", rk, &r));
     CONF_FAIL_ONCE("kv_keys", a->vt->kv_keys(a->self, "cfg", &keys, &n, CONF_TO));
     cr_assert(conf_keys_contain(a, "cfg", "k"));
     CONF_FAIL_ONCE("kv_delete", a->vt->kv_delete(a->self, "cfg", "p", CONF_TO));
@@ -2440,6 +2440,8 @@ Test(bad_input, consumer_ops_refuse_null_arguments) {
 Test(bad_input, pull_ops_refuse_null_arguments) {
     parti_transport *a = conf_connect();
     parti_fetch_opts o = conf_opts(1, 1000, 0);
+    parti_msg raw;
+    memset(&raw, 0, sizeof raw);
     conf_orders(a);
     conf_consumer(a, "ORDERS", "w1", LIST("orders.a"), 30000);
     CONF_EXPECT(a->vt->fetch_start(a->self, NULL, "w1", &o, CONF_TO), PARTI_ERR_INVALID_ARGUMENT);
@@ -2447,8 +2449,8 @@ Test(bad_input, pull_ops_refuse_null_arguments) {
     CONF_EXPECT(a->vt->fetch_start(a->self, "ORDERS", "w1", NULL, CONF_TO), PARTI_ERR_INVALID_ARGUMENT);
     CONF_OK(a->vt->fetch_start(a->self, "ORDERS", "w1", &o, CONF_TO));
     CONF_EXPECT(a->vt->fetch_next(a->self, "ORDERS", "w1", NULL, CONF_POLL), PARTI_ERR_INVALID_ARGUMENT);
-    CONF_EXPECT(a->vt->fetch_next(a->self, NULL, "w1", &conf_msgs[0].m, CONF_POLL), PARTI_ERR_INVALID_ARGUMENT);
-    CONF_EXPECT(a->vt->fetch_next(a->self, "ORDERS", NULL, &conf_msgs[0].m, CONF_POLL), PARTI_ERR_INVALID_ARGUMENT);
+    CONF_EXPECT(a->vt->fetch_next(a->self, NULL, "w1", &raw, CONF_POLL), PARTI_ERR_INVALID_ARGUMENT);
+    CONF_EXPECT(a->vt->fetch_next(a->self, "ORDERS", NULL, &raw, CONF_POLL), PARTI_ERR_INVALID_ARGUMENT);
     CONF_EXPECT(a->vt->ack(a->self, NULL, PARTI_ACK_ACK, 0, CONF_TO), PARTI_ERR_INVALID_ARGUMENT);
 }
 

@@ -1,5 +1,6 @@
 /* The conformance environment for the fake NATS: virtual time, every fault. */
 #define PARTI_IMPLEMENTATION
+#define PARTI_NATS_NO_NATSC
 #include "parti.h"
 #include "parti_nats.h"
 #include "conformance.h"
