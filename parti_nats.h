@@ -2238,11 +2238,9 @@ static void parti__nats_build_watch(parti_json_writer *w, const void *arg) {
     parti_json_key(w, "deliver_subject");
     parti_json_string(w, r->deliver);
     parti_json_key(w, "deliver_policy");
-    parti_json_string(w, r->start ? "by_start_sequence" : "new");
-    if (r->start) {
-        parti_json_key(w, "opt_start_seq");
-        parti_json_uint(w, r->start);
-    }
+    parti_json_string(w, "by_start_sequence");
+    parti_json_key(w, "opt_start_seq");
+    parti_json_uint(w, r->start);
     parti_json_key(w, "ack_policy");
     parti_json_string(w, "none");
     parti_json_key(w, "filter_subject");
@@ -2296,7 +2294,7 @@ static parti_err parti__nats_watch_start(parti__nwatch *wt, uint32_t timeout_ms)
     req.stream = k.stream;
     req.deliver = inbox;
     req.filter = k.subject;
-    req.start = wt->last_rev ? wt->last_rev + 1 : 0;
+    req.start = wt->last_rev + 1; /* the first revision this watcher has not seen */
     parti__nats_subject(subject, sizeof subject, "$JS.API.CONSUMER.CREATE.", k.stream, NULL);
     e = parti__nats_json(parti__nats_build_watch, &req, &body, &len);
     natsInbox_Destroy(inbox);

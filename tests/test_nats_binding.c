@@ -1,0 +1,271 @@
+/* The nats.c binding against a real nats-server: connection errors, the
+ * server-version check, and the failures a pull must survive (server killed,
+ * stopped, restarted, consumer or stream deleted by another connection).
+ * Each test starts its own server (loopback, random port, temp dir). */
+#define _POSIX_C_SOURCE 200809L
+#define PARTI_IMPLEMENTATION
+#include "parti.h"
+#include "parti_nats.h"
+#include "nats_server.h"
+
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+static nats_server *srv;
+static parti_transport t, other;
+static char msg[512];
+
+static uint64_t ms_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void start(void) {
+    char err[512];
+    cr_assert_eq(nats_server_start(&srv, NULL, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(parti_nats_connect(&t, nats_server_url(srv), NULL, msg, sizeof msg), PARTI_ERR_OK, "%s", msg);
+    cr_assert_eq(parti_nats_connect(&other, nats_server_url(srv), NULL, msg, sizeof msg), PARTI_ERR_OK, "%s", msg);
+}
+
+static void stop(void) {
+    parti_nats_close(&t);
+    parti_nats_close(&other);
+    nats_server_stop(srv, NULL, 0);
+    srv = NULL;
+    nats_Close();
+}
+
+static void make_stream_and_consumer(void) {
+    static const char *const subs[] = {"orders.>"};
+    static const char *const filters[] = {"orders.1", "orders.2"};
+    parti_stream_config sc;
+    parti_consumer_config cc;
+    memset(&sc, 0, sizeof sc);
+    sc.name = "orders";
+    sc.subjects = subs;
+    sc.subject_count = 1;
+    cr_assert_eq(t.vt->stream_create(t.self, &sc, 5000), PARTI_ERR_OK, "%s", parti_nats_last_error(&t));
+    memset(&cc, 0, sizeof cc);
+    cc.stream = "orders";
+    cc.durable = "w1";
+    cc.filter_subjects = filters;
+    cc.filter_count = 2;
+    cc.ack_wait_ms = 2000;
+    cr_assert_eq(t.vt->consumer_upsert(t.self, &cc, 5000), PARTI_ERR_OK, "%s", parti_nats_last_error(&t));
+}
+
+/* A pull that is pending on the server: the request is published
+ * asynchronously, so wait until a first fetch_next has waited a while. */
+static void pull_is_pending(void) {
+    parti_msg m;
+    cr_assert_eq(t.vt->fetch_next(t.self, "orders", "w1", &m, 300), PARTI_ERR_TIMEOUT);
+}
+
+static void start_pull(uint32_t expires, uint32_t hb) {
+    parti_fetch_opts fo;
+    fo.batch = 10;
+    fo.max_bytes = 0;
+    fo.expires_ms = expires;
+    fo.heartbeat_ms = hb;
+    cr_assert_eq(t.vt->fetch_start(t.self, "orders", "w1", &fo, 5000), PARTI_ERR_OK);
+}
+
+/* Waits (bounded) for the pull to end with something other than TIMEOUT. */
+static parti_err pull_outcome(uint32_t deadline_ms, uint64_t *elapsed) {
+    uint64_t t0 = ms_now();
+    parti_err e = PARTI_ERR_TIMEOUT;
+    while (ms_now() - t0 < deadline_ms) {
+        parti_msg m;
+        e = t.vt->fetch_next(t.self, "orders", "w1", &m, 100);
+        if (e == PARTI_ERR_OK) t.vt->msg_release(t.self, &m);
+        else if (e != PARTI_ERR_TIMEOUT) break;
+    }
+    if (elapsed) *elapsed = ms_now() - t0;
+    return e;
+}
+
+TestSuite(binding_connect, .timeout = 60);
+
+Test(binding_connect, server_down_is_not_connected_within_the_timeout) {
+    parti_nats_options o;
+    uint64_t t0 = ms_now();
+    memset(&o, 0, sizeof o);
+    o.connect_timeout_ms = 500;
+    /* port 1 on loopback: nothing listens there */
+    cr_assert_eq(parti_nats_connect(&t, "nats://127.0.0.1:1", &o, msg, sizeof msg), PARTI_ERR_NOT_CONNECTED);
+    cr_assert(strstr(msg, "127.0.0.1:1"), "%s", msg);
+    cr_assert_lt(ms_now() - t0, 5000);
+    cr_assert_null(t.vt);
+    nats_Close();
+}
+
+Test(binding_connect, bad_arguments) {
+    cr_assert_eq(parti_nats_connect(NULL, "nats://127.0.0.1:4222", NULL, msg, sizeof msg), PARTI_ERR_INVALID_ARGUMENT);
+    cr_assert_eq(parti_nats_connect(&t, NULL, NULL, msg, sizeof msg), PARTI_ERR_INVALID_ARGUMENT);
+    cr_assert_eq(parti_nats_connect(&t, "", NULL, msg, sizeof msg), PARTI_ERR_INVALID_ARGUMENT);
+    cr_assert_neq(parti_nats_connect(&t, "nats://127.0.0.1:notaport", NULL, msg, sizeof msg), PARTI_ERR_OK);
+    parti_nats_close(NULL);
+    parti_nats_close(&t);
+    cr_assert_str_eq(parti_nats_server_version(&t), "");
+    nats_Close();
+}
+
+Test(binding_connect, an_old_server_is_refused_clearly) {
+    nats_server_options o;
+    char err[512];
+    static const char *old = ".deps/nats-server-old/usr/sbin/nats-server";
+    FILE *f = fopen(old, "rb");
+    cr_assert_not_null(f, "no old nats-server at %s: scripts/setup installs Debian bookworm 2.9.x there", old);
+    fclose(f);
+    memset(&o, 0, sizeof o);
+    o.binary = old;
+    cr_assert_eq(nats_server_start(&srv, &o, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(parti_nats_connect(&t, nats_server_url(srv), NULL, msg, sizeof msg), PARTI_ERR_SERVER_TOO_OLD);
+    cr_assert(strstr(msg, "2.9") && strstr(msg, ">= 2.10"), "%s", msg);
+    nats_server_stop(srv, NULL, 0);
+    nats_Close();
+}
+
+TestSuite(binding_faults, .init = start, .fini = stop, .timeout = 120);
+
+Test(binding_faults, reports_the_server_version) {
+    cr_assert_str_eq(parti_nats_server_version(&t), nats_server_version(srv));
+    cr_assert_geq(parti_version_number(parti_nats_server_version(&t)), 2010000);
+}
+
+Test(binding_faults, consumer_deleted_by_another_connection_mid_fetch) {
+    uint64_t took;
+    make_stream_and_consumer();
+    start_pull(10000, 1000);
+    pull_is_pending();
+    cr_assert_eq(other.vt->consumer_delete(other.self, "orders", "w1", 5000), PARTI_ERR_OK);
+    cr_assert_eq(pull_outcome(5000, &took), PARTI_ERR_CONSUMER_DELETED);
+    cr_assert_lt(took, 2000, "took %llu ms", (unsigned long long)took);
+    /* a new pull on the missing consumer reaches nobody */
+    start_pull(2000, 500);
+    cr_assert_eq(pull_outcome(5000, NULL), PARTI_ERR_NO_RESPONDERS);
+}
+
+Test(binding_faults, stream_deleted_mid_fetch) {
+    parti_pub_ack pa;
+    parti_consumer_info ci;
+    make_stream_and_consumer();
+    start_pull(10000, 1000);
+    pull_is_pending();
+    cr_assert_eq(other.vt->stream_delete(other.self, "orders", 5000), PARTI_ERR_OK);
+    cr_assert_eq(pull_outcome(5000, NULL), PARTI_ERR_CONSUMER_DELETED);
+    cr_assert_eq(t.vt->publish(t.self, "orders.1", NULL, 0, "x", 1, &pa, 2000), PARTI_ERR_NO_RESPONDERS);
+    cr_assert_eq(t.vt->consumer_info(t.self, "orders", "w1", &ci, 2000), PARTI_ERR_STREAM_NOT_FOUND);
+}
+
+Test(binding_faults, server_killed_mid_fetch_is_a_missed_heartbeat) {
+    uint64_t took;
+    parti_err e;
+    make_stream_and_consumer();
+    start_pull(30000, 500);
+    cr_assert_eq(nats_server_kill(srv, NULL, 0), 0);
+    e = pull_outcome(10000, &took);
+    cr_assert(e == PARTI_ERR_MISSED_HEARTBEAT || e == PARTI_ERR_NOT_CONNECTED, "%s", parti_error_name(e));
+    cr_assert_lt(took, 5000, "took %llu ms", (unsigned long long)took);
+}
+
+Test(binding_faults, hung_server_is_a_missed_heartbeat_after_two_intervals) {
+    uint64_t took;
+    make_stream_and_consumer();
+    start_pull(30000, 500);
+    cr_assert_eq(nats_server_suspend(srv, NULL, 0), 0);
+    cr_assert_eq(pull_outcome(10000, &took), PARTI_ERR_MISSED_HEARTBEAT);
+    cr_assert_geq(took, 900, "took %llu ms", (unsigned long long)took);
+    cr_assert_lt(took, 3000, "took %llu ms", (unsigned long long)took);
+    cr_assert_eq(nats_server_resume(srv, NULL, 0), 0);
+}
+
+Test(binding_faults, server_stopped_mid_fetch_ends_the_pull) {
+    parti_err e;
+    make_stream_and_consumer();
+    start_pull(30000, 1000);
+    cr_assert_eq(nats_server_terminate(srv, NULL, 0), 0);
+    e = pull_outcome(10000, NULL);
+    cr_assert(e == PARTI_ERR_SERVER_SHUTDOWN || e == PARTI_ERR_NOT_CONNECTED || e == PARTI_ERR_MISSED_HEARTBEAT,
+              "%s", parti_error_name(e));
+}
+
+/* Polls an operation until it stops failing with a connection error. */
+static int reconnected(void) {
+    uint64_t t0 = ms_now();
+    while (ms_now() - t0 < 15000) {
+        parti_stream_info si;
+        parti_err e = t.vt->stream_info(t.self, "orders", &si, 1000);
+        if (e == PARTI_ERR_OK) {
+            parti_stream_info_free(&si);
+            return 1;
+        }
+        nanosleep(&(struct timespec){0, 50000000}, NULL);
+    }
+    return 0;
+}
+
+Test(binding_faults, after_a_restart_pulls_resume_and_state_is_kept) {
+    parti_pub_ack pa;
+    parti_msg m;
+    parti_consumer_info ci;
+    parti_err e = PARTI_ERR_TIMEOUT;
+    uint64_t t0;
+    make_stream_and_consumer();
+    cr_assert_eq(t.vt->publish(t.self, "orders.1", NULL, 0, "before", 6, &pa, 2000), PARTI_ERR_OK);
+    start_pull(30000, 1000);
+    cr_assert_eq(nats_server_restart(srv, NULL, 0), 0);
+    cr_assert(reconnected(), "no reconnect within 15 s: %s", parti_nats_last_error(&t));
+    cr_assert_eq(t.vt->consumer_info(t.self, "orders", "w1", &ci, 5000), PARTI_ERR_OK);
+    cr_assert_eq(ci.filter_count, 2);
+    parti_consumer_info_free(&ci);
+    cr_assert_eq(t.vt->publish(t.self, "orders.2", NULL, 0, "after", 5, &pa, 2000), PARTI_ERR_OK);
+    /* the pending pull was lost with the old connection: pull again until both arrive */
+    t0 = ms_now();
+    {
+        int got_before = 0, got_after = 0;
+        while (ms_now() - t0 < 15000 && !(got_before && got_after)) {
+            e = t.vt->fetch_next(t.self, "orders", "w1", &m, 200);
+            if (e == PARTI_ERR_OK) {
+                got_before |= m.len == 6 && memcmp(m.data, "before", 6) == 0;
+                got_after |= m.len == 5 && memcmp(m.data, "after", 5) == 0;
+                t.vt->ack(t.self, &m, PARTI_ACK_ACK, 0, 1000);
+                t.vt->msg_release(t.self, &m);
+            } else if (e != PARTI_ERR_TIMEOUT) {
+                start_pull(2000, 500);
+            }
+        }
+        cr_assert(got_before && got_after, "before=%d after=%d last=%s", got_before, got_after, parti_error_name(e));
+    }
+}
+
+Test(binding_faults, kv_watcher_keeps_working_across_a_restart) {
+    parti_kv_config kc;
+    parti_kv_watcher *wt;
+    parti_kv_entry ent;
+    uint64_t rev, t0;
+    int seen_after = 0;
+    memset(&kc, 0, sizeof kc);
+    kc.bucket = "members";
+    cr_assert_eq(t.vt->kv_open(t.self, &kc, 5000), PARTI_ERR_OK, "%s", parti_nats_last_error(&t));
+    cr_assert_eq(t.vt->kv_watch(t.self, "members", "", &wt, 5000), PARTI_ERR_OK, "%s", parti_nats_last_error(&t));
+    cr_assert_eq(nats_server_restart(srv, NULL, 0), 0);
+    t0 = ms_now();
+    while (ms_now() - t0 < 15000 && other.vt->kv_put(other.self, "members", "w-1", "x", 1, &rev, 1000) != PARTI_ERR_OK)
+        nanosleep(&(struct timespec){0, 50000000}, NULL);
+    t0 = ms_now();
+    while (ms_now() - t0 < 15000 && !seen_after) {
+        parti_err e = t.vt->kv_watch_next(t.self, wt, &ent);
+        if (e == PARTI_ERR_OK) {
+            seen_after = strcmp(ent.key, "w-1") == 0 && ent.revision == rev;
+            parti_kv_entry_free(&ent);
+        } else {
+            nanosleep(&(struct timespec){0, 20000000}, NULL);
+        }
+    }
+    t.vt->kv_watch_stop(t.self, wt);
+    cr_assert(seen_after, "the watcher went silent after the restart: %s", parti_nats_last_error(&t));
+}
