@@ -11,10 +11,10 @@ CXX     ?= g++
 STRICT   = -std=c99 -Wall -Wextra -Wpedantic -Werror
 CXXSTRICT = -std=c++11 -Wall -Wextra -Wpedantic -Werror
 SAN      = -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
-FUZZSAN  = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+FUZZSAN  = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -D_GNU_SOURCE
 B        = build
 HEADERS  = parti.h parti_nats.h
-FUZZ_TARGETS = subjects diff json metrics fake
+FUZZ_TARGETS = subjects diff json metrics fake jsproto
 FUZZ_RUNS ?= 20000
 FUZZ_SECONDS ?= 60
 # sanitizer reports must fail the run, and leaks count
@@ -23,6 +23,8 @@ export UBSAN_OPTIONS = print_stacktrace=1:halt_on_error=1
 
 UNIT_SRC = tests/impl.c tests/test_core.c tests/test_json.c tests/test_metrics.c tests/test_fake.c
 CONF_FAKE_SRC = tests/conformance.c tests/conformance_env_fake.c
+CONF_NATS_SRC = tests/conformance.c tests/conformance_env_nats.c tests/nats_server.c
+SERVER_SRC = tests/nats_server.c tests/nats_server.h
 
 .PHONY: all setup test check fuzz bench demo clean
 
@@ -35,11 +37,14 @@ test: setup
 	@rm -f $(B)/logs/results
 	@$(MAKE) --no-print-directory check
 
-check: $(B)/unit $(B)/unit_clang $(B)/conformance_fake $(B)/link_two_tu $(B)/link_static $(B)/cpp_gxx $(B)/cpp_clangxx \
+check: $(B)/unit $(B)/unit_clang $(B)/conformance_fake $(B)/conformance_nats $(B)/test_nats_server $(B)/test_nats_binding $(B)/link_two_tu $(B)/link_static $(B)/cpp_gxx $(B)/cpp_clangxx \
        $(B)/readme_example $(addprefix $(B)/fuzz/fuzz_,$(FUZZ_TARGETS))
 	@tests/run criterion unit-gcc $(B)/unit --jobs 2
 	@tests/run criterion unit-clang $(B)/unit_clang --jobs 2
 	@tests/run criterion conformance-fake $(B)/conformance_fake --jobs 2
+	@tests/run criterion nats-server-harness $(B)/test_nats_server --jobs 2
+	@tests/run criterion conformance-nats-server $(B)/conformance_nats --jobs 2
+	@tests/run criterion nats-binding $(B)/test_nats_binding --jobs 2
 	@tests/run check link-two-translation-units $(B)/link_two_tu
 	@tests/run check link-parti-static $(B)/link_static
 	@tests/run check cxx-g++ $(B)/cpp_gxx
@@ -63,6 +68,18 @@ $(B)/unit_clang: $(UNIT_SRC) $(HEADERS)
 $(B)/conformance_fake: $(CONF_FAKE_SRC) tests/conformance.h $(HEADERS)
 	@mkdir -p $(B)
 	$(CC) $(STRICT) $(SAN) -I. $(CONF_FAKE_SRC) -lcriterion -o $@
+
+$(B)/conformance_nats: $(CONF_NATS_SRC) tests/conformance.h $(SERVER_SRC) $(HEADERS)
+	@mkdir -p $(B)
+	$(CC) $(STRICT) $(SAN) -Itests -I. $(CONF_NATS_SRC) -lnats -lcriterion -o $@
+
+$(B)/test_nats_server: tests/test_nats_server.c $(SERVER_SRC)
+	@mkdir -p $(B)
+	$(CC) $(STRICT) $(SAN) -Itests -I. tests/test_nats_server.c tests/nats_server.c -lcriterion -o $@
+
+$(B)/test_nats_binding: tests/test_nats_binding.c $(SERVER_SRC) $(HEADERS)
+	@mkdir -p $(B)
+	$(CC) $(STRICT) $(SAN) -Itests -I. tests/test_nats_binding.c tests/nats_server.c -lnats -lcriterion -o $@
 
 $(B)/link_two_tu: tests/link/impl.c tests/link/user.c $(HEADERS)
 	@mkdir -p $(B)
@@ -103,8 +120,13 @@ $(B)/bench_core: bench/bench_core.c $(HEADERS)
 	@mkdir -p $(B)
 	$(CC) -std=c99 -O2 -Wall -Wextra -Werror -I. $< -o $@
 
-bench: setup $(B)/bench_core
+$(B)/bench_nats: bench/bench_nats.c $(SERVER_SRC) $(HEADERS)
+	@mkdir -p $(B)
+	$(CC) -std=c99 -O2 -Wall -Wextra -Werror -I. bench/bench_nats.c tests/nats_server.c -lnats -o $@
+
+bench: setup $(B)/bench_core $(B)/bench_nats
 	$(B)/bench_core
+	$(B)/bench_nats
 
 demo: setup
 	@echo "make demo: the cluster demo arrives with the membership issue; nothing to run yet." >&2

@@ -88,7 +88,7 @@
  *   Limits (any file, same value everywhere): PARTI_MAX_SUBJECT_LEN (512),
  *   PARTI_MAX_KEY_LEN (128), PARTI_MAX_NAME_LEN (64), PARTI_MAX_KEYS (16),
  *   PARTI_JSON_MAX_DEPTH (64), PARTI_JSON_MAX_NODES, PARTI_JSON_MAX_LEN,
- *   PARTI_HISTOGRAM_MAX_BUCKETS (16).
+ *   PARTI_HISTOGRAM_MAX_BUCKETS (16, 13..1024).
  *
  * VERSION HISTORY
  *   0.1.0  pure core: errors, config, subjects, names, backoff, metrics, JSON
@@ -386,7 +386,8 @@ PARTIDEF parti_err parti_config_validate(const parti_config *cfg, char *msg, siz
  *   - Strings and buffers passed in stay the caller's and need only live for
  *     the call. Results written to out-parameters are owned by the caller and
  *     released with the matching parti_*_free function (they are allocated
- *     with PARTI_MALLOC).
+ *     with PARTI_MALLOC). Out-parameters that only report (a revision, a
+ *     publish ack) may be NULL.
  *   - Names (streams, consumers, buckets) follow parti_name_check; keys follow
  *     parti_kv_key_check; a bad name is PARTI_ERR_INVALID_NAME, NULL pointers
  *     PARTI_ERR_INVALID_ARGUMENT.
@@ -554,8 +555,11 @@ typedef struct parti_transport_vtable {
                                uint32_t timeout_ms);
     parti_err (*consumer_delete)(void *self, const char *stream, const char *durable, uint32_t timeout_ms);
 
-    /* pull: fetch_start sends a pull request (replacing this client's pending one
-     * for that consumer); fetch_next waits up to timeout_ms for its next message:
+    /* pull: fetch_start sends a pull request for the consumer; fetch_next waits
+     * up to timeout_ms for its next message. A new request does not cancel an
+     * earlier one still pending on a real server: messages the earlier one takes
+     * are still returned by fetch_next (nothing is lost), only its end status is
+     * not reported. fetch_next returns:
      *   PARTI_ERR_OK             *out holds a message (release it)
      *   PARTI_ERR_TIMEOUT        nothing yet; the pull is still pending
      *   PARTI_ERR_NO_MESSAGES    the pull is over (expired or batch/bytes done): start another
@@ -624,7 +628,264 @@ PARTIDEF parti_err parti_js_pull_status(const char *status, const char *descript
  * major*1000000 + minor*1000 + patch; 0 when unparsable. */
 PARTIDEF uint32_t parti_version_number(const char *version);
 
-/* @@METRICS_DECL@@ */
+/* ======================================================================== */
+/* Metrics: counters, gauges, histograms and a Prometheus text writer        */
+/* ======================================================================== */
+/* Metrics are plain structs the application reads directly: no registry
+ * object, no global state, no locks, no allocation. The core updates them on
+ * the poll thread only; a reader on another thread (an HTTP /metrics
+ * handler, say) must take a copy under a lock of its own that the poll
+ * thread also holds while it runs (e.g. copy the whole parti_metrics struct
+ * between parti_poll() calls), then format the copy.
+ *
+ *   parti_counter    uint64_t, only goes up (wraps modulo 2^64, which
+ *                    Prometheus reads as a counter reset)
+ *   parti_gauge      double: Prometheus samples are float64 anyway, and a
+ *                    double holds every integer a gauge here reaches
+ *                    (exact up to 2^53)
+ *   parti_histogram  fixed finite upper bounds (seconds for durations) set
+ *                    at init, per-bucket counts, sum and count
+ *
+ * parti_metrics_write_prometheus formats any set of series in the Prometheus
+ * text exposition format 0.0.4; parti_metrics_write formats the library's
+ * own registry (parti_metrics, below):
+ *
+ *     parti_metrics m;                      // in real use: the one parti keeps
+ *     parti_label common[] = {{"worker", "w-1"}};
+ *     char buf[16384]; size_t needed;
+ *     parti_metrics_init(&m);
+ *     m.consumer_updates_success.value++;
+ *     parti_histogram_observe(&m.consumer_update_latency, 0.004);
+ *     if (parti_metrics_write(&m, common, 1, buf, sizeof buf, &needed) == PARTI_ERR_OK)
+ *         serve(buf, needed - 1);           // else: grow to needed and call again
+ */
+
+/* Most finite bucket bounds of one histogram (the "+Inf" bucket is extra).
+ * At least as many as the registry's largest histogram uses (13). */
+#ifndef PARTI_HISTOGRAM_MAX_BUCKETS
+#define PARTI_HISTOGRAM_MAX_BUCKETS 16
+#endif
+#if PARTI_HISTOGRAM_MAX_BUCKETS < 13 || PARTI_HISTOGRAM_MAX_BUCKETS > 1024
+#error "PARTI_HISTOGRAM_MAX_BUCKETS must be 13..1024 (the registry's histograms need 13)"
+#endif
+
+typedef struct parti_counter {
+    uint64_t value;
+} parti_counter;
+
+typedef struct parti_gauge {
+    double value;
+} parti_gauge;
+
+/* Observation v lands in the first bucket i with v <= bounds[i], or in
+ * buckets[bucket_count] when it is above every bound. buckets[] are NOT
+ * cumulative; the writer makes them so. NaN and +-Inf observations are not
+ * recorded (one would turn sum into Inf or NaN for good) and only counted in
+ * ignored. The writer derives _count and the "+Inf" bucket from buckets[],
+ * so the exposition stays self-consistent even if count was edited. */
+typedef struct parti_histogram {
+    int bucket_count;                                  /* finite bounds in use, 0..PARTI_HISTOGRAM_MAX_BUCKETS */
+    double bounds[PARTI_HISTOGRAM_MAX_BUCKETS];        /* finite, strictly increasing upper bounds */
+    uint64_t buckets[PARTI_HISTOGRAM_MAX_BUCKETS + 1]; /* per-bucket counts; [bucket_count] = above the last bound */
+    uint64_t count;                                    /* recorded observations */
+    double sum;                                        /* sum of recorded observations */
+    uint64_t ignored;                                  /* non-finite observations dropped */
+} parti_histogram;
+
+/* Adds n; wraps modulo 2^64 (Prometheus reads that as a reset). The three
+ * helpers ignore a NULL metric. */
+PARTIDEF void parti_counter_add(parti_counter *c, uint64_t n);
+PARTIDEF void parti_gauge_set(parti_gauge *g, double v);
+PARTIDEF void parti_gauge_add(parti_gauge *g, double delta);
+/* Zeroes h and sets its bounds: 0..PARTI_HISTOGRAM_MAX_BUCKETS finite,
+ * strictly increasing values (bounds may be NULL when n is 0). Otherwise
+ * PARTI_ERR_INVALID_ARGUMENT and h is left zeroed (a single "+Inf" bucket). */
+PARTIDEF parti_err parti_histogram_init(parti_histogram *h, const double *bounds, int n);
+/* Records v (see parti_histogram). NULL h is ignored. */
+PARTIDEF void parti_histogram_observe(parti_histogram *h, double v);
+
+/* ---- describing series for the writer ------------------------------------ */
+
+typedef struct parti_label {
+    const char *name;  /* [a-zA-Z_][a-zA-Z0-9_]*, not starting with "__" (reserved by Prometheus) */
+    const char *value; /* any valid UTF-8 */
+} parti_label;
+
+typedef enum parti_metric_type {
+    PARTI_METRIC_COUNTER = 1,
+    PARTI_METRIC_GAUGE,
+    PARTI_METRIC_HISTOGRAM
+} parti_metric_type;
+
+/* One sample series. Consecutive entries with the same name form one family
+ * (one "# HELP" and "# TYPE"); they must share the type, the family's help
+ * is its first entry's (NULL or "" means no HELP line), and a name may not
+ * come back after another family. value points to the parti_counter,
+ * parti_gauge or parti_histogram matching type. Histogram series may not
+ * have a label named "le" (the writer adds it). */
+typedef struct parti_metric {
+    const char *name;         /* [a-zA-Z_:][a-zA-Z0-9_:]* */
+    const char *help;         /* any valid UTF-8, or NULL */
+    parti_metric_type type;
+    const parti_label *labels;/* may be NULL when label_count is 0 */
+    int label_count;
+    const void *value;
+} parti_metric;
+
+/* Writes count series in the Prometheus text exposition format 0.0.4 into
+ * buf (cap bytes; buf may be NULL when cap is 0, for a size-only call).
+ * common labels come first on every sample, then the series' own, then "le"
+ * on histogram buckets. No label name may repeat within one sample.
+ *
+ * Output per family: "# HELP name text" (\\ and newline escaped), "# TYPE
+ * name counter|gauge|histogram", then one "name{labels} value" line per
+ * sample (no braces when there are no labels; label values escape \\, " and
+ * newline). Histograms give cumulative name_bucket{...,le="b"} lines for each
+ * bound and le="+Inf", then name_sum and name_count. Numbers: counters as
+ * exact integers; doubles in the shortest form that reads back as the same
+ * double, spelled as Go's strconv.FormatFloat(v, 'g', -1, 64) spells it (so
+ * le values match client_golang's): "0.005", "10", "1e-07", "1.5e+06", never
+ * a locale's decimal comma; and "+Inf", "-Inf", "NaN".
+ *
+ * Returns PARTI_ERR_OK with *needed = bytes written including the NUL;
+ * PARTI_ERR_BUFFER_TOO_SMALL with *needed = the exact size a second call
+ * needs, buf then holding the first cap - 1 bytes of the output and a NUL;
+ * PARTI_ERR_INVALID_ARGUMENT for NULL pointers, negative counts, bad names,
+ * bad types, invalid UTF-8, bad histogram bounds or a family split in two
+ * (then *needed is 0 and buf, if cap > 0, holds ""). Never writes past cap;
+ * always NUL-terminates when cap > 0. needed may be NULL. Zero series give
+ * "" (needed 1). */
+PARTIDEF parti_err parti_metrics_write_prometheus(const parti_metric *metrics, int count,
+                                                  const parti_label *common_labels, int common_count, char *buf,
+                                                  size_t cap, size_t *needed);
+
+/* "counter", "gauge", "histogram"; "unknown" for anything else. */
+PARTIDEF const char *parti_metric_type_name(parti_metric_type t);
+
+/* ---- the library's registry ---------------------------------------------- */
+
+/* Bucket bounds (seconds) of the registry's histograms. */
+#define PARTI_METRICS_UPDATE_LATENCY_BUCKETS 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10
+#define PARTI_METRICS_REBALANCE_DURATION_BUCKETS 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60
+
+/* Every metric parti keeps: the public contract. One row per series:
+ *   X(field, kind, "metric_name", label_name, label_value, bounds, "help")
+ * field is the parti_metrics member, kind counter | gauge | histogram,
+ * label_name/label_value 0 for an unlabelled series, bounds a bucket list
+ * for histograms (0 otherwise). Rows of one family are consecutive; only
+ * the first carries the help text. New rows are appended to their group;
+ * names never change. */
+#define PARTI_METRICS(X)                                                                                           \
+    /* ---- the worker consumer ---- */                                                                            \
+    /* Consumer filter updates by outcome: success (filter_subjects changed on the server), failure (the update   \
+     * failed and will be retried), noop (the wanted subjects equalled the current ones). */                      \
+    X(consumer_updates_success, counter, "parti_worker_consumer_updates_total", "result", "success", 0,             \
+      "Worker consumer filter updates, by result (success, failure, noop).")                                      \
+    X(consumer_updates_failure, counter, "parti_worker_consumer_updates_total", "result", "failure", 0, 0)         \
+    X(consumer_updates_noop, counter, "parti_worker_consumer_updates_total", "result", "noop", 0, 0)               \
+    /* Time from an accepted assignment to the consumer's filter being in place on the server. */                 \
+    X(consumer_update_latency, histogram, "parti_worker_consumer_update_latency_seconds", 0, 0,                    \
+      PARTI_METRICS_UPDATE_LATENCY_BUCKETS, "Seconds from an assignment change to the consumer filter being applied.") \
+    /* Subjects in the consumer's filter_subjects now. */                                                          \
+    X(consumer_subjects_current, gauge, "parti_worker_consumer_subjects_current", 0, 0, 0,                         \
+      "Subjects in the worker consumer's filter_subjects now.")                                                   \
+    /* Updates that left the subject count at or above subjects_warn_percent of max_subjects. */                 \
+    X(consumer_subjects_near_limit, counter, "parti_worker_consumer_subjects_near_limit_total", 0, 0, 0,           \
+      "Consumer updates whose subject count reached the near-limit warning threshold of max_subjects.")           \
+    /* Subjects added to / removed from the filter, summed over all updates. */                                   \
+    X(consumer_subject_adds, counter, "parti_worker_consumer_subject_changes_total", "type", "add", 0,             \
+      "Subjects added to or removed from the worker consumer's filter, by type (add, remove).")                  \
+    X(consumer_subject_removes, counter, "parti_worker_consumer_subject_changes_total", "type", "remove", 0, 0)    \
+    /* The consumer was deleted (or lost) and created again. */                                                   \
+    X(consumer_recreations, counter, "parti_worker_consumer_recreations_total", 0, 0, 0,                           \
+      "Times the worker consumer was found missing and created again.")                                           \
+    X(consumer_recreation_failures, counter, "parti_worker_consumer_recreation_failures_total", 0, 0, 0,           \
+      "Failed attempts to create the worker consumer again.")                                                     \
+    /* Assignment changes folded into a later update because one was already in flight. */                        \
+    X(consumer_updates_coalesced, counter, "parti_worker_consumer_updates_coalesced_total", 0, 0, 0,               \
+      "Assignment changes merged into a later consumer update instead of applied one by one.")                   \
+    /* Pulls started again after an error (consumer deleted, missed heartbeat, server shutdown, ...). */          \
+    X(consumer_pull_restarts, counter, "parti_worker_consumer_pull_restarts_total", 0, 0, 0,                       \
+      "Pull requests restarted after an error ended the previous one.")                                           \
+    /* Pull errors in a row since the last good pull; 0 when healthy. */                                          \
+    X(consumer_pull_consecutive_failures, gauge, "parti_worker_consumer_pull_consecutive_failures", 0, 0, 0,       \
+      "Pull failures in a row since the last successful pull.")                                                   \
+    /* Messages handled, by the verdict the handler returned. */                                                  \
+    X(consumer_messages_ack, counter, "parti_worker_consumer_messages_total", "result", "ack", 0,                  \
+      "Messages handled, by result (ack, nak, term, in_progress).")                                               \
+    X(consumer_messages_nak, counter, "parti_worker_consumer_messages_total", "result", "nak", 0, 0)               \
+    X(consumer_messages_term, counter, "parti_worker_consumer_messages_total", "result", "term", 0, 0)             \
+    X(consumer_messages_in_progress, counter, "parti_worker_consumer_messages_total", "result", "in_progress", 0, 0) \
+    /* Messages past max_deliver, published to the dead-letter subject. */                                        \
+    X(consumer_dead_letters, counter, "parti_worker_consumer_dead_letters_total", 0, 0, 0,                         \
+      "Messages delivered max_deliver times and sent to the dead-letter subject.")                                \
+    /* Redeliveries of a partition this worker no longer owns; still processed (nobody else would get them). */   \
+    X(consumer_foreign_redeliveries, counter, "parti_worker_consumer_foreign_redeliveries_total", 0, 0, 0,         \
+      "Redelivered messages of partitions this worker no longer owns, processed anyway.")                        \
+    /* ---- membership, leader, rebalance ---- */                                                                 \
+    X(members_current, gauge, "parti_members_current", 0, 0, 0, "Live members of the group as this worker sees it.") \
+    /* 1 while this worker is the leader (computes and publishes assignments), else 0. */                         \
+    X(is_leader, gauge, "parti_is_leader", 0, 0, 0, "1 while this worker is the group leader, else 0.")             \
+    X(leader_elections, counter, "parti_leader_elections_total", 0, 0, 0,                                          \
+      "Times this worker won the leader election.")                                                               \
+    /* The epoch of the leadership this worker last saw; fences stale leaders. */                                 \
+    X(leader_epoch, gauge, "parti_leader_epoch", 0, 0, 0, "Epoch of the current leadership as this worker sees it.") \
+    /* Version of the assignment this worker applies. */                                                          \
+    X(assignment_version, gauge, "parti_assignment_version", 0, 0, 0,                                              \
+      "Version of the partition assignment this worker last applied.")                                            \
+    X(partitions_owned, gauge, "parti_partitions_owned", 0, 0, 0, "Partitions assigned to this worker now.")       \
+    /* Rebalances this worker ran as leader, by outcome. */                                                       \
+    X(rebalances_success, counter, "parti_rebalances_total", "result", "success", 0,                               \
+      "Rebalances run by this worker as leader, by result (success, failure).")                                   \
+    X(rebalances_failure, counter, "parti_rebalances_total", "result", "failure", 0, 0)                            \
+    /* From a membership change being noticed to the new assignment being published. */                           \
+    X(rebalance_duration, histogram, "parti_rebalance_duration_seconds", 0, 0,                                     \
+      PARTI_METRICS_REBALANCE_DURATION_BUCKETS,                                                                    \
+      "Seconds from a membership change to the new assignment being published.")                                  \
+    /* Partitions whose owner changed, summed over this leader's rebalances. */                                   \
+    X(partitions_moved, counter, "parti_partitions_moved_total", 0, 0, 0,                                          \
+      "Partitions that changed owner in rebalances run by this worker.")                                          \
+    X(heartbeat_failures, counter, "parti_heartbeat_failures_total", 0, 0, 0,                                      \
+      "Heartbeats of this worker that failed to reach the KV bucket.")                                            \
+    /* Another live process was found holding this worker's ID (its compare-and-swap renewal lost). */            \
+    X(worker_id_conflicts, counter, "parti_worker_id_conflicts_total", 0, 0, 0,                                    \
+      "Times another process was found holding this worker's ID.")                                                \
+    /* 1 while the worker runs degraded (the control plane is unreachable; it keeps its last assignment). */      \
+    X(degraded, gauge, "parti_degraded", 0, 0, 0,                                                                  \
+      "1 while this worker runs degraded on its last known assignment, else 0.")                                  \
+    /* Circuit breaker of control-plane calls: 0 closed (calls pass), 1 open (failing fast), 2 half-open. */     \
+    X(circuit_breaker_state, gauge, "parti_circuit_breaker_state", 0, 0, 0,                                        \
+      "Control-plane circuit breaker: 0 closed, 1 open, 2 half-open.")
+
+/* The registry: one member per row of PARTI_METRICS (e.g. m->consumer_updates_success.value,
+ * m->consumer_update_latency). parti updates it; the application reads it (see the threading note above). */
+typedef struct parti_metrics {
+#define PARTI__METRICS_FIELD(field, kind, name, label_name, label_value, bounds, help) parti_##kind field;
+    PARTI_METRICS(PARTI__METRICS_FIELD)
+#undef PARTI__METRICS_FIELD
+} parti_metrics;
+
+/* Series in the registry (rows of PARTI_METRICS): size for parti_metrics_list. */
+#define PARTI__METRICS_PLUS_ONE(...) +1
+enum { PARTI_METRICS_SERIES_COUNT = 0 PARTI_METRICS(PARTI__METRICS_PLUS_ONE) };
+#undef PARTI__METRICS_PLUS_ONE
+
+/* Zeroes the registry and sets the histograms' bounds. NULL is ignored. */
+PARTIDEF void parti_metrics_init(parti_metrics *m);
+/* Describes the registry's series into out (at most cap of them; out may be
+ * NULL when cap is 0) in PARTI_METRICS order; the descriptions point into m
+ * and static tables, so they stay valid as long as m does. Returns the number
+ * of series (PARTI_METRICS_SERIES_COUNT), also when it is more than cap (then
+ * only cap were written), or -1 for NULL m, negative cap or NULL out with
+ * cap > 0. */
+PARTIDEF int parti_metrics_list(const parti_metrics *m, parti_metric *out, int cap);
+/* parti_metrics_list + parti_metrics_write_prometheus in one call, with the
+ * same buffer contract (NULL m: PARTI_ERR_INVALID_ARGUMENT). The common
+ * labels (e.g. worker="w-1") may not be named "result", "type" or "le": the
+ * registry uses those. */
+PARTIDEF parti_err parti_metrics_write(const parti_metrics *m, const parti_label *common, int ncommon, char *buf,
+                                       size_t cap, size_t *needed);
+
 
 /* ======================================================================== */
 /* JSON: a bounded writer and an untrusted-input reader                      */
@@ -1748,7 +2009,528 @@ PARTIDEF uint32_t parti_version_number(const char *version) {
     return part[0] * 1000000 + part[1] * 1000 + part[2];
 }
 
-/* @@METRICS_IMPL@@ */
+/* ---- metrics --------------------------------------------------------------- */
+
+/* Finite means neither NaN nor +-Inf: v - v is 0 exactly for finite v and NaN
+ * otherwise. Done by hand so users need not link libm for isfinite(). */
+static int parti__metrics_finite(double v) {
+    return v - v == 0.0;
+}
+
+PARTIDEF void parti_counter_add(parti_counter *c, uint64_t n) {
+    if (c) c->value += n;
+}
+
+PARTIDEF void parti_gauge_set(parti_gauge *g, double v) {
+    if (g) g->value = v;
+}
+
+PARTIDEF void parti_gauge_add(parti_gauge *g, double delta) {
+    if (g) g->value += delta;
+}
+
+/* 1 when n bounds are usable: n in range, each finite and above the last. */
+static int parti__metrics_bounds_ok(const double *bounds, int n) {
+    int i;
+    if (n < 0 || n > PARTI_HISTOGRAM_MAX_BUCKETS || (n > 0 && !bounds)) return 0;
+    for (i = 0; i < n; i++) {
+        if (!parti__metrics_finite(bounds[i])) return 0;
+        if (i > 0 && !(bounds[i] > bounds[i - 1])) return 0;
+    }
+    return 1;
+}
+
+PARTIDEF parti_err parti_histogram_init(parti_histogram *h, const double *bounds, int n) {
+    if (!h) return PARTI_ERR_INVALID_ARGUMENT;
+    memset(h, 0, sizeof *h);
+    if (!parti__metrics_bounds_ok(bounds, n)) return PARTI_ERR_INVALID_ARGUMENT;
+    if (n > 0) memcpy(h->bounds, bounds, (size_t)n * sizeof *bounds);
+    h->bucket_count = n;
+    return PARTI_ERR_OK;
+}
+
+PARTIDEF void parti_histogram_observe(parti_histogram *h, double v) {
+    int i = 0, n;
+    if (!h) return;
+    if (!parti__metrics_finite(v)) {
+        h->ignored++;
+        return;
+    }
+    /* clamp: the struct is public and may have been filled by hand */
+    n = h->bucket_count < 0 ? 0 : h->bucket_count > PARTI_HISTOGRAM_MAX_BUCKETS ? PARTI_HISTOGRAM_MAX_BUCKETS
+                                                                                 : h->bucket_count;
+    while (i < n && v > h->bounds[i]) i++;
+    h->buckets[i]++;
+    h->count++;
+    h->sum += v;
+}
+
+PARTIDEF const char *parti_metric_type_name(parti_metric_type t) {
+    switch (t) {
+    case PARTI_METRIC_COUNTER: return "counter";
+    case PARTI_METRIC_GAUGE: return "gauge";
+    case PARTI_METRIC_HISTOGRAM: return "histogram";
+    }
+    return "unknown";
+}
+
+/* ---- validation ---- */
+
+static int parti__metrics_is_word_start(unsigned char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+}
+
+static int parti__metrics_is_digit(unsigned char c) {
+    return c >= '0' && c <= '9';
+}
+
+/* Metric names: [a-zA-Z_:][a-zA-Z0-9_:]* */
+static int parti__metrics_name_ok(const char *s) {
+    size_t i;
+    if (!s || !s[0]) return 0;
+    for (i = 0; s[i]; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!parti__metrics_is_word_start(c) && c != ':' && !(i > 0 && parti__metrics_is_digit(c))) return 0;
+    }
+    return 1;
+}
+
+/* Label names: [a-zA-Z_][a-zA-Z0-9_]*, minus the "__" prefix Prometheus
+ * reserves for its own labels (__name__ would even clash with the name). */
+static int parti__metrics_label_name_ok(const char *s) {
+    size_t i;
+    if (!s || !s[0] || (s[0] == '_' && s[1] == '_')) return 0;
+    for (i = 0; s[i]; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!parti__metrics_is_word_start(c) && !(i > 0 && parti__metrics_is_digit(c))) return 0;
+    }
+    return 1;
+}
+
+/* Prometheus refuses a scrape whose help text or label values are not UTF-8. */
+static int parti__metrics_utf8_ok(const char *s) {
+    size_t n = strlen(s), i, step;
+    for (i = 0; i < n; i += step) {
+        step = 1;
+        if ((unsigned char)s[i] >= 0x80 && (step = parti__utf8_seq((const unsigned char *)s + i, n - i)) == 0)
+            return 0;
+    }
+    return 1;
+}
+
+static int parti__metrics_labels_ok(const parti_label *labels, int n) {
+    int i;
+    if (n < 0 || (n > 0 && !labels)) return 0;
+    for (i = 0; i < n; i++)
+        if (!parti__metrics_label_name_ok(labels[i].name) || !labels[i].value ||
+            !parti__metrics_utf8_ok(labels[i].value))
+            return 0;
+    return 1;
+}
+
+/* 1 when name occurs among the labels (n checked already). */
+static int parti__metrics_has_label(const parti_label *labels, int n, const char *name) {
+    int i;
+    for (i = 0; i < n; i++)
+        if (strcmp(labels[i].name, name) == 0) return 1;
+    return 0;
+}
+
+/* No label name twice in one sample, counting the common labels: Prometheus
+ * refuses such a scrape. Quadratic, but label sets are a handful. */
+static int parti__metrics_labels_unique(const parti_label *common, int ncommon, const parti_label *own, int nown) {
+    int i;
+    for (i = 1; i < ncommon; i++)
+        if (parti__metrics_has_label(common, i, common[i].name)) return 0;
+    for (i = 0; i < nown; i++)
+        if (parti__metrics_has_label(common, ncommon, own[i].name) || parti__metrics_has_label(own, i, own[i].name))
+            return 0;
+    return 1;
+}
+
+static int parti__metrics_value_ok(const parti_metric *m) {
+    const parti_histogram *h;
+    if (!m->value) return 0;
+    if (m->type == PARTI_METRIC_COUNTER || m->type == PARTI_METRIC_GAUGE) return 1;
+    if (m->type != PARTI_METRIC_HISTOGRAM) return 0;
+    h = (const parti_histogram *)m->value;
+    return parti__metrics_bounds_ok(h->bounds, h->bucket_count);
+}
+
+/* Everything about one series that does not depend on its neighbours. */
+static int parti__metrics_series_ok(const parti_metric *m, const parti_label *common, int ncommon) {
+    if (!parti__metrics_name_ok(m->name) || !parti__metrics_value_ok(m)) return 0;
+    if (m->help && !parti__metrics_utf8_ok(m->help)) return 0;
+    if (!parti__metrics_labels_ok(m->labels, m->label_count)) return 0;
+    if (!parti__metrics_labels_unique(common, ncommon, m->labels, m->label_count)) return 0;
+    if (m->type == PARTI_METRIC_HISTOGRAM && (parti__metrics_has_label(common, ncommon, "le") ||
+                                              parti__metrics_has_label(m->labels, m->label_count, "le")))
+        return 0;
+    return 1;
+}
+
+/* Series i starts a family: the first one, or a name unlike its predecessor's. */
+static int parti__metrics_family_start(const parti_metric *metrics, int i) {
+    return i == 0 || strcmp(metrics[i].name, metrics[i - 1].name) != 0;
+}
+
+/* A family's series share the type, and its name is not used by an earlier
+ * family: the text format wants each family in one block. */
+static int parti__metrics_families_ok(const parti_metric *metrics, int count) {
+    int i, j;
+    for (i = 1; i < count; i++) {
+        if (!parti__metrics_family_start(metrics, i)) {
+            if (metrics[i].type != metrics[i - 1].type) return 0;
+            continue;
+        }
+        for (j = 0; j < i; j++)
+            if (strcmp(metrics[j].name, metrics[i].name) == 0) return 0;
+    }
+    return 1;
+}
+
+static parti_err parti__metrics_check(const parti_metric *metrics, int count, const parti_label *common, int ncommon) {
+    int i;
+    if (count < 0 || (count > 0 && !metrics)) return PARTI_ERR_INVALID_ARGUMENT;
+    if (!parti__metrics_labels_ok(common, ncommon)) return PARTI_ERR_INVALID_ARGUMENT;
+    for (i = 0; i < count; i++)
+        if (!parti__metrics_series_ok(&metrics[i], common, ncommon)) return PARTI_ERR_INVALID_ARGUMENT;
+    return parti__metrics_families_ok(metrics, count) ? PARTI_ERR_OK : PARTI_ERR_INVALID_ARGUMENT;
+}
+
+/* ---- bounded output ---- */
+
+/* Output that copies what fits in cap and counts everything, so one pass
+ * gives both the truncated prefix and the exact size needed. */
+typedef struct parti__metrics_out {
+    char *buf;
+    size_t cap;
+    size_t len;      /* bytes the whole output needs so far, without the NUL */
+    int overflowed;  /* len would no longer fit in a size_t with its NUL */
+} parti__metrics_out;
+
+static void parti__metrics_put(parti__metrics_out *o, const char *s, size_t n) {
+    size_t fit;
+    if (o->overflowed || n > (size_t)-1 - 1 - o->len) {
+        o->overflowed = 1;
+        return;
+    }
+    fit = o->len < o->cap ? o->cap - o->len : 0;
+    if (fit > n) fit = n;
+    if (fit) memcpy(o->buf + o->len, s, fit);
+    o->len += n;
+}
+
+static void parti__metrics_puts(parti__metrics_out *o, const char *s) {
+    parti__metrics_put(o, s, strlen(s));
+}
+
+/* Escapes \ and newline, and " too when quoted (label values; HELP text
+ * keeps its quotes as they are, per the format). */
+static void parti__metrics_put_escaped(parti__metrics_out *o, const char *s, int quoted) {
+    size_t start = 0, i;
+    for (i = 0; s[i]; i++) {
+        const char *esc = s[i] == '\\' ? "\\\\" : s[i] == '\n' ? "\\n" : quoted && s[i] == '"' ? "\\\"" : NULL;
+        if (!esc) continue;
+        parti__metrics_put(o, s + start, i - start);
+        parti__metrics_put(o, esc, 2);
+        start = i + 1;
+    }
+    parti__metrics_put(o, s + start, i - start);
+}
+
+/* Decimal digits of v into out (at least 21 bytes), NUL-terminated. */
+static void parti__metrics_format_u64(uint64_t v, char *out) {
+    char tmp[21];
+    int n = 0, i;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v && n < 20);
+    for (i = 0; i < n; i++) out[i] = tmp[n - 1 - i];
+    out[n] = 0;
+}
+
+/* Bytes %g prints other than the decimal point. */
+static int parti__metrics_is_number_char(char c) {
+    return parti__metrics_is_digit((unsigned char)c) || c == '-' || c == '+' || c == 'e' || c == 'E';
+}
+
+/* Rewrites printf's locale decimal point (',' in de_DE, possibly several
+ * bytes elsewhere) as '.': a run of anything but digits, signs and the
+ * exponent mark is that separator. */
+static void parti__metrics_normalize_point(char *s) {
+    size_t r = 0, w = 0;
+    while (s[r]) {
+        if (parti__metrics_is_number_char(s[r])) {
+            s[w++] = s[r++];
+            continue;
+        }
+        while (s[r] && !parti__metrics_is_number_char(s[r])) r++;
+        s[w++] = '.';
+    }
+    s[w] = 0;
+}
+
+/* Shortest text that reads back as exactly v, spelled as Go's
+ * strconv.FormatFloat(v, 'g', -1, 64) does (so as client_golang): the fewest
+ * significant digits (1..17) that round-trip, in exponent form when the
+ * decimal exponent is below -4 or at least 6 ("1e-05", "1.5e+06"), else plain
+ * ("0.0025", "10", "123456"). printf and strtod share the locale, so the
+ * round-trip test holds in any locale; the separator is made '.' afterwards.
+ * out: at least 64 bytes. */
+static void parti__metrics_format_double(double v, char *out, size_t cap) {
+    int digits, exp10;
+    const char *e;
+    if (v != v) {
+        memcpy(out, "NaN", 4);
+        return;
+    }
+    if (!parti__metrics_finite(v)) {
+        memcpy(out, v > 0 ? "+Inf" : "-Inf", 5);
+        return;
+    }
+    for (digits = 1;; digits++) { /* 17 digits always round-trip */
+        snprintf(out, cap, "%.*e", digits - 1, v);
+        if (digits >= 17 || strtod(out, NULL) == v) break;
+    }
+    e = strchr(out, 'e');
+    exp10 = e ? (int)strtol(e + 1, NULL, 10) : 0;
+    if (exp10 >= -4 && exp10 < 6)
+        snprintf(out, cap, "%.*f", digits - 1 - exp10 > 0 ? digits - 1 - exp10 : 0, v);
+    parti__metrics_normalize_point(out);
+}
+
+static void parti__metrics_put_double(parti__metrics_out *o, double v) {
+    char num[64];
+    parti__metrics_format_double(v, num, sizeof num);
+    parti__metrics_puts(o, num);
+}
+
+static void parti__metrics_put_u64(parti__metrics_out *o, uint64_t v) {
+    char num[21];
+    parti__metrics_format_u64(v, num);
+    parti__metrics_puts(o, num);
+}
+
+/* ---- samples ---- */
+
+/* The labels of one sample, from the series and the call. */
+typedef struct parti__metrics_labels {
+    const parti_label *common, *own;
+    int ncommon, nown;
+} parti__metrics_labels;
+
+static void parti__metrics_put_label(parti__metrics_out *o, const char *name, const char *value, int first) {
+    if (!first) parti__metrics_put(o, ",", 1);
+    parti__metrics_puts(o, name);
+    parti__metrics_put(o, "=\"", 2);
+    parti__metrics_put_escaped(o, value, 1);
+    parti__metrics_put(o, "\"", 1);
+}
+
+/* {common...,own...,le="..."}, or nothing when there is no label at all. */
+static void parti__metrics_put_label_set(parti__metrics_out *o, const parti__metrics_labels *l, const char *le) {
+    int i, first = 1;
+    if (l->ncommon + l->nown == 0 && !le) return;
+    parti__metrics_put(o, "{", 1);
+    for (i = 0; i < l->ncommon; i++, first = 0)
+        parti__metrics_put_label(o, l->common[i].name, l->common[i].value, first);
+    for (i = 0; i < l->nown; i++, first = 0)
+        parti__metrics_put_label(o, l->own[i].name, l->own[i].value, first);
+    if (le) parti__metrics_put_label(o, "le", le, first);
+    parti__metrics_put(o, "}", 1);
+}
+
+/* name + suffix + labels + ' ', ready for the value and its newline. */
+static void parti__metrics_put_sample_start(parti__metrics_out *o, const char *name, const char *suffix,
+                                            const parti__metrics_labels *l, const char *le) {
+    parti__metrics_puts(o, name);
+    parti__metrics_puts(o, suffix);
+    parti__metrics_put_label_set(o, l, le);
+    parti__metrics_put(o, " ", 1);
+}
+
+static void parti__metrics_put_header(parti__metrics_out *o, const parti_metric *m) {
+    if (m->help && m->help[0]) {
+        parti__metrics_puts(o, "# HELP ");
+        parti__metrics_puts(o, m->name);
+        parti__metrics_put(o, " ", 1);
+        parti__metrics_put_escaped(o, m->help, 0);
+        parti__metrics_put(o, "\n", 1);
+    }
+    parti__metrics_puts(o, "# TYPE ");
+    parti__metrics_puts(o, m->name);
+    parti__metrics_put(o, " ", 1);
+    parti__metrics_puts(o, parti_metric_type_name(m->type));
+    parti__metrics_put(o, "\n", 1);
+}
+
+/* a + b, held at UINT64_MAX: cumulative buckets must never go down. */
+static uint64_t parti__metrics_add_sat(uint64_t a, uint64_t b) {
+    return a > (uint64_t)-1 - b ? (uint64_t)-1 : a + b;
+}
+
+/* Cumulative _bucket lines, then _sum and _count. _count is the "+Inf"
+ * bucket by definition, so both come from buckets[] (see parti_histogram). */
+static void parti__metrics_put_histogram(parti__metrics_out *o, const parti_metric *m, const parti__metrics_labels *l) {
+    const parti_histogram *h = (const parti_histogram *)m->value;
+    uint64_t cumulative = 0;
+    char le[64];
+    int i;
+    for (i = 0; i <= h->bucket_count; i++) {
+        cumulative = parti__metrics_add_sat(cumulative, h->buckets[i]);
+        if (i < h->bucket_count) parti__metrics_format_double(h->bounds[i], le, sizeof le);
+        parti__metrics_put_sample_start(o, m->name, "_bucket", l, i < h->bucket_count ? le : "+Inf");
+        parti__metrics_put_u64(o, cumulative);
+        parti__metrics_put(o, "\n", 1);
+    }
+    parti__metrics_put_sample_start(o, m->name, "_sum", l, NULL);
+    parti__metrics_put_double(o, h->sum);
+    parti__metrics_put(o, "\n", 1);
+    parti__metrics_put_sample_start(o, m->name, "_count", l, NULL);
+    parti__metrics_put_u64(o, cumulative);
+    parti__metrics_put(o, "\n", 1);
+}
+
+static void parti__metrics_put_series(parti__metrics_out *o, const parti_metric *m, const parti_label *common,
+                                      int ncommon) {
+    parti__metrics_labels l;
+    l.common = common;
+    l.ncommon = ncommon;
+    l.own = m->labels;
+    l.nown = m->label_count;
+    if (m->type == PARTI_METRIC_HISTOGRAM) {
+        parti__metrics_put_histogram(o, m, &l);
+        return;
+    }
+    parti__metrics_put_sample_start(o, m->name, "", &l, NULL);
+    if (m->type == PARTI_METRIC_COUNTER)
+        parti__metrics_put_u64(o, ((const parti_counter *)m->value)->value);
+    else
+        parti__metrics_put_double(o, ((const parti_gauge *)m->value)->value);
+    parti__metrics_put(o, "\n", 1);
+}
+
+/* NUL-terminates (the whole output, or the prefix that fits) and reports. */
+static parti_err parti__metrics_finish(parti__metrics_out *o, size_t *needed) {
+    if (o->overflowed) {
+        if (o->cap) o->buf[0] = 0;
+        if (needed) *needed = 0;
+        return PARTI_ERR_INVALID_ARGUMENT;
+    }
+    if (needed) *needed = o->len + 1;
+    if (o->len < o->cap) {
+        o->buf[o->len] = 0;
+        return PARTI_ERR_OK;
+    }
+    if (o->cap) o->buf[o->cap - 1] = 0;
+    return PARTI_ERR_BUFFER_TOO_SMALL;
+}
+
+PARTIDEF parti_err parti_metrics_write_prometheus(const parti_metric *metrics, int count,
+                                                  const parti_label *common_labels, int common_count, char *buf,
+                                                  size_t cap, size_t *needed) {
+    parti__metrics_out o;
+    int i;
+    if (needed) *needed = 0;
+    if (!buf && cap) return PARTI_ERR_INVALID_ARGUMENT;
+    if (cap) buf[0] = 0;
+    if (parti__metrics_check(metrics, count, common_labels, common_count) != PARTI_ERR_OK)
+        return PARTI_ERR_INVALID_ARGUMENT;
+    o.buf = buf;
+    o.cap = cap;
+    o.len = 0;
+    o.overflowed = 0;
+    for (i = 0; i < count; i++) {
+        if (parti__metrics_family_start(metrics, i)) parti__metrics_put_header(&o, &metrics[i]);
+        parti__metrics_put_series(&o, &metrics[i], common_labels, common_count);
+    }
+    return parti__metrics_finish(&o, needed);
+}
+
+/* ---- the registry ---- */
+
+#define PARTI__METRICS_TYPE_counter PARTI_METRIC_COUNTER
+#define PARTI__METRICS_TYPE_gauge PARTI_METRIC_GAUGE
+#define PARTI__METRICS_TYPE_histogram PARTI_METRIC_HISTOGRAM
+
+/* Histogram rows get a bounds array (and a compile-time check that it fits);
+ * the bucket list arrives as several arguments, hence the "...". */
+#define PARTI__METRICS_BOUNDS_counter(field, ...)
+#define PARTI__METRICS_BOUNDS_gauge(field, ...)
+#define PARTI__METRICS_BOUNDS_histogram(field, ...)                                                             \
+    static const double parti__metrics_bounds_##field[] = {__VA_ARGS__};                                         \
+    typedef char parti__metrics_fits_##field[sizeof parti__metrics_bounds_##field / sizeof(double) <=             \
+                                                     PARTI_HISTOGRAM_MAX_BUCKETS                                  \
+                                                 ? 1                                                              \
+                                                 : -1];
+#define PARTI__METRICS_BOUNDS(field, kind, name, label_name, label_value, bounds, help)                          \
+    PARTI__METRICS_BOUNDS_##kind(field, bounds)
+PARTI_METRICS(PARTI__METRICS_BOUNDS)
+#undef PARTI__METRICS_BOUNDS
+
+#define PARTI__METRICS_BOUNDS_REF_counter(field) NULL, 0
+#define PARTI__METRICS_BOUNDS_REF_gauge(field) NULL, 0
+#define PARTI__METRICS_BOUNDS_REF_histogram(field)                                                              \
+    parti__metrics_bounds_##field, (int)(sizeof parti__metrics_bounds_##field / sizeof(double))
+
+/* One row of PARTI_METRICS as data. */
+typedef struct parti__metrics_row {
+    const char *name, *help;
+    parti_metric_type type;
+    parti_label label; /* name NULL: unlabelled */
+    size_t offset;     /* of the member in parti_metrics */
+    const double *bounds;
+    int bound_count;
+} parti__metrics_row;
+
+#define PARTI__METRICS_ROW(field, kind, name, label_name, label_value, bounds, help)                            \
+    {name, help, PARTI__METRICS_TYPE_##kind, {label_name, label_value}, offsetof(parti_metrics, field),           \
+     PARTI__METRICS_BOUNDS_REF_##kind(field)},
+static const parti__metrics_row parti__metrics_rows[] = {PARTI_METRICS(PARTI__METRICS_ROW)};
+#undef PARTI__METRICS_ROW
+
+PARTIDEF void parti_metrics_init(parti_metrics *m) {
+    int i;
+    if (!m) return;
+    memset(m, 0, sizeof *m);
+    for (i = 0; i < PARTI_METRICS_SERIES_COUNT; i++) {
+        const parti__metrics_row *r = &parti__metrics_rows[i];
+        parti_err e;
+        if (r->type != PARTI_METRIC_HISTOGRAM) continue;
+        e = parti_histogram_init((parti_histogram *)(void *)((char *)m + r->offset), r->bounds, r->bound_count);
+        PARTI_ASSERT(e == PARTI_ERR_OK); /* the tables are ours */
+        (void)e;
+    }
+}
+
+PARTIDEF int parti_metrics_list(const parti_metrics *m, parti_metric *out, int cap) {
+    int i;
+    if (!m || cap < 0 || (cap > 0 && !out)) return -1;
+    for (i = 0; i < PARTI_METRICS_SERIES_COUNT && i < cap; i++) {
+        const parti__metrics_row *r = &parti__metrics_rows[i];
+        out[i].name = r->name;
+        out[i].help = r->help;
+        out[i].type = r->type;
+        out[i].labels = r->label.name ? &r->label : NULL;
+        out[i].label_count = r->label.name ? 1 : 0;
+        out[i].value = (const char *)m + r->offset;
+    }
+    return PARTI_METRICS_SERIES_COUNT;
+}
+
+PARTIDEF parti_err parti_metrics_write(const parti_metrics *m, const parti_label *common, int ncommon, char *buf,
+                                       size_t cap, size_t *needed) {
+    parti_metric series[PARTI_METRICS_SERIES_COUNT];
+    if (parti_metrics_list(m, series, PARTI_METRICS_SERIES_COUNT) != PARTI_METRICS_SERIES_COUNT) {
+        if (needed) *needed = 0;
+        if (buf && cap) buf[0] = 0;
+        return PARTI_ERR_INVALID_ARGUMENT;
+    }
+    return parti_metrics_write_prometheus(series, PARTI_METRICS_SERIES_COUNT, common, ncommon, buf, cap, needed);
+}
+
 
 /* ---- JSON writer ----------------------------------------------------------- */
 

@@ -590,7 +590,8 @@ static parti_err parti__fake_stream_create(void *self, const parti_stream_config
     if (!cfg || !cfg->name || cfg->subject_count < 1 || !cfg->subjects) return PARTI_ERR_INVALID_ARGUMENT;
     if (parti_name_check(cfg->name, NULL, 0) != PARTI_ERR_OK) return PARTI_ERR_INVALID_NAME;
     for (i = 0; i < cfg->subject_count; i++)
-        if (parti_subject_check(cfg->subjects[i], 1, NULL, 0) != PARTI_ERR_OK) return PARTI_ERR_INVALID_SUBJECT;
+        if ((e = parti_subject_check(cfg->subjects[i], 1, NULL, 0)) != PARTI_ERR_OK)
+            return e == PARTI_ERR_INVALID_ARGUMENT ? e : PARTI_ERR_INVALID_SUBJECT;
     if ((s = parti__fake_stream(w, cfg->name)) != NULL) {
         int same = (int)arrlen(s->subjects) == cfg->subject_count;
         for (i = 0; same && i < cfg->subject_count; i++) same = strcmp(s->subjects[i], cfg->subjects[i]) == 0;
@@ -1122,7 +1123,17 @@ static void parti__fake_fill_msg(parti__fstream *s, parti__fconsumer *k, int mi,
  * subjects no longer in the filter, as the server does), then new matching
  * messages after the position while under max_ack_pending. Returns the index
  * into s->msgs or -1, and drops pending entries that are gone or exhausted. */
-static int parti__fake_pick(parti_fake_world *w, parti__fstream *s, parti__fconsumer *k, uint32_t *deliveries) {
+/* What a message counts against a pull's max_bytes (the server counts the
+ * subject and headers too). */
+static int64_t parti__fake_msg_size(const parti__fmsg *m) {
+    int64_t n = (int64_t)m->len + (int64_t)strlen(m->subject);
+    int i;
+    for (i = 0; i < (int)arrlen(m->hdrs); i++) n += (int64_t)(strlen(m->hdrs[i].name) + strlen(m->hdrs[i].value) + 4);
+    return n;
+}
+
+static int parti__fake_pick(parti_fake_world *w, parti__fstream *s, parti__fconsumer *k, int64_t room,
+                            uint32_t *deliveries) {
     int i;
     for (i = 0; i < (int)arrlen(k->pend); i++) {
         parti__fpend *p = &k->pend[i];
@@ -1134,6 +1145,7 @@ static int parti__fake_pick(parti_fake_world *w, parti__fstream *s, parti__fcons
             i--;
             continue;
         }
+        if (room >= 0 && parti__fake_msg_size(&s->msgs[mi]) > room) return -2;
         p->deliveries++;
         p->deadline = w->now + k->ack_wait;
         k->redelivered++;
@@ -1144,6 +1156,7 @@ static int parti__fake_pick(parti_fake_world *w, parti__fstream *s, parti__fcons
     for (i = 0; i < (int)arrlen(s->msgs); i++) {
         parti__fpend np;
         if (s->msgs[i].seq <= k->position || !parti__fake_filters_match(k->filters, s->msgs[i].subject)) continue;
+        if (room >= 0 && parti__fake_msg_size(&s->msgs[i]) > room) return -2;
         k->position = s->msgs[i].seq;
         np.seq = s->msgs[i].seq;
         np.deliveries = 1;
@@ -1166,13 +1179,23 @@ static uint64_t parti__fake_next_due(const parti_fake_world *w, const parti__fco
 
 static parti_err parti__fake_fetch_next(void *self, const char *stream, const char *durable, parti_msg *out,
                                         uint32_t timeout_ms) {
+    parti__fclient *c = (parti__fclient *)self;
+    parti_fake_world *w;
     parti__fpull *p;
     uint64_t deadline;
+    parti_err e;
     int guard;
-    PARTI__FAKE_BEGIN(fetch_next, timeout_ms)
-    if (!stream || !durable || !out) return PARTI_ERR_INVALID_ARGUMENT;
+    if (!c || !stream || !durable || !out) return PARTI_ERR_INVALID_ARGUMENT;
+    w = c->w;
     memset(out, 0, sizeof *out);
-    if (!(p = parti__fake_pull(c, stream, durable)) || !p->active) return PARTI_ERR_NO_MESSAGES;
+    p = parti__fake_pull(c, stream, durable);
+    if ((e = parti__fake_gate(c, PARTI__FOP_fetch_next, timeout_ms)) != PARTI_ERR_OK) {
+        /* every status but TIMEOUT means the pull is over, injected or not */
+        if (p && e != PARTI_ERR_TIMEOUT) p->active = 0;
+        parti__fake_log(w, c, "fetch_next", e, "fault");
+        return e;
+    }
+    if (!p || !p->active) return PARTI_ERR_NO_MESSAGES;
     deadline = w->now + timeout_ms;
     for (guard = 0; guard < 100000; guard++) {
         parti__fstream *s = parti__fake_stream(w, stream);
@@ -1196,14 +1219,19 @@ static parti_err parti__fake_fetch_next(void *self, const char *stream, const ch
             p->active = 0;
             return PARTI_ERR_NO_MESSAGES;
         }
-        mi = parti__fake_pick(w, s, k, &deliveries);
+        mi = parti__fake_pick(w, s, k, p->bytes_left, &deliveries);
+        if (mi == -2) { /* the next message does not fit in what max_bytes leaves: the pull is complete */
+            p->active = 0;
+            parti__fake_log(w, c, "fetch_next", PARTI_ERR_NO_MESSAGES, "%s/%s max_bytes reached", stream, durable);
+            return PARTI_ERR_NO_MESSAGES;
+        }
         if (mi >= 0) {
             parti__fdeliv *d = (parti__fdeliv *)PARTI_MALLOC(sizeof *d);
             if (!d) return PARTI_ERR_NOMEM;
             memset(d, 0, sizeof *d);
             parti__fake_fill_msg(s, k, mi, deliveries, out, d);
             p->remaining--;
-            if (p->bytes_left > 0) p->bytes_left = (int64_t)out->len >= p->bytes_left ? 0 : p->bytes_left - (int64_t)out->len;
+            if (p->bytes_left > 0) p->bytes_left -= parti__fake_msg_size(&s->msgs[mi]);
             p->last_activity = w->now;
             k->last_active = w->now;
             parti__fake_log(w, c, "fetch_next", PARTI_ERR_OK, "%s/%s seq=%llu subject=%s delivery=%u", stream, durable,
@@ -1852,7 +1880,8 @@ static parti_err parti__nats_stream_create(void *self, const parti_stream_config
     if (!n || !cfg || !cfg->name || cfg->subject_count < 1 || !cfg->subjects) return PARTI_ERR_INVALID_ARGUMENT;
     if (parti_name_check(cfg->name, NULL, 0) != PARTI_ERR_OK) return PARTI_ERR_INVALID_NAME;
     for (i = 0; i < cfg->subject_count; i++)
-        if (parti_subject_check(cfg->subjects[i], 1, NULL, 0) != PARTI_ERR_OK) return PARTI_ERR_INVALID_SUBJECT;
+        if ((e = parti_subject_check(cfg->subjects[i], 1, NULL, 0)) != PARTI_ERR_OK)
+            return e == PARTI_ERR_INVALID_ARGUMENT ? e : PARTI_ERR_INVALID_SUBJECT;
     if ((e = parti__nats_subject(subject, sizeof subject, "$JS.API.STREAM.CREATE.", cfg->name, NULL)) != PARTI_ERR_OK)
         return e;
     if ((e = parti__nats_json(parti__nats_build_stream, cfg, &body, &len)) != PARTI_ERR_OK) return e;
@@ -2015,10 +2044,10 @@ static parti_err parti__nats_kv_raw_get(parti__nconn *n, const parti__nkv *k, ui
     if (e == PARTI_ERR_NO_RESPONDERS) return PARTI_ERR_BUCKET_NOT_FOUND;
     if (e != PARTI_ERR_OK) return e;
     if ((status = parti__nats_status_of(reply)) != NULL) {
-        natsMsg_Destroy(reply);
-        if (strcmp(status, "404") == 0) return PARTI_ERR_KEY_NOT_FOUND;
-        parti__nats_note(n, "direct get: status %s", status);
-        return PARTI_ERR_PROTOCOL;
+        e = strcmp(status, "404") == 0 ? PARTI_ERR_KEY_NOT_FOUND : PARTI_ERR_PROTOCOL;
+        if (e == PARTI_ERR_PROTOCOL) parti__nats_note(n, "direct get: status %s", status);
+        natsMsg_Destroy(reply); /* owns status */
+        return e;
     }
     if (revision && (natsMsgHeader_Get(reply, "Nats-Subject", &subj) != NATS_OK || !subj || strcmp(subj, k->subject) != 0)) {
         natsMsg_Destroy(reply);
@@ -2413,9 +2442,10 @@ static parti_err parti__nats_consumer_upsert(void *self, const parti_consumer_co
         return PARTI_ERR_INVALID_ARGUMENT;
     if (parti_name_check(cfg->stream, NULL, 0) != PARTI_ERR_OK || parti_name_check(cfg->durable, NULL, 0) != PARTI_ERR_OK)
         return PARTI_ERR_INVALID_NAME;
-    for (i = 0; i < cfg->filter_count; i++)
-        if (!cfg->filter_subjects[i] || parti_subject_check(cfg->filter_subjects[i], 1, NULL, 0) != PARTI_ERR_OK)
-            return PARTI_ERR_INVALID_SUBJECT;
+    for (i = 0; i < cfg->filter_count; i++) {
+        if (!cfg->filter_subjects[i]) return PARTI_ERR_INVALID_ARGUMENT;
+        if (parti_subject_check(cfg->filter_subjects[i], 1, NULL, 0) != PARTI_ERR_OK) return PARTI_ERR_INVALID_SUBJECT;
+    }
     snprintf(subject, sizeof subject, "$JS.API.CONSUMER.CREATE.%s.%s", cfg->stream, cfg->durable);
     if ((e = parti__nats_json(parti__nats_build_consumer, cfg, &body, &len)) != PARTI_ERR_OK) return e;
     e = parti__nats_api(n, subject, body, len, timeout_ms, &doc);

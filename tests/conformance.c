@@ -516,6 +516,7 @@ static int conf_pull_once(parti_transport *c, const char *stream, const char *du
         }
         if (n < max) conf_record(&out[n], m, conf_now(c) - origin);
         n++;
+        cr_assert_lt(n, 10000, "a pull of batch %d delivered %d messages", o->batch, n);
         if (ack_kind != CONF_NO_ACK) CONF_OK(c->vt->ack(c->self, m, (parti_ack_kind)ack_kind, 0, CONF_TO));
         conf_release(c, m);
     }
@@ -528,12 +529,16 @@ static int conf_collect(parti_transport *c, const char *stream, const char *dura
                         uint64_t origin, conf_delivery *out, int max) {
     parti_fetch_opts o = conf_opts(16, 500, 0);
     uint64_t start = conf_now(c);
-    int n = 0;
+    int n = 0, rounds = 0;
     do {
         parti_err end = PARTI_ERR_OK;
+        uint64_t before = conf_now(c);
         n += conf_pull_once(c, stream, durable, &o, ack_kind, origin, out + (n < max ? n : max),
                             n < max ? max - n : 0, &end);
         CONF_EXPECT(end, PARTI_ERR_NO_MESSAGES);
+        /* a pull that ends at once (a broken expiry) must not spin forever */
+        if (conf_now(c) == before) env->advance(env, CONF_STEP);
+        cr_assert_lt(++rounds, 100000, "pulls keep ending without time passing");
     } while (conf_now(c) - start < window_ms);
     return n;
 }
@@ -1175,7 +1180,7 @@ Test(kv, history_keeps_the_last_n_values) {
     r[3] = conf_put(a, "cfg", "k", "v3");
     CONF_EXPECT(conf_get(a, "cfg", "k", r[0], &e), PARTI_ERR_KEY_NOT_FOUND);
     for (i = 1; i < 4; i++) {
-        char want[8];
+        char want[16];
         snprintf(want, sizeof want, "v%d", i);
         CONF_OK(conf_get(a, "cfg", "k", r[i], &e));
         cr_assert_str_eq((const char *)e.value, want);
@@ -1887,17 +1892,19 @@ Test(pull, missed_heartbeats_end_the_pull) {
         cr_skip_test("env %s cannot drop fetch heartbeats", conformance_env()->name);
     a = conf_connect();
     conf_orders(a);
-    conf_consumer(a, "ORDERS", "w1", LIST("orders.a"), 30000);
+    /* short ack_wait: on a real server the abandoned pull request may still
+     * take the next message; it then comes back after ack_wait */
+    conf_consumer(a, "ORDERS", "w1", LIST("orders.a"), 2000);
     t0 = conf_now(a);
-    CONF_OK(conf_fetch_start(a, "ORDERS", "w1", 10, 20000, 500));
+    CONF_OK(conf_fetch_start(a, "ORDERS", "w1", 10, 4000, 500));
     env->drop_heartbeats(env, a, 1);
-    CONF_EXPECT(conf_next(a, "ORDERS", "w1", 5000, &m), PARTI_ERR_MISSED_HEARTBEAT);
+    CONF_EXPECT(conf_next(a, "ORDERS", "w1", 3000, &m), PARTI_ERR_MISSED_HEARTBEAT);
     took = conf_now(a) - t0;
     cr_assert_geq(took, 500, "missed heartbeat after %llu ms, heartbeat is 500", (unsigned long long)took);
     cr_assert_leq(took, 2000, "missed heartbeat took %llu ms, expected within ~3 x 500", (unsigned long long)took);
     env->drop_heartbeats(env, a, 0);
     conf_pub(a, "orders.a", "after");
-    m = conf_fetch_one(a, "ORDERS", "w1", 5000);
+    m = conf_fetch_one(a, "ORDERS", "w1", 10000);
     cr_assert_eq(m->stream_seq, 1);
     conf_release(a, m);
 }
@@ -1938,7 +1945,7 @@ Test(pull, two_pullers_on_one_consumer_never_share_a_message) {
     conf_consumer(a, "ORDERS", "w1", LIST("orders.>"), 30000);
     CONF_OK(conf_fetch_start(a, "ORDERS", "w1", 3, 1000, 0));
     CONF_OK(conf_fetch_start(b, "ORDERS", "w1", 3, 1000, 0));
-    while (ea == PARTI_ERR_OK || eb == PARTI_ERR_OK) {
+    while ((ea == PARTI_ERR_OK || eb == PARTI_ERR_OK) && got <= 6) {
         if (ea == PARTI_ERR_OK) {
             ea = conf_next(a, "ORDERS", "w1", 3000, &m);
             if (ea == PARTI_ERR_OK) {
@@ -2349,7 +2356,6 @@ Test(bad_input, stream_ops_refuse_null_arguments) {
     parti_transport *a = conf_connect();
     parti_stream_config sc;
     parti_stream_info si;
-    static const char *const null_subject[] = {NULL};
     memset(&si, 0, sizeof si);
     CONF_EXPECT(a->vt->stream_create(a->self, NULL, CONF_TO), PARTI_ERR_INVALID_ARGUMENT);
     memset(&sc, 0, sizeof sc);
@@ -2359,14 +2365,40 @@ Test(bad_input, stream_ops_refuse_null_arguments) {
     sc.name = "ORDERS";
     sc.subjects = NULL;
     CONF_EXPECT(a->vt->stream_create(a->self, &sc, CONF_TO), PARTI_ERR_INVALID_ARGUMENT);
-    sc.subjects = null_subject;
-    CONF_EXPECT(a->vt->stream_create(a->self, &sc, CONF_TO), PARTI_ERR_INVALID_ARGUMENT);
     CONF_EXPECT(a->vt->stream_info(a->self, NULL, &si, CONF_TO), PARTI_ERR_INVALID_ARGUMENT);
     conf_orders(a);
     CONF_EXPECT(a->vt->stream_info(a->self, "ORDERS", NULL, CONF_TO), PARTI_ERR_INVALID_ARGUMENT);
     CONF_EXPECT(a->vt->stream_delete(a->self, NULL, CONF_TO), PARTI_ERR_INVALID_ARGUMENT);
     si = conf_stream_info(a, "ORDERS");
     parti_stream_info_free(&si);
+}
+
+Test(bad_input, stream_create_with_a_null_subject_is_invalid_argument) {
+    parti_transport *a = conf_connect();
+    parti_stream_config sc;
+    parti_stream_info si;
+    static const char *const null_subject[] = {"orders.>", NULL};
+    memset(&sc, 0, sizeof sc);
+    sc.name = "ORDERS";
+    sc.subjects = null_subject;
+    sc.subject_count = 2;
+    CONF_EXPECT(a->vt->stream_create(a->self, &sc, CONF_TO), PARTI_ERR_INVALID_ARGUMENT);
+    memset(&si, 0, sizeof si);
+    CONF_EXPECT(a->vt->stream_info(a->self, "ORDERS", &si, CONF_TO), PARTI_ERR_STREAM_NOT_FOUND);
+}
+
+Test(bad_input, ack_with_an_unknown_kind_is_invalid_argument) {
+    parti_transport *a = conf_connect();
+    parti_msg *m;
+    conf_orders(a);
+    conf_pub(a, "orders.a", "x");
+    conf_consumer(a, "ORDERS", "w1", LIST("orders.a"), 30000);
+    m = conf_fetch_one(a, "ORDERS", "w1", 5000);
+    CONF_EXPECT(a->vt->ack(a->self, m, (parti_ack_kind)99, 0, CONF_TO), PARTI_ERR_INVALID_ARGUMENT);
+    CONF_EXPECT(a->vt->ack(a->self, m, (parti_ack_kind)-1, 0, CONF_TO), PARTI_ERR_INVALID_ARGUMENT);
+    CONF_OK(a->vt->ack(a->self, m, PARTI_ACK_ACK, 0, CONF_TO));
+    conf_release(a, m);
+    conf_wait_acked(a, "ORDERS", "w1", 1, 0);
 }
 
 Test(bad_input, kv_ops_refuse_null_arguments) {

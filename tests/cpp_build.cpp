@@ -1,6 +1,7 @@
 // parti.h and parti_nats.h, implementation included, compile as C++
 // (g++ and clang++, -Wpedantic -Werror) and work.
 #define PARTI_IMPLEMENTATION
+#define PARTI_NATS_NO_NATSC
 #include "parti.h"
 #include "parti_nats.h"
 

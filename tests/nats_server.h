@@ -9,10 +9,19 @@
  *
  * Robustness:
  *   - the child sets PR_SET_PDEATHSIG = SIGKILL before exec, so the server
- *     dies with the thread that started it, even when the test crashes;
- *   - the directory holds an "owner" file with the starting process's pid;
- *     every start removes parti-test-* directories whose owner is dead (left
- *     behind by a crashed test);
+ *     dies with the test process, even when the test crashes. (Linux sends it
+ *     when the THREAD that forked exits: start, restart and stop a server
+ *     from a thread that lives as long as the server, e.g. the main thread.)
+ *   - the directory holds an "owner" file (pid, its start time, pid
+ *     namespace); every start, and nats_server_sweep_stale, removes
+ *     parti-test-* directories whose owner is gone (left by a crashed test);
+ *   - the server is started with "-n parti-test-XXXXXX", so `pgrep -f
+ *     parti-test` finds every server of the harness, and the readiness probe
+ *     checks that the INFO line names OUR server (a port taken by another
+ *     server between the probe bind and the server's bind is retried on a
+ *     new port);
+ *   - the log is appended across restarts, with a "=== test harness:" line
+ *     before each start;
  *   - every wait polls with a deadline (connect + read the INFO line, then a
  *     JetStream API request; waitpid with WNOHANG), no fixed sleeps.
  *
@@ -41,7 +50,7 @@ typedef struct nats_server nats_server;
 
 typedef struct nats_server_options {
     const char *binary;          /* NULL: nats_server_find_binary() */
-    uint32_t start_timeout_ms;   /* until ready; 0 = 15000 */
+    uint32_t start_timeout_ms;   /* until ready; 0 = 30000 (generous: a loaded machine) */
     uint32_t stop_timeout_ms;    /* SIGTERM -> exit, before SIGKILL; 0 = 10000 */
     int port;                    /* 0 = a free port (the usual case) */
     int quiet;                   /* 1: do not print the log tail on failure */
@@ -76,6 +85,9 @@ int nats_server_restart(nats_server *s, char *err, size_t err_size);
 int nats_server_suspend(nats_server *s, char *err, size_t err_size);
 int nats_server_resume(nats_server *s, char *err, size_t err_size);
 
+/* Changes the deadlines used from now on (0 = the default). */
+void nats_server_set_timeouts(nats_server *s, uint32_t start_timeout_ms, uint32_t stop_timeout_ms);
+
 const char *nats_server_url(const nats_server *s);      /* "nats://127.0.0.1:PORT" */
 const char *nats_server_version(const nats_server *s);  /* from the INFO line, "2.15.1" */
 /* 1 when the version is >= major.minor.patch */
@@ -89,6 +101,18 @@ const char *nats_server_store_dir(const nats_server *s);/* DIR/store (JetStream 
 const char *nats_server_log_path(const nats_server *s); /* DIR/server.log */
 /* Prints the last `lines` lines of the server log to f. */
 void nats_server_print_log_tail(const nats_server *s, FILE *f, int lines);
+
+/* One request over a fresh raw NATS connection (no client library needed):
+ * publishes payload (NULL = empty) on subject with a reply inbox and copies
+ * the reply's payload, NUL-terminated, into reply. -1 on timeout, no
+ * responders or a reply larger than reply_size - 1 (or 16 KiB). */
+int nats_server_request(const nats_server *s, const char *subject, const char *payload, char *reply,
+                        size_t reply_size, uint32_t timeout_ms, char *err, size_t err_size);
+
+/* Removes $TMPDIR/parti-test-* directories (this user's) whose owner process
+ * is gone. Every start does it; call it at exit of a test runner too (the
+ * parent of crashed test processes) so nothing is left behind. */
+void nats_server_sweep_stale(void);
 
 /* Parses "x.y.z" (a leading 'v' and a suffix such as "-beta" are allowed).
  * 0, or -1 when it is not a version. */

@@ -392,3 +392,19 @@ Test(determinism, same_seed_gives_byte_identical_event_logs_for_many_seeds) {
     }
     free(prev);
 }
+
+Test(fake, an_injected_fetch_failure_ends_the_pull_unless_it_is_a_timeout) {
+    parti_msg m;
+    make_stream(&a);
+    make_consumer(&a, "w", "orders.1", 30000);
+    publish(&a, "orders.1");
+    start_pull(&a, "w", 10, 5000, 1000);
+    cr_assert_eq(parti_fake_fail_next(w, &a, "fetch_next", 1, PARTI_ERR_TIMEOUT), PARTI_ERR_OK);
+    cr_assert_eq(a.vt->fetch_next(a.self, "orders", "w", &m, 100), PARTI_ERR_TIMEOUT);
+    /* still pending after a timeout: the message arrives */
+    cr_assert_eq(a.vt->fetch_next(a.self, "orders", "w", &m, 100), PARTI_ERR_OK);
+    a.vt->msg_release(a.self, &m);
+    cr_assert_eq(parti_fake_fail_next(w, &a, "fetch_next", 1, PARTI_ERR_NO_RESPONDERS), PARTI_ERR_OK);
+    cr_assert_eq(a.vt->fetch_next(a.self, "orders", "w", &m, 100), PARTI_ERR_NO_RESPONDERS);
+    cr_assert_eq(a.vt->fetch_next(a.self, "orders", "w", &m, 100), PARTI_ERR_NO_MESSAGES);
+}
