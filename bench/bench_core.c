@@ -3,7 +3,7 @@
  *   subjects_build  vs  snprintf + qsort + dedupe with no validation
  *   subjects_diff   vs  the same merge walk without allocation (counting only)
  *   json_parse      vs  a memchr scan of the same bytes for '"'
- *   metrics_write   (absolute only: bytes and microseconds per scrape)
+ *   metrics_write   vs  snprintf of the same number of "name value" lines
  *   backoff_next    vs  the bare RNG call */
 #define _POSIX_C_SOURCE 199309L
 #define PARTI_IMPLEMENTATION
@@ -89,6 +89,54 @@ static void parti_backoff_step(void) {
     sink += (size_t)d;
 }
 
+static char *json_doc;
+static size_t json_len;
+
+/* A consumer-info shaped document with 1000 filter subjects. */
+static void make_json_doc(void) {
+    size_t cap = 64 * 1024, n = 0;
+    int i;
+    json_doc = (char *)malloc(cap);
+    n += (size_t)snprintf(json_doc + n, cap - n, "{\"name\":\"w1\",\"config\":{\"filter_subjects\":[");
+    for (i = 0; i < 1000; i++) n += (size_t)snprintf(json_doc + n, cap - n, "%s\"orders.%d\"", i ? "," : "", i);
+    n += (size_t)snprintf(json_doc + n, cap - n, "]},\"num_pending\":12345,\"delivered\":{\"stream_seq\":987}}");
+    json_len = n;
+}
+
+static void parti_json(void) {
+    parti_json_doc d;
+    if (parti_json_parse(&d, json_doc, json_len, NULL, NULL, 0) != PARTI_ERR_OK) abort();
+    sink += (size_t)d.node_count;
+    parti_json_doc_free(&d);
+}
+
+static void baseline_json(void) {
+    const char *p = json_doc, *end = json_doc + json_len;
+    size_t quotes = 0;
+    while ((p = (const char *)memchr(p, '"', (size_t)(end - p))) != NULL) {
+        quotes++;
+        p++;
+    }
+    sink += quotes;
+}
+
+static parti_metrics metrics;
+static char scrape[64 * 1024];
+
+static void parti_scrape(void) {
+    size_t need = 0;
+    if (parti_metrics_write(&metrics, NULL, 0, scrape, sizeof scrape, &need) != PARTI_ERR_OK) abort();
+    sink += need;
+}
+
+static void baseline_scrape(void) {
+    size_t n = 0;
+    int i;
+    for (i = 0; i < PARTI_METRICS_SERIES_COUNT; i++)
+        n += (size_t)snprintf(scrape + n, sizeof scrape - n, "parti_metric_%d %llu\n", i, (unsigned long long)sink);
+    sink += n;
+}
+
 static void report(const char *name, double parti_s, double base_s, const char *unit, double per) {
     printf("%-16s parti %10.3f %s   baseline %10.3f %s   ratio parti/baseline %.2fx\n", name, parti_s * per, unit,
            base_s * per, unit, parti_s / base_s);
@@ -115,7 +163,18 @@ int main(void) {
     parti_backoff_init(&bo, 100, 30000, 0);
     report("backoff_next", time_it(parti_backoff_step, 2000000), time_it(baseline_rng, 2000000), "ns/call", 1e9);
 
-    /* @@BENCH_JSON_METRICS@@ */
+    make_json_doc();
+    report("json_parse", time_it(parti_json, 2000), time_it(baseline_json, 2000), "us/doc", 1e6);
+    printf("%-16s %zu bytes: parti parses %.0f MB/s\n", "", json_len, json_len / time_it(parti_json, 2000) / 1e6);
+    free(json_doc);
+
+    parti_metrics_init(&metrics);
+    {
+        size_t need = 0;
+        parti_metrics_write(&metrics, NULL, 0, NULL, 0, &need);
+        report("metrics_write", time_it(parti_scrape, 20000), time_it(baseline_scrape, 20000), "us/scrape", 1e6);
+        printf("%-16s %d series, %zu bytes per scrape\n", "", PARTI_METRICS_SERIES_COUNT, need);
+    }
     parti_subjects_free(&set_a);
     parti_subjects_free(&set_b);
     return sink == 42 ? 1 : 0;
