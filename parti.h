@@ -8,7 +8,7 @@
  *   sans-I/O core: everything that needs no network. Time, randomness and I/O
  *   reach it through callbacks, so every behaviour is testable and replayable.
  *
- *   This version (0.1.0) holds the pure core the rest is built on:
+ *   This version (0.1.0) holds the foundation the rest is built on:
  *     - errors: one table of codes with names, messages and categories
  *     - configuration: zero means default, one validation with a clear message
  *     - partitions -> subjects: template expansion, NATS subject validation,
@@ -16,7 +16,11 @@
  *     - decorrelated-jitter backoff on an injected RNG
  *     - metrics (counters, gauges, histograms) and a Prometheus text writer
  *     - a bounded JSON writer and an untrusted-input JSON reader
- *   The transport vtable, the worker consumer and membership come next.
+ *     - the transport vtable (KV, consumers, pulls, acks, publish, clock, RNG)
+ *       and pure parsers of JetStream protocol text
+ *   parti_nats.h implements the vtable twice: a fake in-memory NATS with a
+ *   virtual clock and fault injection, and the nats.c binding for a real
+ *   nats-server. The worker consumer and membership come next.
  *
  * USING IT
  *   In exactly one C or C++ file:
@@ -91,7 +95,8 @@
  *   PARTI_HISTOGRAM_MAX_BUCKETS (16, 13..1024).
  *
  * VERSION HISTORY
- *   0.1.0  pure core: errors, config, subjects, names, backoff, metrics, JSON
+ *   0.1.0  errors, config, subjects, names, backoff, metrics, JSON, the
+ *          transport vtable; parti_nats.h: the fake NATS and the nats.c binding
  */
 #ifndef PARTI_H
 #define PARTI_H
