@@ -43,7 +43,8 @@ check: $(B)/unit $(B)/unit_clang $(B)/conformance_fake $(B)/conformance_nats $(B
 	@tests/run criterion unit-clang $(B)/unit_clang --jobs 2
 	@tests/run criterion conformance-fake $(B)/conformance_fake --jobs 2
 	@tests/run criterion nats-server-harness $(B)/test_nats_server --jobs 2
-	@tests/run criterion conformance-nats-server $(B)/conformance_nats --jobs 2
+	@tests/run criterion conformance-nats-server-memory $(B)/conformance_nats --jobs 2
+	@PARTI_CONF_STORAGE=file tests/run criterion conformance-nats-server-file $(B)/conformance_nats --jobs 2
 	@tests/run criterion nats-binding $(B)/test_nats_binding --jobs 2
 	@tests/run check link-two-translation-units $(B)/link_two_tu
 	@tests/run check link-parti-static $(B)/link_static

@@ -1775,6 +1775,17 @@ static void parti__nats_build_consumer(parti_json_writer *w, const void *arg) {
 
 /* ---- requests -------------------------------------------------------------- */
 
+/* The server answers a publish it does not permit with an asynchronous
+ * "Permissions Violation for Publish to ..." error and no reply: a request
+ * then times out. Tell the two apart by the connection's last error. */
+static int parti__nats_denied(parti__nconn *n, const char *subject) {
+    const char *text = NULL;
+    natsConnection_GetLastError(n->nc, &text);
+    if (!text || !strstr(text, "Permissions Violation") || !strstr(text, subject)) return 0;
+    parti__nats_note(n, "%s", text);
+    return 1;
+}
+
 /* A request with optional headers; *reply is the server's message. */
 static parti_err parti__nats_request(parti__nconn *n, const char *subject, const parti_header *hdrs, int nhdr,
                                      const void *data, size_t len, uint32_t timeout_ms, natsMsg **reply) {
@@ -1790,6 +1801,7 @@ static parti_err parti__nats_request(parti__nconn *n, const char *subject, const
     for (i = 0; s == NATS_OK && i < nhdr; i++) s = natsMsgHeader_Add(req, hdrs[i].name, hdrs[i].value);
     if (s == NATS_OK) s = natsConnection_RequestMsg(reply, n->nc, req, (int64_t)(timeout_ms ? timeout_ms : 1));
     natsMsg_Destroy(req);
+    if (s == NATS_TIMEOUT && parti__nats_denied(n, subject)) return PARTI_ERR_PERMISSION_DENIED;
     return parti__nats_map(n, s, subject);
 }
 

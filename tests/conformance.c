@@ -192,8 +192,15 @@ static void conf_stream_full(parti_transport *c, const char *name, const char *c
     CONF_OK(c->vt->stream_create(c->self, &sc, CONF_TO));
 }
 
+/* Storage of the streams and buckets most cases use: memory, or file when
+ * PARTI_CONF_STORAGE=file (make test runs the real-server suite both ways). */
+static int conf_memory(void) {
+    const char *s = getenv("PARTI_CONF_STORAGE");
+    return !(s && strcmp(s, "file") == 0);
+}
+
 static void conf_stream(parti_transport *c, const char *name, const char *const *subjects, int n) {
-    conf_stream_full(c, name, subjects, n, 1, 0, 0);
+    conf_stream_full(c, name, subjects, n, conf_memory(), 0, 0);
 }
 
 /* The stream most cases use: ORDERS on orders.> */
@@ -244,7 +251,9 @@ static void conf_kv_open_full(parti_transport *c, const char *bucket, uint32_t h
     CONF_OK(c->vt->kv_open(c->self, &kc, CONF_TO));
 }
 
-static void conf_kv_open(parti_transport *c, const char *bucket) { conf_kv_open_full(c, bucket, 1, 0, 0, 1); }
+static void conf_kv_open(parti_transport *c, const char *bucket) {
+    conf_kv_open_full(c, bucket, 1, 0, 0, conf_memory());
+}
 
 static uint64_t conf_put(parti_transport *c, const char *bucket, const char *key, const char *value) {
     uint64_t rev = 0;
@@ -622,7 +631,7 @@ Test(stream, create_with_wildcard_subjects_and_read_info) {
     cr_assert_eq(si.subject_count, 2);
     cr_assert(conf_has(si.subjects, si.subject_count, "orders.>"));
     cr_assert(conf_has(si.subjects, si.subject_count, "audit.*"));
-    cr_assert_eq(si.memory_storage, 1);
+    cr_assert_eq(si.memory_storage, conf_memory());
     cr_assert_eq(si.duplicate_window_ms, 120000, "default duplicate window is 2 min, got %llu",
                  (unsigned long long)si.duplicate_window_ms);
     cr_assert_eq(si.messages, 0);

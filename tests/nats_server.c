@@ -43,6 +43,7 @@ struct nats_server {
     char dir[PATH_MAX];
     char store[PATH_MAX];
     char log[PATH_MAX];
+    char conf[PATH_MAX]; /* DIR/server.conf when options gave a config, else "" */
     char name[64];     /* server name = basename of dir: identifies our INFO line */
     char url[64];
     char version[64];
@@ -290,7 +291,7 @@ static int ns_free_port(void) {
 
 static int ns_spawn(nats_server *s, char *err, size_t err_size) {
     char portstr[16];
-    char *argv[12];
+    char *argv[14];
     int logfd, nullfd, i = 0;
     long open_max = sysconf(_SC_OPEN_MAX);
     pid_t parent = getpid(), pid;
@@ -308,6 +309,10 @@ static int ns_spawn(nats_server *s, char *err, size_t err_size) {
     argv[i++] = s->store;
     argv[i++] = (char *)"-n";
     argv[i++] = s->name;
+    if (s->conf[0]) {
+        argv[i++] = (char *)"-c";
+        argv[i++] = s->conf;
+    }
     argv[i] = NULL;
 
     lf = fopen(s->log, "a");
@@ -790,6 +795,16 @@ int nats_server_start(nats_server **out, const nats_server_options *opts, char *
         ns_rmtree(s->dir);
         free(s);
         return -1;
+    }
+    if (opts && opts->config) {
+        FILE *cf;
+        if ((size_t)snprintf(s->conf, sizeof s->conf, "%s/server.conf", s->dir) >= sizeof s->conf ||
+            !(cf = fopen(s->conf, "w")) || fputs(opts->config, cf) < 0 || fclose(cf) != 0) {
+            ns_err(err, err_size, "cannot write %s/server.conf", s->dir);
+            ns_rmtree(s->dir);
+            free(s);
+            return -1;
+        }
     }
     base = strrchr(s->dir, '/');
     if ((size_t)snprintf(s->name, sizeof s->name, "%s", base ? base + 1 : s->dir) >= sizeof s->name) {

@@ -54,6 +54,9 @@ typedef struct nats_server_options {
     uint32_t stop_timeout_ms;    /* SIGTERM -> exit, before SIGKILL; 0 = 10000 */
     int port;                    /* 0 = a free port (the usual case) */
     int quiet;                   /* 1: do not print the log tail on failure */
+    const char *config;          /* extra configuration file text (-c), e.g. accounts; NULL = none.
+                                  * The readiness probe connects without credentials: keep a
+                                  * no_auth_user that may use JetStream. */
 } nats_server_options;
 
 /* Finds the binary (see above) into buf. 0, or -1 with a message in err. */

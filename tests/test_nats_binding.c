@@ -269,3 +269,44 @@ Test(binding_faults, kv_watcher_keeps_working_across_a_restart) {
     t.vt->kv_watch_stop(t.self, wt);
     cr_assert(seen_after, "the watcher went silent after the restart: %s", parti_nats_last_error(&t));
 }
+
+/* A user who may connect but not use the JetStream API. */
+static const char *const restricted_config =
+    "accounts {\n"
+    "  APP {\n"
+    "    jetstream: enabled\n"
+    "    users: [\n"
+    "      {user: full, password: full}\n"
+    "      {user: limited, password: limited, permissions: {publish: {deny: [\"$JS.API.>\", \"orders.>\"]}}}\n"
+    "    ]\n"
+    "  }\n"
+    "}\n"
+    "no_auth_user: full\n";
+
+Test(binding_connect, permission_errors_are_typed_and_bounded) {
+    nats_server_options o;
+    parti_stream_info si;
+    parti_pub_ack pa;
+    char err[512], url[128];
+    uint64_t t0;
+    parti_err e;
+    memset(&o, 0, sizeof o);
+    o.config = restricted_config;
+    cr_assert_eq(nats_server_start(&srv, &o, err, sizeof err), 0, "%s", err);
+    snprintf(url, sizeof url, "nats://limited:limited@127.0.0.1:%d", nats_server_port(srv));
+    cr_assert_eq(parti_nats_connect(&t, url, NULL, msg, sizeof msg), PARTI_ERR_OK, "%s", msg);
+    t0 = ms_now();
+    e = t.vt->stream_info(t.self, "orders", &si, 2000);
+    cr_assert_eq(e, PARTI_ERR_PERMISSION_DENIED, "%s: %s", parti_error_name(e), parti_nats_last_error(&t));
+    cr_assert(strstr(parti_nats_last_error(&t), "Permissions Violation"), "%s", parti_nats_last_error(&t));
+    cr_assert_lt(ms_now() - t0, 3000);
+    cr_assert_eq(t.vt->publish(t.self, "orders.1", NULL, 0, "x", 1, &pa, 1000), PARTI_ERR_PERMISSION_DENIED);
+    cr_assert_eq(parti_error_category(PARTI_ERR_PERMISSION_DENIED), PARTI_CAT_FATAL);
+    /* a wrong password is refused at connect */
+    snprintf(url, sizeof url, "nats://limited:wrong@127.0.0.1:%d", nats_server_port(srv));
+    cr_assert_eq(parti_nats_connect(&other, url, NULL, msg, sizeof msg), PARTI_ERR_PERMISSION_DENIED, "%s", msg);
+    parti_nats_close(&t);
+    nats_server_stop(srv, NULL, 0);
+    srv = NULL;
+    nats_Close();
+}
