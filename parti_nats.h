@@ -1543,6 +1543,7 @@ extern "C" {
 
 typedef struct parti__npull {
     char *stream, *consumer, *inbox;   /* replies arrive on "<inbox>.<pull id>" */
+    char current[160];                 /* the reply subject of the pull request in flight */
     natsSubscription *sub;
     uint64_t id, expires_at, last_activity, reconnects;
     int active, remaining;
@@ -1567,7 +1568,7 @@ typedef struct parti__ndeliv {
 struct parti__nconn {
     natsConnection *nc;
     natsOptions *opts;
-    natsStatistics *stats;
+    uint64_t reconnects; /* written by nats.c's thread through parti__nats_on_reconnect */
     char version[32];
     uint32_t vnum;
     int markers;
@@ -1622,11 +1623,24 @@ static int parti__nats_connected(parti__nconn *n) {
     return natsConnection_Status(n->nc) == NATS_CONN_STATUS_CONNECTED;
 }
 
+/* Reconnects so far. nats.c counts them on its own thread; the callback
+ * below keeps a copy that is cheap to read on every pulled message. */
 static uint64_t parti__nats_reconnects(parti__nconn *n) {
-    uint64_t in_msgs = 0, in_bytes = 0, out_msgs = 0, out_bytes = 0, reconnects = 0;
-    if (natsConnection_GetStats(n->nc, n->stats) == NATS_OK)
-        natsStatistics_GetCounts(n->stats, &in_msgs, &in_bytes, &out_msgs, &out_bytes, &reconnects);
-    return reconnects;
+#if defined(__GNUC__) || defined(__clang__)
+    return __atomic_load_n(&n->reconnects, __ATOMIC_ACQUIRE);
+#else
+    return n->reconnects;
+#endif
+}
+
+static void parti__nats_on_reconnect(natsConnection *nc, void *closure) {
+    parti__nconn *n = (parti__nconn *)closure;
+    (void)nc;
+#if defined(__GNUC__) || defined(__clang__)
+    __atomic_add_fetch(&n->reconnects, 1, __ATOMIC_RELEASE);
+#else
+    n->reconnects++;
+#endif
 }
 
 /* ---- JSON request bodies --------------------------------------------------- */
@@ -2550,7 +2564,7 @@ static parti_err parti__nats_fetch_start(void *self, const char *stream, const c
                                          const parti_fetch_opts *opts, uint32_t timeout_ms) {
     parti__nconn *n = (parti__nconn *)self;
     parti__npull *p;
-    char subject[256], reply[300], body[160];
+    char subject[256], reply[sizeof p->current], body[160];
     natsStatus s;
     (void)timeout_ms;
     if (!n || !stream || !durable || !opts || opts->batch < 1 || opts->max_bytes < 0 || opts->expires_ms < 10 ||
@@ -2563,6 +2577,7 @@ static parti_err parti__nats_fetch_start(void *self, const char *stream, const c
     p->id++;
     snprintf(subject, sizeof subject, "$JS.API.CONSUMER.MSG.NEXT.%s.%s", stream, durable);
     snprintf(reply, sizeof reply, "%s.%llu", p->inbox, (unsigned long long)p->id);
+    snprintf(p->current, sizeof p->current, "%s", reply);
     snprintf(body, sizeof body, "{\"batch\":%d,\"max_bytes\":%lld,\"expires\":%lld,\"idle_heartbeat\":%lld}",
              opts->batch, (long long)opts->max_bytes, (long long)parti__ns(opts->expires_ms),
              (long long)parti__ns(opts->heartbeat_ms));
@@ -2582,33 +2597,54 @@ static parti_err parti__nats_pull_end(parti__npull *p, parti_err e) {
     return e;
 }
 
-/* Builds a parti_msg over a delivered natsMsg (headers included). */
-static parti_err parti__nats_fill_msg(natsMsg *m, const parti_js_ack_meta *meta, parti_msg *out) {
-    parti__ndeliv *d = (parti__ndeliv *)PARTI_MALLOC(sizeof *d);
-    int count = 0, i;
-    if (!d) return PARTI_ERR_NOMEM;
-    memset(d, 0, sizeof *d);
-    d->msg = m;
-    if (natsMsgHeader_Keys(m, &d->keys, &count) == NATS_OK && count > 0) {
-        d->hdrs = (parti_header *)PARTI_MALLOC(sizeof(parti_header) * (size_t)count);
-        for (i = 0; d->hdrs && i < count; i++) {
-            const char *v = "";
-            natsMsgHeader_Get(m, d->keys[i], &v);
-            d->hdrs[i].name = d->keys[i];
-            d->hdrs[i].value = v ? v : "";
-        }
-    }
+/* A message's handle: a parti__ndeliv when it has headers, else the natsMsg
+ * itself with the low bit set (natsMsg is malloc'd, so that bit is free),
+ * which saves an allocation per message on the hot path. */
+static natsMsg *parti__nats_handle_msg(void *handle) {
+    if ((uintptr_t)handle & 1u) return (natsMsg *)((uintptr_t)handle & ~(uintptr_t)1u);
+    return ((parti__ndeliv *)handle)->msg;
+}
+
+static void parti__nats_fill_common(natsMsg *m, const parti_js_ack_meta *meta, parti_msg *out) {
     memset(out, 0, sizeof *out);
     out->subject = natsMsg_GetSubject(m);
     out->data = (const uint8_t *)natsMsg_GetData(m);
     out->len = (size_t)natsMsg_GetDataLength(m);
-    out->headers = d->hdrs;
-    out->header_count = d->hdrs ? count : 0;
     out->stream_seq = meta->stream_seq;
     out->consumer_seq = meta->consumer_seq;
     out->delivery_count = (uint32_t)meta->delivered;
     out->num_pending = meta->pending;
     out->timestamp_ms = meta->timestamp_ns / 1000000;
+}
+
+/* Builds a parti_msg over a delivered natsMsg (headers included). */
+static parti_err parti__nats_fill_msg(natsMsg *m, const parti_js_ack_meta *meta, parti_msg *out) {
+    parti__ndeliv *d;
+    const char **keys = NULL;
+    int count = 0, i;
+    if (natsMsgHeader_Keys(m, &keys, &count) != NATS_OK || count <= 0) {
+        free((void *)keys);
+        parti__nats_fill_common(m, meta, out);
+        out->handle = (void *)((uintptr_t)m | 1u);
+        return PARTI_ERR_OK;
+    }
+    if (!(d = (parti__ndeliv *)PARTI_MALLOC(sizeof *d))) {
+        free((void *)keys);
+        return PARTI_ERR_NOMEM;
+    }
+    memset(d, 0, sizeof *d);
+    d->msg = m;
+    d->keys = keys;
+    d->hdrs = (parti_header *)PARTI_MALLOC(sizeof(parti_header) * (size_t)count);
+    for (i = 0; d->hdrs && i < count; i++) {
+        const char *v = "";
+        natsMsgHeader_Get(m, d->keys[i], &v);
+        d->hdrs[i].name = d->keys[i];
+        d->hdrs[i].value = v ? v : "";
+    }
+    parti__nats_fill_common(m, meta, out);
+    out->headers = d->hdrs;
+    out->header_count = d->hdrs ? count : 0;
     out->handle = d;
     return PARTI_ERR_OK;
 }
@@ -2618,13 +2654,11 @@ static parti_err parti__nats_fetch_next(void *self, const char *stream, const ch
     parti__nconn *n = (parti__nconn *)self;
     parti__npull *p;
     uint64_t deadline;
-    char current[300];
     int guard;
     if (!n || !stream || !durable || !out) return PARTI_ERR_INVALID_ARGUMENT;
     memset(out, 0, sizeof *out);
     if (!(p = parti__nats_pull(n, stream, durable, 0)) || !p->active) return PARTI_ERR_NO_MESSAGES;
     if (p->remaining <= 0) return parti__nats_pull_end(p, PARTI_ERR_NO_MESSAGES);
-    snprintf(current, sizeof current, "%s.%llu", p->inbox, (unsigned long long)p->id);
     deadline = parti__nats_now_ms(n) + timeout_ms;
     for (guard = 0; guard < 100000; guard++) {
         uint64_t now = parti__nats_now_ms(n), wait = deadline > now ? deadline - now : 0;
@@ -2632,7 +2666,6 @@ static parti_err parti__nats_fetch_next(void *self, const char *stream, const ch
         natsStatus s;
         const char *status, *reply;
         parti_js_ack_meta meta;
-        if (!parti__nats_connected(n)) return parti__nats_pull_end(p, PARTI_ERR_NOT_CONNECTED);
         /* a reconnect loses pending pulls on the server: the caller pulls again */
         if (p->reconnects != parti__nats_reconnects(n)) return parti__nats_pull_end(p, PARTI_ERR_NO_MESSAGES);
         if (p->hb && now >= p->last_activity + 2 * (uint64_t)p->hb)
@@ -2640,8 +2673,10 @@ static parti_err parti__nats_fetch_next(void *self, const char *stream, const ch
         /* the server ends the pull with a 408 at expiry; allow it a second to arrive */
         if (now >= p->expires_at + 1000) return parti__nats_pull_end(p, PARTI_ERR_NO_MESSAGES);
         if (p->hb && p->last_activity + 2 * (uint64_t)p->hb - now < wait) wait = p->last_activity + 2 * (uint64_t)p->hb - now;
+        /* the connection state is checked only when nothing arrived: it costs a lock */
         s = natsSubscription_NextMsg(&m, p->sub, (int64_t)wait);
         if (s == NATS_TIMEOUT) {
+            if (!parti__nats_connected(n)) return parti__nats_pull_end(p, PARTI_ERR_NOT_CONNECTED);
             if (parti__nats_now_ms(n) >= deadline) return PARTI_ERR_TIMEOUT;
             continue;
         }
@@ -2652,7 +2687,7 @@ static parti_err parti__nats_fetch_next(void *self, const char *stream, const ch
             parti_err e;
             natsMsgHeader_Get(m, "Description", &desc);
             /* a status of an earlier pull request is history */
-            if (strcmp(natsMsg_GetSubject(m), current) != 0) {
+            if (strcmp(natsMsg_GetSubject(m), p->current) != 0) {
                 natsMsg_Destroy(m);
                 continue;
             }
@@ -2683,21 +2718,23 @@ static parti_err parti__nats_fetch_next(void *self, const char *stream, const ch
 static parti_err parti__nats_ack(void *self, const parti_msg *m, parti_ack_kind kind, uint32_t delay_ms,
                                  uint32_t timeout_ms) {
     parti__nconn *n = (parti__nconn *)self;
-    parti__ndeliv *d;
     const char *reply;
-    char body[64];
+    char delayed[64];
+    const char *body;
     (void)timeout_ms;
     if (!n || !m || !m->handle || (int)kind < 0 || kind > PARTI_ACK_IN_PROGRESS) return PARTI_ERR_INVALID_ARGUMENT;
-    d = (parti__ndeliv *)m->handle;
-    if (!(reply = natsMsg_GetReply(d->msg))) return PARTI_ERR_INVALID_ARGUMENT;
+    if (!(reply = natsMsg_GetReply(parti__nats_handle_msg(m->handle)))) return PARTI_ERR_INVALID_ARGUMENT;
     switch (kind) {
-    case PARTI_ACK_ACK: snprintf(body, sizeof body, "+ACK"); break;
+    case PARTI_ACK_ACK: body = "+ACK"; break;
     case PARTI_ACK_NAK:
-        if (delay_ms) snprintf(body, sizeof body, "-NAK {\"delay\":%lld}", (long long)parti__ns(delay_ms));
-        else snprintf(body, sizeof body, "-NAK");
+        body = "-NAK";
+        if (delay_ms) {
+            snprintf(delayed, sizeof delayed, "-NAK {\"delay\":%lld}", (long long)parti__ns(delay_ms));
+            body = delayed;
+        }
         break;
-    case PARTI_ACK_TERM: snprintf(body, sizeof body, "+TERM"); break;
-    default: snprintf(body, sizeof body, "+WPI"); break;
+    case PARTI_ACK_TERM: body = "+TERM"; break;
+    default: body = "+WPI"; break;
     }
     return parti__nats_map(n, natsConnection_PublishString(n->nc, reply, body), "ack");
 }
@@ -2706,6 +2743,11 @@ static void parti__nats_msg_release(void *self, parti_msg *m) {
     parti__ndeliv *d;
     (void)self;
     if (!m || !m->handle) return;
+    if ((uintptr_t)m->handle & 1u) {
+        natsMsg_Destroy(parti__nats_handle_msg(m->handle));
+        memset(m, 0, sizeof *m);
+        return;
+    }
     d = (parti__ndeliv *)m->handle;
     PARTI_FREE(d->hdrs);
     free((void *)d->keys); /* allocated by nats.c */
@@ -2810,7 +2852,6 @@ static void parti__nats_free(parti__nconn *n) {
         natsConnection_Destroy(n->nc);
     }
     natsOptions_Destroy(n->opts);
-    natsStatistics_Destroy(n->stats);
     PARTI_FREE(n);
 }
 
@@ -2839,7 +2880,7 @@ PARTIDEF parti_err parti_nats_connect(parti_transport *out, const char *url, con
     if (s == NATS_OK) s = natsOptions_SetAllowReconnect(n->opts, o.max_reconnect >= 0);
     if (s == NATS_OK) s = natsOptions_SetMaxReconnect(n->opts, o.max_reconnect == 0 ? -1 : o.max_reconnect);
     if (s == NATS_OK) s = natsOptions_SetReconnectWait(n->opts, o.reconnect_wait_ms ? o.reconnect_wait_ms : 250);
-    if (s == NATS_OK) s = natsStatistics_Create(&n->stats);
+    if (s == NATS_OK) s = natsOptions_SetReconnectedCB(n->opts, parti__nats_on_reconnect, n);
     if (s == NATS_OK) s = natsConnection_Connect(&n->nc, n->opts);
     if (s != NATS_OK) {
         e = parti__nats_map(n, s, "connect");
