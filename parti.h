@@ -1476,12 +1476,16 @@ PARTIDEF parti_err parti_subject_expand(const char *tmpl, const parti_partition 
     return parti_subject_check(out, 1, msg, msg_size);
 }
 
-static char *parti__strdup(const char *s) {
-    size_t n = strlen(s) + 1;
-    char *d = (char *)PARTI_MALLOC(n);
-    if (d) memcpy(d, s, n);
+/* A NUL-terminated copy of n bytes (which may hold NULs), or NULL. */
+static void *parti__memdup(const void *p, size_t n) {
+    uint8_t *d = (uint8_t *)PARTI_MALLOC(n + 1);
+    if (!d) return NULL;
+    if (n) memcpy(d, p, n);
+    d[n] = 0;
     return d;
 }
+
+static char *parti__strdup(const char *s) { return (char *)parti__memdup(s, strlen(s)); }
 
 PARTIDEF parti_err parti_subjects_add(parti_subjects *s, const char *subject) {
     char **grown;

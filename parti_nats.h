@@ -282,14 +282,6 @@ struct parti_fake_world {
 
 /* ---- small helpers ------------------------------------------------------ */
 
-static void *parti__fake_memdup(const void *p, size_t n) {
-    uint8_t *d = (uint8_t *)PARTI_MALLOC(n + 1);
-    if (!d) return NULL;
-    if (n) memcpy(d, p, n);
-    d[n] = 0;
-    return d;
-}
-
 static void parti__fake_log(parti_fake_world *w, const parti__fclient *c, const char *op, parti_err e,
                             const char *fmt, ...) {
     char line[512];
@@ -444,8 +436,8 @@ static void parti__fake_notify(parti_fake_world *w, const parti__fbucket *b, con
             parti_kv_entry e;
             if (strcmp(wt->bucket, b->name) != 0 || strncmp(r->key, wt->prefix, strlen(wt->prefix)) != 0) continue;
             memset(&e, 0, sizeof e);
-            e.key = (char *)parti__fake_memdup(r->key, strlen(r->key));
-            e.value = (uint8_t *)parti__fake_memdup(r->value, r->len);
+            e.key = parti__strdup(r->key);
+            e.value = (uint8_t *)parti__memdup(r->value, r->len);
             e.len = r->len;
             e.revision = r->rev;
             e.created_ms = r->ts;
@@ -467,8 +459,8 @@ static parti_err parti__fake_append(parti_fake_world *w, parti__fbucket *b, cons
                                     size_t len, parti_kv_op op, uint64_t ts, uint64_t *rev) {
     parti__frec r;
     int i, count = 0;
-    r.key = (char *)parti__fake_memdup(key, strlen(key));
-    r.value = (uint8_t *)parti__fake_memdup(value, len);
+    r.key = parti__strdup(key);
+    r.value = (uint8_t *)parti__memdup(value, len);
     if (!r.key || !r.value) {
         PARTI_FREE(r.key);
         PARTI_FREE(r.value);
@@ -609,9 +601,9 @@ static parti_err parti__fake_stream_create(void *self, const parti_stream_config
                 }
     if (!(s = (parti__fstream *)PARTI_MALLOC(sizeof *s))) return PARTI_ERR_NOMEM;
     memset(s, 0, sizeof *s);
-    s->name = (char *)parti__fake_memdup(cfg->name, strlen(cfg->name));
+    s->name = parti__strdup(cfg->name);
     for (i = 0; i < cfg->subject_count; i++)
-        arrput(s->subjects, (char *)parti__fake_memdup(cfg->subjects[i], strlen(cfg->subjects[i])));
+        arrput(s->subjects, parti__strdup(cfg->subjects[i]));
     s->memory = cfg->memory_storage;
     s->dupwin = cfg->duplicate_window_ms ? cfg->duplicate_window_ms : 120000;
     s->max_msgs = cfg->max_msgs;
@@ -629,14 +621,14 @@ static parti_err parti__fake_stream_info(void *self, const char *stream, parti_s
     memset(out, 0, sizeof *out);
     if (parti_name_check(stream, NULL, 0) != PARTI_ERR_OK) return PARTI_ERR_INVALID_NAME;
     if (!(s = parti__fake_stream(w, stream))) return PARTI_ERR_STREAM_NOT_FOUND;
-    out->name = (char *)parti__fake_memdup(s->name, strlen(s->name));
+    out->name = parti__strdup(s->name);
     out->subject_count = (int)arrlen(s->subjects);
     out->subjects = (char **)PARTI_MALLOC(sizeof(char *) * (size_t)(out->subject_count + 1));
     if (!out->name || !out->subjects) {
         parti_stream_info_free(out);
         return PARTI_ERR_NOMEM;
     }
-    for (i = 0; i < out->subject_count; i++) out->subjects[i] = (char *)parti__fake_memdup(s->subjects[i], strlen(s->subjects[i]));
+    for (i = 0; i < out->subject_count; i++) out->subjects[i] = parti__strdup(s->subjects[i]);
     out->memory_storage = s->memory;
     out->duplicate_window_ms = s->dupwin;
     out->messages = (uint64_t)arrlen(s->msgs);
@@ -712,19 +704,19 @@ static parti_err parti__fake_publish(void *self, const char *subject, const part
     memset(&m, 0, sizeof m);
     m.seq = ++s->last_seq;
     m.ts = w->now;
-    m.subject = (char *)parti__fake_memdup(subject, strlen(subject));
-    m.data = (uint8_t *)parti__fake_memdup(data, len);
+    m.subject = parti__strdup(subject);
+    m.data = (uint8_t *)parti__memdup(data, len);
     m.len = len;
     for (i = 0; i < header_count; i++) {
         parti_header h;
-        h.name = (const char *)parti__fake_memdup(headers[i].name, strlen(headers[i].name));
-        h.value = (const char *)parti__fake_memdup(headers[i].value, strlen(headers[i].value));
+        h.name = (const char *)parti__strdup(headers[i].name);
+        h.value = (const char *)parti__strdup(headers[i].value);
         arrput(m.hdrs, h);
     }
     arrput(s->msgs, m);
     if (msg_id) {
         parti__fdedupe d;
-        d.id = (char *)parti__fake_memdup(msg_id, strlen(msg_id));
+        d.id = parti__strdup(msg_id);
         d.seq = m.seq;
         d.ts = w->now;
         arrput(s->dedupe, d);
@@ -755,7 +747,7 @@ static parti_err parti__fake_kv_open(void *self, const parti_kv_config *cfg, uin
     }
     if (!(b = (parti__fbucket *)PARTI_MALLOC(sizeof *b))) return PARTI_ERR_NOMEM;
     memset(b, 0, sizeof *b);
-    b->name = (char *)parti__fake_memdup(cfg->bucket, strlen(cfg->bucket));
+    b->name = parti__strdup(cfg->bucket);
     b->history = cfg->history ? cfg->history : 1;
     b->ttl = cfg->ttl_ms;
     b->max_value = cfg->max_value_size ? cfg->max_value_size : 1024 * 1024;
@@ -820,8 +812,8 @@ static parti_err parti__fake_kv_put(void *self, const char *bucket, const char *
 }
 
 static parti_err parti__fake_entry_from(const parti__frec *r, parti_kv_entry *out) {
-    out->key = (char *)parti__fake_memdup(r->key, strlen(r->key));
-    out->value = (uint8_t *)parti__fake_memdup(r->value, r->len);
+    out->key = parti__strdup(r->key);
+    out->value = (uint8_t *)parti__memdup(r->value, r->len);
     if (!out->key || !out->value) {
         parti_kv_entry_free(out);
         return PARTI_ERR_NOMEM;
@@ -897,8 +889,8 @@ static parti_err parti__fake_kv_watch(void *self, const char *bucket, const char
     if (!(wt = (parti__fwatch *)PARTI_MALLOC(sizeof *wt))) return PARTI_ERR_NOMEM;
     memset(wt, 0, sizeof *wt);
     wt->c = c;
-    wt->bucket = (char *)parti__fake_memdup(bucket, strlen(bucket));
-    wt->prefix = (char *)parti__fake_memdup(prefix, strlen(prefix));
+    wt->bucket = parti__strdup(bucket);
+    wt->prefix = parti__strdup(prefix);
     arrput(c->watchers, wt);
     *out = (parti_kv_watcher *)wt;
     parti__fake_log(w, c, "kv_watch", PARTI_ERR_OK, "%s prefix=%s", bucket, prefix);
@@ -974,7 +966,7 @@ static parti_err parti__fake_consumer_upsert(void *self, const parti_consumer_co
     if (!(k = parti__fake_consumer(s, cfg->durable))) {
         if (!(k = (parti__fconsumer *)PARTI_MALLOC(sizeof *k))) return PARTI_ERR_NOMEM;
         memset(k, 0, sizeof *k);
-        k->name = (char *)parti__fake_memdup(cfg->durable, strlen(cfg->durable));
+        k->name = parti__strdup(cfg->durable);
         k->instance = ++w->instances;
         if (cfg->deliver_policy == PARTI_DELIVER_BY_START_SEQUENCE)
             k->position = cfg->opt_start_seq ? cfg->opt_start_seq - 1 : 0;
@@ -987,7 +979,7 @@ static parti_err parti__fake_consumer_upsert(void *self, const parti_consumer_co
     parti__fake_free_strings(k->filters);
     k->filters = NULL;
     for (i = 0; i < cfg->filter_count; i++)
-        arrput(k->filters, (char *)parti__fake_memdup(cfg->filter_subjects[i], strlen(cfg->filter_subjects[i])));
+        arrput(k->filters, parti__strdup(cfg->filter_subjects[i]));
     k->ack_wait = cfg->ack_wait_ms ? cfg->ack_wait_ms : 30000;
     k->max_deliver = cfg->max_deliver;
     k->max_ack_pending = cfg->max_ack_pending ? cfg->max_ack_pending : 1000;
@@ -1019,7 +1011,7 @@ static parti_err parti__fake_consumer_info(void *self, const char *stream, const
         return PARTI_ERR_INVALID_NAME;
     if (!(s = parti__fake_stream(w, stream))) return PARTI_ERR_STREAM_NOT_FOUND;
     if (!(k = parti__fake_consumer(s, durable))) return PARTI_ERR_CONSUMER_NOT_FOUND;
-    out->name = (char *)parti__fake_memdup(k->name, strlen(k->name));
+    out->name = parti__strdup(k->name);
     out->filter_count = (int)arrlen(k->filters);
     out->filter_subjects = (char **)PARTI_MALLOC(sizeof(char *) * (size_t)(out->filter_count + 1));
     if (!out->name || !out->filter_subjects) {
@@ -1027,7 +1019,7 @@ static parti_err parti__fake_consumer_info(void *self, const char *stream, const
         return PARTI_ERR_NOMEM;
     }
     for (i = 0; i < out->filter_count; i++)
-        out->filter_subjects[i] = (char *)parti__fake_memdup(k->filters[i], strlen(k->filters[i]));
+        out->filter_subjects[i] = parti__strdup(k->filters[i]);
     out->delivered_stream_seq = k->position;
     out->ack_floor_stream_seq = arrlen(k->pend) ? k->pend[0].seq - 1 : k->position;
     out->num_pending = parti__fake_num_pending(s, k);
@@ -1068,8 +1060,8 @@ static parti_err parti__fake_fetch_start(void *self, const char *stream, const c
     if (!(p = parti__fake_pull(c, stream, durable))) {
         parti__fpull np;
         memset(&np, 0, sizeof np);
-        np.stream = (char *)parti__fake_memdup(stream, strlen(stream));
-        np.consumer = (char *)parti__fake_memdup(durable, strlen(durable));
+        np.stream = parti__strdup(stream);
+        np.consumer = parti__strdup(durable);
         arrput(c->pulls, np);
         p = &c->pulls[arrlen(c->pulls) - 1];
     }
@@ -1095,15 +1087,15 @@ static void parti__fake_fill_msg(parti__fstream *s, parti__fconsumer *k, int mi,
     int i, n = (int)arrlen(m->hdrs);
     d->instance = k->instance;
     d->seq = m->seq;
-    d->stream = (char *)parti__fake_memdup(s->name, strlen(s->name));
-    d->consumer = (char *)parti__fake_memdup(k->name, strlen(k->name));
-    d->subject = (char *)parti__fake_memdup(m->subject, strlen(m->subject));
-    d->data = (uint8_t *)parti__fake_memdup(m->data, m->len);
+    d->stream = parti__strdup(s->name);
+    d->consumer = parti__strdup(k->name);
+    d->subject = parti__strdup(m->subject);
+    d->data = (uint8_t *)parti__memdup(m->data, m->len);
     d->hdrs = n ? (parti_header *)PARTI_MALLOC(sizeof(parti_header) * (size_t)n) : NULL;
     d->nhdr = d->hdrs ? n : 0;
     for (i = 0; i < d->nhdr; i++) {
-        d->hdrs[i].name = (const char *)parti__fake_memdup(m->hdrs[i].name, strlen(m->hdrs[i].name));
-        d->hdrs[i].value = (const char *)parti__fake_memdup(m->hdrs[i].value, strlen(m->hdrs[i].value));
+        d->hdrs[i].name = (const char *)parti__strdup(m->hdrs[i].name);
+        d->hdrs[i].value = (const char *)parti__strdup(m->hdrs[i].value);
     }
     memset(out, 0, sizeof *out);
     out->subject = d->subject;
@@ -1377,7 +1369,7 @@ PARTIDEF parti_err parti_fake_connect(parti_fake_world *w, const char *name, par
     c->w = w;
     snprintf(buf, sizeof buf, "c%d", w->next_client);
     if (!name || !*name) name = buf;
-    c->name = (char *)parti__fake_memdup(name, strlen(name));
+    c->name = parti__strdup(name);
     /* every client draws from its own stream, derived from the world seed */
     c->rng = w->seed ^ (0x9E3779B97F4A7C15ULL * (uint64_t)(w->next_client + 1));
     w->next_client++;
@@ -2166,8 +2158,8 @@ static parti_err parti__nats_kv_delete(void *self, const char *bucket, const cha
 static parti_err parti__nats_entry(natsMsg *m, const char *key, uint64_t rev, uint64_t created_ms,
                                    parti_kv_entry *out) {
     size_t len = (size_t)natsMsg_GetDataLength(m);
-    out->key = (char *)parti__fake_memdup(key, strlen(key));
-    out->value = (uint8_t *)parti__fake_memdup(natsMsg_GetData(m), len);
+    out->key = parti__strdup(key);
+    out->value = (uint8_t *)parti__memdup(natsMsg_GetData(m), len);
     if (!out->key || !out->value) {
         parti_kv_entry_free(out);
         return PARTI_ERR_NOMEM;
@@ -2381,8 +2373,8 @@ static parti_err parti__nats_kv_watch(void *self, const char *bucket, const char
     if (!(wt = (parti__nwatch *)PARTI_MALLOC(sizeof *wt))) return PARTI_ERR_NOMEM;
     memset(wt, 0, sizeof *wt);
     wt->n = n;
-    wt->bucket = (char *)parti__fake_memdup(bucket, strlen(bucket));
-    wt->prefix = (char *)parti__fake_memdup(prefix, strlen(prefix));
+    wt->bucket = parti__strdup(bucket);
+    wt->prefix = parti__strdup(prefix);
     parti__nats_subject(subject, sizeof subject, "$JS.API.STREAM.INFO.", k.stream, NULL);
     e = parti__nats_api(n, subject, NULL, 0, timeout_ms, &doc);
     if (e == PARTI_ERR_OK) {
@@ -2545,7 +2537,7 @@ static parti__npull *parti__nats_pull(parti__nconn *n, const char *stream, const
     if (!create) return NULL;
     memset(&p, 0, sizeof p);
     if (natsInbox_Create(&inbox) != NATS_OK) return NULL;
-    p.inbox = (char *)parti__fake_memdup(inbox, strlen(inbox));
+    p.inbox = parti__strdup(inbox);
     natsInbox_Destroy(inbox);
     snprintf(wildcard, sizeof wildcard, "%s.*", p.inbox);
     if (!p.inbox || natsConnection_SubscribeSync(&p.sub, n->nc, wildcard) != NATS_OK) {
@@ -2554,8 +2546,8 @@ static parti__npull *parti__nats_pull(parti__nconn *n, const char *stream, const
     }
     /* a consumer's deliveries can be large; never drop them as a slow consumer */
     natsSubscription_SetPendingLimits(p.sub, -1, -1);
-    p.stream = (char *)parti__fake_memdup(stream, strlen(stream));
-    p.consumer = (char *)parti__fake_memdup(consumer, strlen(consumer));
+    p.stream = parti__strdup(stream);
+    p.consumer = parti__strdup(consumer);
     arrput(n->pulls, p);
     return &n->pulls[arrlen(n->pulls) - 1];
 }
