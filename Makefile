@@ -20,6 +20,8 @@ FUZZ_SECONDS ?= 60
 # sanitizer reports must fail the run, and leaks count
 export ASAN_OPTIONS = abort_on_error=1:detect_leaks=1
 export UBSAN_OPTIONS = print_stacktrace=1:halt_on_error=1
+# the decimal-comma locale scripts/setup builds for the metrics locale test
+export LOCPATH = $(CURDIR)/.deps/locale
 
 UNIT_SRC = tests/impl.c tests/test_core.c tests/test_json.c tests/test_metrics.c tests/test_fake.c
 CONF_FAKE_SRC = tests/conformance.c tests/conformance_env_fake.c
