@@ -23,7 +23,7 @@ export UBSAN_OPTIONS = print_stacktrace=1:halt_on_error=1
 # the decimal-comma locale scripts/setup builds for the metrics locale test
 export LOCPATH = $(CURDIR)/.deps/locale
 
-UNIT_SRC = tests/impl.c tests/test_core.c tests/test_json.c tests/test_metrics.c tests/test_fake.c
+UNIT_SRC = tests/impl.c tests/test_core.c tests/test_json.c tests/test_metrics.c tests/test_fake.c tests/test_consumer.c
 CONF_FAKE_SRC = tests/conformance.c tests/conformance_env_fake.c
 CONF_NATS_SRC = tests/conformance.c tests/conformance_env_nats.c tests/nats_server.c
 SERVER_SRC = tests/nats_server.c tests/nats_server.h

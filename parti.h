@@ -20,7 +20,9 @@
  *       and pure parsers of JetStream protocol text
  *   parti_nats.h implements the vtable twice: a fake in-memory NATS with a
  *   virtual clock and fault injection, and the nats.c binding for a real
- *   nats-server. The worker consumer and membership come next.
+ *   nats-server. A first part of the worker consumer (parti_consumer_*: lazy
+ *   start, update path, coalescing, retries, recovery, pull + handler) is
+ *   here; the rest of it and membership come next.
  *
  * USING IT
  *   In exactly one C or C++ file:
@@ -1115,6 +1117,144 @@ PARTIDEF parti_err parti_json_get_string(const parti_json_doc *doc, int obj, con
                                          size_t *needed);
 
 
+
+/* ======================================================================== */
+/* The worker consumer                                                       */
+/* ======================================================================== */
+/* One durable pull consumer per worker whose filter_subjects are exactly the
+ * subjects of the partitions the worker owns. Usable on its own (a user with
+ * an assignment source of their own) and, later, driven by membership.
+ *
+ *     static parti_verdict on_message(void *user, const parti_msg *m, uint32_t *nak_delay_ms) {
+ *         return handle(m) ? PARTI_ACK : PARTI_NAK;   // *nak_delay_ms may be set for NAK
+ *     }
+ *     parti_consumer_options o = {0};
+ *     parti_consumer *c;
+ *     o.on_message = on_message;
+ *     if ((e = parti_consumer_create(&c, &t, &cfg, &o, msg, sizeof msg))) ...
+ *     int mine[] = {0, 3, 7};                          // indexes into cfg.partitions
+ *     parti_consumer_update(c, "worker-1", mine, 3);   // recorded, applied by poll
+ *     while (running) parti_consumer_poll(c, 100);     // update, recovery, pull, handler
+ *     parti_consumer_destroy(c);                       // the durable stays on the server
+ *
+ * Lifecycle and guarantees:
+ *   - Lazy: create makes no server call. The consumer appears on the server
+ *     with the first non-empty update that poll applies; nothing is pulled
+ *     before that.
+ *   - update validates at once (partition indexes, worker ID, max_subjects:
+ *     PARTI_ERR_TOO_MANY_SUBJECTS without touching the server) and records
+ *     the wanted set. poll applies it once the coalescing window (opened by
+ *     the first update of a burst) has passed, as ONE consumer_upsert with
+ *     the full sorted set; an unchanged set is a no-op (counted, no call).
+ *   - The worker ID is fixed by the first successful apply; another ID gives
+ *     PARTI_ERR_WORKER_ID_IMMUTABLE unless allow_worker_id_change (then the
+ *     consumer of the new ID is used and the old one is left on the server).
+ *   - An empty assignment pauses pulling and keeps the consumer with its last
+ *     filter (never an empty filter, which would mean the whole stream); the
+ *     next non-empty update resumes.
+ *   - Failed control-plane calls are retried with decorrelated-jitter backoff
+ *     (cfg.backoff_*; randomness from the transport). When the retry budget
+ *     (cfg.backoff_max_retries) runs out an UNHEALTHY event is raised and the
+ *     retries go on at cfg.backoff_cap_ms: an assignment is never dropped.
+ *   - A consumer deleted behind parti's back (seen by a pull, or by a
+ *     consumer_info check every info_interval_ms while no pull is pending) is
+ *     created again from the last applied subjects, and pulling resumes. The
+ *     new consumer starts after the ack floor the last info check reported
+ *     (from the stream's start if none was seen): messages acked since that
+ *     check come again (at least once), none is skipped.
+ *   - Work in progress (issue 6): dead-letter publishing, the pull-failure
+ *     escalation window, a health accessor, real-server tests and benchmarks
+ *     are not there yet.
+ *   - Handler verdicts: ACK, NAK (redelivery after *nak_delay_ms, 0 = at
+ *     once), TERM (never redelivered), IN_PROGRESS (restarts ack_wait; the
+ *     message is redelivered later). The message and its pointers are valid
+ *     only during the handler.
+ *   - poll returns within timeout_ms of transport time. The core never
+ *     sleeps: when nothing can be waited on (paused, between retries) poll
+ *     returns early and the caller's loop polls again.
+ *   - Callbacks run inside poll (and update for nothing but validation: no
+ *     callback runs in update), on the caller's thread. */
+
+typedef enum parti_verdict {
+    PARTI_ACK = 0,      /* done: never redelivered */
+    PARTI_NAK,          /* failed: redeliver after *nak_delay_ms (0 = at once) */
+    PARTI_TERM,         /* poison: never redeliver */
+    PARTI_IN_PROGRESS   /* still working: restart ack_wait (the message comes again) */
+} parti_verdict;
+
+/* The message handler: fixed at creation. nak_delay_ms points to 0; set it
+ * with PARTI_NAK to delay the redelivery. */
+typedef parti_verdict (*parti_message_handler)(void *user, const parti_msg *m, uint32_t *nak_delay_ms);
+
+typedef enum parti_consumer_event_kind {
+    PARTI_EVENT_CONSUMER_CREATED = 0, /* first apply: the durable consumer is in place on the server */
+    PARTI_EVENT_CONSUMER_UPDATED,     /* its filter_subjects changed in place */
+    PARTI_EVENT_CONSUMER_RECREATED,   /* it was found missing and created again from the last subjects */
+    PARTI_EVENT_CONSUMER_PAUSED,      /* empty assignment: pulling stopped, the consumer is kept */
+    PARTI_EVENT_CONSUMER_RESUMED,     /* a non-empty assignment after a pause: pulling again */
+    PARTI_EVENT_CONSUMER_UNHEALTHY,   /* retries exhausted, a fatal error, or pulls failing in a row */
+    PARTI_EVENT_CONSUMER_HEALTHY      /* back to normal after UNHEALTHY */
+} parti_consumer_event_kind;
+
+/* "created", "updated", "recreated", "paused", "resumed", "unhealthy", "healthy". */
+PARTIDEF const char *parti_consumer_event_name(parti_consumer_event_kind kind);
+
+/* err is the error behind the event (PARTI_ERR_OK for most); detail is a
+ * short human text (the durable name, or what failed), valid for the call. */
+typedef void (*parti_consumer_event_fn)(void *user, parti_consumer_event_kind kind, parti_err err, const char *detail);
+
+/* Zero means the default for every field but on_message (required). */
+typedef struct parti_consumer_options {
+    parti_message_handler on_message; /* required */
+    void *user;                       /* passed to on_message and on_event */
+    parti_consumer_event_fn on_event; /* may be NULL */
+    uint32_t coalesce_ms;             /* updates within this window become one; default 75 */
+    int no_coalesce;                  /* 1: apply every update at the next poll */
+    int allow_worker_id_change;       /* 1: a new worker ID switches to that ID's consumer */
+    uint32_t op_timeout_ms;           /* timeout of each control-plane call; default 5000 */
+    uint32_t info_interval_ms;        /* existence check while no pull is pending; default 5000 */
+    int unhealthy_after;              /* pull failures in a row before UNHEALTHY; default 3 */
+} parti_consumer_options;
+
+typedef struct parti_consumer parti_consumer; /* opaque */
+
+/* Validates cfg (parti_config_validate; the message goes to msg) and opts,
+ * and copies what it keeps (strings, partitions): cfg may go away after.
+ * t must outlive the consumer. Makes no server call. */
+PARTIDEF parti_err parti_consumer_create(parti_consumer **out, const parti_transport *t, const parti_config *cfg,
+                                         const parti_consumer_options *opts, char *msg, size_t msg_size);
+
+/* Records the wanted assignment: the worker's ID and its partitions
+ * (indexes into cfg.partitions; duplicates are fine; count 0 pauses).
+ * Errors: PARTI_ERR_INVALID_ARGUMENT (NULL, index out of range),
+ * PARTI_ERR_INVALID_WORKER_ID, PARTI_ERR_WORKER_ID_IMMUTABLE,
+ * PARTI_ERR_TOO_MANY_SUBJECTS, PARTI_ERR_NOMEM; then nothing is recorded.
+ * parti_consumer_last_message says more. No server call. */
+PARTIDEF parti_err parti_consumer_update(parti_consumer *c, const char *worker_id, const int *partitions, int count);
+
+/* Runs what is due: the pending update, recovery, existence checks, then
+ * pulls and calls the handler until timeout_ms of transport time passed or
+ * nothing can be waited on. Failures of server calls are retried and
+ * reported through events and metrics, not returned: poll returns
+ * PARTI_ERR_OK, or PARTI_ERR_INVALID_ARGUMENT for a NULL consumer. */
+PARTIDEF parti_err parti_consumer_poll(parti_consumer *c, uint32_t timeout_ms);
+
+/* The subjects being consumed now: the applied filter, empty while paused
+ * or before the first apply. Valid until the next update or poll. */
+PARTIDEF const parti_subjects *parti_consumer_subjects(const parti_consumer *c);
+/* 1 while an empty assignment holds pulling stopped. */
+PARTIDEF int parti_consumer_is_paused(const parti_consumer *c);
+/* The durable consumer's name once the first apply succeeded, else "". */
+PARTIDEF const char *parti_consumer_durable(const parti_consumer *c);
+/* The last error a server call or update gave (PARTI_ERR_OK when none). */
+PARTIDEF parti_err parti_consumer_last_error(const parti_consumer *c);
+/* A human message for the last error; never NULL. */
+PARTIDEF const char *parti_consumer_last_message(const parti_consumer *c);
+PARTIDEF const parti_metrics *parti_consumer_metrics(const parti_consumer *c);
+
+/* Frees the consumer. Never deletes the durable consumer on the server (a
+ * restarted worker finds its position there); NULL is ignored. */
+PARTIDEF void parti_consumer_destroy(parti_consumer *c);
 
 #ifdef __cplusplus
 }
@@ -3603,6 +3743,584 @@ PARTIDEF parti_err parti_json_get_string(const parti_json_doc *doc, int obj, con
 }
 
 
+
+/* ---- the worker consumer -------------------------------------------------- */
+
+#define PARTI__CONSUMER_NO_TIME UINT64_MAX
+
+struct parti_consumer {
+    parti_transport t;
+    parti_config cfg;            /* defaults applied; strings and partitions point into owned copies */
+    parti_consumer_options opts; /* defaults applied */
+    parti_metrics metrics;
+    /* owned copies behind cfg */
+    char *stream, *tmpl, *prefix;
+    parti_partition *parts;
+    char **key_store;            /* every key string, one allocation each */
+    const char **key_ptrs;       /* cfg.partitions[i].keys point in here */
+    /* what the server has (as far as parti knows) */
+    char *worker_id;             /* fixed by the first successful apply */
+    char durable[PARTI_MAX_NAME_LEN + 1];
+    parti_subjects applied;      /* the filter last put on the server; never empty once applied */
+    parti_subjects none;         /* always empty: what subjects() shows while paused */
+    int exists;                  /* applied at least once under this durable */
+    /* where a (re)created durable starts: the server refuses to change it on
+     * update, so every upsert of one durable sends the same */
+    parti_deliver_policy deliver;
+    uint64_t start_seq;
+    uint64_t ack_floor;          /* from the last consumer_info: all up to here acked */
+    int paused;
+    int need_recreate;
+    /* the wanted assignment, waiting for its coalescing window */
+    int has_pending;
+    char *pending_id;
+    parti_subjects pending;
+    uint64_t pending_since, pending_due;
+    /* control-plane retries */
+    parti_backoff backoff;
+    uint64_t retry_at;
+    /* pulling */
+    int fetch_active;
+    int pull_failures;
+    parti_backoff pull_backoff;
+    uint64_t pull_retry_at;
+    uint64_t next_info_check;
+    int unhealthy;
+    parti_err last_err;
+    char last_msg[256];
+};
+
+PARTIDEF const char *parti_consumer_event_name(parti_consumer_event_kind kind) {
+    switch (kind) {
+    case PARTI_EVENT_CONSUMER_CREATED: return "created";
+    case PARTI_EVENT_CONSUMER_UPDATED: return "updated";
+    case PARTI_EVENT_CONSUMER_RECREATED: return "recreated";
+    case PARTI_EVENT_CONSUMER_PAUSED: return "paused";
+    case PARTI_EVENT_CONSUMER_RESUMED: return "resumed";
+    case PARTI_EVENT_CONSUMER_UNHEALTHY: return "unhealthy";
+    case PARTI_EVENT_CONSUMER_HEALTHY: return "healthy";
+    }
+    return "unknown";
+}
+
+static uint64_t parti__consumer_now(const parti_consumer *c) { return c->t.vt->now_ms(c->t.self); }
+
+static uint64_t parti__consumer_rng(void *user) {
+    parti_consumer *c = (parti_consumer *)user;
+    return c->t.vt->random(c->t.self);
+}
+
+static void parti__consumer_event(parti_consumer *c, parti_consumer_event_kind kind, parti_err err,
+                                  const char *detail) {
+    if (c->opts.on_event) c->opts.on_event(c->opts.user, kind, err, detail ? detail : "");
+}
+
+static void parti__consumer_fail(parti_consumer *c, parti_err e, const char *what) {
+    c->last_err = e;
+    parti__msg(c->last_msg, sizeof c->last_msg, "%s: %s", what, parti_strerror(e));
+}
+
+static void parti__consumer_set_unhealthy(parti_consumer *c, parti_err e) {
+    if (c->unhealthy) return;
+    c->unhealthy = 1;
+    parti__consumer_event(c, PARTI_EVENT_CONSUMER_UNHEALTHY, e, c->last_msg);
+}
+
+static void parti__consumer_set_healthy(parti_consumer *c) {
+    if (!c->unhealthy) return;
+    c->unhealthy = 0;
+    parti__consumer_event(c, PARTI_EVENT_CONSUMER_HEALTHY, PARTI_ERR_OK, c->durable);
+}
+
+static int parti__consumer_sets_equal(const parti_subjects *a, const parti_subjects *b) {
+    int i;
+    if (a->count != b->count) return 0;
+    for (i = 0; i < a->count; i++)
+        if (strcmp(a->items[i], b->items[i]) != 0) return 0;
+    return 1;
+}
+
+static void parti__consumer_free_copies(parti_consumer *c) {
+    int i;
+    for (i = 0; i < (int)arrlen(c->key_store); i++) PARTI_FREE(c->key_store[i]);
+    arrfree(c->key_store);
+    PARTI_FREE((void *)c->key_ptrs);
+    PARTI_FREE(c->parts);
+    PARTI_FREE(c->stream);
+    PARTI_FREE(c->tmpl);
+    PARTI_FREE(c->prefix);
+}
+
+/* Deep-copies the strings and partitions of cfg so the caller's may go away. */
+static parti_err parti__consumer_copy_config(parti_consumer *c, const parti_config *cfg) {
+    int i, j, nkeys = 0, k = 0;
+    c->cfg = parti_config_defaults(cfg);
+    for (i = 0; i < c->cfg.partition_count; i++) nkeys += c->cfg.partitions[i].key_count;
+    c->stream = parti__strdup(c->cfg.stream);
+    c->tmpl = parti__strdup(c->cfg.subject_template);
+    c->prefix = parti__strdup(c->cfg.consumer_prefix);
+    c->parts = (parti_partition *)PARTI_MALLOC(sizeof(parti_partition) * (size_t)c->cfg.partition_count);
+    c->key_ptrs = (const char **)PARTI_MALLOC(sizeof(char *) * (size_t)(nkeys + 1));
+    if (!c->stream || !c->tmpl || !c->prefix || !c->parts || !c->key_ptrs) return PARTI_ERR_NOMEM;
+    for (i = 0; i < c->cfg.partition_count; i++) {
+        const parti_partition *p = &c->cfg.partitions[i];
+        c->parts[i].keys = c->key_ptrs + k;
+        c->parts[i].key_count = p->key_count;
+        c->parts[i].weight = p->weight;
+        for (j = 0; j < p->key_count; j++) {
+            char *key = parti__strdup(p->keys[j]);
+            if (!key) return PARTI_ERR_NOMEM;
+            arrput(c->key_store, key);
+            c->key_ptrs[k++] = key;
+        }
+    }
+    c->cfg.stream = c->stream;
+    c->cfg.subject_template = c->tmpl;
+    c->cfg.consumer_prefix = c->prefix;
+    c->cfg.partitions = c->parts;
+    c->cfg.bucket_prefix = NULL; /* the consumer has no use for it; do not keep the caller's pointer */
+    return PARTI_ERR_OK;
+}
+
+PARTIDEF parti_err parti_consumer_create(parti_consumer **out, const parti_transport *t, const parti_config *cfg,
+                                         const parti_consumer_options *opts, char *msg, size_t msg_size) {
+    parti_consumer *c;
+    parti_err e;
+    if (out) *out = NULL;
+    if (!out || !t || !t->vt || !cfg || !opts) {
+        parti__msg(msg, msg_size, "parti_consumer_create: NULL output, transport, config or options");
+        return PARTI_ERR_INVALID_ARGUMENT;
+    }
+    if (!t->vt->now_ms || !t->vt->random || !t->vt->consumer_upsert || !t->vt->consumer_info ||
+        !t->vt->fetch_start || !t->vt->fetch_next || !t->vt->ack || !t->vt->msg_release) {
+        parti__msg(msg, msg_size, "parti_consumer_create: the transport lacks an operation the consumer needs");
+        return PARTI_ERR_INVALID_ARGUMENT;
+    }
+    if (!opts->on_message) {
+        parti__msg(msg, msg_size, "options.on_message is required");
+        return PARTI_ERR_INVALID_ARGUMENT;
+    }
+    if (opts->unhealthy_after < 0) {
+        parti__msg(msg, msg_size, "options.unhealthy_after must be >= 0, got %d", opts->unhealthy_after);
+        return PARTI_ERR_INVALID_ARGUMENT;
+    }
+    if ((e = parti_config_validate(cfg, msg, msg_size)) != PARTI_ERR_OK) return e;
+    if (!(c = (parti_consumer *)PARTI_MALLOC(sizeof *c))) {
+        parti__msg(msg, msg_size, "out of memory");
+        return PARTI_ERR_NOMEM;
+    }
+    memset(c, 0, sizeof *c);
+    c->t = *t;
+    c->opts = *opts;
+    if (!c->opts.coalesce_ms) c->opts.coalesce_ms = 75;
+    if (!c->opts.op_timeout_ms) c->opts.op_timeout_ms = 5000;
+    if (!c->opts.info_interval_ms) c->opts.info_interval_ms = 5000;
+    if (!c->opts.unhealthy_after) c->opts.unhealthy_after = 3;
+    if ((e = parti__consumer_copy_config(c, cfg)) != PARTI_ERR_OK) {
+        parti__msg(msg, msg_size, "out of memory");
+        parti__consumer_free_copies(c);
+        PARTI_FREE(c);
+        return e;
+    }
+    parti_metrics_init(&c->metrics);
+    parti_backoff_init(&c->backoff, c->cfg.backoff_base_ms, c->cfg.backoff_cap_ms, c->cfg.backoff_max_retries);
+    parti_backoff_init(&c->pull_backoff, c->cfg.backoff_base_ms, c->cfg.backoff_cap_ms, 0);
+    c->paused = 1; /* nothing to pull before the first apply */
+    *out = c;
+    return PARTI_ERR_OK;
+}
+
+PARTIDEF void parti_consumer_destroy(parti_consumer *c) {
+    if (!c) return;
+    parti_subjects_free(&c->applied);
+    parti_subjects_free(&c->pending);
+    PARTI_FREE(c->worker_id);
+    PARTI_FREE(c->pending_id);
+    parti__consumer_free_copies(c);
+    PARTI_FREE(c);
+}
+
+PARTIDEF parti_err parti_consumer_update(parti_consumer *c, const char *worker_id, const int *partitions, int count) {
+    char name[PARTI_MAX_NAME_LEN + 1];
+    parti_partition *sel = NULL;
+    parti_subjects set = {NULL, 0};
+    char *id_copy;
+    parti_err e;
+    int i;
+    if (!c) return PARTI_ERR_INVALID_ARGUMENT;
+    if (!worker_id || count < 0 || (count > 0 && !partitions)) {
+        parti__msg(c->last_msg, sizeof c->last_msg, "parti_consumer_update: NULL worker ID or partitions");
+        return PARTI_ERR_INVALID_ARGUMENT;
+    }
+    for (i = 0; i < count; i++) {
+        if (partitions[i] < 0 || partitions[i] >= c->cfg.partition_count) {
+            parti__msg(c->last_msg, sizeof c->last_msg, "partitions[%d] = %d is not an index into config.partitions "
+                       "(0..%d)", i, partitions[i], c->cfg.partition_count - 1);
+            return PARTI_ERR_INVALID_ARGUMENT;
+        }
+    }
+    if ((e = parti_consumer_name(c->cfg.consumer_prefix, worker_id, name, sizeof name, c->last_msg,
+                                 sizeof c->last_msg)) != PARTI_ERR_OK)
+        return e;
+    if (c->worker_id && strcmp(c->worker_id, worker_id) != 0 && !c->opts.allow_worker_id_change) {
+        parti__msg(c->last_msg, sizeof c->last_msg, "worker ID \"%.80s\" differs from \"%.80s\", fixed by the first "
+                   "update (set options.allow_worker_id_change to allow)", worker_id, c->worker_id);
+        return PARTI_ERR_WORKER_ID_IMMUTABLE;
+    }
+    if (count > 0) {
+        if (!(sel = (parti_partition *)PARTI_MALLOC(sizeof *sel * (size_t)count))) return PARTI_ERR_NOMEM;
+        for (i = 0; i < count; i++) sel[i] = c->cfg.partitions[partitions[i]];
+    }
+    e = parti_subjects_build(c->cfg.subject_template, sel, count, c->cfg.max_subjects, &set, c->last_msg,
+                             sizeof c->last_msg);
+    PARTI_FREE(sel);
+    if (e != PARTI_ERR_OK) return e;
+    /* nothing in flight and nothing would change: count it and stop here */
+    if (!c->has_pending && (!c->worker_id || strcmp(c->worker_id, worker_id) == 0) &&
+        (set.count == 0 ? c->paused : (!c->paused && c->exists && parti__consumer_sets_equal(&set, &c->applied)))) {
+        parti_subjects_free(&set);
+        parti_counter_add(&c->metrics.consumer_updates_noop, 1);
+        return PARTI_ERR_OK;
+    }
+    if (!(id_copy = parti__strdup(worker_id))) {
+        parti_subjects_free(&set);
+        return PARTI_ERR_NOMEM;
+    }
+    if (c->has_pending) {
+        parti_counter_add(&c->metrics.consumer_updates_coalesced, 1);
+    } else {
+        c->has_pending = 1;
+        c->pending_since = parti__consumer_now(c);
+        c->pending_due = c->pending_since + (c->opts.no_coalesce ? 0 : c->opts.coalesce_ms);
+    }
+    parti_subjects_free(&c->pending);
+    PARTI_FREE(c->pending_id);
+    c->pending = set;
+    c->pending_id = id_copy;
+    return PARTI_ERR_OK;
+}
+
+static void parti__consumer_clear_pending(parti_consumer *c) {
+    c->has_pending = 0;
+    parti_subjects_free(&c->pending);
+    PARTI_FREE(c->pending_id);
+    c->pending_id = NULL;
+}
+
+/* Schedules the next try of a failed control-plane call. */
+static void parti__consumer_schedule_retry(parti_consumer *c, uint64_t now, parti_err e) {
+    uint64_t delay;
+    parti_category cat = parti_error_category(e);
+    if (parti_backoff_next(&c->backoff, parti__consumer_rng, c, &delay) != PARTI_ERR_OK) {
+        /* budget spent: say so, and keep trying at the slowest pace */
+        parti__consumer_fail(c, PARTI_ERR_RETRY_BUDGET_EXHAUSTED, c->last_msg);
+        parti__consumer_set_unhealthy(c, PARTI_ERR_RETRY_BUDGET_EXHAUSTED);
+        parti_backoff_reset(&c->backoff);
+        delay = c->cfg.backoff_cap_ms;
+    } else if (cat == PARTI_CAT_FATAL || cat == PARTI_CAT_INVALID_INPUT) {
+        parti__consumer_set_unhealthy(c, e);
+    }
+    c->retry_at = now + delay;
+}
+
+static parti_err parti__consumer_upsert(parti_consumer *c, const char *durable, const parti_subjects *set) {
+    parti_consumer_config cc;
+    memset(&cc, 0, sizeof cc);
+    cc.stream = c->cfg.stream;
+    cc.durable = durable;
+    cc.filter_subjects = (const char *const *)set->items;
+    cc.filter_count = set->count;
+    cc.deliver_policy = c->deliver;
+    cc.opt_start_seq = c->start_seq;
+    cc.ack_wait_ms = c->cfg.ack_wait_ms;
+    cc.max_deliver = c->cfg.max_deliver;
+    cc.max_ack_pending = c->cfg.max_ack_pending;
+    return c->t.vt->consumer_upsert(c->t.self, &cc, c->opts.op_timeout_ms);
+}
+
+/* Creates the consumer again from the last applied subjects. */
+static void parti__consumer_recreate(parti_consumer *c, uint64_t now) {
+    parti_err e;
+    /* resume after what the server last said was acked, not from the start of
+     * the stream: at least once, without replaying everything */
+    if (c->ack_floor) {
+        c->deliver = PARTI_DELIVER_BY_START_SEQUENCE;
+        c->start_seq = c->ack_floor + 1;
+    }
+    e = parti__consumer_upsert(c, c->durable, &c->applied);
+    if (e != PARTI_ERR_OK) {
+        parti_counter_add(&c->metrics.consumer_recreation_failures, 1);
+        parti__consumer_fail(c, e, "recreating the consumer");
+        parti__consumer_schedule_retry(c, now, e);
+        return;
+    }
+    c->need_recreate = 0;
+    c->fetch_active = 0;
+    parti_backoff_reset(&c->backoff);
+    c->retry_at = 0;
+    c->next_info_check = now + c->opts.info_interval_ms;
+    parti_counter_add(&c->metrics.consumer_recreations, 1);
+    parti__consumer_event(c, PARTI_EVENT_CONSUMER_RECREATED, PARTI_ERR_OK, c->durable);
+    parti__consumer_set_healthy(c);
+}
+
+/* Applies the pending assignment: pause, no-op, or one upsert with the full set. */
+static void parti__consumer_apply(parti_consumer *c, uint64_t now) {
+    char name[PARTI_MAX_NAME_LEN + 1];
+    parti_subjects added = {NULL, 0}, removed = {NULL, 0}, empty = {NULL, 0};
+    int id_change, created, was_paused = c->paused, existed = c->exists;
+    parti_err e;
+    if (c->pending.count == 0) {
+        if (!c->paused) {
+            c->paused = 1;
+            c->fetch_active = 0; /* a pull left pending ends by itself; unclaimed messages are redelivered */
+            parti__consumer_event(c, PARTI_EVENT_CONSUMER_PAUSED, PARTI_ERR_OK, c->durable);
+        }
+        parti__consumer_clear_pending(c);
+        return;
+    }
+    id_change = c->worker_id && strcmp(c->worker_id, c->pending_id) != 0;
+    if (!id_change && c->exists && parti__consumer_sets_equal(&c->pending, &c->applied)) {
+        parti_counter_add(&c->metrics.consumer_updates_noop, 1);
+    } else {
+        if ((e = parti_consumer_name(c->cfg.consumer_prefix, c->pending_id, name, sizeof name, NULL, 0)) ==
+            PARTI_ERR_OK)
+            e = parti__consumer_upsert(c, name, &c->pending);
+        if (e != PARTI_ERR_OK) {
+            parti_counter_add(&c->metrics.consumer_updates_failure, 1);
+            parti__consumer_fail(c, e, "updating the consumer");
+            parti__consumer_schedule_retry(c, now, e);
+            return;
+        }
+        created = !c->exists || id_change;
+        if (parti_subjects_diff(created ? &empty : &c->applied, &c->pending, &added, &removed) == PARTI_ERR_OK) {
+            parti_counter_add(&c->metrics.consumer_subject_adds, (uint64_t)added.count);
+            parti_counter_add(&c->metrics.consumer_subject_removes, (uint64_t)removed.count);
+        }
+        parti_subjects_free(&added);
+        parti_subjects_free(&removed);
+        parti_counter_add(&c->metrics.consumer_updates_success, 1);
+        parti_histogram_observe(&c->metrics.consumer_update_latency, (double)(now - c->pending_since) / 1000.0);
+        parti_gauge_set(&c->metrics.consumer_subjects_current, (double)c->pending.count);
+        if (parti_subjects_near_limit(c->pending.count, c->cfg.max_subjects, c->cfg.subjects_warn_percent))
+            parti_counter_add(&c->metrics.consumer_subjects_near_limit, 1);
+        parti_subjects_free(&c->applied);
+        c->applied = c->pending;
+        c->pending.items = NULL;
+        c->pending.count = 0;
+        if (id_change || !c->worker_id) {
+            PARTI_FREE(c->worker_id);
+            c->worker_id = c->pending_id;
+            c->pending_id = NULL;
+            memcpy(c->durable, name, sizeof name);
+            c->fetch_active = 0; /* a pull of another durable */
+        }
+        c->exists = 1;
+        c->need_recreate = 0;
+        parti_backoff_reset(&c->backoff);
+        c->retry_at = 0;
+        c->next_info_check = now + c->opts.info_interval_ms;
+        parti__consumer_event(c, created ? PARTI_EVENT_CONSUMER_CREATED : PARTI_EVENT_CONSUMER_UPDATED,
+                              PARTI_ERR_OK, c->durable);
+        parti__consumer_set_healthy(c);
+    }
+    c->paused = 0;
+    if (was_paused && existed) parti__consumer_event(c, PARTI_EVENT_CONSUMER_RESUMED, PARTI_ERR_OK, c->durable);
+    parti__consumer_clear_pending(c);
+}
+
+/* Checks that the consumer still exists, for when no pull would notice. */
+static void parti__consumer_check_exists(parti_consumer *c, uint64_t now) {
+    parti_consumer_info ci;
+    parti_err e;
+    c->next_info_check = now + c->opts.info_interval_ms;
+    memset(&ci, 0, sizeof ci);
+    e = c->t.vt->consumer_info(c->t.self, c->cfg.stream, c->durable, &ci, c->opts.op_timeout_ms);
+    if (e == PARTI_ERR_OK) {
+        if (ci.ack_floor_stream_seq > c->ack_floor) c->ack_floor = ci.ack_floor_stream_seq;
+        parti_consumer_info_free(&ci);
+    }
+    if (e == PARTI_ERR_CONSUMER_NOT_FOUND) {
+        c->need_recreate = 1;
+        c->fetch_active = 0;
+    } else if (e != PARTI_ERR_OK) {
+        parti__consumer_fail(c, e, "checking the consumer");
+        if (e == PARTI_ERR_STREAM_NOT_FOUND) parti__consumer_set_unhealthy(c, e);
+    }
+}
+
+/* Runs the control-plane work that is due: recreation, the pending update,
+ * the existence check. */
+static void parti__consumer_run_due(parti_consumer *c, uint64_t now) {
+    if (now < c->retry_at) return;
+    if (c->need_recreate) {
+        parti__consumer_recreate(c, now);
+        if (c->need_recreate) return;
+    }
+    if (c->has_pending && now >= c->pending_due) {
+        parti__consumer_apply(c, now);
+        if (c->has_pending) return;
+    }
+    if (c->exists && !c->fetch_active && now >= c->next_info_check) {
+        parti__consumer_check_exists(c, now);
+        if (c->need_recreate) parti__consumer_recreate(c, now);
+    }
+}
+
+/* When the control plane next has work: the end of the coalescing window or
+ * the next retry. */
+static uint64_t parti__consumer_next_due(const parti_consumer *c) {
+    uint64_t t = PARTI__CONSUMER_NO_TIME;
+    if (c->has_pending) t = c->pending_due > c->retry_at ? c->pending_due : c->retry_at;
+    if (c->need_recreate && c->retry_at < t) t = c->retry_at;
+    return t;
+}
+
+/* A pull ended with an error: restart it after a backoff; too many in a row
+ * make the consumer unhealthy and trigger an existence check. */
+static void parti__consumer_pull_failed(parti_consumer *c, uint64_t now, parti_err e) {
+    uint64_t delay = c->cfg.backoff_base_ms;
+    c->fetch_active = 0;
+    c->pull_failures++;
+    parti_counter_add(&c->metrics.consumer_pull_restarts, 1);
+    parti_gauge_set(&c->metrics.consumer_pull_consecutive_failures, (double)c->pull_failures);
+    parti__consumer_fail(c, e, "pulling");
+    parti_backoff_next(&c->pull_backoff, parti__consumer_rng, c, &delay);
+    c->pull_retry_at = now + delay;
+    if (c->pull_failures >= c->opts.unhealthy_after) {
+        parti__consumer_set_unhealthy(c, e);
+        c->next_info_check = now;
+    }
+}
+
+static void parti__consumer_pull_ok(parti_consumer *c) {
+    if (c->pull_failures) {
+        c->pull_failures = 0;
+        parti_gauge_set(&c->metrics.consumer_pull_consecutive_failures, 0);
+        parti_backoff_reset(&c->pull_backoff);
+    }
+    if (!c->need_recreate && !c->has_pending) parti__consumer_set_healthy(c);
+}
+
+static void parti__consumer_handle(parti_consumer *c, parti_msg *m) {
+    uint32_t delay = 0;
+    parti_ack_kind kind;
+    parti_err e;
+    switch (c->opts.on_message(c->opts.user, m, &delay)) {
+    case PARTI_ACK:
+        kind = PARTI_ACK_ACK;
+        parti_counter_add(&c->metrics.consumer_messages_ack, 1);
+        break;
+    case PARTI_TERM:
+        kind = PARTI_ACK_TERM;
+        parti_counter_add(&c->metrics.consumer_messages_term, 1);
+        break;
+    case PARTI_IN_PROGRESS:
+        kind = PARTI_ACK_IN_PROGRESS;
+        parti_counter_add(&c->metrics.consumer_messages_in_progress, 1);
+        break;
+    case PARTI_NAK:
+    default: /* an unknown verdict is a failure: redeliver rather than lose the message */
+        kind = PARTI_ACK_NAK;
+        parti_counter_add(&c->metrics.consumer_messages_nak, 1);
+        break;
+    }
+    if ((e = c->t.vt->ack(c->t.self, m, kind, kind == PARTI_ACK_NAK ? delay : 0, c->opts.op_timeout_ms)) !=
+        PARTI_ERR_OK)
+        parti__consumer_fail(c, e, "acknowledging a message"); /* ack_wait redelivers it */
+    c->t.vt->msg_release(c->t.self, m);
+}
+
+enum { PARTI__PULL_IDLE = 0, PARTI__PULL_WAITED, PARTI__PULL_HANDLED };
+
+/* One step of pulling: start a pull if none is pending, wait for its next
+ * message no later than deadline or the next control-plane work, handle it. */
+static int parti__consumer_pull_step(parti_consumer *c, uint64_t now, uint64_t deadline) {
+    uint64_t until = parti__consumer_next_due(c), wait;
+    parti_msg m;
+    parti_err e;
+    if (!c->exists || c->paused || c->need_recreate) return PARTI__PULL_IDLE;
+    if (!c->fetch_active) {
+        parti_fetch_opts fo;
+        if (now < c->pull_retry_at) return PARTI__PULL_IDLE;
+        fo.batch = c->cfg.fetch_batch;
+        fo.max_bytes = c->cfg.fetch_max_bytes;
+        fo.expires_ms = c->cfg.fetch_expires_ms;
+        fo.heartbeat_ms = c->cfg.fetch_heartbeat_ms;
+        if ((e = c->t.vt->fetch_start(c->t.self, c->cfg.stream, c->durable, &fo, c->opts.op_timeout_ms)) !=
+            PARTI_ERR_OK) {
+            parti__consumer_pull_failed(c, now, e);
+            return PARTI__PULL_IDLE;
+        }
+        c->fetch_active = 1;
+    }
+    if (deadline < until) until = deadline;
+    wait = until > now ? until - now : 0;
+    if (wait > 0xFFFFFFFFu) wait = 0xFFFFFFFFu;
+    memset(&m, 0, sizeof m);
+    e = c->t.vt->fetch_next(c->t.self, c->cfg.stream, c->durable, &m, (uint32_t)wait);
+    switch (e) {
+    case PARTI_ERR_OK:
+        parti__consumer_pull_ok(c);
+        parti__consumer_handle(c, &m);
+        return PARTI__PULL_HANDLED;
+    case PARTI_ERR_TIMEOUT: /* still pending; time went by unless the transport cannot wait */
+        return parti__consumer_now(c) > now ? PARTI__PULL_WAITED : PARTI__PULL_IDLE;
+    case PARTI_ERR_NO_MESSAGES: /* the pull ran its course */
+        c->fetch_active = 0;
+        parti__consumer_pull_ok(c);
+        return PARTI__PULL_WAITED;
+    case PARTI_ERR_CONSUMER_DELETED:
+        c->fetch_active = 0;
+        c->need_recreate = 1;
+        parti_counter_add(&c->metrics.consumer_pull_restarts, 1);
+        parti__consumer_fail(c, e, "pulling");
+        return PARTI__PULL_WAITED;
+    case PARTI_ERR_NO_RESPONDERS: /* no such consumer, or JetStream unavailable: let the check decide */
+        parti__consumer_pull_failed(c, now, e);
+        c->next_info_check = now;
+        return PARTI__PULL_WAITED;
+    default:
+        parti__consumer_pull_failed(c, now, e);
+        return PARTI__PULL_WAITED;
+    }
+}
+
+PARTIDEF parti_err parti_consumer_poll(parti_consumer *c, uint32_t timeout_ms) {
+    uint64_t now, deadline;
+    int guard, handled = 0;
+    if (!c) return PARTI_ERR_INVALID_ARGUMENT;
+    now = parti__consumer_now(c);
+    deadline = now + timeout_ms;
+    for (guard = 0; guard < 100000; guard++) {
+        int r;
+        parti__consumer_run_due(c, now);
+        r = parti__consumer_pull_step(c, now, deadline);
+        now = parti__consumer_now(c);
+        if (r == PARTI__PULL_IDLE) break;
+        if (r == PARTI__PULL_HANDLED) handled++;
+        /* past the deadline, keep taking messages that are already there, up to one batch */
+        if (now >= deadline && (r != PARTI__PULL_HANDLED || handled >= c->cfg.fetch_batch)) break;
+    }
+    return PARTI_ERR_OK;
+}
+
+PARTIDEF const parti_subjects *parti_consumer_subjects(const parti_consumer *c) {
+    if (!c) return NULL;
+    return c->paused ? &c->none : &c->applied;
+}
+
+PARTIDEF int parti_consumer_is_paused(const parti_consumer *c) { return c ? c->paused : 0; }
+
+PARTIDEF const char *parti_consumer_durable(const parti_consumer *c) { return c ? c->durable : ""; }
+
+PARTIDEF parti_err parti_consumer_last_error(const parti_consumer *c) {
+    return c ? c->last_err : PARTI_ERR_INVALID_ARGUMENT;
+}
+
+PARTIDEF const char *parti_consumer_last_message(const parti_consumer *c) { return c ? c->last_msg : ""; }
+
+PARTIDEF const parti_metrics *parti_consumer_metrics(const parti_consumer *c) { return c ? &c->metrics : NULL; }
 
 #ifdef __cplusplus
 }

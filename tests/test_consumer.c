@@ -1,0 +1,631 @@
+/* Tests of the worker consumer (parti_consumer_*) on the fake NATS: virtual
+ * time only, never sleeps. The implementation comes from tests/impl.c. */
+#include "parti.h"
+#include "parti_nats.h"
+
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NPARTS 10
+
+static const char *const keys[NPARTS][1] = {{"p0"}, {"p1"}, {"p2"}, {"p3"}, {"p4"},
+                                            {"p5"}, {"p6"}, {"p7"}, {"p8"}, {"p9"}};
+static parti_partition parts[NPARTS];
+
+static parti_fake_world *w;
+static parti_transport t;  /* the worker's client */
+static parti_transport ob; /* an observer: publishes and inspects */
+static parti_config cfg;
+static parti_consumer_options opts;
+static parti_consumer *c;
+
+/* what the callbacks saw */
+static struct {
+    parti_consumer_event_kind kinds[256];
+    uint64_t at[256];
+    int n;
+} ev;
+static struct {
+    parti_verdict verdict;
+    uint32_t nak_delay;
+    int handled;
+    uint64_t seqs[1024];
+    uint32_t deliveries[1024];
+} hd;
+
+static void on_event(void *user, parti_consumer_event_kind kind, parti_err err, const char *detail) {
+    (void)user;
+    (void)err;
+    cr_assert(detail != NULL);
+    if (ev.n < 256) {
+        ev.kinds[ev.n] = kind;
+        ev.at[ev.n] = parti_fake_now(w);
+        ev.n++;
+    }
+}
+
+static parti_verdict on_message(void *user, const parti_msg *m, uint32_t *nak_delay_ms) {
+    (void)user;
+    cr_assert(m && m->subject && nak_delay_ms && *nak_delay_ms == 0);
+    if (hd.handled < 1024) {
+        hd.seqs[hd.handled] = m->stream_seq;
+        hd.deliveries[hd.handled] = m->delivery_count;
+    }
+    hd.handled++;
+    if (hd.verdict == PARTI_NAK) *nak_delay_ms = hd.nak_delay;
+    return hd.verdict;
+}
+
+static int count_events(parti_consumer_event_kind kind) {
+    int i, n = 0;
+    for (i = 0; i < ev.n; i++) n += ev.kinds[i] == kind;
+    return n;
+}
+
+static void make_world(uint64_t seed) {
+    static const char *const subs[] = {"orders.>"};
+    parti_fake_options fo;
+    parti_stream_config sc;
+    int i;
+    memset(&ev, 0, sizeof ev);
+    memset(&hd, 0, sizeof hd);
+    for (i = 0; i < NPARTS; i++) {
+        parts[i].keys = keys[i];
+        parts[i].key_count = 1;
+        parts[i].weight = 1;
+    }
+    memset(&fo, 0, sizeof fo);
+    fo.seed = seed;
+    cr_assert_eq(parti_fake_world_create(&w, &fo), PARTI_ERR_OK);
+    cr_assert_eq(parti_fake_connect(w, "w1", &t), PARTI_ERR_OK);
+    cr_assert_eq(parti_fake_connect(w, "ob", &ob), PARTI_ERR_OK);
+    memset(&sc, 0, sizeof sc);
+    sc.name = "orders";
+    sc.subjects = subs;
+    sc.subject_count = 1;
+    cr_assert_eq(ob.vt->stream_create(ob.self, &sc, 1000), PARTI_ERR_OK);
+    memset(&cfg, 0, sizeof cfg);
+    cfg.stream = "orders";
+    cfg.subject_template = "orders.{0}";
+    cfg.partitions = parts;
+    cfg.partition_count = NPARTS;
+    memset(&opts, 0, sizeof opts);
+    opts.on_message = on_message;
+    opts.on_event = on_event;
+    hd.verdict = PARTI_ACK;
+}
+
+static void make_consumer(void) {
+    char msg[256];
+    cr_assert_eq(parti_consumer_create(&c, &t, &cfg, &opts, msg, sizeof msg), PARTI_ERR_OK, "%s", msg);
+}
+
+static void setup(void) {
+    make_world(1);
+    make_consumer();
+}
+
+static void teardown(void) {
+    parti_consumer_destroy(c);
+    c = NULL;
+    parti_fake_disconnect(&t);
+    parti_fake_disconnect(&ob);
+    parti_fake_world_destroy(w);
+    w = NULL;
+}
+
+/* Lines of the event log for op that ended with result ("OK", "TIMEOUT", or NULL for any). */
+static int count_log(const char *op, const char *result) {
+    size_t len;
+    const char *log = parti_fake_log(w, &len), *p = log;
+    char needle[64], res[64];
+    int n = 0;
+    snprintf(needle, sizeof needle, " %s ", op);
+    snprintf(res, sizeof res, "-> %s\n", result ? result : "");
+    while (p && *p) {
+        const char *eol = strchr(p, '\n');
+        size_t l = eol ? (size_t)(eol - p + 1) : strlen(p);
+        char line[600];
+        if (l >= sizeof line) l = sizeof line - 1;
+        memcpy(line, p, l);
+        line[l] = 0;
+        if (strstr(line, needle) && (!result || strstr(line, res))) n++;
+        p += l;
+    }
+    return n;
+}
+
+static parti_err server_filters(const char *durable, char *out, size_t cap) {
+    parti_consumer_info ci;
+    parti_err e;
+    int i;
+    out[0] = 0;
+    e = ob.vt->consumer_info(ob.self, "orders", durable, &ci, 1000);
+    if (e != PARTI_ERR_OK) return e;
+    for (i = 0; i < ci.filter_count; i++) {
+        strncat(out, ci.filter_subjects[i], cap - strlen(out) - 1);
+        if (i + 1 < ci.filter_count) strncat(out, ",", cap - strlen(out) - 1);
+    }
+    parti_consumer_info_free(&ci);
+    return PARTI_ERR_OK;
+}
+
+static void expect_filters(const char *durable, const char *want) {
+    char got[1024];
+    cr_assert_eq(server_filters(durable, got, sizeof got), PARTI_ERR_OK, "no consumer %s", durable);
+    cr_assert_str_eq(got, want);
+}
+
+static void publish(const char *subject) {
+    parti_pub_ack pa;
+    cr_assert_eq(ob.vt->publish(ob.self, subject, NULL, 0, "x", 1, &pa, 1000), PARTI_ERR_OK);
+}
+
+/* Lets the coalescing window pass and applies what is pending. */
+static void settle(void) {
+    parti_fake_advance(w, 75);
+    cr_assert_eq(parti_consumer_poll(c, 0), PARTI_ERR_OK);
+}
+
+static void update(const char *id, const int *p, int n) {
+    cr_assert_eq(parti_consumer_update(c, id, p, n), PARTI_ERR_OK, "%s", parti_consumer_last_message(c));
+}
+
+TestSuite(consumer, .init = setup, .fini = teardown);
+
+/* 1 */
+Test(consumer, lazy_start_makes_nothing_on_the_server_before_the_first_update) {
+    static const int mine[] = {2, 0};
+    char got[256];
+    cr_assert_eq(parti_consumer_poll(c, 1000), PARTI_ERR_OK);
+    parti_fake_advance(w, 60000);
+    cr_assert_eq(parti_consumer_poll(c, 1000), PARTI_ERR_OK);
+    cr_assert_eq(server_filters("parti-w1", got, sizeof got), PARTI_ERR_CONSUMER_NOT_FOUND);
+    cr_assert_eq(count_log("consumer_upsert", NULL) + count_log("fetch_start", NULL), 0);
+    cr_assert_eq(parti_consumer_subjects(c)->count, 0);
+    cr_assert_str_eq(parti_consumer_durable(c), "");
+    /* recorded, not applied until the window passes */
+    update("w1", mine, 2);
+    cr_assert_eq(parti_consumer_poll(c, 0), PARTI_ERR_OK);
+    cr_assert_eq(server_filters("parti-w1", got, sizeof got), PARTI_ERR_CONSUMER_NOT_FOUND);
+    settle();
+    expect_filters("parti-w1", "orders.p0,orders.p2");
+    cr_assert_str_eq(parti_consumer_durable(c), "parti-w1");
+    cr_assert_eq(count_events(PARTI_EVENT_CONSUMER_CREATED), 1);
+}
+
+/* 2 */
+Test(consumer, update_applies_the_full_sorted_set_once_and_counts_it) {
+    static const int a[] = {3, 1, 1, 7}, b[] = {7, 1, 5};
+    const parti_metrics *m = parti_consumer_metrics(c);
+    update("w1", a, 4);
+    settle();
+    expect_filters("parti-w1", "orders.p1,orders.p3,orders.p7");
+    cr_assert_eq(count_log("consumer_upsert", "OK"), 1);
+    cr_assert_eq(m->consumer_updates_success.value, 1);
+    cr_assert_eq(m->consumer_subject_adds.value, 3);
+    cr_assert_eq(m->consumer_subject_removes.value, 0);
+    cr_assert_eq(m->consumer_subjects_current.value, 3.0);
+    cr_assert_eq(m->consumer_update_latency.count, 1);
+    cr_assert_float_eq(m->consumer_update_latency.sum, 0.075, 1e-9);
+    cr_assert_eq(parti_consumer_subjects(c)->count, 3);
+    cr_assert_str_eq(parti_consumer_subjects(c)->items[0], "orders.p1");
+
+    /* the same set again: a counted no-op, no server call */
+    update("w1", a, 4);
+    settle();
+    cr_assert_eq(m->consumer_updates_noop.value, 1);
+    cr_assert_eq(count_log("consumer_upsert", NULL), 1);
+
+    update("w1", b, 3);
+    settle();
+    expect_filters("parti-w1", "orders.p1,orders.p5,orders.p7");
+    cr_assert_eq(m->consumer_updates_success.value, 2);
+    cr_assert_eq(m->consumer_subject_adds.value, 4);
+    cr_assert_eq(m->consumer_subject_removes.value, 1);
+    cr_assert_eq(count_events(PARTI_EVENT_CONSUMER_UPDATED), 1);
+}
+
+Test(consumer, too_many_subjects_is_refused_without_a_server_call_and_near_limit_is_counted) {
+    static const int five[] = {0, 1, 2, 3, 4}, four[] = {0, 1, 2, 3}, two[] = {0, 1};
+    const parti_metrics *m;
+    parti_consumer_destroy(c);
+    cfg.max_subjects = 4; /* warning at 80%: 3.2 -> 4 subjects */
+    make_consumer();
+    m = parti_consumer_metrics(c);
+    cr_assert_eq(parti_consumer_update(c, "w1", five, 5), PARTI_ERR_TOO_MANY_SUBJECTS);
+    cr_assert(strstr(parti_consumer_last_message(c), "max_subjects") != NULL, "%s", parti_consumer_last_message(c));
+    settle();
+    cr_assert_eq(count_log("consumer_upsert", NULL), 0);
+    update("w1", two, 2);
+    settle();
+    cr_assert_eq(m->consumer_subjects_near_limit.value, 0);
+    update("w1", four, 4);
+    settle();
+    cr_assert_eq(m->consumer_subjects_near_limit.value, 1);
+    expect_filters("parti-w1", "orders.p0,orders.p1,orders.p2,orders.p3");
+    /* bad indexes are refused too */
+    {
+        static const int bad[] = {0, NPARTS};
+        cr_assert_eq(parti_consumer_update(c, "w1", bad, 2), PARTI_ERR_INVALID_ARGUMENT);
+    }
+}
+
+/* 3 */
+Test(consumer, worker_id_is_fixed_after_the_first_apply_unless_allowed) {
+    static const int a[] = {1};
+    char got[64];
+    update("w1", a, 1);
+    settle();
+    cr_assert_eq(parti_consumer_update(c, "w2", a, 1), PARTI_ERR_WORKER_ID_IMMUTABLE);
+    settle();
+    cr_assert_eq(server_filters("parti-w2", got, sizeof got), PARTI_ERR_CONSUMER_NOT_FOUND);
+    cr_assert_eq(parti_consumer_update(c, "", a, 1), PARTI_ERR_INVALID_WORKER_ID);
+
+    parti_consumer_destroy(c);
+    opts.allow_worker_id_change = 1;
+    make_consumer();
+    update("w1", a, 1);
+    settle();
+    update("w2", a, 1); /* same subjects, other ID: not a no-op */
+    settle();
+    expect_filters("parti-w2", "orders.p1");
+    expect_filters("parti-w1", "orders.p1"); /* never deleted */
+    cr_assert_str_eq(parti_consumer_durable(c), "parti-w2");
+}
+
+Test(consumer, before_the_first_apply_the_worker_id_may_still_change) {
+    static const int a[] = {1};
+    char got[64];
+    update("w1", a, 1);
+    update("w2", a, 1);
+    settle();
+    expect_filters("parti-w2", "orders.p1");
+    cr_assert_eq(server_filters("parti-w1", got, sizeof got), PARTI_ERR_CONSUMER_NOT_FOUND);
+}
+
+/* 4 and the scenario */
+Test(consumer, create_grow_shrink_pause_resume) {
+    static const int one[] = {0}, three[] = {0, 1, 2}, two[] = {1, 2};
+    const parti_metrics *m = parti_consumer_metrics(c);
+    int before;
+    update("w1", one, 1);
+    settle();
+    expect_filters("parti-w1", "orders.p0");
+    update("w1", three, 3);
+    settle();
+    expect_filters("parti-w1", "orders.p0,orders.p1,orders.p2");
+    update("w1", two, 2);
+    settle();
+    expect_filters("parti-w1", "orders.p1,orders.p2");
+    publish("orders.p1");
+    cr_assert_eq(parti_consumer_poll(c, 100), PARTI_ERR_OK);
+    cr_assert_eq(hd.handled, 1);
+
+    /* empty: paused, consumer and its last filter kept, nothing pulled */
+    update("w1", NULL, 0);
+    settle();
+    cr_assert(parti_consumer_is_paused(c));
+    cr_assert_eq(parti_consumer_subjects(c)->count, 0);
+    expect_filters("parti-w1", "orders.p1,orders.p2");
+    cr_assert_eq(count_events(PARTI_EVENT_CONSUMER_PAUSED), 1);
+    publish("orders.p2");
+    before = count_log("fetch_next", NULL);
+    cr_assert_eq(parti_consumer_poll(c, 1000), PARTI_ERR_OK);
+    parti_fake_advance(w, 10000);
+    cr_assert_eq(parti_consumer_poll(c, 1000), PARTI_ERR_OK);
+    cr_assert_eq(hd.handled, 1);
+    cr_assert_eq(count_log("fetch_next", NULL), before);
+    /* an empty update while paused is a no-op */
+    update("w1", NULL, 0);
+    cr_assert_eq(m->consumer_updates_noop.value, 1);
+
+    /* grow again: resumed, and the message that waited is delivered */
+    update("w1", three, 3);
+    settle();
+    cr_assert(!parti_consumer_is_paused(c));
+    cr_assert_eq(count_events(PARTI_EVENT_CONSUMER_RESUMED), 1);
+    expect_filters("parti-w1", "orders.p0,orders.p1,orders.p2");
+    cr_assert_eq(parti_consumer_poll(c, 100), PARTI_ERR_OK);
+    cr_assert_eq(hd.handled, 2);
+    cr_assert_eq(m->consumer_updates_success.value, 4);
+    cr_assert_eq(count_events(PARTI_EVENT_CONSUMER_CREATED), 1);
+    cr_assert_eq(count_events(PARTI_EVENT_CONSUMER_UPDATED), 3);
+}
+
+Test(consumer, resume_with_the_same_subjects_needs_no_server_call) {
+    static const int two[] = {1, 2};
+    update("w1", two, 2);
+    settle();
+    update("w1", NULL, 0);
+    settle();
+    update("w1", two, 2);
+    settle();
+    cr_assert(!parti_consumer_is_paused(c));
+    cr_assert_eq(count_log("consumer_upsert", NULL), 1);
+    cr_assert_eq(count_events(PARTI_EVENT_CONSUMER_RESUMED), 1);
+}
+
+/* 5 */
+Test(consumer, a_burst_of_updates_within_the_window_is_one_server_update) {
+    const parti_metrics *m = parti_consumer_metrics(c);
+    int i;
+    for (i = 0; i < 100; i++) {
+        int p[2];
+        p[0] = i % NPARTS;
+        p[1] = (i * 7 + 3) % NPARTS;
+        update("w1", p, 2);
+        if (i % 10 == 9) parti_fake_advance(w, 7); /* 63 ms in all: inside the 75 ms window */
+        cr_assert_eq(parti_consumer_poll(c, 0), PARTI_ERR_OK);
+    }
+    cr_assert_eq(count_log("consumer_upsert", NULL), 0);
+    settle();
+    cr_assert_eq(count_log("consumer_upsert", NULL), 1);
+    cr_assert_eq(m->consumer_updates_coalesced.value, 99);
+    cr_assert_eq(m->consumer_updates_success.value, 1);
+    expect_filters("parti-w1", "orders.p6,orders.p9"); /* the last one wins: 99 % 10, (99 * 7 + 3) % 10 */
+}
+
+Test(consumer, no_coalesce_applies_at_the_next_poll) {
+    static const int a[] = {4};
+    parti_consumer_destroy(c);
+    opts.no_coalesce = 1;
+    make_consumer();
+    update("w1", a, 1);
+    cr_assert_eq(parti_consumer_poll(c, 0), PARTI_ERR_OK);
+    expect_filters("parti-w1", "orders.p4");
+    cr_assert_float_eq(parti_consumer_metrics(c)->consumer_update_latency.sum, 0.0, 1e-9);
+}
+
+/* 6 */
+Test(consumer, failed_updates_are_retried_with_backoff_until_they_succeed) {
+    static const int a[] = {1, 2};
+    const parti_metrics *m = parti_consumer_metrics(c);
+    uint64_t t0, last = 0;
+    int polls = 0;
+    cr_assert_eq(parti_fake_fail_next(w, NULL, "consumer_upsert", 4, PARTI_ERR_TIMEOUT), PARTI_ERR_OK);
+    update("w1", a, 2);
+    t0 = parti_fake_now(w);
+    while (m->consumer_updates_success.value == 0 && polls < 100000) {
+        uint64_t f = m->consumer_updates_failure.value;
+        parti_fake_advance(w, 1);
+        cr_assert_eq(parti_consumer_poll(c, 0), PARTI_ERR_OK);
+        if (m->consumer_updates_failure.value != f) last = parti_fake_now(w);
+        polls++;
+    }
+    cr_assert_eq(m->consumer_updates_failure.value, 4);
+    cr_assert_eq(m->consumer_updates_success.value, 1);
+    expect_filters("parti-w1", "orders.p1,orders.p2");
+    cr_assert_eq(count_log("consumer_upsert", "TIMEOUT"), 4);
+    /* 4 retries, each >= base (100 ms) after the previous one */
+    cr_assert_geq(parti_fake_now(w) - t0, 75 + 4 * 100);
+    cr_assert_geq(parti_fake_now(w) - last, 100);
+    cr_assert_eq(parti_consumer_last_error(c), PARTI_ERR_TIMEOUT);
+    printf("consumer retries: 4 failures, applied after %llu virtual ms\n",
+           (unsigned long long)(parti_fake_now(w) - t0));
+}
+
+Test(consumer, an_exhausted_retry_budget_reports_unhealthy_and_keeps_trying) {
+    static const int a[] = {1};
+    int i;
+    parti_consumer_destroy(c);
+    cfg.backoff_max_retries = 2;
+    make_consumer();
+    cr_assert_eq(parti_fake_fail_next(w, NULL, "consumer_upsert", 3, PARTI_ERR_TIMEOUT), PARTI_ERR_OK);
+    update("w1", a, 1);
+    for (i = 0; i < 30000 && parti_consumer_metrics(c)->consumer_updates_success.value == 0; i++) {
+        parti_fake_advance(w, 1);
+        parti_consumer_poll(c, 0);
+    }
+    cr_assert_eq(count_events(PARTI_EVENT_CONSUMER_UNHEALTHY), 1);
+    cr_assert_eq(count_events(PARTI_EVENT_CONSUMER_HEALTHY), 1);
+    expect_filters("parti-w1", "orders.p1");
+}
+
+/* 7 */
+static uint64_t recreated_at(void) {
+    int i;
+    for (i = 0; i < ev.n; i++)
+        if (ev.kinds[i] == PARTI_EVENT_CONSUMER_RECREATED) return ev.at[i];
+    return 0;
+}
+
+Test(consumer, a_consumer_deleted_during_a_fetch_is_recreated_and_pulling_resumes) {
+    static const int a[] = {1, 2};
+    update("w1", a, 2);
+    settle();
+    cr_assert_eq(parti_consumer_poll(c, 100), PARTI_ERR_OK); /* a fetch is now pending */
+    cr_assert_eq(parti_fake_delete_consumer(w, "orders", "parti-w1"), PARTI_ERR_OK);
+    publish("orders.p2");
+    cr_assert_eq(parti_consumer_poll(c, 100), PARTI_ERR_OK);
+    cr_assert_eq(parti_consumer_metrics(c)->consumer_recreations.value, 1);
+    cr_assert_eq(count_events(PARTI_EVENT_CONSUMER_RECREATED), 1);
+    expect_filters("parti-w1", "orders.p1,orders.p2");
+    cr_assert_eq(parti_consumer_poll(c, 100), PARTI_ERR_OK);
+    cr_assert_eq(hd.handled, 1);
+}
+
+Test(consumer, a_consumer_deleted_while_idle_is_found_by_the_periodic_check) {
+    static const int a[] = {3};
+    update("w1", a, 1);
+    settle();
+    update("w1", NULL, 0); /* paused: no fetch pending */
+    settle();
+    cr_assert_eq(parti_fake_delete_consumer(w, "orders", "parti-w1"), PARTI_ERR_OK);
+    parti_fake_advance(w, 5000);
+    cr_assert_eq(parti_consumer_poll(c, 0), PARTI_ERR_OK);
+    cr_assert_eq(parti_consumer_metrics(c)->consumer_recreations.value, 1);
+    expect_filters("parti-w1", "orders.p3"); /* the last applied filter, never an empty one */
+    cr_assert(parti_consumer_is_paused(c));
+}
+
+Test(consumer, recovery_time_over_twenty_seeds) {
+    uint64_t times[20], seed;
+    int i, j;
+    teardown();
+    for (seed = 1; seed <= 20; seed++) {
+        static const int a[] = {0, 1, 2};
+        uint64_t rng = seed * 7919, t_del;
+        int fails = (int)(parti_rng_splitmix64(&rng) % 4), polls;
+        uint32_t offset = (uint32_t)(parti_rng_splitmix64(&rng) % 3000);
+        make_world(seed);
+        make_consumer();
+        update("w1", a, 3);
+        settle();
+        for (i = 0; i < 20; i++) publish(i % 2 ? "orders.p1" : "orders.p0");
+        while (offset > 0) { /* running normally for a seed-dependent while */
+            uint32_t step = offset < 50 ? offset : 50;
+            parti_consumer_poll(c, step);
+            offset -= step;
+        }
+        cr_assert_eq(parti_fake_fail_next(w, &t, "consumer_upsert", fails, PARTI_ERR_TIMEOUT), PARTI_ERR_OK);
+        cr_assert_eq(parti_fake_delete_consumer(w, "orders", "parti-w1"), PARTI_ERR_OK);
+        t_del = parti_fake_now(w);
+        for (polls = 0; polls < 10000 && !recreated_at(); polls++) {
+            parti_consumer_poll(c, 50);
+            if (!recreated_at()) parti_fake_advance(w, 1); /* time passes also when the poll cannot wait */
+        }
+        cr_assert(recreated_at() != 0, "seed %llu: not recreated", (unsigned long long)seed);
+        times[seed - 1] = recreated_at() - t_del;
+        cr_assert_eq(parti_consumer_metrics(c)->consumer_recreation_failures.value, (uint64_t)fails);
+        expect_filters("parti-w1", "orders.p0,orders.p1,orders.p2");
+        for (i = 0; i < 10; i++) parti_consumer_poll(c, 100);
+        cr_assert_geq(hd.handled, 20); /* everything delivered (again, after recreation from the start) */
+        teardown();
+    }
+    for (i = 1; i < 20; i++) /* insertion sort */
+        for (j = i; j > 0 && times[j - 1] > times[j]; j--) {
+            uint64_t x = times[j];
+            times[j] = times[j - 1];
+            times[j - 1] = x;
+        }
+    printf("consumer recovery after external delete, 20 seeds: p50 %llu ms, p95 %llu ms, max %llu ms (virtual)\n",
+           (unsigned long long)times[9], (unsigned long long)times[18], (unsigned long long)times[19]);
+    cr_assert_lt(times[18], 5000);
+    make_world(1); /* for the suite's teardown */
+    make_consumer();
+}
+
+/* 8 */
+Test(consumer, messages_go_to_the_handler_and_are_settled_by_its_verdict) {
+    static const int a[] = {0};
+    const parti_metrics *m = parti_consumer_metrics(c);
+    parti_consumer_info ci;
+    update("w1", a, 1);
+    settle();
+    publish("orders.p0");
+    publish("orders.p1"); /* not ours */
+    cr_assert_eq(parti_consumer_poll(c, 100), PARTI_ERR_OK);
+    cr_assert_eq(hd.handled, 1);
+    cr_assert_eq(m->consumer_messages_ack.value, 1);
+
+    /* NAK with a delay: redelivered only after it */
+    hd.verdict = PARTI_NAK;
+    hd.nak_delay = 2000;
+    publish("orders.p0");
+    cr_assert_eq(parti_consumer_poll(c, 100), PARTI_ERR_OK);
+    cr_assert_eq(hd.handled, 2);
+    hd.verdict = PARTI_TERM;
+    cr_assert_eq(parti_consumer_poll(c, 1000), PARTI_ERR_OK);
+    cr_assert_eq(hd.handled, 2);
+    cr_assert_eq(parti_consumer_poll(c, 1500), PARTI_ERR_OK);
+    cr_assert_eq(hd.handled, 3);
+    cr_assert_eq(hd.deliveries[2], 2);
+    cr_assert_eq(m->consumer_messages_nak.value, 1);
+    cr_assert_eq(m->consumer_messages_term.value, 1);
+
+    /* IN_PROGRESS keeps it pending; ACK then settles it */
+    hd.verdict = PARTI_IN_PROGRESS;
+    publish("orders.p0");
+    cr_assert_eq(parti_consumer_poll(c, 100), PARTI_ERR_OK);
+    cr_assert_eq(m->consumer_messages_in_progress.value, 1);
+    cr_assert_eq(ob.vt->consumer_info(ob.self, "orders", "parti-w1", &ci, 1000), PARTI_ERR_OK);
+    cr_assert_eq(ci.num_ack_pending, 1);
+    parti_consumer_info_free(&ci);
+    hd.verdict = PARTI_ACK;
+    cr_assert_eq(parti_consumer_poll(c, 31000), PARTI_ERR_OK); /* ack_wait 30 s: redelivered */
+    cr_assert_eq(m->consumer_messages_ack.value, 2);
+    cr_assert_eq(ob.vt->consumer_info(ob.self, "orders", "parti-w1", &ci, 1000), PARTI_ERR_OK);
+    cr_assert_eq(ci.num_ack_pending, 0);
+    parti_consumer_info_free(&ci);
+    cr_assert_eq(hd.handled, 5);
+}
+
+Test(consumer, fetch_uses_the_configured_tuning) {
+    static const int a[] = {0};
+    parti_consumer_destroy(c);
+    cfg.fetch_batch = 7;
+    cfg.fetch_expires_ms = 900;
+    cfg.fetch_heartbeat_ms = 300;
+    make_consumer();
+    update("w1", a, 1);
+    settle();
+    cr_assert_eq(parti_consumer_poll(c, 10), PARTI_ERR_OK);
+    cr_assert_eq(count_log("fetch_start", NULL), 1);
+    {
+        size_t len;
+        cr_assert(strstr(parti_fake_log(w, &len), "fetch_start orders/parti-w1 batch=7 expires=900") != NULL);
+    }
+}
+
+Test(consumer, poll_stays_within_its_timeout) {
+    static const int a[] = {0};
+    uint64_t t0;
+    update("w1", a, 1);
+    settle();
+    t0 = parti_fake_now(w);
+    cr_assert_eq(parti_consumer_poll(c, 250), PARTI_ERR_OK);
+    cr_assert_eq(parti_fake_now(w), t0 + 250);
+    t0 = parti_fake_now(w);
+    cr_assert_eq(parti_consumer_poll(c, 12000), PARTI_ERR_OK); /* across fetch expiries */
+    cr_assert_eq(parti_fake_now(w), t0 + 12000);
+}
+
+Test(consumer, create_validates_config_and_options) {
+    parti_consumer *x = NULL;
+    char msg[256];
+    parti_config bad = cfg;
+    parti_consumer_options o = opts;
+    bad.max_subjects = -3;
+    cr_assert_eq(parti_consumer_create(&x, &t, &bad, &opts, msg, sizeof msg), PARTI_ERR_INVALID_CONFIG);
+    cr_assert(strstr(msg, "max_subjects") != NULL);
+    cr_assert_null(x);
+    o.on_message = NULL;
+    cr_assert_eq(parti_consumer_create(&x, &t, &cfg, &o, msg, sizeof msg), PARTI_ERR_INVALID_ARGUMENT);
+    cr_assert_eq(parti_consumer_create(NULL, &t, &cfg, &opts, msg, sizeof msg), PARTI_ERR_INVALID_ARGUMENT);
+    cr_assert_eq(parti_consumer_poll(NULL, 0), PARTI_ERR_INVALID_ARGUMENT);
+    cr_assert_eq(parti_consumer_update(NULL, "w1", NULL, 0), PARTI_ERR_INVALID_ARGUMENT);
+    parti_consumer_destroy(NULL);
+}
+
+Test(consumer, the_config_is_copied) {
+    static const int a[] = {1};
+    char stream[16] = "orders", tmpl[32] = "orders.{0}";
+    char k1[8] = "p1";
+    const char *kk[1];
+    parti_partition pp[2];
+    parti_config mine = cfg;
+    parti_consumer *x;
+    char msg[256];
+    kk[0] = k1;
+    pp[0] = parts[0];
+    pp[1].keys = kk;
+    pp[1].key_count = 1;
+    pp[1].weight = 1;
+    mine.stream = stream;
+    mine.subject_template = tmpl;
+    mine.partitions = pp;
+    mine.partition_count = 2;
+    cr_assert_eq(parti_consumer_create(&x, &t, &mine, &opts, msg, sizeof msg), PARTI_ERR_OK, "%s", msg);
+    memset(stream, 'x', sizeof stream - 1);
+    memset(tmpl, 'x', sizeof tmpl - 1);
+    memset(k1, 'x', sizeof k1 - 1);
+    memset(pp, 0, sizeof pp);
+    cr_assert_eq(parti_consumer_update(x, "w9", a, 1), PARTI_ERR_OK);
+    parti_fake_advance(w, 75);
+    parti_consumer_poll(x, 0);
+    expect_filters("parti-w9", "orders.p1");
+    parti_consumer_destroy(x);
+}
