@@ -1162,9 +1162,10 @@ PARTIDEF parti_err parti_json_get_string(const parti_json_doc *doc, int obj, con
  *     new consumer starts after the ack floor the last info check reported
  *     (from the stream's start if none was seen): messages acked since that
  *     check come again (at least once), none is skipped.
- *   - Work in progress (issue 6): dead-letter publishing, the pull-failure
- *     escalation window, a health accessor, real-server tests and benchmarks
- *     are not there yet.
+ *   - With options.dead_letter_subject, a terminated message or one failed on
+ *     its last delivery is published there (see the option) and then acked.
+ *   - Work in progress (issue 6): the pull-failure escalation window, a health
+ *     accessor, real-server tests and benchmarks are not there yet.
  *   - Handler verdicts: ACK, NAK (redelivery after *nak_delay_ms, 0 = at
  *     once), TERM (never redelivered), IN_PROGRESS (restarts ack_wait; the
  *     message is redelivered later). The message and its pointers are valid
@@ -1214,6 +1215,15 @@ typedef struct parti_consumer_options {
     uint32_t op_timeout_ms;           /* timeout of each control-plane call; default 5000 */
     uint32_t info_interval_ms;        /* existence check while no pull is pending; default 5000 */
     int unhealthy_after;              /* pull failures in a row before UNHEALTHY; default 3 */
+    /* Dead letters: a message the handler terminates, or one on its last
+     * delivery (delivery_count >= cfg.max_deliver) that the handler fails, is
+     * published here (a JetStream subject; a stream must take it) with its
+     * headers and Parti-Dead-Letter-Reason ("terminated" | "max_deliver"),
+     * Parti-Original-Subject, -Stream, -Sequence, Parti-Delivery-Count, and
+     * Nats-Msg-Id "parti-dlq-<stream>-<sequence>" so a retried publish is
+     * deduplicated by the server; then it is acked. NULL = no dead letters
+     * (the server then drops a message after max_deliver). Copied. */
+    const char *dead_letter_subject;
 } parti_consumer_options;
 
 typedef struct parti_consumer parti_consumer; /* opaque */
@@ -3769,6 +3779,7 @@ struct parti_consumer {
     parti_deliver_policy deliver;
     uint64_t start_seq;
     uint64_t ack_floor;          /* from the last consumer_info: all up to here acked */
+    char *dead_letter;           /* owned copy of options.dead_letter_subject, or NULL */
     int paused;
     int need_recreate;
     /* the wanted assignment, waiting for its coalescing window */
@@ -3904,6 +3915,15 @@ PARTIDEF parti_err parti_consumer_create(parti_consumer **out, const parti_trans
         parti__msg(msg, msg_size, "options.unhealthy_after must be >= 0, got %d", opts->unhealthy_after);
         return PARTI_ERR_INVALID_ARGUMENT;
     }
+    if (opts->dead_letter_subject && parti_subject_check(opts->dead_letter_subject, 0, NULL, 0) != PARTI_ERR_OK) {
+        parti__msg(msg, msg_size, "options.dead_letter_subject \"%.80s\" is not a valid subject (no wildcards)",
+                   opts->dead_letter_subject);
+        return PARTI_ERR_INVALID_SUBJECT;
+    }
+    if (opts->dead_letter_subject && !t->vt->publish) {
+        parti__msg(msg, msg_size, "options.dead_letter_subject needs a transport that can publish");
+        return PARTI_ERR_INVALID_ARGUMENT;
+    }
     if ((e = parti_config_validate(cfg, msg, msg_size)) != PARTI_ERR_OK) return e;
     if (!(c = (parti_consumer *)PARTI_MALLOC(sizeof *c))) {
         parti__msg(msg, msg_size, "out of memory");
@@ -3916,7 +3936,11 @@ PARTIDEF parti_err parti_consumer_create(parti_consumer **out, const parti_trans
     if (!c->opts.op_timeout_ms) c->opts.op_timeout_ms = 5000;
     if (!c->opts.info_interval_ms) c->opts.info_interval_ms = 5000;
     if (!c->opts.unhealthy_after) c->opts.unhealthy_after = 3;
-    if ((e = parti__consumer_copy_config(c, cfg)) != PARTI_ERR_OK) {
+    c->opts.dead_letter_subject = NULL;
+    if ((e = parti__consumer_copy_config(c, cfg)) != PARTI_ERR_OK ||
+        (opts->dead_letter_subject && !(c->dead_letter = parti__strdup(opts->dead_letter_subject)))) {
+        if (e == PARTI_ERR_OK) e = PARTI_ERR_NOMEM;
+        PARTI_FREE(c->dead_letter);
         parti__msg(msg, msg_size, "out of memory");
         parti__consumer_free_copies(c);
         PARTI_FREE(c);
@@ -3936,6 +3960,7 @@ PARTIDEF void parti_consumer_destroy(parti_consumer *c) {
     parti_subjects_free(&c->pending);
     PARTI_FREE(c->worker_id);
     PARTI_FREE(c->pending_id);
+    PARTI_FREE(c->dead_letter);
     parti__consumer_free_copies(c);
     PARTI_FREE(c);
 }
@@ -4202,11 +4227,54 @@ static void parti__consumer_pull_ok(parti_consumer *c) {
     if (!c->need_recreate && !c->has_pending) parti__consumer_set_healthy(c);
 }
 
+/* Publishes m to the dead-letter subject with its headers (minus the
+ * Nats-* ones the server would act on) and where it came from. Retried a
+ * few times: the Nats-Msg-Id makes the retries safe. */
+static parti_err parti__consumer_dead_letter(parti_consumer *c, const parti_msg *m, const char *reason) {
+    parti_header *h;
+    char seq[24], dc[24], id[PARTI_MAX_NAME_LEN + 48];
+    int i, n = 0, attempt;
+    parti_err e = PARTI_ERR_NOMEM;
+    if (!(h = (parti_header *)PARTI_MALLOC(sizeof *h * (size_t)(m->header_count + 6)))) return PARTI_ERR_NOMEM;
+    for (i = 0; i < m->header_count; i++)
+        if (m->headers[i].name && strncmp(m->headers[i].name, "Nats-", 5) != 0) h[n++] = m->headers[i];
+    snprintf(seq, sizeof seq, "%llu", (unsigned long long)m->stream_seq);
+    snprintf(dc, sizeof dc, "%u", m->delivery_count);
+    snprintf(id, sizeof id, "parti-dlq-%s-%llu", c->cfg.stream, (unsigned long long)m->stream_seq);
+    h[n].name = "Parti-Dead-Letter-Reason", h[n++].value = reason;
+    h[n].name = "Parti-Original-Subject", h[n++].value = m->subject;
+    h[n].name = "Parti-Original-Stream", h[n++].value = c->cfg.stream;
+    h[n].name = "Parti-Original-Sequence", h[n++].value = seq;
+    h[n].name = "Parti-Delivery-Count", h[n++].value = dc;
+    h[n].name = "Nats-Msg-Id", h[n++].value = id;
+    for (attempt = 0; attempt < 3; attempt++) {
+        e = c->t.vt->publish(c->t.self, c->dead_letter, h, n, m->data, m->len, NULL, c->opts.op_timeout_ms);
+        if (e == PARTI_ERR_OK || parti_error_category(e) == PARTI_CAT_INVALID_INPUT) break;
+    }
+    PARTI_FREE(h);
+    return e;
+}
+
 static void parti__consumer_handle(parti_consumer *c, parti_msg *m) {
     uint32_t delay = 0;
     parti_ack_kind kind;
+    parti_verdict verdict;
     parti_err e;
-    switch (c->opts.on_message(c->opts.user, m, &delay)) {
+    verdict = c->opts.on_message(c->opts.user, m, &delay);
+    /* a message terminated, or failed on its last delivery, goes to the dead
+     * letters before it is acked: never dropped silently */
+    if (c->dead_letter && (verdict == PARTI_TERM || (verdict != PARTI_ACK && verdict != PARTI_IN_PROGRESS &&
+                                                     m->delivery_count >= (uint32_t)c->cfg.max_deliver))) {
+        e = parti__consumer_dead_letter(c, m, verdict == PARTI_TERM ? "terminated" : "max_deliver");
+        if (e == PARTI_ERR_OK) {
+            parti_counter_add(&c->metrics.consumer_dead_letters, 1);
+            if (verdict != PARTI_TERM) verdict = PARTI_ACK;
+        } else {
+            parti__consumer_fail(c, e, "publishing a dead letter");
+            verdict = PARTI_NAK; /* not acked: ack_wait brings it back while the server still may */
+        }
+    }
+    switch (verdict) {
     case PARTI_ACK:
         kind = PARTI_ACK_ACK;
         parti_counter_add(&c->metrics.consumer_messages_ack, 1);

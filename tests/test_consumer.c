@@ -629,3 +629,128 @@ Test(consumer, the_config_is_copied) {
     expect_filters("parti-w9", "orders.p1");
     parti_consumer_destroy(x);
 }
+
+/* Verdict by subject: orders.p1 always fails, orders.p2 is poison. */
+static parti_verdict dlq_handler(void *user, const parti_msg *m, uint32_t *nak_delay_ms) {
+    (void)user;
+    (void)nak_delay_ms;
+    hd.handled++;
+    if (strcmp(m->subject, "orders.p1") == 0) {
+        if (hd.handled < 1024) hd.deliveries[hd.handled] = m->delivery_count;
+        return PARTI_NAK;
+    }
+    return strcmp(m->subject, "orders.p2") == 0 ? PARTI_TERM : PARTI_ACK;
+}
+
+TestSuite(consumer_dead_letter, .fini = teardown);
+
+Test(consumer_dead_letter, failed_and_terminated_messages_go_to_the_dead_letter_subject_once) {
+    static const char *const dlq_subs[] = {"dlq.>"};
+    static const char *const dlq_filter[] = {"dlq.orders"};
+    parti_stream_config sc;
+    parti_consumer_config dc;
+    parti_fetch_opts fo = {10, 0, 1000, 0};
+    parti_header h = {"x-correlation-id", "c-42"};
+    parti_pub_ack pa;
+    parti_msg m;
+    char msg[256];
+    int mine[] = {1, 2, 3}, i, got = 0, saw_fail = 0, saw_term = 0, fails = 0;
+    make_world(7);
+    memset(&sc, 0, sizeof sc);
+    sc.name = "DLQ";
+    sc.subjects = dlq_subs;
+    sc.subject_count = 1;
+    cr_assert_eq(ob.vt->stream_create(ob.self, &sc, 1000), PARTI_ERR_OK);
+    cfg.max_deliver = 3;
+    cfg.ack_wait_ms = 1000;
+    opts.on_message = dlq_handler;
+    opts.dead_letter_subject = "dlq.orders";
+    cr_assert_eq(parti_consumer_create(&c, &t, &cfg, &opts, msg, sizeof msg), PARTI_ERR_OK, "%s", msg);
+    cr_assert_eq(parti_consumer_update(c, "w-1", mine, 3), PARTI_ERR_OK);
+    parti_fake_advance(w, 100); /* past the coalescing window */
+    parti_consumer_poll(c, 200);
+    cr_assert_eq(ob.vt->publish(ob.self, "orders.p1", &h, 1, "bad", 3, &pa, 1000), PARTI_ERR_OK);
+    cr_assert_eq(ob.vt->publish(ob.self, "orders.p2", NULL, 0, "poison", 6, &pa, 1000), PARTI_ERR_OK);
+    cr_assert_eq(ob.vt->publish(ob.self, "orders.p3", NULL, 0, "fine", 4, &pa, 1000), PARTI_ERR_OK);
+    for (i = 0; i < 100; i++) { /* 50 virtual seconds: many ack_waits */
+        parti_consumer_poll(c, 500);
+        parti_fake_advance(w, 100);
+    }
+    cr_assert_eq(parti_consumer_metrics(c)->consumer_dead_letters.value, 2, "handled %d, last error %s", hd.handled,
+                 parti_error_name(parti_consumer_last_error(c)));
+    /* orders.p1 was delivered exactly max_deliver times, then dead-lettered and acked */
+    for (i = 1; i < hd.handled && i < 1024; i++) fails += hd.deliveries[i] != 0;
+    cr_assert_eq(fails, 3, "orders.p1 handled %d times", fails);
+    /* read the dead letters back */
+    memset(&dc, 0, sizeof dc);
+    dc.stream = "DLQ";
+    dc.durable = "reader";
+    dc.filter_subjects = dlq_filter;
+    dc.filter_count = 1;
+    cr_assert_eq(ob.vt->consumer_upsert(ob.self, &dc, 1000), PARTI_ERR_OK);
+    cr_assert_eq(ob.vt->fetch_start(ob.self, "DLQ", "reader", &fo, 1000), PARTI_ERR_OK);
+    while (ob.vt->fetch_next(ob.self, "DLQ", "reader", &m, 100) == PARTI_ERR_OK) {
+        const char *reason = parti_msg_header(&m, "Parti-Dead-Letter-Reason");
+        got++;
+        cr_assert_not_null(reason);
+        cr_assert_str_eq(parti_msg_header(&m, "Parti-Original-Stream"), "orders");
+        cr_assert_not_null(parti_msg_header(&m, "Parti-Original-Sequence"));
+        cr_assert(strncmp(parti_msg_header(&m, "Nats-Msg-Id"), "parti-dlq-orders-", 17) == 0);
+        if (strcmp(reason, "max_deliver") == 0) {
+            saw_fail = 1;
+            cr_assert_str_eq(parti_msg_header(&m, "Parti-Original-Subject"), "orders.p1");
+            cr_assert_str_eq(parti_msg_header(&m, "Parti-Delivery-Count"), "3");
+            cr_assert_str_eq(parti_msg_header(&m, "x-correlation-id"), "c-42");
+            cr_assert(m.len == 3 && memcmp(m.data, "bad", 3) == 0);
+        } else {
+            cr_assert_str_eq(reason, "terminated");
+            saw_term = 1;
+            cr_assert_str_eq(parti_msg_header(&m, "Parti-Original-Subject"), "orders.p2");
+        }
+        ob.vt->ack(ob.self, &m, PARTI_ACK_ACK, 0, 1000);
+        ob.vt->msg_release(ob.self, &m);
+    }
+    cr_assert_eq(got, 2);
+    cr_assert(saw_fail && saw_term);
+}
+
+Test(consumer_dead_letter, a_retried_dead_letter_publish_is_deduplicated) {
+    static const char *const dlq_subs[] = {"dlq.>"};
+    parti_stream_config sc;
+    parti_stream_info si;
+    parti_pub_ack pa;
+    parti_header earlier = {"Nats-Msg-Id", "parti-dlq-orders-1"};
+    char msg[256];
+    int mine[] = {2};
+    make_world(3);
+    memset(&sc, 0, sizeof sc);
+    sc.name = "DLQ";
+    sc.subjects = dlq_subs;
+    sc.subject_count = 1;
+    cr_assert_eq(ob.vt->stream_create(ob.self, &sc, 1000), PARTI_ERR_OK);
+    opts.on_message = dlq_handler;
+    opts.dead_letter_subject = "dlq.orders";
+    cr_assert_eq(parti_consumer_create(&c, &t, &cfg, &opts, msg, sizeof msg), PARTI_ERR_OK, "%s", msg);
+    cr_assert_eq(parti_consumer_update(c, "w-1", mine, 1), PARTI_ERR_OK);
+    parti_fake_advance(w, 100);
+    parti_consumer_poll(c, 200);
+    cr_assert_eq(ob.vt->publish(ob.self, "orders.p2", NULL, 0, "poison", 6, &pa, 1000), PARTI_ERR_OK);
+    cr_assert_eq(pa.stream_seq, 1);
+    /* an earlier attempt that reached the server but whose ack was lost */
+    cr_assert_eq(ob.vt->publish(ob.self, "dlq.orders", &earlier, 1, "poison", 6, &pa, 1000), PARTI_ERR_OK);
+    parti_consumer_poll(c, 2000);
+    cr_assert_eq(hd.handled, 1);
+    cr_assert_eq(parti_consumer_metrics(c)->consumer_dead_letters.value, 1);
+    cr_assert_eq(ob.vt->stream_info(ob.self, "DLQ", &si, 1000), PARTI_ERR_OK);
+    cr_assert_eq(si.messages, 1, "%llu dead letters for one message", (unsigned long long)si.messages);
+    parti_stream_info_free(&si);
+}
+
+Test(consumer_dead_letter, a_bad_dead_letter_subject_is_refused_at_create) {
+    char msg[256];
+    make_world(1);
+    opts.dead_letter_subject = "dlq.*";
+    cr_assert_eq(parti_consumer_create(&c, &t, &cfg, &opts, msg, sizeof msg), PARTI_ERR_INVALID_SUBJECT);
+    cr_assert(strstr(msg, "dead_letter_subject"), "%s", msg);
+    cr_assert_null(c);
+}
