@@ -39,7 +39,7 @@ test: setup
 	@rm -f $(B)/logs/results
 	@$(MAKE) --no-print-directory check
 
-check: $(B)/unit $(B)/unit_clang $(B)/conformance_fake $(B)/conformance_nats $(B)/test_nats_server $(B)/test_nats_binding $(B)/link_two_tu $(B)/link_static $(B)/cpp_gxx $(B)/cpp_clangxx \
+check: $(B)/unit $(B)/unit_clang $(B)/conformance_fake $(B)/conformance_nats $(B)/test_nats_server $(B)/test_nats_binding $(B)/test_consumer_nats $(B)/link_two_tu $(B)/link_static $(B)/cpp_gxx $(B)/cpp_clangxx \
        $(B)/readme_example $(addprefix $(B)/fuzz/fuzz_,$(FUZZ_TARGETS))
 	@tests/run criterion unit-gcc $(B)/unit --jobs 2
 	@tests/run criterion unit-clang $(B)/unit_clang --jobs 2
@@ -48,6 +48,7 @@ check: $(B)/unit $(B)/unit_clang $(B)/conformance_fake $(B)/conformance_nats $(B
 	@tests/run criterion conformance-nats-server-memory $(B)/conformance_nats --jobs 2
 	@PARTI_CONF_STORAGE=file tests/run criterion conformance-nats-server-file $(B)/conformance_nats --jobs 2
 	@tests/run criterion nats-binding $(B)/test_nats_binding --jobs 2
+	@tests/run criterion consumer-nats-server $(B)/test_consumer_nats --jobs 2
 	@tests/run check link-two-translation-units $(B)/link_two_tu
 	@tests/run check link-parti-static $(B)/link_static
 	@tests/run check cxx-g++ $(B)/cpp_gxx
@@ -83,6 +84,10 @@ $(B)/test_nats_server: tests/test_nats_server.c $(SERVER_SRC)
 $(B)/test_nats_binding: tests/test_nats_binding.c $(SERVER_SRC) $(HEADERS)
 	@mkdir -p $(B)
 	$(CC) $(STRICT) $(SAN) -Itests -I. tests/test_nats_binding.c tests/nats_server.c -lnats -lcriterion -o $@
+
+$(B)/test_consumer_nats: tests/test_consumer_nats.c $(SERVER_SRC) $(HEADERS)
+	@mkdir -p $(B)
+	$(CC) $(STRICT) $(SAN) -Itests -I. tests/test_consumer_nats.c tests/nats_server.c -lnats -lcriterion -o $@
 
 $(B)/link_two_tu: tests/link/impl.c tests/link/user.c $(HEADERS)
 	@mkdir -p $(B)
