@@ -1164,8 +1164,9 @@ PARTIDEF parti_err parti_json_get_string(const parti_json_doc *doc, int obj, con
  *     check come again (at least once), none is skipped.
  *   - With options.dead_letter_subject, a terminated message or one failed on
  *     its last delivery is published there (see the option) and then acked.
- *   - Work in progress (issue 6): the pull-failure escalation window, a health
- *     accessor, real-server tests and benchmarks are not there yet.
+ *   - parti_consumer_health says live / ready / degraded with the last error.
+ *   - Work in progress (issue 6): the pull-failure escalation window and the
+ *     benchmarks are not there yet.
  *   - Handler verdicts: ACK, NAK (redelivery after *nak_delay_ms, 0 = at
  *     once), TERM (never redelivered), IN_PROGRESS (restarts ack_wait; the
  *     message is redelivered later). The message and its pointers are valid
@@ -1261,6 +1262,24 @@ PARTIDEF parti_err parti_consumer_last_error(const parti_consumer *c);
 /* A human message for the last error; never NULL. */
 PARTIDEF const char *parti_consumer_last_message(const parti_consumer *c);
 PARTIDEF const parti_metrics *parti_consumer_metrics(const parti_consumer *c);
+
+/* Health, fit for probes:
+ *   live      the object works and poll can run (always 1 for a created consumer)
+ *   ready     the consumer exists on the server with the worker's filter and
+ *             nothing is wrong now (a paused consumer with no partitions is ready)
+ *   degraded  something needs recovering: the consumer is missing and being
+ *             recreated, or failures passed the limits (UNHEALTHY event)
+ * with the last error, its category, when it happened (transport clock, ms;
+ * 0 = never) and its message (valid until the next poll or update). */
+typedef struct parti_health {
+    int live, ready, degraded;
+    parti_err last_error;
+    parti_category last_error_category;
+    uint64_t last_error_ms;
+    const char *last_error_message;
+} parti_health;
+
+PARTIDEF parti_err parti_consumer_health(const parti_consumer *c, parti_health *out);
 
 /* Frees the consumer. Never deletes the durable consumer on the server (a
  * restarted worker finds its position there); NULL is ignored. */
@@ -3780,6 +3799,7 @@ struct parti_consumer {
     uint64_t start_seq;
     uint64_t ack_floor;          /* from the last consumer_info: all up to here acked */
     char *dead_letter;           /* owned copy of options.dead_letter_subject, or NULL */
+    uint64_t last_err_ms;        /* when last_err happened (transport clock) */
     int paused;
     int need_recreate;
     /* the wanted assignment, waiting for its coalescing window */
@@ -3828,6 +3848,7 @@ static void parti__consumer_event(parti_consumer *c, parti_consumer_event_kind k
 
 static void parti__consumer_fail(parti_consumer *c, parti_err e, const char *what) {
     c->last_err = e;
+    c->last_err_ms = c->t.vt->now_ms(c->t.self);
     parti__msg(c->last_msg, sizeof c->last_msg, "%s: %s", what, parti_strerror(e));
 }
 
@@ -4038,7 +4059,9 @@ static void parti__consumer_schedule_retry(parti_consumer *c, uint64_t now, part
     parti_category cat = parti_error_category(e);
     if (parti_backoff_next(&c->backoff, parti__consumer_rng, c, &delay) != PARTI_ERR_OK) {
         /* budget spent: say so, and keep trying at the slowest pace */
-        parti__consumer_fail(c, PARTI_ERR_RETRY_BUDGET_EXHAUSTED, c->last_msg);
+        char cause[sizeof c->last_msg];
+        memcpy(cause, c->last_msg, sizeof cause); /* the message is rewritten from itself */
+        parti__consumer_fail(c, PARTI_ERR_RETRY_BUDGET_EXHAUSTED, cause);
         parti__consumer_set_unhealthy(c, PARTI_ERR_RETRY_BUDGET_EXHAUSTED);
         parti_backoff_reset(&c->backoff);
         delay = c->cfg.backoff_cap_ms;
@@ -4387,6 +4410,18 @@ PARTIDEF parti_err parti_consumer_last_error(const parti_consumer *c) {
 }
 
 PARTIDEF const char *parti_consumer_last_message(const parti_consumer *c) { return c ? c->last_msg : ""; }
+
+PARTIDEF parti_err parti_consumer_health(const parti_consumer *c, parti_health *out) {
+    if (!c || !out) return PARTI_ERR_INVALID_ARGUMENT;
+    out->live = 1;
+    out->degraded = c->unhealthy || c->need_recreate;
+    out->ready = c->exists && !out->degraded;
+    out->last_error = c->last_err;
+    out->last_error_category = parti_error_category(c->last_err);
+    out->last_error_ms = c->last_err_ms;
+    out->last_error_message = c->last_msg;
+    return PARTI_ERR_OK;
+}
 
 PARTIDEF const parti_metrics *parti_consumer_metrics(const parti_consumer *c) { return c ? &c->metrics : NULL; }
 

@@ -754,3 +754,53 @@ Test(consumer_dead_letter, a_bad_dead_letter_subject_is_refused_at_create) {
     cr_assert(strstr(msg, "dead_letter_subject"), "%s", msg);
     cr_assert_null(c);
 }
+
+Test(consumer, health_follows_apply_failure_and_recovery) {
+    static const int a[] = {1};
+    parti_health h;
+    int i, saw_degraded = 0;
+    uint64_t failed_at = 0;
+    parti_consumer_destroy(c);
+    cfg.backoff_max_retries = 2;
+    make_consumer();
+    cr_assert_eq(parti_consumer_health(c, &h), PARTI_ERR_OK);
+    cr_assert(h.live && !h.ready && !h.degraded, "before the first apply: live, not ready");
+    cr_assert_eq(h.last_error, PARTI_ERR_OK);
+    cr_assert_eq(h.last_error_ms, 0);
+    cr_assert_eq(parti_fake_fail_next(w, NULL, "consumer_upsert", 3, PARTI_ERR_NO_RESPONDERS), PARTI_ERR_OK);
+    update("w1", a, 1);
+    for (i = 0; i < 30000 && parti_consumer_metrics(c)->consumer_updates_success.value == 0; i++) {
+        parti_fake_advance(w, 1);
+        parti_consumer_poll(c, 0);
+        parti_consumer_health(c, &h);
+        if (h.degraded && !saw_degraded) {
+            saw_degraded = 1;
+            cr_assert(!h.ready);
+            /* the budget ran out; the message keeps the cause */
+            cr_assert_eq(h.last_error, PARTI_ERR_RETRY_BUDGET_EXHAUSTED, "%s", parti_error_name(h.last_error));
+            cr_assert_eq(h.last_error_category, PARTI_CAT_FATAL);
+            cr_assert(strstr(h.last_error_message, "no responders"), "%s", h.last_error_message);
+            failed_at = h.last_error_ms;
+            cr_assert(failed_at > 0 && failed_at <= t.vt->now_ms(t.self));
+        }
+    }
+    cr_assert(saw_degraded, "the exhausted retry budget never showed as degraded");
+    cr_assert_eq(parti_consumer_health(c, &h), PARTI_ERR_OK);
+    cr_assert(h.live && h.ready && !h.degraded, "after recovery: ready again");
+    cr_assert_geq(h.last_error_ms, failed_at, "the last error and its time stay for diagnosis");
+    /* deleted behind its back: degraded until recreated */
+    cr_assert_eq(parti_fake_delete_consumer(w, "orders", "parti-w1"), PARTI_ERR_OK);
+    for (i = 0; i < 20 && !(parti_consumer_health(c, &h), h.degraded); i++) {
+        parti_fake_advance(w, 1000);
+        parti_consumer_poll(c, 0);
+    }
+    cr_assert(h.degraded && !h.ready, "a missing consumer never showed as degraded");
+    for (i = 0; i < 20 && !(parti_consumer_health(c, &h), h.ready); i++) {
+        parti_fake_advance(w, 1000);
+        parti_consumer_poll(c, 0);
+    }
+    cr_assert(h.ready && !h.degraded, "not ready again after the recreation");
+    cr_assert_geq(parti_consumer_metrics(c)->consumer_recreations.value, 1);
+    cr_assert_eq(parti_consumer_health(NULL, &h), PARTI_ERR_INVALID_ARGUMENT);
+    cr_assert_eq(parti_consumer_health(c, NULL), PARTI_ERR_INVALID_ARGUMENT);
+}
