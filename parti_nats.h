@@ -1855,8 +1855,9 @@ static parti_err parti__nats_api(parti__nconn *n, const char *subject, const cha
     return e;
 }
 
-static parti_err parti__nats_subject(char *out, size_t cap, const char *a, const char *b, const char *c) {
-    int k = snprintf(out, cap, "%s%s%s%s%s", a, b ? b : "", b && c ? "." : "", c ? c : "", "");
+/* "$JS.API.STREAM.INFO." + name, refused when it does not fit. */
+static parti_err parti__nats_subject(char *out, size_t cap, const char *api, const char *name) {
+    int k = snprintf(out, cap, "%s%s", api, name);
     return k < 0 || (size_t)k >= cap ? PARTI_ERR_INVALID_NAME : PARTI_ERR_OK;
 }
 
@@ -1900,7 +1901,7 @@ static parti_err parti__nats_stream_create(void *self, const parti_stream_config
     for (i = 0; i < cfg->subject_count; i++)
         if ((e = parti_subject_check(cfg->subjects[i], 1, NULL, 0)) != PARTI_ERR_OK)
             return e == PARTI_ERR_INVALID_ARGUMENT ? e : PARTI_ERR_INVALID_SUBJECT;
-    if ((e = parti__nats_subject(subject, sizeof subject, "$JS.API.STREAM.CREATE.", cfg->name, NULL)) != PARTI_ERR_OK)
+    if ((e = parti__nats_subject(subject, sizeof subject, "$JS.API.STREAM.CREATE.", cfg->name)) != PARTI_ERR_OK)
         return e;
     if ((e = parti__nats_json(parti__nats_build_stream, cfg, &body, &len)) != PARTI_ERR_OK) return e;
     e = parti__nats_api(n, subject, body, len, timeout_ms, &doc);
@@ -1920,7 +1921,7 @@ static parti_err parti__nats_stream_info(void *self, const char *stream, parti_s
     if (!n || !stream || !out) return PARTI_ERR_INVALID_ARGUMENT;
     memset(out, 0, sizeof *out);
     if (parti_name_check(stream, NULL, 0) != PARTI_ERR_OK) return PARTI_ERR_INVALID_NAME;
-    parti__nats_subject(subject, sizeof subject, "$JS.API.STREAM.INFO.", stream, NULL);
+    parti__nats_subject(subject, sizeof subject, "$JS.API.STREAM.INFO.", stream);
     if ((e = parti__nats_api(n, subject, NULL, 0, timeout_ms, &doc)) != PARTI_ERR_OK) return e;
     cfg = parti_json_get(&doc, parti_json_root(&doc), "config");
     st = parti_json_get(&doc, parti_json_root(&doc), "state");
@@ -1946,7 +1947,7 @@ static parti_err parti__nats_stream_delete(void *self, const char *stream, uint3
     parti_err e;
     if (!n || !stream) return PARTI_ERR_INVALID_ARGUMENT;
     if (parti_name_check(stream, NULL, 0) != PARTI_ERR_OK) return PARTI_ERR_INVALID_NAME;
-    parti__nats_subject(subject, sizeof subject, "$JS.API.STREAM.DELETE.", stream, NULL);
+    parti__nats_subject(subject, sizeof subject, "$JS.API.STREAM.DELETE.", stream);
     e = parti__nats_api(n, subject, NULL, 0, timeout_ms, &doc);
     parti_json_doc_free(&doc);
     return e;
@@ -2016,7 +2017,7 @@ static parti_err parti__nats_kv_open(void *self, const parti_kv_config *cfg, uin
     parti_err e;
     if (!n || !cfg || !cfg->bucket || cfg->history > 64) return PARTI_ERR_INVALID_ARGUMENT;
     if ((e = parti__nats_kv_names(cfg->bucket, NULL, &k)) != PARTI_ERR_OK) return e;
-    parti__nats_subject(subject, sizeof subject, "$JS.API.STREAM.INFO.", k.stream, NULL);
+    parti__nats_subject(subject, sizeof subject, "$JS.API.STREAM.INFO.", k.stream);
     e = parti__nats_api(n, subject, NULL, 0, timeout_ms, &doc);
     parti_json_doc_free(&doc);
     if (e != PARTI_ERR_STREAM_NOT_FOUND) return e;
@@ -2024,7 +2025,7 @@ static parti_err parti__nats_kv_open(void *self, const parti_kv_config *cfg, uin
     a.stream = k.stream;
     snprintf(a.subject, sizeof a.subject, "$KV.%s.>", cfg->bucket);
     a.markers = n->markers;
-    parti__nats_subject(subject, sizeof subject, "$JS.API.STREAM.CREATE.", k.stream, NULL);
+    parti__nats_subject(subject, sizeof subject, "$JS.API.STREAM.CREATE.", k.stream);
     if ((e = parti__nats_json(parti__nats_build_bucket, &a, &body, &len)) != PARTI_ERR_OK) return e;
     e = parti__nats_api(n, subject, body, len, timeout_ms, &doc);
     PARTI_FREE(body);
@@ -2215,7 +2216,7 @@ static parti_err parti__nats_kv_keys(void *self, const char *bucket, char ***key
     *keys = NULL;
     *count = 0;
     if ((e = parti__nats_kv_names(bucket, NULL, &k)) != PARTI_ERR_OK) return e;
-    parti__nats_subject(subject, sizeof subject, "$JS.API.STREAM.INFO.", k.stream, NULL);
+    parti__nats_subject(subject, sizeof subject, "$JS.API.STREAM.INFO.", k.stream);
     prefix_len = strlen(k.subject) - 1; /* "$KV.<bucket>." */
     req.filter = k.subject;
     req.offset = 0;
@@ -2342,7 +2343,7 @@ static parti_err parti__nats_watch_start(parti__nwatch *wt, uint32_t timeout_ms)
     req.deliver = inbox;
     req.filter = k.subject;
     req.start = wt->last_rev + 1; /* the first revision this watcher has not seen */
-    parti__nats_subject(subject, sizeof subject, "$JS.API.CONSUMER.CREATE.", k.stream, NULL);
+    parti__nats_subject(subject, sizeof subject, "$JS.API.CONSUMER.CREATE.", k.stream);
     e = parti__nats_json(parti__nats_build_watch, &req, &body, &len);
     natsInbox_Destroy(inbox);
     if (e == PARTI_ERR_OK) e = parti__nats_api(n, subject, body, len, timeout_ms, &doc);
@@ -2375,7 +2376,7 @@ static parti_err parti__nats_kv_watch(void *self, const char *bucket, const char
     wt->n = n;
     wt->bucket = parti__strdup(bucket);
     wt->prefix = parti__strdup(prefix);
-    parti__nats_subject(subject, sizeof subject, "$JS.API.STREAM.INFO.", k.stream, NULL);
+    parti__nats_subject(subject, sizeof subject, "$JS.API.STREAM.INFO.", k.stream);
     e = parti__nats_api(n, subject, NULL, 0, timeout_ms, &doc);
     if (e == PARTI_ERR_OK) {
         parti_json_get_uint64(&doc, parti_json_get(&doc, parti_json_root(&doc), "state"), "last_seq", &wt->last_rev);

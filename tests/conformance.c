@@ -1988,7 +1988,9 @@ Test(pull, two_pullers_on_one_consumer_never_share_a_message) {
 
 #define CONF_ACK_WAIT 1000u
 
-Test(ack, an_acked_message_is_never_redelivered) {
+/* A message settled with kind (ack or term) is not delivered again, even
+ * after more than two ack_waits. */
+static void conf_settled_is_never_redelivered(parti_ack_kind kind) {
     parti_transport *a = conf_connect();
     conf_delivery d[8];
     parti_msg *m;
@@ -1996,11 +1998,13 @@ Test(ack, an_acked_message_is_never_redelivered) {
     conf_pub(a, "orders.a", "x");
     conf_consumer(a, "ORDERS", "w1", LIST("orders.a"), CONF_ACK_WAIT);
     m = conf_fetch_one(a, "ORDERS", "w1", 5000);
-    CONF_OK(a->vt->ack(a->self, m, PARTI_ACK_ACK, 0, CONF_TO));
+    CONF_OK(a->vt->ack(a->self, m, kind, 0, CONF_TO));
     conf_release(a, m);
     conf_wait_acked(a, "ORDERS", "w1", 1, 0);
     cr_assert_eq(conf_collect(a, "ORDERS", "w1", CONF_ACK_WAIT * 5 / 2, CONF_NO_ACK, conf_now(a), d, 8), 0);
 }
+
+Test(ack, an_acked_message_is_never_redelivered) { conf_settled_is_never_redelivered(PARTI_ACK_ACK); }
 
 Test(ack, an_unacked_message_is_redelivered_after_ack_wait) {
     parti_transport *a = conf_connect();
@@ -2061,19 +2065,7 @@ Test(ack, nak_without_delay_redelivers_before_ack_wait) {
     cr_assert_lt(d[0].at, 2000);
 }
 
-Test(ack, term_is_never_redelivered) {
-    parti_transport *a = conf_connect();
-    conf_delivery d[8];
-    parti_msg *m;
-    conf_orders(a);
-    conf_pub(a, "orders.a", "poison");
-    conf_consumer(a, "ORDERS", "w1", LIST("orders.a"), CONF_ACK_WAIT);
-    m = conf_fetch_one(a, "ORDERS", "w1", 5000);
-    CONF_OK(a->vt->ack(a->self, m, PARTI_ACK_TERM, 0, CONF_TO));
-    conf_release(a, m);
-    conf_wait_acked(a, "ORDERS", "w1", 1, 0);
-    cr_assert_eq(conf_collect(a, "ORDERS", "w1", CONF_ACK_WAIT * 5 / 2, CONF_NO_ACK, conf_now(a), d, 8), 0);
-}
+Test(ack, term_is_never_redelivered) { conf_settled_is_never_redelivered(PARTI_ACK_TERM); }
 
 Test(ack, in_progress_extends_the_ack_deadline) {
     parti_transport *a = conf_connect();
