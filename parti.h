@@ -583,6 +583,11 @@ typedef struct parti_transport_vtable {
     /* JetStream publish; PARTI_ERR_NO_RESPONDERS when no stream takes the subject */
     parti_err (*publish)(void *self, const char *subject, const parti_header *headers, int header_count,
                          const void *data, size_t len, parti_pub_ack *ack, uint32_t timeout_ms);
+
+    /* waits ms of now_ms time (the fake moves its virtual clock instead); used
+     * when nothing else can be waited on, so poll loops never spin. May be
+     * NULL: then poll returns early instead of waiting. */
+    void (*sleep_ms)(void *self, uint32_t ms);
 } parti_transport_vtable;
 
 typedef struct parti_transport {
@@ -829,6 +834,9 @@ PARTIDEF const char *parti_metric_type_name(parti_metric_type t);
     /* Redeliveries of a partition this worker no longer owns; still processed (nobody else would get them). */   \
     X(consumer_foreign_redeliveries, counter, "parti_worker_consumer_foreign_redeliveries_total", 0, 0, 0,         \
       "Redelivered messages of partitions this worker no longer owns, processed anyway.")                        \
+    /* Forced refreshes after unhealthy_after pull failures within failure_window_ms. */                         \
+    X(consumer_refreshes, counter, "parti_worker_consumer_refreshes_total", 0, 0, 0,                               \
+      "Forced consumer refreshes after repeated pull failures within the failure window.")                       \
     /* ---- membership, leader, rebalance ---- */                                                                 \
     X(members_current, gauge, "parti_members_current", 0, 0, 0, "Live members of the group as this worker sees it.") \
     /* 1 while this worker is the leader (computes and publishes assignments), else 0. */                         \
@@ -1165,15 +1173,24 @@ PARTIDEF parti_err parti_json_get_string(const parti_json_doc *doc, int obj, con
  *   - With options.dead_letter_subject, a terminated message or one failed on
  *     its last delivery is published there (see the option) and then acked.
  *   - parti_consumer_health says live / ready / degraded with the last error.
- *   - Work in progress (issue 6): the pull-failure escalation window and the
- *     benchmarks are not there yet.
+ *   - Pull failures (missed heartbeats, no responders, server shutdown, ...)
+ *     restart the pull after a backoff. options.unhealthy_after of them
+ *     within options.failure_window_ms escalate: UNHEALTHY event, and a
+ *     forced refresh (consumer_info, then the last subjects applied again,
+ *     or the consumer created again when missing); the consumer reports
+ *     degraded until a pull succeeds again.
+ *   - A deleted stream: the consumer's checks fail with
+ *     PARTI_ERR_STREAM_NOT_FOUND, it turns UNHEALTHY and keeps retrying with
+ *     backoff; when the stream is back the consumer is created again.
  *   - Handler verdicts: ACK, NAK (redelivery after *nak_delay_ms, 0 = at
  *     once), TERM (never redelivered), IN_PROGRESS (restarts ack_wait; the
  *     message is redelivered later). The message and its pointers are valid
  *     only during the handler.
- *   - poll returns within timeout_ms of transport time. The core never
- *     sleeps: when nothing can be waited on (paused, between retries) poll
- *     returns early and the caller's loop polls again.
+ *   - poll returns after timeout_ms of transport time (a little later when a
+ *     handler runs long). When nothing can be waited on (paused, between
+ *     retries) it waits with the transport's sleep_ms until the next timer or
+ *     the deadline, so a caller's loop never spins (a transport without
+ *     sleep_ms makes poll return early instead).
  *   - Callbacks run inside poll (and update for nothing but validation: no
  *     callback runs in update), on the caller's thread. */
 
@@ -1215,7 +1232,13 @@ typedef struct parti_consumer_options {
     int allow_worker_id_change;       /* 1: a new worker ID switches to that ID's consumer */
     uint32_t op_timeout_ms;           /* timeout of each control-plane call; default 5000 */
     uint32_t info_interval_ms;        /* existence check while no pull is pending; default 5000 */
-    int unhealthy_after;              /* pull failures in a row before UNHEALTHY; default 3 */
+    /* Escalation: unhealthy_after pull failures (missed heartbeats, no
+     * responders, server shutdown, ...) within failure_window_ms make the
+     * consumer UNHEALTHY and force a refresh: the last subjects are applied
+     * again (the consumer recreated if missing). It stays unhealthy until a
+     * pull succeeds again. */
+    int unhealthy_after;              /* N: 1..64; default 3 */
+    uint32_t failure_window_ms;       /* T; default 30000 */
     /* Dead letters: a message the handler terminates, or one on its last
      * delivery (delivery_count >= cfg.max_deliver) that the handler fails, is
      * published here (a JetStream subject; a stream must take it) with its
@@ -3776,6 +3799,7 @@ PARTIDEF parti_err parti_json_get_string(const parti_json_doc *doc, int obj, con
 /* ---- the worker consumer -------------------------------------------------- */
 
 #define PARTI__CONSUMER_NO_TIME UINT64_MAX
+#define PARTI__CONSUMER_MAX_FAILURES 64
 
 struct parti_consumer {
     parti_transport t;
@@ -3812,7 +3836,11 @@ struct parti_consumer {
     uint64_t retry_at;
     /* pulling */
     int fetch_active;
-    int pull_failures;
+    int pull_failures;           /* in a row, for the gauge */
+    uint64_t fail_times[PARTI__CONSUMER_MAX_FAILURES]; /* recent pull failures, a ring */
+    int fail_next, fail_count;
+    int need_refresh;            /* escalated: apply the last subjects again */
+    int stream_lost;             /* the stream was found missing: recreate from its start */
     parti_backoff pull_backoff;
     uint64_t pull_retry_at;
     uint64_t next_info_check;
@@ -3932,8 +3960,9 @@ PARTIDEF parti_err parti_consumer_create(parti_consumer **out, const parti_trans
         parti__msg(msg, msg_size, "options.on_message is required");
         return PARTI_ERR_INVALID_ARGUMENT;
     }
-    if (opts->unhealthy_after < 0) {
-        parti__msg(msg, msg_size, "options.unhealthy_after must be >= 0, got %d", opts->unhealthy_after);
+    if (opts->unhealthy_after < 0 || opts->unhealthy_after > PARTI__CONSUMER_MAX_FAILURES) {
+        parti__msg(msg, msg_size, "options.unhealthy_after must be 0 (default 3) to %d, got %d",
+                   PARTI__CONSUMER_MAX_FAILURES, opts->unhealthy_after);
         return PARTI_ERR_INVALID_ARGUMENT;
     }
     if (opts->dead_letter_subject && parti_subject_check(opts->dead_letter_subject, 0, NULL, 0) != PARTI_ERR_OK) {
@@ -3957,6 +3986,7 @@ PARTIDEF parti_err parti_consumer_create(parti_consumer **out, const parti_trans
     if (!c->opts.op_timeout_ms) c->opts.op_timeout_ms = 5000;
     if (!c->opts.info_interval_ms) c->opts.info_interval_ms = 5000;
     if (!c->opts.unhealthy_after) c->opts.unhealthy_after = 3;
+    if (!c->opts.failure_window_ms) c->opts.failure_window_ms = 30000;
     c->opts.dead_letter_subject = NULL;
     if ((e = parti__consumer_copy_config(c, cfg)) != PARTI_ERR_OK ||
         (opts->dead_letter_subject && !(c->dead_letter = parti__strdup(opts->dead_letter_subject)))) {
@@ -4091,7 +4121,13 @@ static void parti__consumer_recreate(parti_consumer *c, uint64_t now) {
     parti_err e;
     /* resume after what the server last said was acked, not from the start of
      * the stream: at least once, without replaying everything */
-    if (c->ack_floor) {
+    if (c->stream_lost) {
+        /* the stream was deleted: the one there now is another, whose
+         * sequences start again; the old ack floor means nothing in it */
+        c->deliver = PARTI_DELIVER_ALL;
+        c->start_seq = 0;
+        c->ack_floor = 0;
+    } else if (c->ack_floor) {
         c->deliver = PARTI_DELIVER_BY_START_SEQUENCE;
         c->start_seq = c->ack_floor + 1;
     }
@@ -4099,9 +4135,14 @@ static void parti__consumer_recreate(parti_consumer *c, uint64_t now) {
     if (e != PARTI_ERR_OK) {
         parti_counter_add(&c->metrics.consumer_recreation_failures, 1);
         parti__consumer_fail(c, e, "recreating the consumer");
+        if (e == PARTI_ERR_STREAM_NOT_FOUND) {
+            c->stream_lost = 1;
+            parti__consumer_set_unhealthy(c, e);
+        }
         parti__consumer_schedule_retry(c, now, e);
         return;
     }
+    c->stream_lost = 0;
     c->need_recreate = 0;
     c->fetch_active = 0;
     parti_backoff_reset(&c->backoff);
@@ -4177,6 +4218,18 @@ static void parti__consumer_apply(parti_consumer *c, uint64_t now) {
     parti__consumer_clear_pending(c);
 }
 
+/* Records a pull failure at now; 1 when unhealthy_after of them fell within
+ * failure_window_ms. */
+static int parti__consumer_note_failure(parti_consumer *c, uint64_t now) {
+    int n = c->opts.unhealthy_after, oldest;
+    c->fail_times[c->fail_next] = now;
+    c->fail_next = (c->fail_next + 1) % n;
+    if (c->fail_count < n) c->fail_count++;
+    if (c->fail_count < n) return 0;
+    oldest = c->fail_next; /* the ring is full: the next slot holds the oldest */
+    return now - c->fail_times[oldest] <= c->opts.failure_window_ms;
+}
+
 /* Checks that the consumer still exists, for when no pull would notice. */
 static void parti__consumer_check_exists(parti_consumer *c, uint64_t now) {
     parti_consumer_info ci;
@@ -4191,14 +4244,61 @@ static void parti__consumer_check_exists(parti_consumer *c, uint64_t now) {
     if (e == PARTI_ERR_CONSUMER_NOT_FOUND) {
         c->need_recreate = 1;
         c->fetch_active = 0;
-    } else if (e != PARTI_ERR_OK) {
+    } else if (e == PARTI_ERR_STREAM_NOT_FOUND) { /* and the consumer with it */
         parti__consumer_fail(c, e, "checking the consumer");
-        if (e == PARTI_ERR_STREAM_NOT_FOUND) parti__consumer_set_unhealthy(c, e);
+        parti__consumer_set_unhealthy(c, e);
+        c->stream_lost = 1;
+        c->need_recreate = 1;
+        c->fetch_active = 0;
+    } else if (e != PARTI_ERR_OK) {
+        /* the server does not answer: counts towards escalation like a failed pull */
+        parti__consumer_fail(c, e, "checking the consumer");
+        if (parti__consumer_note_failure(c, now)) {
+            parti__consumer_set_unhealthy(c, e);
+            c->need_refresh = 1;
+            c->fail_count = 0;
+        }
     }
 }
 
+/* Escalation after repeated pull failures: look the consumer up and put the
+ * last subjects on it again, or create it again when it is gone. */
+static void parti__consumer_refresh(parti_consumer *c, uint64_t now) {
+    parti_consumer_info ci;
+    parti_err e;
+    memset(&ci, 0, sizeof ci);
+    e = c->t.vt->consumer_info(c->t.self, c->cfg.stream, c->durable, &ci, c->opts.op_timeout_ms);
+    if (e == PARTI_ERR_OK) {
+        if (ci.ack_floor_stream_seq > c->ack_floor) c->ack_floor = ci.ack_floor_stream_seq;
+        parti_consumer_info_free(&ci);
+        e = parti__consumer_upsert(c, c->durable, &c->applied);
+    } else if (e == PARTI_ERR_CONSUMER_NOT_FOUND || e == PARTI_ERR_STREAM_NOT_FOUND) {
+        if (e == PARTI_ERR_STREAM_NOT_FOUND) c->stream_lost = 1;
+        c->need_refresh = 0;
+        c->need_recreate = 1;
+        c->fetch_active = 0;
+        parti__consumer_recreate(c, now);
+        if (!c->need_recreate) parti_counter_add(&c->metrics.consumer_refreshes, 1);
+        return;
+    }
+    if (e != PARTI_ERR_OK) {
+        parti__consumer_fail(c, e, "refreshing the consumer");
+        if (e == PARTI_ERR_STREAM_NOT_FOUND) parti__consumer_set_unhealthy(c, e);
+        parti__consumer_schedule_retry(c, now, e);
+        return;
+    }
+    c->need_refresh = 0;
+    c->fetch_active = 0; /* start a fresh pull on the refreshed consumer */
+    c->pull_retry_at = 0;
+    parti_backoff_reset(&c->backoff);
+    c->retry_at = 0;
+    c->next_info_check = now + c->opts.info_interval_ms;
+    parti_counter_add(&c->metrics.consumer_refreshes, 1);
+    /* still unhealthy: that ends when a pull succeeds */
+}
+
 /* Runs the control-plane work that is due: recreation, the pending update,
- * the existence check. */
+ * the refresh, the existence check. */
 static void parti__consumer_run_due(parti_consumer *c, uint64_t now) {
     if (now < c->retry_at) return;
     if (c->need_recreate) {
@@ -4208,6 +4308,10 @@ static void parti__consumer_run_due(parti_consumer *c, uint64_t now) {
     if (c->has_pending && now >= c->pending_due) {
         parti__consumer_apply(c, now);
         if (c->has_pending) return;
+    }
+    if (c->need_refresh && c->exists && !c->has_pending) {
+        parti__consumer_refresh(c, now);
+        if (c->need_refresh) return;
     }
     if (c->exists && !c->fetch_active && now >= c->next_info_check) {
         parti__consumer_check_exists(c, now);
@@ -4220,12 +4324,13 @@ static void parti__consumer_run_due(parti_consumer *c, uint64_t now) {
 static uint64_t parti__consumer_next_due(const parti_consumer *c) {
     uint64_t t = PARTI__CONSUMER_NO_TIME;
     if (c->has_pending) t = c->pending_due > c->retry_at ? c->pending_due : c->retry_at;
-    if (c->need_recreate && c->retry_at < t) t = c->retry_at;
+    if ((c->need_recreate || c->need_refresh) && c->retry_at < t) t = c->retry_at;
     return t;
 }
 
-/* A pull ended with an error: restart it after a backoff; too many in a row
- * make the consumer unhealthy and trigger an existence check. */
+/* A pull ended with an error: restart it after a backoff; unhealthy_after
+ * failures within failure_window_ms make the consumer unhealthy and force a
+ * refresh. */
 static void parti__consumer_pull_failed(parti_consumer *c, uint64_t now, parti_err e) {
     uint64_t delay = c->cfg.backoff_base_ms;
     c->fetch_active = 0;
@@ -4235,9 +4340,11 @@ static void parti__consumer_pull_failed(parti_consumer *c, uint64_t now, parti_e
     parti__consumer_fail(c, e, "pulling");
     parti_backoff_next(&c->pull_backoff, parti__consumer_rng, c, &delay);
     c->pull_retry_at = now + delay;
-    if (c->pull_failures >= c->opts.unhealthy_after) {
+    if (parti__consumer_note_failure(c, now)) {
+        /* N failures within T: something is wrong with the consumer itself */
         parti__consumer_set_unhealthy(c, e);
-        c->next_info_check = now;
+        c->need_refresh = 1;
+        c->fail_count = 0;
     }
 }
 
@@ -4247,7 +4354,7 @@ static void parti__consumer_pull_ok(parti_consumer *c) {
         parti_gauge_set(&c->metrics.consumer_pull_consecutive_failures, 0);
         parti_backoff_reset(&c->pull_backoff);
     }
-    if (!c->need_recreate && !c->has_pending) parti__consumer_set_healthy(c);
+    if (!c->need_recreate && !c->need_refresh && !c->has_pending) parti__consumer_set_healthy(c);
 }
 
 /* Publishes m to the dead-letter subject with its headers (minus the
@@ -4330,7 +4437,7 @@ static int parti__consumer_pull_step(parti_consumer *c, uint64_t now, uint64_t d
     uint64_t until = parti__consumer_next_due(c), wait;
     parti_msg m;
     parti_err e;
-    if (!c->exists || c->paused || c->need_recreate) return PARTI__PULL_IDLE;
+    if (!c->exists || c->paused || c->need_recreate || c->need_refresh) return PARTI__PULL_IDLE;
     if (!c->fetch_active) {
         parti_fetch_opts fo;
         if (now < c->pull_retry_at) return PARTI__PULL_IDLE;
@@ -4377,6 +4484,19 @@ static int parti__consumer_pull_step(parti_consumer *c, uint64_t now, uint64_t d
     }
 }
 
+/* The earliest moment something can be done when no pull is pending: a
+ * timer of the control plane, the pull restart, the existence check, or the
+ * deadline. */
+static uint64_t parti__consumer_wake(const parti_consumer *c, uint64_t deadline) {
+    uint64_t t = parti__consumer_next_due(c);
+    if (deadline < t) t = deadline;
+    if (c->exists && !c->fetch_active) {
+        if (c->next_info_check < t) t = c->next_info_check;
+        if (!c->paused && !c->need_recreate && !c->need_refresh && c->pull_retry_at < t) t = c->pull_retry_at;
+    }
+    return t;
+}
+
 PARTIDEF parti_err parti_consumer_poll(parti_consumer *c, uint32_t timeout_ms) {
     uint64_t now, deadline;
     int guard, handled = 0;
@@ -4388,7 +4508,14 @@ PARTIDEF parti_err parti_consumer_poll(parti_consumer *c, uint32_t timeout_ms) {
         parti__consumer_run_due(c, now);
         r = parti__consumer_pull_step(c, now, deadline);
         now = parti__consumer_now(c);
-        if (r == PARTI__PULL_IDLE) break;
+        if (r == PARTI__PULL_IDLE) {
+            /* nothing to pull now: wait for the next timer rather than spin */
+            uint64_t wake = parti__consumer_wake(c, deadline);
+            if (now >= deadline || !c->t.vt->sleep_ms) break;
+            c->t.vt->sleep_ms(c->t.self, (uint32_t)(wake > now ? wake - now : 1));
+            now = parti__consumer_now(c);
+            continue;
+        }
         if (r == PARTI__PULL_HANDLED) handled++;
         /* past the deadline, keep taking messages that are already there, up to one batch */
         if (now >= deadline && (r != PARTI__PULL_HANDLED || handled >= c->cfg.fetch_batch)) break;

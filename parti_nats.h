@@ -565,6 +565,13 @@ static uint64_t parti__fake_now_ms(void *self) {
     return t < 0 ? 0 : (uint64_t)t;
 }
 
+/* A wait with nothing to wait for: with auto-advance the clock moves by ms
+ * (running what falls due), else nothing happens. */
+static void parti__fake_sleep_ms(void *self, uint32_t ms) {
+    parti__fclient *c = (parti__fclient *)self;
+    if (c && c->w->auto_advance) parti__fake_set_time(c->w, c->w->now + ms);
+}
+
 static uint64_t parti__fake_random(void *self) {
     return parti_rng_splitmix64(&((parti__fclient *)self)->rng);
 }
@@ -1009,8 +1016,11 @@ static parti_err parti__fake_consumer_info(void *self, const char *stream, const
     memset(out, 0, sizeof *out);
     if (parti_name_check(stream, NULL, 0) != PARTI_ERR_OK || parti_name_check(durable, NULL, 0) != PARTI_ERR_OK)
         return PARTI_ERR_INVALID_NAME;
-    if (!(s = parti__fake_stream(w, stream))) return PARTI_ERR_STREAM_NOT_FOUND;
-    if (!(k = parti__fake_consumer(s, durable))) return PARTI_ERR_CONSUMER_NOT_FOUND;
+    e = !(s = parti__fake_stream(w, stream))              ? PARTI_ERR_STREAM_NOT_FOUND
+        : !(k = parti__fake_consumer(s, durable)) ? PARTI_ERR_CONSUMER_NOT_FOUND
+                                                   : PARTI_ERR_OK;
+    parti__fake_log(w, c, "consumer_info", e, "%s/%s", stream, durable);
+    if (e != PARTI_ERR_OK) return e;
     out->name = parti__strdup(k->name);
     out->filter_count = (int)arrlen(k->filters);
     out->filter_subjects = (char **)PARTI_MALLOC(sizeof(char *) * (size_t)(out->filter_count + 1));
@@ -1307,7 +1317,7 @@ static const parti_transport_vtable parti__fake_vtable = {
     parti__fake_kv_put,        parti__fake_kv_get,        parti__fake_kv_delete,     parti__fake_kv_keys,
     parti__fake_kv_watch,      parti__fake_kv_watch_next, parti__fake_kv_watch_stop, parti__fake_consumer_upsert,
     parti__fake_consumer_info, parti__fake_consumer_delete, parti__fake_fetch_start, parti__fake_fetch_next,
-    parti__fake_ack,           parti__fake_msg_release,   parti__fake_publish};
+    parti__fake_ack,           parti__fake_msg_release,   parti__fake_publish,       parti__fake_sleep_ms};
 
 /* ---- the world --------------------------------------------------------------------- */
 
@@ -1574,6 +1584,15 @@ static uint64_t parti__nats_now_ms(void *self) {
     (void)self;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void parti__nats_sleep_ms(void *self, uint32_t ms) {
+    struct timespec ts;
+    (void)self;
+    ts.tv_sec = (time_t)(ms / 1000u);
+    ts.tv_nsec = (long)(ms % 1000u) * 1000000L;
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
 }
 
 static uint64_t parti__nats_random(void *self) {
@@ -2755,7 +2774,7 @@ static const parti_transport_vtable parti__nats_vtable = {
     parti__nats_kv_put,         parti__nats_kv_get,        parti__nats_kv_delete,     parti__nats_kv_keys,
     parti__nats_kv_watch,       parti__nats_kv_watch_next, parti__nats_kv_watch_stop, parti__nats_consumer_upsert,
     parti__nats_consumer_info,  parti__nats_consumer_delete, parti__nats_fetch_start, parti__nats_fetch_next,
-    parti__nats_ack,            parti__nats_msg_release,   parti__nats_publish};
+    parti__nats_ack,            parti__nats_msg_release,   parti__nats_publish,       parti__nats_sleep_ms};
 
 /* ---- connect: and read the server's INFO line for its version ------------------ */
 

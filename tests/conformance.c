@@ -606,6 +606,19 @@ Test(clock, now_ms_moves_forward_as_time_passes) {
     cr_assert_geq(t3, t2, "now_ms went backwards");
 }
 
+Test(clock, sleep_ms_lets_that_much_time_pass) {
+    parti_transport *a = conf_connect();
+    uint64_t t1, t2;
+    cr_assert(a->vt->sleep_ms != NULL, "the transport has no sleep_ms: poll loops would spin");
+    t1 = conf_now(a);
+    a->vt->sleep_ms(a->self, 120);
+    t2 = conf_now(a);
+    cr_assert_geq(t2, t1 + 119, "slept 120 ms but now_ms moved %llu ms", (unsigned long long)(t2 - t1));
+    cr_assert_lt(t2, t1 + 2000, "slept 120 ms but now_ms moved %llu ms", (unsigned long long)(t2 - t1));
+    a->vt->sleep_ms(a->self, 0); /* returns at once */
+    cr_assert_lt(conf_now(a), t2 + 1000);
+}
+
 Test(clock, random_gives_varying_64_bit_values) {
     parti_transport *a = conf_connect();
     uint64_t v[16], all_or = 0;

@@ -4,6 +4,7 @@
 #include "parti_nats.h"
 
 #include <criterion/criterion.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -803,4 +804,253 @@ Test(consumer, health_follows_apply_failure_and_recovery) {
     cr_assert_geq(parti_consumer_metrics(c)->consumer_recreations.value, 1);
     cr_assert_eq(parti_consumer_health(NULL, &h), PARTI_ERR_INVALID_ARGUMENT);
     cr_assert_eq(parti_consumer_health(c, NULL), PARTI_ERR_INVALID_ARGUMENT);
+}
+
+/* ---- escalation, restarts, a lost stream, retry spreading ------------------ */
+
+static int health_ready(void) {
+    parti_health h;
+    cr_assert_eq(parti_consumer_health(c, &h), PARTI_ERR_OK);
+    return h.ready && !h.degraded;
+}
+
+/* Polls in 100 ms steps until cond holds; gives up after max_ms of virtual time. */
+static int poll_until(int (*cond)(void), uint64_t max_ms) {
+    uint64_t t0 = parti_fake_now(w);
+    while (!cond()) {
+        if (parti_fake_now(w) - t0 > max_ms) return 0;
+        cr_assert_eq(parti_consumer_poll(c, 100), PARTI_ERR_OK);
+    }
+    return 1;
+}
+
+static int is_unhealthy(void) { return count_events(PARTI_EVENT_CONSUMER_UNHEALTHY) > 0; }
+static int handled_two(void) { return hd.handled >= 2; }
+static int handled_five(void) { return hd.handled >= 5; }
+static int was_recreated(void) { return parti_consumer_metrics(c)->consumer_recreations.value > 0; }
+
+Test(consumer, heartbeat_loss_escalates_to_a_refresh_and_recovers) {
+    static const int a[] = {0, 1};
+    uint64_t seed;
+    teardown();
+    for (seed = 1; seed <= 10; seed++) {
+        const parti_metrics *m;
+        parti_health h;
+        make_world(seed);
+        make_consumer();
+        update("w1", a, 2);
+        settle();
+        m = parti_consumer_metrics(c);
+        parti_fake_drop_heartbeats(w, &t, 1);
+        cr_assert(poll_until(is_unhealthy, 60000), "seed %llu: no escalation", (unsigned long long)seed);
+        /* three missed heartbeats (2 x 1 s each, plus backoff) fit in the 30 s window */
+        cr_assert_eq(m->consumer_pull_restarts.value, 3, "seed %llu", (unsigned long long)seed);
+        cr_assert_eq(parti_consumer_health(c, &h), PARTI_ERR_OK);
+        cr_assert(h.degraded && !h.ready);
+        cr_assert_eq(h.last_error, PARTI_ERR_MISSED_HEARTBEAT);
+        parti_consumer_poll(c, 100); /* the refresh: info, then the same filter again */
+        cr_assert_eq(m->consumer_refreshes.value, 1);
+        cr_assert_eq(m->consumer_recreations.value, 0);
+        expect_filters("parti-w1", "orders.p0,orders.p1");
+        /* heartbeats come back: the next good pull makes it healthy */
+        parti_fake_drop_heartbeats(w, &t, 0);
+        publish("orders.p0");
+        publish("orders.p1");
+        cr_assert(poll_until(handled_two, 30000), "seed %llu: handled %d", (unsigned long long)seed, hd.handled);
+        cr_assert(poll_until(health_ready, 10000));
+        cr_assert_eq(count_events(PARTI_EVENT_CONSUMER_HEALTHY), 1);
+        cr_assert_eq(m->consumer_pull_consecutive_failures.value, 0);
+        teardown();
+    }
+    make_world(1);
+    make_consumer();
+}
+
+Test(consumer, heartbeat_loss_missing_the_consumer_recreates_it) {
+    static const int a[] = {3};
+    update("w1", a, 1);
+    settle();
+    parti_fake_drop_heartbeats(w, &t, 1);
+    cr_assert(poll_until(is_unhealthy, 60000));
+    cr_assert_eq(parti_fake_delete_consumer(w, "orders", "parti-w1"), PARTI_ERR_OK);
+    parti_fake_drop_heartbeats(w, &t, 0);
+    cr_assert_eq(parti_consumer_poll(c, 100), PARTI_ERR_OK);
+    cr_assert_eq(parti_consumer_metrics(c)->consumer_recreations.value, 1);
+    cr_assert_eq(parti_consumer_metrics(c)->consumer_refreshes.value, 1);
+    expect_filters("parti-w1", "orders.p3");
+}
+
+Test(consumer, failures_spread_wider_than_the_window_do_not_escalate) {
+    static const int a[] = {0};
+    int i;
+    teardown();
+    make_world(1);
+    opts.failure_window_ms = 1500; /* three failures take longer than this */
+    make_consumer();
+    update("w1", a, 1);
+    settle();
+    parti_fake_drop_heartbeats(w, &t, 1);
+    for (i = 0; i < 600; i++) parti_consumer_poll(c, 100); /* 60 s of missed heartbeats */
+    cr_assert_geq(parti_consumer_metrics(c)->consumer_pull_restarts.value, 10);
+    cr_assert_eq(count_events(PARTI_EVENT_CONSUMER_UNHEALTHY), 0);
+    cr_assert_eq(parti_consumer_metrics(c)->consumer_refreshes.value, 0);
+}
+
+Test(consumer, a_server_restart_ends_the_pull_and_nothing_is_lost) {
+    static const int a[] = {0, 1};
+    uint64_t seed;
+    teardown();
+    for (seed = 1; seed <= 10; seed++) {
+        make_world(seed);
+        make_consumer();
+        update("w1", a, 2);
+        settle();
+        publish("orders.p0");
+        publish("orders.p1");
+        cr_assert(poll_until(handled_two, 10000));
+        cr_assert_eq(parti_consumer_poll(c, 10), PARTI_ERR_OK); /* a pull is pending */
+        parti_fake_restart(w);
+        publish("orders.p0");
+        publish("orders.p1");
+        publish("orders.p0");
+        cr_assert(poll_until(handled_five, 30000), "seed %llu: handled %d", (unsigned long long)seed, hd.handled);
+        cr_assert_eq(hd.handled, 5); /* each once */
+        cr_assert_geq(parti_consumer_metrics(c)->consumer_pull_restarts.value, 1);
+        cr_assert_eq(parti_consumer_metrics(c)->consumer_recreations.value, 0);
+        cr_assert(health_ready());
+        teardown();
+    }
+    make_world(1);
+    make_consumer();
+}
+
+Test(consumer, a_deleted_and_recreated_stream_is_consumed_from_its_start) {
+    static const char *const subs[] = {"orders.>"};
+    static const int a[] = {0, 1};
+    parti_stream_config sc;
+    parti_health h;
+    int i;
+    update("w1", a, 2);
+    settle();
+    for (i = 0; i < 5; i++) publish(i % 2 ? "orders.p1" : "orders.p0");
+    cr_assert(poll_until(handled_five, 10000));
+    parti_fake_advance(w, 6000);
+    parti_consumer_poll(c, 5000); /* an info check has seen the ack floor at 5 */
+    cr_assert_eq(parti_fake_delete_stream(w, "orders"), PARTI_ERR_OK);
+    for (i = 0; i < 100; i++) parti_consumer_poll(c, 100); /* 10 s without a stream */
+    cr_assert_eq(parti_consumer_health(c, &h), PARTI_ERR_OK);
+    cr_assert(h.degraded && !h.ready);
+    cr_assert_eq(h.last_error, PARTI_ERR_STREAM_NOT_FOUND);
+    cr_assert_str_eq(h.last_error_message, "recreating the consumer: stream not found");
+    cr_assert_geq(parti_consumer_metrics(c)->consumer_recreation_failures.value, 3); /* retried, with backoff */
+    cr_assert_leq(parti_consumer_metrics(c)->consumer_recreation_failures.value, 20);
+    /* the stream comes back (new sequences from 1): everything in it is consumed */
+    memset(&sc, 0, sizeof sc);
+    sc.name = "orders";
+    sc.subjects = subs;
+    sc.subject_count = 1;
+    cr_assert_eq(ob.vt->stream_create(ob.self, &sc, 1000), PARTI_ERR_OK);
+    hd.handled = 0;
+    publish("orders.p0");
+    publish("orders.p1");
+    cr_assert(poll_until(was_recreated, 30000));
+    cr_assert(poll_until(handled_two, 10000), "handled %d of the new stream", hd.handled);
+    cr_assert_eq(hd.handled, 2);
+    cr_assert_eq(hd.seqs[0] + hd.seqs[1], 3); /* sequences 1 and 2 */
+    cr_assert(poll_until(health_ready, 10000));
+}
+
+/* 50 workers whose first upserts all fail at the same moment: jitter spreads
+ * their retries instead of sending them in lockstep. */
+static uint64_t spread_created[50];
+static void spread_event(void *user, parti_consumer_event_kind kind, parti_err err, const char *detail) {
+    (void)err;
+    (void)detail;
+    if (kind == PARTI_EVENT_CONSUMER_CREATED) spread_created[(intptr_t)user] = parti_fake_now(w);
+}
+
+Test(consumer, retries_of_fifty_workers_spread_out) {
+    uint64_t seed;
+    teardown();
+    for (seed = 1; seed <= 5; seed++) {
+        parti_transport ts[50];
+        parti_consumer *cs[50];
+        uint64_t t0, lo = UINT64_MAX, hi = 0;
+        int i, j, distinct = 0, done = 0, step;
+        make_world(seed);
+        memset(spread_created, 0, sizeof spread_created);
+        for (i = 0; i < 50; i++) {
+            char name[24], id[24], msg[256];
+            static const int a[] = {0};
+            snprintf(name, sizeof name, "w%d", i);
+            snprintf(id, sizeof id, "worker-%d", i);
+            cr_assert_eq(parti_fake_connect(w, name, &ts[i]), PARTI_ERR_OK);
+            opts.on_event = spread_event;
+            opts.user = (void *)(intptr_t)i;
+            opts.no_coalesce = 1;
+            cr_assert_eq(parti_consumer_create(&cs[i], &ts[i], &cfg, &opts, msg, sizeof msg), PARTI_ERR_OK);
+            cr_assert_eq(parti_consumer_update(cs[i], id, a, 1), PARTI_ERR_OK);
+            /* the control plane is down for everyone: three failures each */
+            cr_assert_eq(parti_fake_fail_next(w, &ts[i], "consumer_upsert", 3, PARTI_ERR_TIMEOUT), PARTI_ERR_OK);
+        }
+        t0 = parti_fake_now(w);
+        for (step = 0; step < 20000 && done < 50; step++) { /* 1 ms steps, all workers polled in each */
+            for (i = 0; i < 50; i++)
+                if (!spread_created[i]) {
+                    parti_consumer_poll(cs[i], 0);
+                    done += spread_created[i] != 0;
+                }
+            parti_fake_advance(w, 1);
+        }
+        cr_assert_eq(done, 50, "seed %llu: %d of 50 created", (unsigned long long)seed, done);
+        for (i = 0; i < 50; i++) {
+            int seen = 0;
+            for (j = 0; j < i; j++) seen |= spread_created[j] == spread_created[i];
+            distinct += !seen;
+            if (spread_created[i] < lo) lo = spread_created[i];
+            if (spread_created[i] > hi) hi = spread_created[i];
+        }
+        /* in lockstep all 50 would succeed at one moment; jittered, they land
+         * at many different milliseconds over hundreds of them */
+        cr_assert_geq(distinct, 35, "seed %llu: only %d distinct retry times", (unsigned long long)seed, distinct);
+        cr_assert_geq(hi - lo, 300, "seed %llu: retries within %llu ms", (unsigned long long)seed,
+                      (unsigned long long)(hi - lo));
+        if (seed == 1)
+            printf("retry spreading, 50 workers x 3 failures: %d distinct success times over %llu ms (from t0+%llu)\n",
+                   distinct, (unsigned long long)(hi - lo), (unsigned long long)(lo - t0));
+        for (i = 0; i < 50; i++) {
+            parti_consumer_destroy(cs[i]);
+            parti_fake_disconnect(&ts[i]);
+        }
+        opts.on_event = on_event;
+        opts.user = NULL;
+        opts.no_coalesce = 0;
+        teardown();
+    }
+    make_world(1);
+    make_consumer();
+}
+
+Test(consumer, poll_waits_instead_of_spinning_while_paused_or_between_retries) {
+    static const int a[] = {0}, b[] = {1};
+    uint64_t t0;
+    int before;
+    update("w1", a, 1);
+    settle();
+    update("w1", NULL, 0);
+    settle();
+    t0 = parti_fake_now(w);
+    before = count_log("consumer_info", NULL);
+    cr_assert_eq(parti_consumer_poll(c, 60000), PARTI_ERR_OK); /* one call, a virtual minute */
+    cr_assert_eq(parti_fake_now(w), t0 + 60000);
+    /* only the periodic existence checks ran: one per info_interval_ms */
+    cr_assert_eq(count_log("consumer_info", NULL) - before, 12, "%d info checks", count_log("consumer_info", NULL) - before);
+    /* between retries too: the call sleeps to the next retry, it does not spin */
+    cr_assert_eq(parti_fake_fail_next(w, &t, "consumer_upsert", 2, PARTI_ERR_TIMEOUT), PARTI_ERR_OK);
+    update("w1", b, 1);
+    t0 = parti_fake_now(w);
+    cr_assert_eq(parti_consumer_poll(c, 5000), PARTI_ERR_OK);
+    cr_assert_eq(parti_fake_now(w), t0 + 5000);
+    cr_assert_eq(count_log("consumer_upsert", NULL), 4); /* first apply, two failures, success */
+    expect_filters("parti-w1", "orders.p1");
 }

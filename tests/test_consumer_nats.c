@@ -1,6 +1,7 @@
 /* The worker consumer on a real nats-server: deletion mid-fetch is recovered,
- * and a poison message reaches the dead-letter stream. Real time, bounded
- * polling with deadlines. */
+ * a server restart and a hung server (missed heartbeats, escalation) are
+ * ridden out without losing a message, and a poison message reaches the
+ * dead-letter stream. Real time, bounded polling with deadlines. */
 #define _POSIX_C_SOURCE 200809L
 #define PARTI_IMPLEMENTATION
 #include "parti.h"
@@ -69,6 +70,7 @@ static void setup(void) {
     o.on_message = handler;
     o.dead_letter_subject = "dlq.orders";
     o.info_interval_ms = 500;
+    o.op_timeout_ms = 1000;
     cr_assert_eq(parti_consumer_create(&c, &t, &cfg, &o, err, sizeof err), PARTI_ERR_OK, "%s", err);
     cr_assert_eq(parti_consumer_update(c, "worker-1", mine, 2), PARTI_ERR_OK);
 }
@@ -128,4 +130,60 @@ Test(consumer_nats, a_poison_message_reaches_the_dead_letter_stream) {
     cr_assert_eq(ob.vt->stream_info(ob.self, "DLQ", &si, 5000), PARTI_ERR_OK);
     cr_assert_eq(si.messages, 1);
     parti_stream_info_free(&si);
+}
+
+/* Publishes, retrying while the client reconnects after a restart. */
+static void publish_retrying(const char *subject, const char *data) {
+    parti_pub_ack pa;
+    parti_err e = PARTI_ERR_NOT_CONNECTED;
+    uint64_t t0 = ms_now();
+    while (ms_now() - t0 < 15000) {
+        if ((e = ob.vt->publish(ob.self, subject, NULL, 0, data, strlen(data), &pa, 2000)) == PARTI_ERR_OK) return;
+        parti_consumer_poll(c, 50); /* keep the worker going meanwhile */
+    }
+    cr_assert_fail("publish after restart: %s", parti_strerror(e));
+}
+
+static int five_ok(void) { return handled_ok >= 5; }
+static int is_ready(void) {
+    parti_health h;
+    return parti_consumer_health(c, &h) == PARTI_ERR_OK && h.ready && !h.degraded;
+}
+
+Test(consumer_nats, a_server_restart_is_ridden_out_without_loss) {
+    char err[512];
+    int i;
+    publish("orders.p0", "a");
+    publish("orders.p1", "b");
+    cr_assert(poll_until(two_ok, 10000), "handled %d", handled_ok);
+    cr_assert_eq(nats_server_restart(srv, err, sizeof err), 0, "%s", err);
+    publish_retrying("orders.p0", "c");
+    publish_retrying("orders.p1", "d");
+    publish_retrying("orders.p0", "e");
+    cr_assert(poll_until(five_ok, 20000), "after restart: handled %d", handled_ok);
+    for (i = 1; i <= 5; i++) cr_assert_geq(seen[i], 1, "sequence %d never handled", i);
+    cr_assert_geq(parti_consumer_metrics(c)->consumer_pull_restarts.value, 1);
+    cr_assert(poll_until(is_ready, 10000), "not ready after the restart: %s", parti_consumer_last_message(c));
+}
+
+Test(consumer_nats, a_hung_server_escalates_to_a_refresh_and_recovers) {
+    char err[512];
+    parti_health h;
+    uint64_t t0;
+    int degraded_seen = 0;
+    publish("orders.p0", "a");
+    cr_assert(poll_until(two_ok, 3000) || handled_ok == 1, "handled %d", handled_ok);
+    cr_assert_eq(nats_server_suspend(srv, err, sizeof err), 0, "%s", err);
+    t0 = ms_now();
+    while (ms_now() - t0 < 3000) { /* no heartbeats (missed after 500 ms), no replies (1 s timeouts) */
+        parti_consumer_poll(c, 50);
+        if (parti_consumer_health(c, &h) == PARTI_ERR_OK && h.degraded) degraded_seen = 1;
+    }
+    cr_assert_eq(nats_server_resume(srv, err, sizeof err), 0, "%s", err);
+    cr_assert(degraded_seen, "never degraded while the server hung (last: %s)", parti_consumer_last_message(c));
+    publish("orders.p1", "b");
+    cr_assert(poll_until(two_ok, 15000), "after resume: handled %d", handled_ok);
+    cr_assert(poll_until(is_ready, 10000), "not ready after resume: %s", parti_consumer_last_message(c));
+    cr_assert_geq(parti_consumer_metrics(c)->consumer_refreshes.value, 1);
+    cr_assert_eq(parti_consumer_metrics(c)->consumer_recreations.value, 0);
 }
