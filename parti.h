@@ -183,7 +183,8 @@ typedef enum parti_category {
     X(PROTOCOL, TRANSIENT, "unexpected response from the server")                                  \
     X(INTERNAL, FATAL, "internal error (a bug in parti)")                                          \
     X(VALUE_TOO_LARGE, INVALID_INPUT, "value larger than the bucket's max_value_size")               \
-    X(ALREADY_EXISTS, INVALID_INPUT, "exists already with a different configuration")
+    X(ALREADY_EXISTS, INVALID_INPUT, "exists already with a different configuration")                \
+    X(CLOSED, FATAL, "stopped: the worker left or hit a fatal error")
 
 typedef enum parti_err {
 #define PARTI__ENUM(name, cat, msg) PARTI_ERR_##name,
@@ -837,6 +838,11 @@ PARTIDEF const char *parti_metric_type_name(parti_metric_type t);
     /* Forced refreshes after unhealthy_after pull failures within failure_window_ms. */                         \
     X(consumer_refreshes, counter, "parti_worker_consumer_refreshes_total", 0, 0, 0,                               \
       "Forced consumer refreshes after repeated pull failures within the failure window.")                       \
+    /* Handoff: consumers recreated at a gained partition's resume point, and redeliveries skipped as done. */    \
+    X(consumer_handoff_rewinds, counter, "parti_worker_consumer_handoff_rewinds_total", 0, 0, 0,                   \
+      "Consumers recreated at the resume point of a partition that moved in from another worker.")              \
+    X(consumer_handoff_skipped, counter, "parti_worker_consumer_handoff_skipped_total", 0, 0, 0,                   \
+      "Messages skipped after a handoff rewind because they were processed before it.")                        \
     /* ---- membership, leader, rebalance ---- */                                                                 \
     X(members_current, gauge, "parti_members_current", 0, 0, 0, "Live members of the group as this worker sees it.") \
     /* 1 while this worker is the leader (computes and publishes assignments), else 0. */                         \
@@ -1265,6 +1271,20 @@ PARTIDEF parti_err parti_consumer_create(parti_consumer **out, const parti_trans
  * PARTI_ERR_TOO_MANY_SUBJECTS, PARTI_ERR_NOMEM; then nothing is recorded.
  * parti_consumer_last_message says more. No server call. */
 PARTIDEF parti_err parti_consumer_update(parti_consumer *c, const char *worker_id, const int *partitions, int count);
+
+/* The same, for a partition moving in from another worker: resume_from[i]
+ * (for partitions[i]) is the first stream sequence of that partition not
+ * known to be processed (the previous owner's ack floor + 1; 0 = no
+ * catch-up). A consumer's filter can grow in place, but the server never
+ * rewinds it: the added subject's messages behind the consumer's position
+ * would be skipped. So when a gained partition resumes behind that position,
+ * the apply recreates the consumer at the earliest resume point and skips,
+ * by stream sequence, what was processed already (this worker's own subjects
+ * up to its ack floor, a gained partition below its resume point): at least
+ * once, nothing skipped. Skipped redeliveries are counted
+ * (parti_worker_consumer_handoff_skipped_total). resume_from may be NULL. */
+PARTIDEF parti_err parti_consumer_update_from(parti_consumer *c, const char *worker_id, const int *partitions,
+                                              int count, const uint64_t *resume_from);
 
 /* Runs what is due: the pending update, recovery, existence checks, then
  * pulls and calls the handler until timeout_ms of transport time passed or
@@ -3822,6 +3842,10 @@ struct parti_consumer {
     parti_deliver_policy deliver;
     uint64_t start_seq;
     uint64_t ack_floor;          /* from the last consumer_info: all up to here acked */
+    /* handoff: where gained subjects resume, and what a rewound consumer skips */
+    uint64_t *pending_from;      /* per pending subject: first sequence to process (0 = no catch-up) */
+    uint64_t *skip_below;        /* per applied subject: messages below this were processed already */
+    uint64_t skip_max;           /* past this sequence nothing is skipped any more */
     char *dead_letter;           /* owned copy of options.dead_letter_subject, or NULL */
     uint64_t last_err_ms;        /* when last_err happened (transport clock) */
     int paused;
@@ -4009,6 +4033,8 @@ PARTIDEF void parti_consumer_destroy(parti_consumer *c) {
     if (!c) return;
     parti_subjects_free(&c->applied);
     parti_subjects_free(&c->pending);
+    PARTI_FREE(c->pending_from);
+    PARTI_FREE(c->skip_below);
     PARTI_FREE(c->worker_id);
     PARTI_FREE(c->pending_id);
     PARTI_FREE(c->dead_letter);
@@ -4017,7 +4043,25 @@ PARTIDEF void parti_consumer_destroy(parti_consumer *c) {
 }
 
 PARTIDEF parti_err parti_consumer_update(parti_consumer *c, const char *worker_id, const int *partitions, int count) {
+    return parti_consumer_update_from(c, worker_id, partitions, count, NULL);
+}
+
+/* Finds subject in a sorted set; -1 when absent. */
+static int parti__subjects_find(const parti_subjects *set, const char *subject) {
+    int lo = 0, hi = set->count - 1;
+    while (lo <= hi) {
+        int mid = lo + (hi - lo) / 2, c = strcmp(set->items[mid], subject);
+        if (c == 0) return mid;
+        if (c < 0) lo = mid + 1;
+        else hi = mid - 1;
+    }
+    return -1;
+}
+
+PARTIDEF parti_err parti_consumer_update_from(parti_consumer *c, const char *worker_id, const int *partitions,
+                                              int count, const uint64_t *resume_from) {
     char name[PARTI_MAX_NAME_LEN + 1];
+    uint64_t *from = NULL;
     parti_partition *sel = NULL;
     parti_subjects set = {NULL, 0};
     char *id_copy;
@@ -4051,15 +4095,38 @@ PARTIDEF parti_err parti_consumer_update(parti_consumer *c, const char *worker_i
                              sizeof c->last_msg);
     PARTI_FREE(sel);
     if (e != PARTI_ERR_OK) return e;
+    if (resume_from && set.count > 0) { /* the resume point of each subject */
+        char subj[PARTI_MAX_SUBJECT_LEN + 1];
+        if (!(from = (uint64_t *)PARTI_MALLOC(sizeof *from * (size_t)set.count))) {
+            parti_subjects_free(&set);
+            return PARTI_ERR_NOMEM;
+        }
+        memset(from, 0, sizeof *from * (size_t)set.count);
+        for (i = 0; i < count; i++) {
+            int k;
+            if (!resume_from[i] || parti_subject_expand(c->cfg.subject_template, &c->cfg.partitions[partitions[i]],
+                                                        subj, sizeof subj, NULL, NULL, 0) != PARTI_ERR_OK)
+                continue;
+            if ((k = parti__subjects_find(&set, subj)) >= 0 && (!from[k] || resume_from[i] < from[k]))
+                from[k] = resume_from[i];
+        }
+        /* a coalesced earlier update's resume points still count */
+        for (i = 0; c->has_pending && c->pending_from && i < c->pending.count; i++) {
+            int k = c->pending_from[i] ? parti__subjects_find(&set, c->pending.items[i]) : -1;
+            if (k >= 0 && (!from[k] || c->pending_from[i] < from[k])) from[k] = c->pending_from[i];
+        }
+    }
     /* nothing in flight and nothing would change: count it and stop here */
     if (!c->has_pending && (!c->worker_id || strcmp(c->worker_id, worker_id) == 0) &&
         (set.count == 0 ? c->paused : (!c->paused && c->exists && parti__consumer_sets_equal(&set, &c->applied)))) {
         parti_subjects_free(&set);
+        PARTI_FREE(from);
         parti_counter_add(&c->metrics.consumer_updates_noop, 1);
         return PARTI_ERR_OK;
     }
     if (!(id_copy = parti__strdup(worker_id))) {
         parti_subjects_free(&set);
+        PARTI_FREE(from);
         return PARTI_ERR_NOMEM;
     }
     if (c->has_pending) {
@@ -4071,13 +4138,17 @@ PARTIDEF parti_err parti_consumer_update(parti_consumer *c, const char *worker_i
     }
     parti_subjects_free(&c->pending);
     PARTI_FREE(c->pending_id);
+    PARTI_FREE(c->pending_from);
     c->pending = set;
     c->pending_id = id_copy;
+    c->pending_from = from;
     return PARTI_ERR_OK;
 }
 
 static void parti__consumer_clear_pending(parti_consumer *c) {
     c->has_pending = 0;
+    PARTI_FREE(c->pending_from);
+    c->pending_from = NULL;
     parti_subjects_free(&c->pending);
     PARTI_FREE(c->pending_id);
     c->pending_id = NULL;
@@ -4153,6 +4224,52 @@ static void parti__consumer_recreate(parti_consumer *c, uint64_t now) {
     parti__consumer_set_healthy(c);
 }
 
+/* Handoff: when a gained subject must resume behind this consumer's
+ * position, delete the consumer so the upsert that follows creates it at the
+ * earliest resume point, and note what to skip. */
+static parti_err parti__consumer_rewind(parti_consumer *c, const char *durable) {
+    parti_consumer_info ci;
+    uint64_t start = 0, floor, *skip;
+    int i;
+    parti_err e;
+    for (i = 0; i < c->pending.count; i++)
+        if (c->pending_from[i] && parti__subjects_find(&c->applied, c->pending.items[i]) < 0 &&
+            (!start || c->pending_from[i] < start))
+            start = c->pending_from[i];
+    PARTI_FREE(c->skip_below);
+    c->skip_below = NULL;
+    c->skip_max = 0;
+    if (!start || !c->t.vt->consumer_delete) return PARTI_ERR_OK;
+    memset(&ci, 0, sizeof ci);
+    if ((e = c->t.vt->consumer_info(c->t.self, c->cfg.stream, durable, &ci, c->opts.op_timeout_ms)) != PARTI_ERR_OK)
+        return e == PARTI_ERR_CONSUMER_NOT_FOUND ? PARTI_ERR_OK : e; /* gone: the upsert creates it */
+    floor = ci.ack_floor_stream_seq;
+    if (ci.ack_floor_stream_seq > c->ack_floor) c->ack_floor = ci.ack_floor_stream_seq;
+    if (start > ci.delivered_stream_seq) { /* ahead of the position: growing in place loses nothing */
+        parti_consumer_info_free(&ci);
+        return PARTI_ERR_OK;
+    }
+    parti_consumer_info_free(&ci);
+    if (!(skip = (uint64_t *)PARTI_MALLOC(sizeof *skip * (size_t)c->pending.count))) return PARTI_ERR_NOMEM;
+    for (i = 0; i < c->pending.count; i++) {
+        if (parti__subjects_find(&c->applied, c->pending.items[i]) >= 0) skip[i] = floor + 1; /* own: acked */
+        else skip[i] = c->pending_from[i] ? c->pending_from[i] : start; /* gained: the previous owner's */
+        if (skip[i] > c->skip_max) c->skip_max = skip[i];
+    }
+    e = c->t.vt->consumer_delete(c->t.self, c->cfg.stream, durable, c->opts.op_timeout_ms);
+    if (e != PARTI_ERR_OK && e != PARTI_ERR_CONSUMER_NOT_FOUND) {
+        PARTI_FREE(skip);
+        c->skip_max = 0;
+        return e;
+    }
+    c->deliver = PARTI_DELIVER_BY_START_SEQUENCE;
+    c->start_seq = start;
+    c->skip_below = skip; /* aligned with the pending set, which becomes the applied one */
+    c->fetch_active = 0;
+    parti_counter_add(&c->metrics.consumer_handoff_rewinds, 1);
+    return PARTI_ERR_OK;
+}
+
 /* Applies the pending assignment: pause, no-op, or one upsert with the full set. */
 static void parti__consumer_apply(parti_consumer *c, uint64_t now) {
     char name[PARTI_MAX_NAME_LEN + 1];
@@ -4173,8 +4290,10 @@ static void parti__consumer_apply(parti_consumer *c, uint64_t now) {
         parti_counter_add(&c->metrics.consumer_updates_noop, 1);
     } else {
         if ((e = parti_consumer_name(c->cfg.consumer_prefix, c->pending_id, name, sizeof name, NULL, 0)) ==
-            PARTI_ERR_OK)
-            e = parti__consumer_upsert(c, name, &c->pending);
+            PARTI_ERR_OK) {
+            if (!id_change && c->exists && c->pending_from) e = parti__consumer_rewind(c, name);
+            if (e == PARTI_ERR_OK) e = parti__consumer_upsert(c, name, &c->pending);
+        }
         if (e != PARTI_ERR_OK) {
             parti_counter_add(&c->metrics.consumer_updates_failure, 1);
             parti__consumer_fail(c, e, "updating the consumer");
@@ -4193,6 +4312,11 @@ static void parti__consumer_apply(parti_consumer *c, uint64_t now) {
         parti_gauge_set(&c->metrics.consumer_subjects_current, (double)c->pending.count);
         if (parti_subjects_near_limit(c->pending.count, c->cfg.max_subjects, c->cfg.subjects_warn_percent))
             parti_counter_add(&c->metrics.consumer_subjects_near_limit, 1);
+        if (!(!id_change && existed && c->pending_from && c->skip_below)) { /* set by this apply's rewind, or stale */
+            PARTI_FREE(c->skip_below);
+            c->skip_below = NULL;
+            c->skip_max = 0;
+        }
         parti_subjects_free(&c->applied);
         c->applied = c->pending;
         c->pending.items = NULL;
@@ -4390,6 +4514,24 @@ static void parti__consumer_handle(parti_consumer *c, parti_msg *m) {
     parti_ack_kind kind;
     parti_verdict verdict;
     parti_err e;
+    if (c->applied.count && m->subject) {
+        int k = parti__subjects_find(&c->applied, m->subject);
+        if (k < 0) {
+            parti_counter_add(&c->metrics.consumer_foreign_redeliveries, 1); /* processed all the same */
+        } else if (c->skip_below && m->stream_seq < c->skip_below[k]) {
+            /* processed before the handoff rewind (here or by the previous owner) */
+            parti_counter_add(&c->metrics.consumer_handoff_skipped, 1);
+            if (c->t.vt->ack(c->t.self, m, PARTI_ACK_ACK, 0, c->opts.op_timeout_ms) != PARTI_ERR_OK)
+                parti__consumer_fail(c, PARTI_ERR_TIMEOUT, "acknowledging a message");
+            c->t.vt->msg_release(c->t.self, m);
+            return;
+        }
+        if (c->skip_below && m->stream_seq >= c->skip_max) { /* past every skip point */
+            PARTI_FREE(c->skip_below);
+            c->skip_below = NULL;
+            c->skip_max = 0;
+        }
+    }
     verdict = c->opts.on_message(c->opts.user, m, &delay);
     /* a message terminated, or failed on its last delivery, goes to the dead
      * letters before it is acked: never dropped silently */

@@ -1054,3 +1054,51 @@ Test(consumer, poll_waits_instead_of_spinning_while_paused_or_between_retries) {
     cr_assert_eq(count_log("consumer_upsert", NULL), 4); /* first apply, two failures, success */
     expect_filters("parti-w1", "orders.p1");
 }
+
+/* Handoff: a gained partition's backlog behind the consumer's position is
+ * processed (the server never rewinds a grown filter), and what this worker
+ * already acked is skipped, not handled twice. */
+Test(consumer, a_gained_partition_resumes_from_its_resume_point) {
+    static const int a[] = {0}, ab[] = {0, 1};
+    uint64_t from[2];
+    int i;
+    update("w1", a, 1);
+    settle();
+    for (i = 0; i < 6; i++) publish(i % 2 ? "orders.p1" : "orders.p0"); /* seqs 1..6: p0 odd, p1 even */
+    for (i = 0; i < 10; i++) parti_consumer_poll(c, 100);
+    cr_assert_eq(hd.handled, 3); /* p0 only */
+    parti_fake_advance(w, 6000);
+    parti_consumer_poll(c, 100);
+    /* p1 moves in; its previous owner had acked up to 2: resume at 4 (seq 4 and 6 remain) */
+    from[0] = 0;
+    from[1] = 4;
+    hd.handled = 0;
+    cr_assert_eq(parti_consumer_update_from(c, "w1", ab, 2, from), PARTI_ERR_OK);
+    settle();
+    for (i = 0; i < 10; i++) parti_consumer_poll(c, 100);
+    cr_assert_eq(hd.handled, 2, "handled %d", hd.handled);
+    cr_assert_eq(hd.seqs[0], 4);
+    cr_assert_eq(hd.seqs[1], 6);
+    cr_assert_eq(parti_consumer_metrics(c)->consumer_handoff_rewinds.value, 1);
+    cr_assert_eq(parti_consumer_metrics(c)->consumer_handoff_skipped.value, 1); /* seq 5 (p0, acked before) */
+    expect_filters("parti-w1", "orders.p0,orders.p1");
+    /* new messages flow as usual, nothing skipped any more */
+    publish("orders.p0");
+    publish("orders.p1");
+    for (i = 0; i < 10; i++) parti_consumer_poll(c, 100);
+    cr_assert_eq(hd.handled, 4);
+}
+
+Test(consumer, a_resume_point_ahead_of_the_position_grows_in_place) {
+    static const int a[] = {0}, ab[] = {0, 1};
+    uint64_t from[2] = {0, 1000};
+    update("w1", a, 1);
+    settle();
+    publish("orders.p0");
+    parti_consumer_poll(c, 100);
+    cr_assert_eq(parti_consumer_update_from(c, "w1", ab, 2, from), PARTI_ERR_OK);
+    settle();
+    cr_assert_eq(parti_consumer_metrics(c)->consumer_handoff_rewinds.value, 0);
+    cr_assert_eq(count_log("consumer_delete", NULL), 0);
+    expect_filters("parti-w1", "orders.p0,orders.p1");
+}
