@@ -132,9 +132,14 @@ $(B)/bench_nats: bench/bench_nats.c $(SERVER_SRC) $(HEADERS)
 	@mkdir -p $(B)
 	$(CC) -std=c99 -O2 -Wall -Wextra -Werror -I. bench/bench_nats.c tests/nats_server.c -lnats -o $@
 
-bench: setup $(B)/bench_core $(B)/bench_nats
+$(B)/bench_consumer: bench/bench_consumer.c $(SERVER_SRC) $(HEADERS)
+	@mkdir -p $(B)
+	$(CC) -std=c99 -O2 -Wall -Wextra -Werror -I. bench/bench_consumer.c tests/nats_server.c -lnats -o $@
+
+bench: setup $(B)/bench_core $(B)/bench_nats $(B)/bench_consumer
 	$(B)/bench_core
 	$(B)/bench_nats
+	$(B)/bench_consumer
 
 demo: setup
 	@echo "make demo: the cluster demo arrives with the membership issue; nothing to run yet." >&2

@@ -1173,9 +1173,11 @@ PARTIDEF parti_err parti_json_get_string(const parti_json_doc *doc, int obj, con
  *   - A consumer deleted behind parti's back (seen by a pull, or by a
  *     consumer_info check every info_interval_ms while no pull is pending) is
  *     created again from the last applied subjects, and pulling resumes. The
- *     new consumer starts after the ack floor the last info check reported
- *     (from the stream's start if none was seen): messages acked since that
- *     check come again (at least once), none is skipped.
+ *     new consumer starts after the ack floor: the highest sequence up to
+ *     which this worker saw every delivery acked or terminated (or the last
+ *     info check's floor if that is later; from the stream's start when
+ *     neither is known). A NAKed message holds the floor back, so it comes
+ *     again: at least once, none skipped, nothing acked replayed.
  *   - With options.dead_letter_subject, a terminated message or one failed on
  *     its last delivery is published there (see the option) and then acked.
  *   - parti_consumer_health says live / ready / degraded with the last error.
@@ -3846,6 +3848,10 @@ struct parti_consumer {
     uint64_t *pending_from;      /* per pending subject: first sequence to process (0 = no catch-up) */
     uint64_t *skip_below;        /* per applied subject: messages below this were processed already */
     uint64_t skip_max;           /* past this sequence nothing is skipped any more */
+    /* this worker's own view of its ack floor, fresher than the last info */
+    uint64_t acked_max;          /* highest stream sequence acked or terminated */
+    uint64_t *unacked;           /* stb_ds array: sequences NAKed or in progress, not settled since */
+    int unacked_overflow;        /* too many to track: rely on the server's floor */
     char *dead_letter;           /* owned copy of options.dead_letter_subject, or NULL */
     uint64_t last_err_ms;        /* when last_err happened (transport clock) */
     int paused;
@@ -4035,6 +4041,7 @@ PARTIDEF void parti_consumer_destroy(parti_consumer *c) {
     parti_subjects_free(&c->pending);
     PARTI_FREE(c->pending_from);
     PARTI_FREE(c->skip_below);
+    arrfree(c->unacked);
     PARTI_FREE(c->worker_id);
     PARTI_FREE(c->pending_id);
     PARTI_FREE(c->dead_letter);
@@ -4187,20 +4194,52 @@ static parti_err parti__consumer_upsert(parti_consumer *c, const char *durable, 
     return c->t.vt->consumer_upsert(c->t.self, &cc, c->opts.op_timeout_ms);
 }
 
+/* Everything up to the returned sequence was acked or terminated, as far as
+ * this worker saw (0 = unknown): fresher than the server's last info. */
+static uint64_t parti__consumer_local_floor(const parti_consumer *c) {
+    uint64_t lo = UINT64_MAX;
+    int i;
+    if (c->unacked_overflow) return 0;
+    for (i = 0; i < (int)arrlen(c->unacked); i++)
+        if (c->unacked[i] < lo) lo = c->unacked[i];
+    if (lo != UINT64_MAX) return lo > 0 ? lo - 1 : 0;
+    return c->acked_max;
+}
+
+/* Records how a delivered message was settled. */
+static void parti__consumer_settled(parti_consumer *c, uint64_t seq, int done) {
+    int i;
+    for (i = 0; i < (int)arrlen(c->unacked); i++)
+        if (c->unacked[i] == seq) break;
+    if (done) {
+        if (i < (int)arrlen(c->unacked)) arrdelswap(c->unacked, i);
+        if (seq > c->acked_max) c->acked_max = seq;
+    } else if (i == (int)arrlen(c->unacked)) {
+        if (arrlen(c->unacked) >= 4096) c->unacked_overflow = 1;
+        else arrput(c->unacked, seq);
+    }
+}
+
 /* Creates the consumer again from the last applied subjects. */
 static void parti__consumer_recreate(parti_consumer *c, uint64_t now) {
     parti_err e;
-    /* resume after what the server last said was acked, not from the start of
-     * the stream: at least once, without replaying everything */
+    /* resume after what was acked (as this worker saw it, or as the server's
+     * last info said if that is later), not from the start of the stream: at
+     * least once, without replaying everything */
+    uint64_t floor = parti__consumer_local_floor(c);
+    if (c->ack_floor > floor) floor = c->ack_floor;
     if (c->stream_lost) {
         /* the stream was deleted: the one there now is another, whose
          * sequences start again; the old ack floor means nothing in it */
         c->deliver = PARTI_DELIVER_ALL;
         c->start_seq = 0;
         c->ack_floor = 0;
-    } else if (c->ack_floor) {
+        c->acked_max = 0;
+        arrsetlen(c->unacked, 0);
+        c->unacked_overflow = 0;
+    } else if (floor) {
         c->deliver = PARTI_DELIVER_BY_START_SEQUENCE;
-        c->start_seq = c->ack_floor + 1;
+        c->start_seq = floor + 1;
     }
     e = parti__consumer_upsert(c, c->durable, &c->applied);
     if (e != PARTI_ERR_OK) {
@@ -4327,6 +4366,10 @@ static void parti__consumer_apply(parti_consumer *c, uint64_t now) {
             c->pending_id = NULL;
             memcpy(c->durable, name, sizeof name);
             c->fetch_active = 0; /* a pull of another durable */
+            c->acked_max = 0;    /* and another durable's floor */
+            c->ack_floor = 0;
+            arrsetlen(c->unacked, 0);
+            c->unacked_overflow = 0;
         }
         c->exists = 1;
         c->need_recreate = 0;
@@ -4521,6 +4564,7 @@ static void parti__consumer_handle(parti_consumer *c, parti_msg *m) {
         } else if (c->skip_below && m->stream_seq < c->skip_below[k]) {
             /* processed before the handoff rewind (here or by the previous owner) */
             parti_counter_add(&c->metrics.consumer_handoff_skipped, 1);
+            parti__consumer_settled(c, m->stream_seq, 1);
             if (c->t.vt->ack(c->t.self, m, PARTI_ACK_ACK, 0, c->opts.op_timeout_ms) != PARTI_ERR_OK)
                 parti__consumer_fail(c, PARTI_ERR_TIMEOUT, "acknowledging a message");
             c->t.vt->msg_release(c->t.self, m);
@@ -4568,6 +4612,7 @@ static void parti__consumer_handle(parti_consumer *c, parti_msg *m) {
     if ((e = c->t.vt->ack(c->t.self, m, kind, kind == PARTI_ACK_NAK ? delay : 0, c->opts.op_timeout_ms)) !=
         PARTI_ERR_OK)
         parti__consumer_fail(c, e, "acknowledging a message"); /* ack_wait redelivers it */
+    parti__consumer_settled(c, m->stream_seq, e == PARTI_ERR_OK && (kind == PARTI_ACK_ACK || kind == PARTI_ACK_TERM));
     c->t.vt->msg_release(c->t.self, m);
 }
 
