@@ -463,6 +463,8 @@ typedef struct parti_consumer_info {
     uint64_t num_pending;          /* matching messages after the position */
     uint64_t num_ack_pending;      /* delivered, not yet acked */
     uint64_t num_redelivered;
+    parti_deliver_policy deliver_policy; /* fixed at creation: an upsert must repeat it */
+    uint64_t opt_start_seq;              /* with PARTI_DELIVER_BY_START_SEQUENCE */
 } parti_consumer_info;
 
 typedef struct parti_stream_config {
@@ -4263,6 +4265,21 @@ static void parti__consumer_recreate(parti_consumer *c, uint64_t now) {
     parti__consumer_set_healthy(c);
 }
 
+/* The durable exists with a start another process chose (a recreation or a
+ * handoff rewind): the server refuses to change it, so repeat it. 1 when
+ * something was adopted. */
+static int parti__consumer_adopt_start(parti_consumer *c, const char *durable) {
+    parti_consumer_info ci;
+    int changed;
+    memset(&ci, 0, sizeof ci);
+    if (c->t.vt->consumer_info(c->t.self, c->cfg.stream, durable, &ci, c->opts.op_timeout_ms) != PARTI_ERR_OK) return 0;
+    changed = ci.deliver_policy != c->deliver || ci.opt_start_seq != c->start_seq;
+    c->deliver = ci.deliver_policy;
+    c->start_seq = ci.opt_start_seq;
+    parti_consumer_info_free(&ci);
+    return changed;
+}
+
 /* Handoff: when a gained subject must resume behind this consumer's
  * position, delete the consumer so the upsert that follows creates it at the
  * earliest resume point, and note what to skip. */
@@ -4332,6 +4349,8 @@ static void parti__consumer_apply(parti_consumer *c, uint64_t now) {
             PARTI_ERR_OK) {
             if (!id_change && c->exists && c->pending_from) e = parti__consumer_rewind(c, name);
             if (e == PARTI_ERR_OK) e = parti__consumer_upsert(c, name, &c->pending);
+            if (e == PARTI_ERR_ALREADY_EXISTS && parti__consumer_adopt_start(c, name)) /* an earlier process's */
+                e = parti__consumer_upsert(c, name, &c->pending);
         }
         if (e != PARTI_ERR_OK) {
             parti_counter_add(&c->metrics.consumer_updates_failure, 1);
@@ -4579,8 +4598,9 @@ static void parti__consumer_handle(parti_consumer *c, parti_msg *m) {
     verdict = c->opts.on_message(c->opts.user, m, &delay);
     /* a message terminated, or failed on its last delivery, goes to the dead
      * letters before it is acked: never dropped silently */
-    if (c->dead_letter && (verdict == PARTI_TERM || (verdict != PARTI_ACK && verdict != PARTI_IN_PROGRESS &&
-                                                     m->delivery_count >= (uint32_t)c->cfg.max_deliver))) {
+    /* (IN_PROGRESS on the last delivery too: the server would not deliver it again) */
+    if (c->dead_letter && (verdict == PARTI_TERM ||
+                           (verdict != PARTI_ACK && m->delivery_count >= (uint32_t)c->cfg.max_deliver))) {
         e = parti__consumer_dead_letter(c, m, verdict == PARTI_TERM ? "terminated" : "max_deliver");
         if (e == PARTI_ERR_OK) {
             parti_counter_add(&c->metrics.consumer_dead_letters, 1);

@@ -202,6 +202,8 @@ typedef struct parti__fconsumer {
     int max_deliver, max_ack_pending;
     uint64_t position, cseq, redelivered, instance;
     parti__fpend *pend; /* stb_ds array, by seq */
+    parti_deliver_policy deliver; /* fixed at creation, as on the server */
+    uint64_t start_seq;
 } parti__fconsumer;
 
 typedef struct parti__fstream {
@@ -970,11 +972,21 @@ static parti_err parti__fake_consumer_upsert(void *self, const parti_consumer_co
         parti__fake_log(w, c, "consumer_upsert", e, "%s/%s", cfg->stream, cfg->durable);
         return e;
     }
-    if (!(k = parti__fake_consumer(s, cfg->durable))) {
+    if ((k = parti__fake_consumer(s, cfg->durable)) != NULL &&
+        (k->deliver != cfg->deliver_policy ||
+         (cfg->deliver_policy == PARTI_DELIVER_BY_START_SEQUENCE && k->start_seq != cfg->opt_start_seq))) {
+        /* nats-server: "deliver policy can not be updated" */
+        parti__fake_log(w, c, "consumer_upsert", PARTI_ERR_ALREADY_EXISTS, "%s/%s deliver policy", cfg->stream,
+                        cfg->durable);
+        return PARTI_ERR_ALREADY_EXISTS;
+    }
+    if (!k) {
         if (!(k = (parti__fconsumer *)PARTI_MALLOC(sizeof *k))) return PARTI_ERR_NOMEM;
         memset(k, 0, sizeof *k);
         k->name = parti__strdup(cfg->durable);
         k->instance = ++w->instances;
+        k->deliver = cfg->deliver_policy;
+        k->start_seq = cfg->deliver_policy == PARTI_DELIVER_BY_START_SEQUENCE ? cfg->opt_start_seq : 0;
         if (cfg->deliver_policy == PARTI_DELIVER_BY_START_SEQUENCE)
             k->position = cfg->opt_start_seq ? cfg->opt_start_seq - 1 : 0;
         else if (cfg->deliver_policy == PARTI_DELIVER_NEW)
@@ -1035,6 +1047,8 @@ static parti_err parti__fake_consumer_info(void *self, const char *stream, const
     out->num_pending = parti__fake_num_pending(s, k);
     out->num_ack_pending = (uint64_t)arrlen(k->pend);
     out->num_redelivered = k->redelivered;
+    out->deliver_policy = k->deliver;
+    out->opt_start_seq = k->start_seq;
     return PARTI_ERR_OK;
 }
 
@@ -2525,6 +2539,15 @@ static parti_err parti__nats_consumer_info(void *self, const char *stream, const
     parti_json_get_uint64(&doc, root, "num_pending", &out->num_pending);
     parti_json_get_uint64(&doc, root, "num_ack_pending", &out->num_ack_pending);
     parti_json_get_uint64(&doc, root, "num_redelivered", &out->num_redelivered);
+    {
+        char dp[32];
+        if (parti_json_get_string(&doc, c, "deliver_policy", dp, sizeof dp, NULL) == PARTI_ERR_OK) {
+            if (strcmp(dp, "by_start_sequence") == 0) out->deliver_policy = PARTI_DELIVER_BY_START_SEQUENCE;
+            else if (strcmp(dp, "new") == 0) out->deliver_policy = PARTI_DELIVER_NEW;
+            else out->deliver_policy = PARTI_DELIVER_ALL;
+        }
+        parti_json_get_uint64(&doc, c, "opt_start_seq", &out->opt_start_seq);
+    }
     parti_json_doc_free(&doc);
     if (e == PARTI_ERR_OK && !out->name) e = PARTI_ERR_PROTOCOL;
     if (e != PARTI_ERR_OK) parti_consumer_info_free(out);

@@ -1512,6 +1512,34 @@ Test(consumer, upsert_creates_a_consumer_with_its_filters) {
     parti_consumer_info_free(&ci);
 }
 
+Test(consumer, the_deliver_policy_is_fixed_at_creation_and_reported) {
+    parti_transport *a = conf_connect();
+    parti_consumer_config cc;
+    parti_consumer_info ci;
+    const char *f[] = {"orders.a"};
+    conf_orders_abc(a);
+    memset(&cc, 0, sizeof cc);
+    cc.stream = "ORDERS";
+    cc.durable = "w1";
+    cc.filter_subjects = f;
+    cc.filter_count = 1;
+    cc.deliver_policy = PARTI_DELIVER_BY_START_SEQUENCE;
+    cc.opt_start_seq = 3;
+    cr_assert_eq(a->vt->consumer_upsert(a->self, &cc, 5000), PARTI_ERR_OK);
+    ci = conf_cinfo(a, "ORDERS", "w1");
+    cr_assert_eq(ci.deliver_policy, PARTI_DELIVER_BY_START_SEQUENCE);
+    cr_assert_eq(ci.opt_start_seq, 3);
+    parti_consumer_info_free(&ci);
+    cc.deliver_policy = PARTI_DELIVER_ALL; /* what a restarted process would send */
+    cc.opt_start_seq = 0;
+    cr_assert_eq(a->vt->consumer_upsert(a->self, &cc, 5000), PARTI_ERR_ALREADY_EXISTS);
+    cc.deliver_policy = PARTI_DELIVER_BY_START_SEQUENCE;
+    cc.opt_start_seq = 4;
+    cr_assert_eq(a->vt->consumer_upsert(a->self, &cc, 5000), PARTI_ERR_ALREADY_EXISTS);
+    cc.opt_start_seq = 3; /* repeating it is fine */
+    cr_assert_eq(a->vt->consumer_upsert(a->self, &cc, 5000), PARTI_ERR_OK);
+}
+
 Test(consumer, upsert_with_the_same_config_keeps_the_position) {
     parti_transport *a = conf_connect();
     parti_consumer_info ci;

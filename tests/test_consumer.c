@@ -1126,3 +1126,27 @@ Test(consumer, a_recreated_consumer_does_not_replay_what_was_acked) {
     cr_assert_eq(hd.seqs[6], 6);
     cr_assert_eq(hd.seqs[7], 7);
 }
+
+Test(consumer, a_restarted_worker_adopts_the_start_an_earlier_process_chose) {
+    static const int a[] = {0};
+    char msg[256];
+    parti_health h;
+    update("w1", a, 1);
+    settle();
+    publish("orders.p0");
+    parti_consumer_poll(c, 200);
+    cr_assert_eq(hd.handled, 1);
+    cr_assert_eq(parti_fake_delete_consumer(w, "orders", "parti-w1"), PARTI_ERR_OK);
+    parti_consumer_poll(c, 200); /* recreated "by start sequence" after its floor */
+    cr_assert_eq(parti_consumer_metrics(c)->consumer_recreations.value, 1);
+    parti_consumer_destroy(c); /* the process restarts */
+    cr_assert_eq(parti_consumer_create(&c, &t, &cfg, &opts, msg, sizeof msg), PARTI_ERR_OK);
+    update("w1", a, 1);
+    settle();
+    cr_assert_eq(parti_consumer_health(c, &h), PARTI_ERR_OK);
+    cr_assert(h.ready && !h.degraded, "%s", parti_consumer_last_message(c));
+    cr_assert_str_eq(parti_consumer_durable(c), "parti-w1");
+    publish("orders.p0");
+    parti_consumer_poll(c, 200);
+    cr_assert_eq(hd.handled, 2);
+}
