@@ -14,7 +14,7 @@ SAN      = -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sani
 FUZZSAN  = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -D_GNU_SOURCE
 B        = build
 HEADERS  = parti.h parti_nats.h
-FUZZ_TARGETS = subjects diff json metrics fake jsproto
+FUZZ_TARGETS = subjects diff json metrics fake jsproto assign
 FUZZ_RUNS ?= 20000
 FUZZ_SECONDS ?= 60
 # sanitizer reports must fail the run, and leaks count
@@ -23,7 +23,8 @@ export UBSAN_OPTIONS = print_stacktrace=1:halt_on_error=1
 # the decimal-comma locale scripts/setup builds for the metrics locale test
 export LOCPATH = $(CURDIR)/.deps/locale
 
-UNIT_SRC = tests/impl.c tests/test_core.c tests/test_json.c tests/test_metrics.c tests/test_fake.c tests/test_consumer.c
+UNIT_SRC = tests/impl.c tests/test_core.c tests/test_json.c tests/test_metrics.c tests/test_fake.c tests/test_consumer.c \
+           tests/test_assign.c tests/test_group.c
 CONF_FAKE_SRC = tests/conformance.c tests/conformance_env_fake.c
 CONF_NATS_SRC = tests/conformance.c tests/conformance_env_nats.c tests/nats_server.c
 SERVER_SRC = tests/nats_server.c tests/nats_server.h
@@ -136,8 +137,13 @@ $(B)/bench_consumer: bench/bench_consumer.c $(SERVER_SRC) $(HEADERS)
 	@mkdir -p $(B)
 	$(CC) -std=c99 -O2 -Wall -Wextra -Werror -I. bench/bench_consumer.c tests/nats_server.c -lnats -o $@
 
-bench: setup $(B)/bench_core $(B)/bench_nats $(B)/bench_consumer
+$(B)/bench_assign: bench/bench_assign.c $(HEADERS)
+	@mkdir -p $(B)
+	$(CC) -std=c99 -O2 -Wall -Wextra -Werror -I. $< -o $@
+
+bench: setup $(B)/bench_core $(B)/bench_assign $(B)/bench_nats $(B)/bench_consumer
 	$(B)/bench_core
+	$(B)/bench_assign
 	$(B)/bench_nats
 	$(B)/bench_consumer
 

@@ -1332,6 +1332,433 @@ PARTIDEF parti_err parti_consumer_health(const parti_consumer *c, parti_health *
  * restarted worker finds its position there); NULL is ignored. */
 PARTIDEF void parti_consumer_destroy(parti_consumer *c);
 
+/* ======================================================================== */
+/* Assignment: strategies and the assignment document (pure functions)       */
+/* ======================================================================== */
+/* Who owns which partition. parti_assign maps (partitions, live members,
+ * previous owners) to an owner per partition; the leader runs it and
+ * publishes the result as one assignment document (parti_assignment_encode),
+ * which every worker decodes (parti_assignment_decode) and applies. Both are
+ * pure: no I/O, no clock, no globals, no floating point, so every worker on
+ * every platform computes the same bytes from the same input.
+ *
+ *     parti_member ms[] = {{"worker-1", 0}, {"worker-2", 0}, {"worker-3", 0}};
+ *     parti_assign_input in = {0};
+ *     in.partitions = parts; in.partition_count = nparts;
+ *     in.members = ms; in.member_count = 3;
+ *     in.previous_owner = prev;                   // member ID per partition, NULL = none
+ *     int *owner = malloc(nparts * sizeof *owner);
+ *     parti_err e = parti_assign(&in, NULL, owner, msg, sizeof msg);   // NULL = sticky, defaults
+ *     // partition i now belongs to ms[owner[i]].id
+ *
+ *     parti_assignment a;
+ *     e = parti_assignment_build(&a, &in, owner, epoch, version);
+ *     e = parti_assignment_encode(&a, buf, sizeof buf, &needed);        // the KV value
+ *     parti_assignment_free(&a);
+ *
+ * DETERMINISM
+ *   Hashes are 64-bit FNV-1a (parti_hash64) finished with the murmur3 fmix64
+ *   mixer (FNV's high bits change little when only the last bytes differ,
+ *   which would cluster ring points such as "w1#1", "w1#2"):
+ *     partition hash  fnv(key0 "." key1 "." ...), the key tokens joined with '.'
+ *     ring point k    fmix64(fnv(member_id "#" k)), k in decimal, from 0
+ *     partition spot  fmix64(partition hash)
+ *     HRW score       fmix64(partition hash XOR fmix64(fnv(member_id)))
+ *   Every sort is a total order ending in the member ID (bytewise, strcmp) or
+ *   the partition index, so the order of in->members never matters: a
+ *   shuffled member array gives the same owner IDs.
+ *
+ * LIMITS (define before including, same value everywhere)
+ *   PARTI_ASSIGN_MAX_MEMBERS     members per assignment (65536, at most 131072)
+ *   PARTI_ASSIGN_MAX_PARTITIONS  partitions per assignment (4194304)
+ *   PARTI_ASSIGN_MAX_ID_LEN      bytes of a member ID (256)
+ */
+
+
+#ifndef PARTI_ASSIGN_MAX_MEMBERS
+#define PARTI_ASSIGN_MAX_MEMBERS 65536
+#endif
+#if PARTI_ASSIGN_MAX_MEMBERS < 1 || PARTI_ASSIGN_MAX_MEMBERS > 131072
+#error "PARTI_ASSIGN_MAX_MEMBERS must be 1..131072 (cap arithmetic stays within 64 bits)"
+#endif
+#ifndef PARTI_ASSIGN_MAX_PARTITIONS
+#define PARTI_ASSIGN_MAX_PARTITIONS (1 << 22)
+#endif
+#if PARTI_ASSIGN_MAX_PARTITIONS < 1 || PARTI_ASSIGN_MAX_PARTITIONS > (1 << 26)
+#error "PARTI_ASSIGN_MAX_PARTITIONS must be 1..2^26"
+#endif
+#ifndef PARTI_ASSIGN_MAX_ID_LEN
+#define PARTI_ASSIGN_MAX_ID_LEN 256
+#endif
+/* Largest parti_assign_options.vnodes and .tolerance_percent. */
+#define PARTI_ASSIGN_MAX_VNODES 4096
+#define PARTI_ASSIGN_MAX_TOLERANCE 10000
+
+/* STICKY (the default): sticky bounded-load. Each member m gets a band
+ *     floor_m = floor(W * c_m * 100 / (C * (100 + tol)))
+ *     cap_m   = ceil (W * c_m * (100 + tol) / (C * 100))
+ *   (W = total partition weight, c_m = m's capacity, C = total capacity, tol
+ *   = tolerance_percent; exact integer arithmetic). With unit weights, equal
+ *   capacities and tol 0 that is floor(P/N) .. ceil(P/N). Then:
+ *   1. keep: a partition whose previous owner is a live member stays there;
+ *      a member whose kept weight passes its cap sheds the fewest partitions
+ *      that bring it back within the cap: heaviest first, among equals the
+ *      highest partition index;
+ *   2. place: the rest (new, orphaned, shed), heaviest first then by index,
+ *      each on the member below its floor, else the least loaded relative to
+ *      its cap (load * cap_other < load_other * cap), among those it fits in
+ *      (load + weight <= cap); ties go to the lower member ID;
+ *   3. fill: a member still below its floor takes partitions from the members
+ *      furthest above theirs (never pushing them below their floor or itself
+ *      past its cap); donors give their heaviest partition that fits, among
+ *      equals the highest index.
+ *   With unit weights every load ends within [floor, cap] and the number of
+ *   partitions that change owner is the minimum any assignment within those
+ *   bands needs: max(orphans + excess, deficit) where excess = sum of
+ *   (kept - cap)+ and deficit = sum of (floor - kept)+. So with equal
+ *   capacities max - min <= 1, and from such a balanced assignment N -> N+1
+ *   moves max(sum (load - cap)+, floor(P/(N+1))) and N -> N-1 moves only the
+ *   departed member's partitions.
+ *   Weighted partitions may make a band unreachable (one partition heavier
+ *   than a cap): parti_assign never fails for that; a partition that fits
+ *   nowhere goes where it overshoots least ((load + weight) / cap smallest)
+ *   and floors are filled as far as fitting partitions allow.
+ * CONSISTENT_HASH: a ring of `vnodes` points per member (capacity ignored);
+ *   a partition belongs to the first point at or clockwise after its spot.
+ *   Adding a member moves partitions only to it; removing one moves only its.
+ * WEIGHTED_HASH: a ring with floor(vnodes * N * c_m / C) points per member
+ *   (at least 1; a member of average capacity has `vnodes`) and STICKY's
+ *   caps: partitions, heaviest first then by index, walk clockwise past
+ *   members whose cap they would exceed (consistent hashing with bounded
+ *   loads); previous owners are ignored. With tolerance 0 the caps are tight
+ *   and one membership change can cascade along the ring; a tolerance of
+ *   10..25 keeps the walks, and so the movement, short.
+ * RENDEZVOUS: highest random weight. Equal capacities: the member with the
+ *   highest score wins. Otherwise weighted: the highest c_m / -log2(score /
+ *   2^64), computed in 20-bit fixed point with integers only and compared by
+ *   cross-multiplication; ties go to the higher score, then the lower ID (so
+ *   equal capacities give exactly the unweighted result). Adding a member
+ *   moves partitions only to it. Costs P x N hashes (more with unequal
+ *   capacities: a fixed-point logarithm each).
+ * ROUND_ROBIN: partition i to the (i mod N)-th member in ID order; weights,
+ *   capacities and previous owners are ignored.
+ * CALLBACK: the user's function fills owner[]; parti checks every entry. */
+typedef enum parti_strategy {
+    PARTI_STRATEGY_STICKY = 0,
+    PARTI_STRATEGY_CONSISTENT_HASH,
+    PARTI_STRATEGY_WEIGHTED_HASH,
+    PARTI_STRATEGY_RENDEZVOUS,
+    PARTI_STRATEGY_ROUND_ROBIN,
+    PARTI_STRATEGY_CALLBACK
+} parti_strategy;
+
+/* "sticky", "consistent_hash", "weighted_hash", "rendezvous", "round_robin",
+ * "callback"; "unknown" for anything else (never NULL). */
+PARTIDEF const char *parti_strategy_name(parti_strategy s);
+/* The inverse of parti_strategy_name (exact, case-sensitive);
+ * PARTI_ERR_INVALID_ARGUMENT for NULL or an unknown name. */
+PARTIDEF parti_err parti_strategy_parse(const char *name, parti_strategy *out);
+
+/* A live member: its ID (1..PARTI_ASSIGN_MAX_ID_LEN bytes, unique) and its
+ * relative capacity (0 means 1). The string stays the caller's. */
+typedef struct parti_member {
+    const char *id;
+    uint32_t capacity;
+} parti_member;
+
+typedef struct parti_assign_input {
+    const parti_partition *partitions; /* weight 0 = 1; keys hashed by the hashing strategies */
+    int partition_count;               /* 0..PARTI_ASSIGN_MAX_PARTITIONS */
+    const parti_member *members;
+    int member_count;                  /* 1..PARTI_ASSIGN_MAX_MEMBERS, distinct IDs */
+    /* Per partition: the ID of its owner so far, or NULL. The array may be
+     * NULL (no history). IDs that are not live members are departed owners. */
+    const char *const *previous_owner;
+} parti_assign_input;
+
+/* A user strategy: fill owner[0..in->partition_count) with indexes into
+ * in->members (owner[] comes filled with -1). Return PARTI_ERR_OK, or an
+ * error that parti_assign passes on. */
+typedef parti_err (*parti_assign_fn)(void *user, const parti_assign_input *in, int *owner);
+
+/* Zero means the default for every field. */
+typedef struct parti_assign_options {
+    parti_strategy strategy;   /* default PARTI_STRATEGY_STICKY */
+    int tolerance_percent;     /* STICKY, WEIGHTED_HASH: widens the bands above; 0..10000, default 0
+                                  (WEIGHTED_HASH moves far less with 25: see bench/bench_assign.c) */
+    int vnodes;                /* ring points per member (per member of average capacity for
+                                  WEIGHTED_HASH); 1..PARTI_ASSIGN_MAX_VNODES, default 128 */
+    parti_assign_fn callback;  /* PARTI_STRATEGY_CALLBACK: required */
+    void *callback_user;
+} parti_assign_options;
+
+/* opts with every zero field replaced by its default (opts NULL: all defaults). */
+PARTIDEF parti_assign_options parti_assign_options_defaults(const parti_assign_options *opts);
+
+/* Computes owner[i] = the index into in->members of partition i's owner, for
+ * every i < in->partition_count (owner may be NULL only when that is 0).
+ * opts may be NULL (all defaults). Errors, each with a message naming the
+ * field: PARTI_ERR_INVALID_ARGUMENT for a NULL input, no members, a NULL,
+ * empty, too long or duplicate member ID, NULL partitions or keys, options out
+ * of range, a missing callback, or a callback result that leaves a partition
+ * without a valid member ("callback gave partition 7 owner 5, member_count
+ * is 3"); PARTI_ERR_NOMEM; whatever the callback returns. On error owner[]
+ * holds nothing useful. */
+PARTIDEF parti_err parti_assign(const parti_assign_input *in, const parti_assign_options *opts, int *owner, char *msg,
+                                size_t msg_size);
+
+/* The per-member bands of STICKY and WEIGHTED_HASH described above: floors[m]
+ * and caps[m] for each member index m (either array may be NULL). Same input
+ * checks as parti_assign. */
+PARTIDEF parti_err parti_assign_bands(const parti_assign_input *in, const parti_assign_options *opts, uint64_t *floors,
+                                      uint64_t *caps, char *msg, size_t msg_size);
+
+/* How many partitions changed owner: those with a previous owner (non-NULL
+ * in->previous_owner[i]) whose new owner in->members[owner[i]] has another
+ * ID. New partitions are not moves. 0 when in->previous_owner is NULL; -1 for
+ * NULL arguments or an owner index out of range. */
+PARTIDEF int parti_assign_moved(const parti_assign_input *in, const int *owner);
+
+/* ---- the assignment document ---------------------------------------------
+ * What the leader writes to KV: one value, replaced atomically. A worker
+ * applies it only if epoch and version are not older than what it has and
+ * the fingerprint matches its own partition list.
+ *
+ * WIRE FORMAT, version 1 (JSON, RFC 8259; parti writes exactly this key order
+ * and no whitespace):
+ *   {"v":1,"epoch":E,"version":V,"fp":"0123456789abcdef","n":P,
+ *    "members":["worker-1","worker-2",...],"owners":"<base64url>"}
+ *   v        1. Readers refuse any other value; a change that old readers
+ *            would misread gets a new v.
+ *   epoch    the leader's fencing token, 0..2^64-1.
+ *   version  increases with every document of one epoch, 0..2^64-1.
+ *   fp       parti_partitions_fingerprint of the partition list, 16
+ *            lowercase hex digits.
+ *   n        the number of partitions, 0..PARTI_ASSIGN_MAX_PARTITIONS.
+ *   members  M member IDs, 0..PARTI_ASSIGN_MAX_MEMBERS, each 1..
+ *            PARTI_ASSIGN_MAX_ID_LEN bytes of UTF-8 without U+0000, strictly
+ *            ascending bytewise (so unique). Members that own nothing are
+ *            listed too: being listed means being part of the assignment.
+ *   owners   the owner of each partition as a number u in 0..M: 0 =
+ *            unowned, k = members[k-1]. Each u is written as B bits, most
+ *            significant first, where B = the bit length of M (at least 1);
+ *            the n values are concatenated in partition order and packed
+ *            into ceil(n*B/8) bytes, first bit in the top bit of the first
+ *            byte, the last byte padded with zero bits; the bytes are in
+ *            base64url (RFC 4648 section 5: A-Z a-z 0-9 '-' '_') without '='
+ *            padding, so exactly ceil(8*ceil(n*B/8)/6) characters, with the
+ *            unused low bits of the last character zero (canonical; Go's
+ *            base64.RawURLEncoding.Strict() reads it). No escapes.
+ *   Other fields are ignored (additions that old readers may skip keep v);
+ *   a known field given twice is refused. 100000 partitions over 1000
+ *   members take 10 bits each: 166667 characters, about 180 KB in all.
+ *   Decoding checks everything: a document from the network is untrusted. */
+typedef struct parti_assignment {
+    uint64_t epoch, version;
+    uint64_t partitions_fingerprint;
+    char **members;      /* owned; strictly ascending */
+    int member_count;
+    int *owner;          /* owned; owner[i] indexes members, -1 = unowned */
+    int partition_count;
+} parti_assignment;
+
+/* Fingerprint of a partition list, for checking that a document was computed
+ * for the same partitions in the same order (owners are indexed by position):
+ * parti_hash64 (FNV-1a) of u32le(count), then per partition u32le(key_count)
+ * and per key u32le(length) and its bytes. Weights are not included (they
+ * change placement, not what an index means). NULL keys count as "". */
+PARTIDEF uint64_t parti_partitions_fingerprint(const parti_partition *partitions, int count);
+
+/* Builds a document from parti_assign's result: members copied and sorted by
+ * ID, owners remapped (owner[i] may be -1 for unowned), the fingerprint of
+ * in->partitions. *a is overwritten; free with parti_assignment_free.
+ * PARTI_ERR_INVALID_ARGUMENT (bad input or owner index), PARTI_ERR_NOMEM. */
+PARTIDEF parti_err parti_assignment_build(parti_assignment *a, const parti_assign_input *in, const int *owner,
+                                          uint64_t epoch, uint64_t version);
+
+/* Writes the document (format above) into out (cap bytes, NUL-terminated).
+ * *needed (may be NULL) gets the size including the NUL, also with
+ * PARTI_ERR_BUFFER_TOO_SMALL; out may be NULL with cap 0 to ask for the size.
+ * PARTI_ERR_INVALID_ARGUMENT when *a breaks a rule of the format (counts,
+ * member IDs not strictly ascending or not UTF-8, owner out of range);
+ * PARTI_ERR_NOMEM. */
+PARTIDEF parti_err parti_assignment_encode(const parti_assignment *a, char *out, size_t cap, size_t *needed);
+
+/* Reads a document (untrusted bytes, no NUL needed) into *a, which it
+ * overwrites; on failure *a is empty. Errors name the field and the byte:
+ * JSON_SYNTAX, JSON_TOO_DEEP, JSON_TOO_LARGE (not JSON), JSON_MISSING (a
+ * field absent), JSON_TYPE (a field of the wrong JSON type), JSON_RANGE (a
+ * number or count out of range, v other than 1, an owner past the member
+ * list), INVALID_ARGUMENT (a repeated field, a bad fp, member IDs empty, too
+ * long, holding U+0000, duplicate or unsorted, owners of the wrong length,
+ * with escapes, a character outside base64url or padding bits set), NOMEM. */
+PARTIDEF parti_err parti_assignment_decode(parti_assignment *a, const char *data, size_t len, char *msg,
+                                           size_t msg_size);
+
+/* Frees what *a owns and zeroes it; NULL and zeroed documents are fine. */
+PARTIDEF void parti_assignment_free(parti_assignment *a);
+
+/* Index of member_id in a->members (binary search), -1 when absent. */
+PARTIDEF int parti_assignment_member_index(const parti_assignment *a, const char *member_id);
+
+/* The owner ID of partition i, NULL when unowned or out of range; valid
+ * until *a is freed. Feeds parti_assign_input.previous_owner. */
+PARTIDEF const char *parti_assignment_owner_id(const parti_assignment *a, int partition);
+
+/* The partitions of member index m in ascending order: writes the first
+ * min(count, cap) into out (may be NULL when cap is 0) and returns count
+ * (what parti_consumer_update takes); -1 for a NULL document or m out of
+ * range. */
+PARTIDEF int parti_assignment_partitions_of(const parti_assignment *a, int member, int *out, int cap);
+
+/* ======================================================================== */
+/* The group: membership, leader election, assignment                       */
+/* ======================================================================== */
+/* A parti object is one worker of a group: every process that creates one
+ * with the same stream, template, partitions and bucket_prefix joins the
+ * same group. It claims a stable worker ID, keeps it alive with heartbeats,
+ * takes part in the leader election, and applies the assignment the leader
+ * publishes to its own worker consumer (parti_consumer_*), which pulls and
+ * calls the handler. Everything happens inside parti_poll, on the caller's
+ * thread.
+ *
+ *     parti_options o = {0};
+ *     o.on_message = on_message;
+ *     parti *p;
+ *     if ((e = parti_create(&p, &t, &cfg, &o, msg, sizeof msg))) ...
+ *     while (running) parti_poll(p, 100);
+ *     parti_leave(p, 5000);        // graceful: hand the partitions over now
+ *     parti_destroy(p);
+ *
+ * Protocol (KV; see docs/protocol.md):
+ *   bucket "<prefix>-<stream>-members", TTL member_ttl_ms:
+ *     "m.<worker-id>"  {"instance":"<hex>","capacity":N}  claimed with
+ *                      create-if-absent (lowest free "worker-N"), renewed
+ *                      every heartbeat_ms by compare-and-swap on its revision.
+ *                      A lost swap means another process holds the ID: this
+ *                      worker stops processing at once and joins again.
+ *     "leader"         {"worker":"<id>","instance":"<hex>","epoch":E}
+ *                      created by whoever finds it missing; the create's
+ *                      revision is the epoch (fencing token); renewed by CAS.
+ *                      A leader that cannot renew within member_ttl_ms minus
+ *                      one heartbeat stops acting as leader before the key
+ *                      can expire and anyone else can win.
+ *   bucket "<prefix>-<stream>-assign", no TTL:
+ *     "assignment"     one document (parti_assignment_encode): epoch, version,
+ *                      partitions fingerprint, members, owner of every
+ *                      partition. Written by the leader with CAS on the last
+ *                      revision it saw; workers apply only a higher
+ *                      (epoch, version) whose epoch is not below the leader
+ *                      key's.
+ * Graceful leave deletes the member key (watchers see it at once); a crash
+ * is seen when the key's TTL expires (watch with delete markers where the
+ * server has them, and a listing every heartbeat as the backstop). */
+
+typedef struct parti parti; /* opaque */
+
+typedef enum parti_state {
+    PARTI_STATE_JOINING = 0, /* claiming a worker ID */
+    PARTI_STATE_WAITING,     /* a member; no assignment names it yet */
+    PARTI_STATE_STABLE,      /* processing its partitions */
+    PARTI_STATE_REBALANCING, /* a new assignment is being applied to its consumer */
+    PARTI_STATE_DEGRADED,    /* the control plane is unreachable: still on the last assignment */
+    PARTI_STATE_LEAVING,     /* parti_leave is handing the partitions over */
+    PARTI_STATE_STOPPED      /* left, or stopped by a fatal error */
+} parti_state;
+
+/* "joining", "waiting", "stable", "rebalancing", "degraded", "leaving", "stopped". */
+PARTIDEF const char *parti_state_name(parti_state s);
+
+typedef enum parti_event_kind {
+    PARTI_EVENT_STATE_CHANGED = 100, /* state moved (ev->state) */
+    PARTI_EVENT_JOINED,              /* a worker ID was claimed (ev->worker_id) */
+    PARTI_EVENT_ID_LOST,             /* another process holds this worker's ID: processing stopped */
+    PARTI_EVENT_BECAME_LEADER,       /* won the election (ev->epoch) */
+    PARTI_EVENT_LOST_LEADERSHIP,     /* stopped acting as leader */
+    PARTI_EVENT_ASSIGNMENT_CHANGED,  /* a new assignment was applied (ev->version, ev->partitions) */
+    PARTI_EVENT_REBALANCED,          /* as leader, published an assignment (ev->moved partitions moved) */
+    PARTI_EVENT_MEMBER_JOINED,       /* the leader saw a member join (ev->detail = its ID) */
+    PARTI_EVENT_MEMBER_LEFT          /* the leader saw a member leave or expire (ev->detail) */
+} parti_event_kind;
+
+/* "state_changed", "joined", ... */
+PARTIDEF const char *parti_event_name(parti_event_kind kind);
+
+typedef struct parti_event {
+    parti_event_kind kind;
+    parti_state state;      /* the state now */
+    const char *worker_id;  /* "" before joining */
+    uint64_t epoch;         /* the leader epoch this worker knows */
+    uint64_t version;       /* the assignment version it applies */
+    int partitions;         /* partitions it owns now */
+    int moved;              /* REBALANCED: partitions that changed owner */
+    parti_err err;          /* the error behind ID_LOST / LOST_LEADERSHIP / DEGRADED, else OK */
+    const char *detail;     /* short human text; valid for the call */
+} parti_event;
+
+typedef void (*parti_event_fn)(void *user, const parti_event *ev);
+
+/* Zero means the default for every field but on_message (required). */
+typedef struct parti_options {
+    parti_message_handler on_message; /* required */
+    void *user;                       /* passed to on_message, on_event and on_consumer_event */
+    parti_event_fn on_event;          /* group events; may be NULL */
+    parti_consumer_event_fn on_consumer_event; /* the worker consumer's events; may be NULL */
+    /* the worker consumer's tuning (its on_message, user, on_event and
+     * allow_worker_id_change are set by the group) */
+    parti_consumer_options consumer;
+    parti_assign_options assign;      /* strategy; default sticky bounded-load */
+    uint32_t capacity;                /* this worker's relative capacity; 0 = 1 */
+    int max_workers;                  /* IDs worker-0 .. worker-(max-1); default 1024 */
+    uint32_t heartbeat_ms;            /* member and leader renewal; default 1000 */
+    uint32_t member_ttl_ms;           /* a silent member is gone after this; default 5000, >= 3 x heartbeat */
+    uint32_t cold_start_ms;           /* first assignment waits this long for workers to join; default 2000 */
+    uint32_t planned_window_ms;       /* joins and graceful leaves are debounced this long; default 500 */
+    uint32_t emergency_grace_ms;      /* a crashed member's partitions move after this; default 100 */
+    uint32_t min_rebalance_interval_ms; /* between two published assignments; default 250 */
+    uint32_t max_stale_ms;            /* degraded: keep processing this long without the control plane;
+                                         default member_ttl_ms (no other worker can have taken over yet) */
+    uint32_t op_timeout_ms;           /* each KV call; default 2000 */
+    int memory_storage;               /* 1: KV buckets in memory (tests, demos) */
+} parti_options;
+
+/* Validates cfg and opts (messages name the field), makes no server call.
+ * t must outlive the object. */
+PARTIDEF parti_err parti_create(parti **out, const parti_transport *t, const parti_config *cfg,
+                                const parti_options *opts, char *msg, size_t msg_size);
+
+/* Runs everything that is due: joining, heartbeats, election, watches, the
+ * leader's rebalances, the worker consumer (pulls and the handler), for
+ * timeout_ms of transport time. Server failures are handled inside (retries,
+ * degraded mode) and reported through events, metrics and health; poll
+ * returns PARTI_ERR_OK, PARTI_ERR_INVALID_ARGUMENT (NULL), or
+ * PARTI_ERR_CLOSED once stopped. */
+PARTIDEF parti_err parti_poll(parti *p, uint32_t timeout_ms);
+
+/* Graceful leave: stops pulling (messages already pulled are handled),
+ * gives up leadership, deletes the member key so the leader moves the
+ * partitions at once, and stops. Waits at most timeout_ms. */
+PARTIDEF parti_err parti_leave(parti *p, uint32_t timeout_ms);
+
+/* Frees; does not leave (a destroyed worker looks crashed: its key expires). */
+PARTIDEF void parti_destroy(parti *p);
+
+PARTIDEF parti_state parti_state_of(const parti *p);
+PARTIDEF const char *parti_worker_id(const parti *p);          /* "" before joining */
+PARTIDEF int parti_is_leader(const parti *p);
+PARTIDEF uint64_t parti_epoch(const parti *p);                  /* the leader epoch this worker knows */
+PARTIDEF uint64_t parti_assignment_version_of(const parti *p);  /* the version it applies; 0 = none */
+/* The partitions (indexes into cfg.partitions, ascending) this worker owns
+ * now; *out valid until the next poll. Returns the count. */
+PARTIDEF int parti_owned(const parti *p, const int **out);
+/* The worker's metrics: the group's rows and its worker consumer's. */
+PARTIDEF const parti_metrics *parti_metrics_of(parti *p);
+/* Health of the whole worker: live; ready = a member, not stale, and its
+ * consumer ready; degraded = control plane unreachable, ID lost, or the
+ * consumer degraded; with the last error. */
+PARTIDEF parti_err parti_health_of(const parti *p, parti_health *out);
+PARTIDEF parti_consumer *parti_consumer_of(parti *p);
+
 #ifdef __cplusplus
 }
 #endif
@@ -4758,6 +5185,2374 @@ PARTIDEF parti_err parti_consumer_health(const parti_consumer *c, parti_health *
 }
 
 PARTIDEF const parti_metrics *parti_consumer_metrics(const parti_consumer *c) { return c ? &c->metrics : NULL; }
+
+/* ======================================================================== */
+/* Assignment: implementation                                                */
+/* ======================================================================== */
+
+
+/* ---- exact 64 x 64 -> 128-bit arithmetic -------------------------------- */
+
+static void parti__mul128(uint64_t a, uint64_t b, uint64_t *hi, uint64_t *lo) {
+    uint64_t a0 = a & 0xFFFFFFFFu, a1 = a >> 32, b0 = b & 0xFFFFFFFFu, b1 = b >> 32;
+    uint64_t p00 = a0 * b0, p01 = a0 * b1, p10 = a1 * b0, p11 = a1 * b1;
+    uint64_t mid = (p00 >> 32) + (p01 & 0xFFFFFFFFu) + (p10 & 0xFFFFFFFFu);
+    *lo = (mid << 32) | (p00 & 0xFFFFFFFFu);
+    *hi = p11 + (p01 >> 32) + (p10 >> 32) + (mid >> 32);
+}
+
+/* -1, 0 or 1 as a * b compares with c * d, exactly. */
+static int parti__cmp_products(uint64_t a, uint64_t b, uint64_t c, uint64_t d) {
+    uint64_t h1, l1, h2, l2;
+    if (((a | b | c | d) >> 32) == 0) return (a * b > c * d) - (a * b < c * d);
+    parti__mul128(a, b, &h1, &l1);
+    parti__mul128(c, d, &h2, &l2);
+    if (h1 != h2) return h1 < h2 ? -1 : 1;
+    if (l1 != l2) return l1 < l2 ? -1 : 1;
+    return 0;
+}
+
+/* a * b / d rounded down (round_up 0) or up, exactly; UINT64_MAX when the
+ * quotient does not fit. d > 0. */
+static uint64_t parti__mul_div(uint64_t a, uint64_t b, uint64_t d, int round_up) {
+    uint64_t hi, lo, q = 0, r;
+    int i;
+    parti__mul128(a, b, &hi, &lo);
+    if (hi >= d) return UINT64_MAX;
+    r = hi;
+    for (i = 63; i >= 0; i--) {
+        uint64_t carry = r >> 63;
+        r = (r << 1) | ((lo >> i) & 1u);
+        q <<= 1;
+        if (carry || r >= d) {
+            r -= d;
+            q |= 1;
+        }
+    }
+    if (round_up && r) return q == UINT64_MAX ? q : q + 1;
+    return q;
+}
+
+/* ---- hashing ------------------------------------------------------------ */
+
+#define PARTI__FNV_OFFSET 0xcbf29ce484222325ULL
+
+/* Continues a parti_hash64 (FNV-1a) over more bytes. */
+static uint64_t parti__fnv_add(uint64_t h, const void *data, size_t len) {
+    const unsigned char *p = (const unsigned char *)data;
+    size_t i;
+    for (i = 0; i < len; i++) {
+        h ^= p[i];
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+static uint64_t parti__fmix64(uint64_t x) {
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x;
+}
+
+static uint64_t parti__partition_hash(const parti_partition *p) {
+    uint64_t h = PARTI__FNV_OFFSET;
+    int k;
+    for (k = 0; k < p->key_count; k++) {
+        if (k) h = parti__fnv_add(h, ".", 1);
+        h = parti__fnv_add(h, p->keys[k], strlen(p->keys[k]));
+    }
+    return h;
+}
+
+static uint64_t parti__fnv_u32le(uint64_t h, uint32_t v) {
+    unsigned char b[4];
+    b[0] = (unsigned char)(v & 0xFF);
+    b[1] = (unsigned char)((v >> 8) & 0xFF);
+    b[2] = (unsigned char)((v >> 16) & 0xFF);
+    b[3] = (unsigned char)((v >> 24) & 0xFF);
+    return parti__fnv_add(h, b, 4);
+}
+
+PARTIDEF uint64_t parti_partitions_fingerprint(const parti_partition *partitions, int count) {
+    uint64_t h = PARTI__FNV_OFFSET;
+    int i, k;
+    if (!partitions || count < 0) count = 0;
+    h = parti__fnv_u32le(h, (uint32_t)count);
+    for (i = 0; i < count; i++) {
+        const parti_partition *p = &partitions[i];
+        int kc = p->key_count > 0 && p->keys ? p->key_count : 0;
+        h = parti__fnv_u32le(h, (uint32_t)kc);
+        for (k = 0; k < kc; k++) {
+            const char *key = p->keys[k] ? p->keys[k] : "";
+            size_t n = strlen(key);
+            h = parti__fnv_u32le(h, (uint32_t)n);
+            h = parti__fnv_add(h, key, n);
+        }
+    }
+    return h;
+}
+
+/* ---- strategy names and options ----------------------------------------- */
+
+static const char *const parti__strategy_names[] = {"sticky",     "consistent_hash", "weighted_hash",
+                                                    "rendezvous", "round_robin",     "callback"};
+#define PARTI__STRATEGY_COUNT ((int)(sizeof parti__strategy_names / sizeof parti__strategy_names[0]))
+
+PARTIDEF const char *parti_strategy_name(parti_strategy s) {
+    if ((int)s < 0 || (int)s >= PARTI__STRATEGY_COUNT) return "unknown";
+    return parti__strategy_names[s];
+}
+
+PARTIDEF parti_err parti_strategy_parse(const char *name, parti_strategy *out) {
+    int i;
+    if (!name || !out) return PARTI_ERR_INVALID_ARGUMENT;
+    for (i = 0; i < PARTI__STRATEGY_COUNT; i++) {
+        if (strcmp(name, parti__strategy_names[i]) == 0) {
+            *out = (parti_strategy)i;
+            return PARTI_ERR_OK;
+        }
+    }
+    return PARTI_ERR_INVALID_ARGUMENT;
+}
+
+PARTIDEF parti_assign_options parti_assign_options_defaults(const parti_assign_options *opts) {
+    parti_assign_options o;
+    memset(&o, 0, sizeof o);
+    if (opts) o = *opts;
+    if (o.vnodes == 0) o.vnodes = 128;
+    return o;
+}
+
+/* ---- shared preparation ------------------------------------------------- */
+
+typedef struct parti__member_ref {
+    const char *id;
+    int index;
+} parti__member_ref;
+
+/* Everything the strategies share, built once by parti__assign_prepare. */
+typedef struct parti__actx {
+    const parti_assign_input *in;
+    parti_assign_options o;
+    int n, p;                 /* members, partitions */
+    parti__member_ref *by_id; /* members in ID order */
+    int *rank;                /* rank[member index] = its position in by_id */
+    uint64_t *floor, *cap, *load;
+    uint64_t total_weight, total_capacity;
+} parti__actx;
+
+static uint64_t parti__weight(const parti_partition *p) { return p->weight ? p->weight : 1u; }
+static uint64_t parti__capacity(const parti_member *m) { return m->capacity ? m->capacity : 1u; }
+
+static int parti__member_ref_cmp(const void *a, const void *b) {
+    const parti__member_ref *x = (const parti__member_ref *)a, *y = (const parti__member_ref *)b;
+    int c = strcmp(x->id, y->id);
+    if (c) return c;
+    return (x->index > y->index) - (x->index < y->index);
+}
+
+static void parti__actx_free(parti__actx *c) {
+    PARTI_FREE(c->by_id);
+    PARTI_FREE(c->rank);
+    PARTI_FREE(c->floor);
+    PARTI_FREE(c->cap);
+    PARTI_FREE(c->load);
+    memset(c, 0, sizeof *c);
+}
+
+/* Member index of id, -1 when it is no live member. */
+static int parti__find_member(const parti__actx *c, const char *id) {
+    int lo = 0, hi = c->n - 1;
+    while (lo <= hi) {
+        int mid = lo + (hi - lo) / 2, r = strcmp(c->by_id[mid].id, id);
+        if (r == 0) return c->by_id[mid].index;
+        if (r < 0) lo = mid + 1;
+        else hi = mid - 1;
+    }
+    return -1;
+}
+
+static void *parti__alloc_array(size_t count, size_t size) {
+    if (count == 0) count = 1;
+    if (count > (size_t)-1 / size) return NULL;
+    return PARTI_MALLOC(count * size);
+}
+
+#define PARTI__ASSIGN_RULE(cond, ...)                                                                              \
+    do {                                                                                                           \
+        if (!(cond)) {                                                                                             \
+            parti__msg(msg, msg_size, __VA_ARGS__);                                                                \
+            return PARTI_ERR_INVALID_ARGUMENT;                                                                     \
+        }                                                                                                          \
+    } while (0)
+
+static parti_err parti__assign_check(const parti_assign_input *in, const parti_assign_options *o, char *msg,
+                                     size_t msg_size) {
+    int i, k;
+    PARTI__ASSIGN_RULE(in, "parti_assign: input is NULL");
+    PARTI__ASSIGN_RULE((int)o->strategy >= 0 && (int)o->strategy < PARTI__STRATEGY_COUNT,
+                       "options.strategy %d is not a parti_strategy", (int)o->strategy);
+    PARTI__ASSIGN_RULE(o->tolerance_percent >= 0 && o->tolerance_percent <= PARTI_ASSIGN_MAX_TOLERANCE,
+                       "options.tolerance_percent must be 0..%d, got %d", PARTI_ASSIGN_MAX_TOLERANCE,
+                       o->tolerance_percent);
+    PARTI__ASSIGN_RULE(o->vnodes >= 1 && o->vnodes <= PARTI_ASSIGN_MAX_VNODES,
+                       "options.vnodes must be 1..%d (0 = 128), got %d", PARTI_ASSIGN_MAX_VNODES, o->vnodes);
+    PARTI__ASSIGN_RULE(o->strategy != PARTI_STRATEGY_CALLBACK || o->callback,
+                       "options.callback is required with strategy \"callback\"");
+    PARTI__ASSIGN_RULE(in->partition_count >= 0 && in->partition_count <= PARTI_ASSIGN_MAX_PARTITIONS,
+                       "in.partition_count must be 0..%d, got %d", PARTI_ASSIGN_MAX_PARTITIONS, in->partition_count);
+    PARTI__ASSIGN_RULE(in->partitions || in->partition_count == 0, "in.partitions is NULL but partition_count is %d",
+                       in->partition_count);
+    PARTI__ASSIGN_RULE(in->member_count >= 1 && in->member_count <= PARTI_ASSIGN_MAX_MEMBERS,
+                       "in.member_count must be 1..%d, got %d", PARTI_ASSIGN_MAX_MEMBERS, in->member_count);
+    PARTI__ASSIGN_RULE(in->members, "in.members is NULL but member_count is %d", in->member_count);
+    for (i = 0; i < in->partition_count; i++) {
+        const parti_partition *p = &in->partitions[i];
+        PARTI__ASSIGN_RULE(p->key_count >= 0 && p->key_count <= PARTI_MAX_KEYS,
+                           "in.partitions[%d].key_count must be 0..%d, got %d", i, PARTI_MAX_KEYS, p->key_count);
+        PARTI__ASSIGN_RULE(p->keys || p->key_count == 0, "in.partitions[%d].keys is NULL", i);
+        for (k = 0; k < p->key_count; k++) PARTI__ASSIGN_RULE(p->keys[k], "in.partitions[%d].keys[%d] is NULL", i, k);
+    }
+    for (i = 0; i < in->member_count; i++) {
+        const char *id = in->members[i].id;
+        size_t n;
+        PARTI__ASSIGN_RULE(id, "in.members[%d].id is NULL", i);
+        n = strlen(id);
+        PARTI__ASSIGN_RULE(n >= 1 && n <= PARTI_ASSIGN_MAX_ID_LEN, "in.members[%d].id must be 1..%d bytes, is %zu", i,
+                           PARTI_ASSIGN_MAX_ID_LEN, n);
+    }
+    return PARTI_ERR_OK;
+}
+
+/* Validates, sorts the members by ID (refusing duplicates) and computes the
+ * totals. with_bands also fills floor and cap and zeroes load. */
+static parti_err parti__assign_prepare(parti__actx *c, const parti_assign_input *in, const parti_assign_options *opts,
+                                       int with_bands, char *msg, size_t msg_size) {
+    parti_err e;
+    int i;
+    memset(c, 0, sizeof *c);
+    c->o = parti_assign_options_defaults(opts);
+    if ((e = parti__assign_check(in, &c->o, msg, msg_size)) != PARTI_ERR_OK) return e;
+    c->in = in;
+    c->n = in->member_count;
+    c->p = in->partition_count;
+    c->by_id = (parti__member_ref *)parti__alloc_array((size_t)c->n, sizeof *c->by_id);
+    c->rank = (int *)parti__alloc_array((size_t)c->n, sizeof *c->rank);
+    if (!c->by_id || !c->rank) goto nomem;
+    for (i = 0; i < c->n; i++) {
+        c->by_id[i].id = in->members[i].id;
+        c->by_id[i].index = i;
+        c->total_capacity += parti__capacity(&in->members[i]);
+    }
+    qsort(c->by_id, (size_t)c->n, sizeof *c->by_id, parti__member_ref_cmp);
+    for (i = 0; i < c->n; i++) {
+        if (i && strcmp(c->by_id[i - 1].id, c->by_id[i].id) == 0) {
+            parti__msg(msg, msg_size, "in.members[%d] and in.members[%d] have the same id \"%.80s\"",
+                       c->by_id[i - 1].index, c->by_id[i].index, c->by_id[i].id);
+            parti__actx_free(c);
+            return PARTI_ERR_INVALID_ARGUMENT;
+        }
+        c->rank[c->by_id[i].index] = i;
+    }
+    for (i = 0; i < c->p; i++) c->total_weight += parti__weight(&in->partitions[i]);
+    if (with_bands) {
+        uint64_t up = 100u + (uint64_t)c->o.tolerance_percent;
+        c->floor = (uint64_t *)parti__alloc_array((size_t)c->n, sizeof *c->floor);
+        c->cap = (uint64_t *)parti__alloc_array((size_t)c->n, sizeof *c->cap);
+        c->load = (uint64_t *)parti__alloc_array((size_t)c->n, sizeof *c->load);
+        if (!c->floor || !c->cap || !c->load) goto nomem;
+        for (i = 0; i < c->n; i++) {
+            uint64_t cm = parti__capacity(&in->members[i]);
+            c->cap[i] = parti__mul_div(c->total_weight, cm * up, c->total_capacity * 100u, 1);
+            c->floor[i] = parti__mul_div(c->total_weight, cm * 100u, c->total_capacity * up, 0);
+            c->load[i] = 0;
+        }
+    }
+    return PARTI_ERR_OK;
+nomem:
+    parti__actx_free(c);
+    parti__msg(msg, msg_size, "out of memory");
+    return PARTI_ERR_NOMEM;
+}
+
+/* ---- an indexed binary heap of member indexes --------------------------- */
+
+typedef int (*parti__heap_less_fn)(const parti__actx *c, int a, int b);
+
+typedef struct parti__heap {
+    int *item;  /* member indexes */
+    int *pos;   /* pos[member] = its slot, -1 when not in the heap */
+    int count;
+    parti__heap_less_fn less;
+    const parti__actx *c;
+} parti__heap;
+
+static void parti__heap_swap(parti__heap *h, int i, int j) {
+    int t = h->item[i];
+    h->item[i] = h->item[j];
+    h->item[j] = t;
+    h->pos[h->item[i]] = i;
+    h->pos[h->item[j]] = j;
+}
+
+static void parti__heap_up(parti__heap *h, int i) {
+    while (i > 0) {
+        int parent = (i - 1) / 2;
+        if (!h->less(h->c, h->item[i], h->item[parent])) break;
+        parti__heap_swap(h, i, parent);
+        i = parent;
+    }
+}
+
+static void parti__heap_down(parti__heap *h, int i) {
+    for (;;) {
+        int l = 2 * i + 1, r = l + 1, best = i;
+        if (l < h->count && h->less(h->c, h->item[l], h->item[best])) best = l;
+        if (r < h->count && h->less(h->c, h->item[r], h->item[best])) best = r;
+        if (best == i) return;
+        parti__heap_swap(h, i, best);
+        i = best;
+    }
+}
+
+static void parti__heap_push(parti__heap *h, int m) {
+    h->item[h->count] = m;
+    h->pos[m] = h->count;
+    h->count++;
+    parti__heap_up(h, h->count - 1);
+}
+
+static int parti__heap_pop(parti__heap *h) {
+    int top = h->item[0];
+    h->count--;
+    if (h->count > 0) {
+        h->item[0] = h->item[h->count];
+        h->pos[h->item[0]] = 0;
+        parti__heap_down(h, 0);
+    }
+    h->pos[top] = -1;
+    return top;
+}
+
+/* Restores order after member m's key changed. */
+static void parti__heap_fix(parti__heap *h, int m) {
+    int i = h->pos[m];
+    if (i < 0) return;
+    parti__heap_up(h, i);
+    parti__heap_down(h, h->pos[m]);
+}
+
+/* ---- partition lists ------------------------------------------------------ */
+
+typedef struct parti__pw {
+    uint64_t w;
+    int part;
+    int member;
+} parti__pw;
+
+/* member ascending, then weight descending, then partition index descending */
+static int parti__pw_by_member(const void *a, const void *b) {
+    const parti__pw *x = (const parti__pw *)a, *y = (const parti__pw *)b;
+    if (x->member != y->member) return x->member < y->member ? -1 : 1;
+    if (x->w != y->w) return x->w > y->w ? -1 : 1;
+    return (x->part < y->part) - (x->part > y->part);
+}
+
+/* weight descending, then partition index ascending */
+static int parti__pw_heaviest_first(const void *a, const void *b) {
+    const parti__pw *x = (const parti__pw *)a, *y = (const parti__pw *)b;
+    if (x->w != y->w) return x->w > y->w ? -1 : 1;
+    return (x->part > y->part) - (x->part < y->part);
+}
+
+/* Where a partition that fits nowhere goes: the smallest (load + w) / cap,
+ * then the lowest ID. */
+static int parti__least_overshoot(const parti__actx *c, uint64_t w) {
+    int m, best = -1;
+    for (m = 0; m < c->n; m++) {
+        int r;
+        if (best < 0) {
+            best = m;
+            continue;
+        }
+        r = parti__cmp_products(c->load[m] + w, c->cap[best], c->load[best] + w, c->cap[m]);
+        if (r < 0 || (r == 0 && c->rank[m] < c->rank[best])) best = m;
+    }
+    return best;
+}
+
+/* ---- STICKY --------------------------------------------------------------- */
+
+/* Placement order: below floor first, then the lower load / cap, then the lower ID. */
+static int parti__less_placement(const parti__actx *c, int a, int b) {
+    int da = c->load[a] < c->floor[a], db = c->load[b] < c->floor[b], r;
+    if (da != db) return da;
+    if (c->cap[a] == c->cap[b]) r = (c->load[a] > c->load[b]) - (c->load[a] < c->load[b]);
+    else r = parti__cmp_products(c->load[a], c->cap[b], c->load[b], c->cap[a]);
+    if (r) return r < 0;
+    return c->rank[a] < c->rank[b];
+}
+
+/* Donor order: the larger surplus over the floor, then the lower ID. */
+static int parti__less_donor(const parti__actx *c, int a, int b) {
+    uint64_t sa = c->load[a] - c->floor[a], sb = c->load[b] - c->floor[b];
+    if (sa != sb) return sa > sb;
+    return c->rank[a] < c->rank[b];
+}
+
+static int parti__next_alive(int *next, int j) {
+    while (next[j] != j) {
+        next[j] = next[next[j]];
+        j = next[j];
+    }
+    return j;
+}
+
+/* Places items[0..count) (sorted heaviest first) by the placement order. */
+static parti_err parti__sticky_place(parti__actx *c, const parti__pw *items, int count, int *owner) {
+    parti__heap h;
+    int i, m;
+    h.item = (int *)parti__alloc_array((size_t)c->n, sizeof(int));
+    h.pos = (int *)parti__alloc_array((size_t)c->n, sizeof(int));
+    h.count = 0;
+    h.less = parti__less_placement;
+    h.c = c;
+    if (!h.item || !h.pos) {
+        PARTI_FREE(h.item);
+        PARTI_FREE(h.pos);
+        return PARTI_ERR_NOMEM;
+    }
+    for (m = 0; m < c->n; m++) parti__heap_push(&h, m);
+    for (i = 0; i < count; i++) {
+        uint64_t w = items[i].w;
+        int best = h.item[0];
+        if (c->load[best] + w > c->cap[best]) {
+            /* the top does not fit: the best member it fits in, else the least overshoot */
+            best = -1;
+            for (m = 0; m < c->n; m++)
+                if (c->load[m] + w <= c->cap[m] && (best < 0 || parti__less_placement(c, m, best))) best = m;
+            if (best < 0) best = parti__least_overshoot(c, w);
+        }
+        owner[items[i].part] = best;
+        c->load[best] += w;
+        parti__heap_fix(&h, best);
+    }
+    PARTI_FREE(h.item);
+    PARTI_FREE(h.pos);
+    return PARTI_ERR_OK;
+}
+
+/* Step 3: members below their floor take partitions from those above theirs. */
+static parti_err parti__sticky_fill(parti__actx *c, parti__pw *items, int *owner) {
+    parti__heap h;
+    int *start = NULL, *next = NULL, *aside = NULL;
+    int i, m, k, naside;
+    parti_err e = PARTI_ERR_NOMEM;
+    for (m = 0; m < c->n && c->load[m] >= c->floor[m]; m++) {}
+    if (m == c->n) return PARTI_ERR_OK;
+    h.item = (int *)parti__alloc_array((size_t)c->n, sizeof(int));
+    h.pos = (int *)parti__alloc_array((size_t)c->n, sizeof(int));
+    h.count = 0;
+    h.less = parti__less_donor;
+    h.c = c;
+    start = (int *)parti__alloc_array((size_t)c->n + 1, sizeof(int));
+    next = (int *)parti__alloc_array((size_t)c->p + 1, sizeof(int));
+    aside = (int *)parti__alloc_array((size_t)c->n, sizeof(int));
+    if (!h.item || !h.pos || !start || !next || !aside) goto done;
+    /* each member's partitions, heaviest first, as one run of items */
+    for (i = 0; i < c->p; i++) {
+        items[i].part = i;
+        items[i].member = owner[i];
+        items[i].w = parti__weight(&c->in->partitions[i]);
+    }
+    qsort(items, (size_t)c->p, sizeof *items, parti__pw_by_member);
+    for (m = 0, i = 0; m <= c->n; m++) {
+        while (i < c->p && items[i].member < m) i++;
+        start[m] = i;
+    }
+    for (i = 0; i <= c->p; i++) next[i] = i;
+    for (m = 0; m < c->n; m++) {
+        h.pos[m] = -1;
+        if (c->load[m] > c->floor[m]) parti__heap_push(&h, m);
+    }
+    for (k = 0; k < c->n; k++) {
+        int r = c->by_id[k].index;
+        naside = 0;
+        while (c->load[r] < c->floor[r] && h.count > 0) {
+            int d = parti__heap_pop(&h), lo = start[d], hi = start[d + 1], j;
+            uint64_t room = c->cap[r] - c->load[r], surplus = c->load[d] - c->floor[d];
+            uint64_t limit = room < surplus ? room : surplus;
+            while (lo < hi) { /* first item of d no heavier than limit */
+                int mid = lo + (hi - lo) / 2;
+                if (items[mid].w > limit) lo = mid + 1;
+                else hi = mid;
+            }
+            j = parti__next_alive(next, lo);
+            if (j >= start[d + 1]) {
+                aside[naside++] = d; /* nothing of d fits r; it may fit the next one */
+                continue;
+            }
+            next[j] = j + 1;
+            owner[items[j].part] = r;
+            c->load[r] += items[j].w;
+            c->load[d] -= items[j].w;
+            if (c->load[d] > c->floor[d]) parti__heap_push(&h, d);
+        }
+        for (i = 0; i < naside; i++) parti__heap_push(&h, aside[i]);
+    }
+    e = PARTI_ERR_OK;
+done:
+    PARTI_FREE(h.item);
+    PARTI_FREE(h.pos);
+    PARTI_FREE(start);
+    PARTI_FREE(next);
+    PARTI_FREE(aside);
+    return e;
+}
+
+static parti_err parti__assign_sticky(parti__actx *c, int *owner) {
+    parti__pw *items = (parti__pw *)parti__alloc_array((size_t)c->p, sizeof *items);
+    int i, j, nk = 0, no = 0;
+    parti_err e;
+    if (!items) return PARTI_ERR_NOMEM;
+    /* 1. keep */
+    for (i = 0; i < c->p; i++) {
+        int m = -1;
+        owner[i] = -1;
+        if (c->in->previous_owner && c->in->previous_owner[i]) m = parti__find_member(c, c->in->previous_owner[i]);
+        if (m < 0) continue;
+        items[nk].part = i;
+        items[nk].member = m;
+        items[nk].w = parti__weight(&c->in->partitions[i]);
+        nk++;
+    }
+    qsort(items, (size_t)nk, sizeof *items, parti__pw_by_member);
+    for (i = 0; i < nk; i = j) {
+        int m = items[i].member;
+        uint64_t kept = 0;
+        for (j = i; j < nk && items[j].member == m; j++) kept += items[j].w;
+        for (j = i; j < nk && items[j].member == m; j++) {
+            if (kept > c->cap[m]) {
+                kept -= items[j].w; /* shed: heaviest first, then highest index */
+                continue;
+            }
+            owner[items[j].part] = m;
+        }
+        c->load[m] = kept;
+    }
+    /* 2. place */
+    for (i = 0; i < c->p; i++) {
+        if (owner[i] >= 0) continue;
+        items[no].part = i;
+        items[no].member = -1;
+        items[no].w = parti__weight(&c->in->partitions[i]);
+        no++;
+    }
+    qsort(items, (size_t)no, sizeof *items, parti__pw_heaviest_first);
+    e = parti__sticky_place(c, items, no, owner);
+    /* 3. fill */
+    if (e == PARTI_ERR_OK) e = parti__sticky_fill(c, items, owner);
+    PARTI_FREE(items);
+    return e;
+}
+
+/* ---- CONSISTENT_HASH and WEIGHTED_HASH -------------------------------------- */
+
+typedef struct parti__point {
+    uint64_t spot;
+    int rank; /* the member's position in ID order */
+} parti__point;
+
+/* Sorts by spot, keeping the order of equal spots (LSD radix, 8 bits a
+ * pass): points generated in rank order come out ordered by (spot, rank). */
+static void parti__points_sort(parti__point *pts, parti__point *tmp, size_t count) {
+    size_t counts[256], i;
+    int shift, d;
+    if (count == 0) return;
+    for (shift = 0; shift < 64; shift += 8) {
+        size_t sum = 0;
+        for (d = 0; d < 256; d++) counts[d] = 0;
+        for (i = 0; i < count; i++) counts[(pts[i].spot >> shift) & 0xFFu]++;
+        if (counts[pts[0].spot >> shift & 0xFFu] == count) continue; /* one digit value: nothing to do */
+        for (d = 0; d < 256; d++) {
+            size_t c = counts[d];
+            counts[d] = sum;
+            sum += c;
+        }
+        for (i = 0; i < count; i++) tmp[counts[(pts[i].spot >> shift) & 0xFFu]++] = pts[i];
+        memcpy(pts, tmp, count * sizeof *pts);
+    }
+}
+
+/* Ring point k of a member, from the hash of its "id#" prefix. */
+static uint64_t parti__ring_spot(uint64_t prefix, uint64_t k) {
+    char digits[24];
+    int n = 0;
+    uint64_t h = prefix;
+    do {
+        digits[n++] = (char)('0' + (int)(k % 10u));
+        k /= 10u;
+    } while (k);
+    while (n) h = parti__fnv_add(h, &digits[--n], 1);
+    return parti__fmix64(h);
+}
+
+/* The sorted ring; weighted: floor(vnodes * N * c_m / C) points, at least 1. */
+static parti_err parti__ring_build(const parti__actx *c, int weighted, parti__point **ring, size_t *count) {
+    size_t total = 0, at = 0;
+    uint64_t k;
+    int r;
+    parti__point *pts, *tmp;
+    uint64_t *per = (uint64_t *)parti__alloc_array((size_t)c->n, sizeof *per);
+    *ring = NULL;
+    *count = 0;
+    if (!per) return PARTI_ERR_NOMEM;
+    for (r = 0; r < c->n; r++) {
+        const parti_member *m = &c->in->members[c->by_id[r].index];
+        uint64_t v = (uint64_t)c->o.vnodes;
+        if (weighted) {
+            v = parti__mul_div((uint64_t)c->o.vnodes * (uint64_t)c->n, parti__capacity(m), c->total_capacity, 0);
+            if (v < 1) v = 1;
+        }
+        per[r] = v;
+        if (v > (uint64_t)((size_t)-1 / sizeof *pts) - total) {
+            PARTI_FREE(per);
+            return PARTI_ERR_NOMEM;
+        }
+        total += (size_t)v;
+    }
+    pts = (parti__point *)parti__alloc_array(total, sizeof *pts);
+    tmp = (parti__point *)parti__alloc_array(total, sizeof *tmp);
+    if (!pts || !tmp) {
+        PARTI_FREE(per);
+        PARTI_FREE(pts);
+        PARTI_FREE(tmp);
+        return PARTI_ERR_NOMEM;
+    }
+    for (r = 0; r < c->n; r++) {
+        uint64_t prefix = parti__fnv_add(PARTI__FNV_OFFSET, c->by_id[r].id, strlen(c->by_id[r].id));
+        prefix = parti__fnv_add(prefix, "#", 1);
+        for (k = 0; k < per[r]; k++) {
+            pts[at].spot = parti__ring_spot(prefix, k);
+            pts[at].rank = r;
+            at++;
+        }
+    }
+    PARTI_FREE(per);
+    parti__points_sort(pts, tmp, total);
+    PARTI_FREE(tmp);
+    *ring = pts;
+    *count = total;
+    return PARTI_ERR_OK;
+}
+
+/* First point at or after spot, wrapping to 0 past the end. */
+static size_t parti__ring_find(const parti__point *ring, size_t count, uint64_t spot) {
+    size_t lo = 0, hi = count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (ring[mid].spot < spot) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo == count ? 0 : lo;
+}
+
+static parti_err parti__assign_consistent(parti__actx *c, int *owner) {
+    parti__point *ring;
+    size_t count;
+    int i;
+    parti_err e = parti__ring_build(c, 0, &ring, &count);
+    if (e != PARTI_ERR_OK) return e;
+    for (i = 0; i < c->p; i++) {
+        size_t j = parti__ring_find(ring, count, parti__fmix64(parti__partition_hash(&c->in->partitions[i])));
+        owner[i] = c->by_id[ring[j].rank].index;
+    }
+    PARTI_FREE(ring);
+    return PARTI_ERR_OK;
+}
+
+/* Next live point at or after j on a ring of count points (count = none). */
+static size_t parti__ring_alive(int *next, size_t count, size_t j) {
+    j = (size_t)parti__next_alive(next, (int)j);
+    if (j == count) j = (size_t)parti__next_alive(next, 0);
+    return j;
+}
+
+static parti_err parti__assign_weighted_hash(parti__actx *c, int *owner) {
+    parti__point *ring = NULL;
+    parti__pw *items = NULL;
+    int *next = NULL, *mstart = NULL, *mpoints = NULL, *dead = NULL;
+    size_t count = 0, alive, j;
+    int i, r;
+    parti_err e = parti__ring_build(c, 1, &ring, &count);
+    if (e != PARTI_ERR_OK) return e;
+    e = PARTI_ERR_NOMEM;
+    if (count >= (size_t)0x7FFFFFFF) goto done;
+    items = (parti__pw *)parti__alloc_array((size_t)c->p, sizeof *items);
+    next = (int *)parti__alloc_array(count + 1, sizeof(int));
+    mstart = (int *)parti__alloc_array((size_t)c->n + 1, sizeof(int));
+    mpoints = (int *)parti__alloc_array(count, sizeof(int));
+    dead = (int *)parti__alloc_array((size_t)c->n, sizeof(int));
+    if (!items || !next || !mstart || !mpoints || !dead) goto done;
+    /* the points of each member (by rank), to retire them all once it is full */
+    for (r = 0; r <= c->n; r++) mstart[r] = 0;
+    for (j = 0; j < count; j++) mstart[ring[j].rank + 1]++;
+    for (r = 0; r < c->n; r++) mstart[r + 1] += mstart[r];
+    for (r = 0; r < c->n; r++) dead[r] = mstart[r];
+    for (j = 0; j < count; j++) mpoints[dead[ring[j].rank]++] = (int)j;
+    for (r = 0; r < c->n; r++) dead[r] = 0;
+    for (j = 0; j <= count; j++) next[j] = (int)j;
+    alive = count;
+    for (i = 0; i < c->p; i++) {
+        items[i].part = i;
+        items[i].member = -1;
+        items[i].w = parti__weight(&c->in->partitions[i]);
+    }
+    qsort(items, (size_t)c->p, sizeof *items, parti__pw_heaviest_first);
+    for (i = 0; i < c->p; i++) {
+        uint64_t w = items[i].w;
+        uint64_t spot = parti__fmix64(parti__partition_hash(&c->in->partitions[items[i].part]));
+        size_t steps = 0;
+        int m = -1;
+        j = alive ? parti__ring_alive(next, count, parti__ring_find(ring, count, spot)) : count;
+        while (j < count && steps < alive) {
+            int cand = c->by_id[ring[j].rank].index;
+            if (c->load[cand] + w <= c->cap[cand]) {
+                m = cand;
+                break;
+            }
+            j = parti__ring_alive(next, count, j + 1);
+            steps++;
+        }
+        if (m < 0) m = parti__least_overshoot(c, w);
+        owner[items[i].part] = m;
+        c->load[m] += w;
+        r = c->rank[m];
+        if (c->load[m] >= c->cap[m] && !dead[r]) {
+            int q;
+            dead[r] = 1;
+            for (q = mstart[r]; q < mstart[r + 1]; q++) next[mpoints[q]] = mpoints[q] + 1;
+            alive -= (size_t)(mstart[r + 1] - mstart[r]);
+        }
+    }
+    e = PARTI_ERR_OK;
+done:
+    PARTI_FREE(ring);
+    PARTI_FREE(items);
+    PARTI_FREE(next);
+    PARTI_FREE(mstart);
+    PARTI_FREE(mpoints);
+    PARTI_FREE(dead);
+    return e;
+}
+
+/* ---- RENDEZVOUS ------------------------------------------------------------ */
+
+/* -log2(h / 2^64) in 20-bit fixed point, from integers only: 1..64 << 20.
+ * Non-increasing in h, which keeps equal capacities equal to plain HRW. */
+static uint64_t parti__neglog2_q20(uint64_t h) {
+    uint64_t x;
+    uint32_t frac = 0;
+    int e = 0, i, s;
+    h |= 1u;
+    for (s = 32; s; s >>= 1)
+        if (h >> (e + s)) e += s;
+    x = e >= 31 ? h >> (e - 31) : h << (31 - e); /* mantissa in [2^31, 2^32) */
+    for (i = 0; i < 20; i++) {
+        x = (x * x) >> 31;
+        frac <<= 1;
+        if (x >= ((uint64_t)1 << 32)) {
+            x >>= 1;
+            frac |= 1u;
+        }
+    }
+    return ((uint64_t)64 << 20) - (((uint64_t)e << 20) | frac);
+}
+
+static parti_err parti__assign_rendezvous(parti__actx *c, int *owner) {
+    uint64_t *mh = (uint64_t *)parti__alloc_array((size_t)c->n, sizeof *mh);
+    uint64_t *mc = (uint64_t *)parti__alloc_array((size_t)c->n, sizeof *mc);
+    int i, m, equal = 1;
+    if (!mh || !mc) {
+        PARTI_FREE(mh);
+        PARTI_FREE(mc);
+        return PARTI_ERR_NOMEM;
+    }
+    for (m = 0; m < c->n; m++) {
+        const char *id = c->in->members[m].id;
+        mh[m] = parti__fmix64(parti__fnv_add(PARTI__FNV_OFFSET, id, strlen(id)));
+        mc[m] = parti__capacity(&c->in->members[m]);
+        if (mc[m] != mc[0]) equal = 0;
+    }
+    for (i = 0; i < c->p; i++) {
+        uint64_t ph = parti__partition_hash(&c->in->partitions[i]), best_score = 0, best_log = 0;
+        int best = -1;
+        for (m = 0; m < c->n; m++) {
+            uint64_t s = parti__fmix64(ph ^ mh[m]), lg = 0;
+            int better = best < 0;
+            if (!better && equal) {
+                better = s > best_score || (s == best_score && c->rank[m] < c->rank[best]);
+            } else if (!better) {
+                uint64_t lhs, rhs;
+                lg = parti__neglog2_q20(s);
+                lhs = mc[m] * best_log; /* both < 2^58 */
+                rhs = mc[best] * lg;
+                better = lhs > rhs || (lhs == rhs && (s > best_score || (s == best_score && c->rank[m] < c->rank[best])));
+            } else if (!equal) {
+                lg = parti__neglog2_q20(s);
+            }
+            if (better) {
+                best = m;
+                best_score = s;
+                best_log = lg;
+            }
+        }
+        owner[i] = best;
+    }
+    PARTI_FREE(mh);
+    PARTI_FREE(mc);
+    return PARTI_ERR_OK;
+}
+
+/* ---- ROUND_ROBIN and CALLBACK --------------------------------------------- */
+
+static void parti__assign_round_robin(const parti__actx *c, int *owner) {
+    int i;
+    for (i = 0; i < c->p; i++) owner[i] = c->by_id[i % c->n].index;
+}
+
+static parti_err parti__assign_callback(const parti__actx *c, int *owner, char *msg, size_t msg_size) {
+    parti_err e;
+    int i;
+    for (i = 0; i < c->p; i++) owner[i] = -1;
+    e = c->o.callback(c->o.callback_user, c->in, owner);
+    if (e != PARTI_ERR_OK) {
+        parti__msg(msg, msg_size, "assignment callback failed: %s", parti_strerror(e));
+        return e;
+    }
+    for (i = 0; i < c->p; i++) {
+        if (owner[i] < 0 || owner[i] >= c->n) {
+            parti__msg(msg, msg_size, "assignment callback gave partition %d owner %d, member_count is %d", i,
+                       owner[i], c->n);
+            return PARTI_ERR_INVALID_ARGUMENT;
+        }
+    }
+    return PARTI_ERR_OK;
+}
+
+/* ---- entry points ----------------------------------------------------------- */
+
+PARTIDEF parti_err parti_assign(const parti_assign_input *in, const parti_assign_options *opts, int *owner, char *msg,
+                                size_t msg_size) {
+    parti__actx c;
+    parti_err e;
+    parti_strategy s;
+    if (msg && msg_size) msg[0] = 0;
+    if (in && !owner && in->partition_count > 0) {
+        parti__msg(msg, msg_size, "parti_assign: owner is NULL but partition_count is %d", in->partition_count);
+        return PARTI_ERR_INVALID_ARGUMENT;
+    }
+    s = parti_assign_options_defaults(opts).strategy;
+    e = parti__assign_prepare(&c, in, opts, s == PARTI_STRATEGY_STICKY || s == PARTI_STRATEGY_WEIGHTED_HASH, msg,
+                              msg_size);
+    if (e != PARTI_ERR_OK) return e;
+    switch (s) {
+    case PARTI_STRATEGY_STICKY: e = parti__assign_sticky(&c, owner); break;
+    case PARTI_STRATEGY_CONSISTENT_HASH: e = parti__assign_consistent(&c, owner); break;
+    case PARTI_STRATEGY_WEIGHTED_HASH: e = parti__assign_weighted_hash(&c, owner); break;
+    case PARTI_STRATEGY_RENDEZVOUS: e = parti__assign_rendezvous(&c, owner); break;
+    case PARTI_STRATEGY_ROUND_ROBIN: parti__assign_round_robin(&c, owner); break;
+    case PARTI_STRATEGY_CALLBACK: e = parti__assign_callback(&c, owner, msg, msg_size); break;
+    }
+    if (e == PARTI_ERR_NOMEM) parti__msg(msg, msg_size, "out of memory");
+    parti__actx_free(&c);
+    return e;
+}
+
+PARTIDEF parti_err parti_assign_bands(const parti_assign_input *in, const parti_assign_options *opts, uint64_t *floors,
+                                      uint64_t *caps, char *msg, size_t msg_size) {
+    parti__actx c;
+    int m;
+    parti_err e = parti__assign_prepare(&c, in, opts, 1, msg, msg_size);
+    if (e != PARTI_ERR_OK) return e;
+    for (m = 0; m < c.n; m++) {
+        if (floors) floors[m] = c.floor[m];
+        if (caps) caps[m] = c.cap[m];
+    }
+    parti__actx_free(&c);
+    return PARTI_ERR_OK;
+}
+
+PARTIDEF int parti_assign_moved(const parti_assign_input *in, const int *owner) {
+    int i, moved = 0;
+    if (!in || (!owner && in->partition_count > 0) || in->partition_count < 0) return -1;
+    if (!in->previous_owner) return 0;
+    if (!in->members && in->partition_count > 0) return -1;
+    for (i = 0; i < in->partition_count; i++) {
+        const char *was = in->previous_owner[i];
+        if (owner[i] < 0 || owner[i] >= in->member_count || !in->members[owner[i]].id) return -1;
+        if (was && strcmp(was, in->members[owner[i]].id) != 0) moved++;
+    }
+    return moved;
+}
+
+/* ---- the assignment document ---------------------------------------------- */
+
+static const char parti__b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+static int parti__b64url_value(unsigned char ch) {
+    if (ch >= 'A' && ch <= 'Z') return ch - 'A';
+    if (ch >= 'a' && ch <= 'z') return ch - 'a' + 26;
+    if (ch >= '0' && ch <= '9') return ch - '0' + 52;
+    if (ch == '-') return 62;
+    if (ch == '_') return 63;
+    return -1;
+}
+
+/* Bits per owner: the bit length of member_count, at least 1. */
+static int parti__owner_bits(int member_count) {
+    int b = 1;
+    while (b < 31 && ((int64_t)1 << b) <= (int64_t)member_count) b++;
+    return b;
+}
+
+static size_t parti__owner_bytes(int n, int bits) { return ((size_t)n * (size_t)bits + 7u) / 8u; }
+static size_t parti__owner_chars(int n, int bits) { return (parti__owner_bytes(n, bits) * 8u + 5u) / 6u; }
+
+PARTIDEF void parti_assignment_free(parti_assignment *a) {
+    int i;
+    if (!a) return;
+    if (a->members)
+        for (i = 0; i < a->member_count; i++) PARTI_FREE(a->members[i]);
+    PARTI_FREE(a->members);
+    PARTI_FREE(a->owner);
+    memset(a, 0, sizeof *a);
+}
+
+PARTIDEF parti_err parti_assignment_build(parti_assignment *a, const parti_assign_input *in, const int *owner,
+                                          uint64_t epoch, uint64_t version) {
+    parti__actx c;
+    parti_err e;
+    int i;
+    if (!a) return PARTI_ERR_INVALID_ARGUMENT;
+    memset(a, 0, sizeof *a);
+    if (in && !owner && in->partition_count > 0) return PARTI_ERR_INVALID_ARGUMENT;
+    if ((e = parti__assign_prepare(&c, in, NULL, 0, NULL, 0)) != PARTI_ERR_OK) return e;
+    for (i = 0; i < c.p; i++) {
+        if (owner[i] < -1 || owner[i] >= c.n) {
+            parti__actx_free(&c);
+            return PARTI_ERR_INVALID_ARGUMENT;
+        }
+    }
+    a->epoch = epoch;
+    a->version = version;
+    a->partitions_fingerprint = parti_partitions_fingerprint(in->partitions, in->partition_count);
+    a->members = (char **)parti__alloc_array((size_t)c.n, sizeof *a->members);
+    a->owner = (int *)parti__alloc_array((size_t)c.p, sizeof *a->owner);
+    if (!a->members || !a->owner) goto nomem;
+    for (i = 0; i < c.n; i++) {
+        if (!(a->members[i] = parti__strdup(c.by_id[i].id))) goto nomem;
+        a->member_count++;
+    }
+    for (i = 0; i < c.p; i++) a->owner[i] = owner[i] < 0 ? -1 : c.rank[owner[i]];
+    a->partition_count = c.p;
+    parti__actx_free(&c);
+    return PARTI_ERR_OK;
+nomem:
+    parti__actx_free(&c);
+    parti_assignment_free(a);
+    return PARTI_ERR_NOMEM;
+}
+
+/* The rules of the format that *a must meet before it is written. */
+static parti_err parti__assignment_check(const parti_assignment *a) {
+    int i;
+    if (a->partition_count < 0 || a->partition_count > PARTI_ASSIGN_MAX_PARTITIONS) return PARTI_ERR_INVALID_ARGUMENT;
+    if (a->member_count < 0 || a->member_count > PARTI_ASSIGN_MAX_MEMBERS) return PARTI_ERR_INVALID_ARGUMENT;
+    if ((!a->members && a->member_count) || (!a->owner && a->partition_count)) return PARTI_ERR_INVALID_ARGUMENT;
+    for (i = 0; i < a->member_count; i++) {
+        size_t n;
+        if (!a->members[i]) return PARTI_ERR_INVALID_ARGUMENT;
+        n = strlen(a->members[i]);
+        if (n < 1 || n > PARTI_ASSIGN_MAX_ID_LEN) return PARTI_ERR_INVALID_ARGUMENT;
+        if (i && strcmp(a->members[i - 1], a->members[i]) >= 0) return PARTI_ERR_INVALID_ARGUMENT;
+    }
+    for (i = 0; i < a->partition_count; i++)
+        if (a->owner[i] < -1 || a->owner[i] >= a->member_count) return PARTI_ERR_INVALID_ARGUMENT;
+    return PARTI_ERR_OK;
+}
+
+PARTIDEF parti_err parti_assignment_encode(const parti_assignment *a, char *out, size_t cap, size_t *needed) {
+    static const char hex[] = "0123456789abcdef";
+    parti_json_writer w;
+    unsigned char *bytes;
+    char *text, fp[16];
+    size_t nbytes, nchars, bit = 0, i, o = 0;
+    int bits, p, m;
+    parti_err e;
+    if (needed) *needed = 0;
+    if (!a || (!out && cap)) return PARTI_ERR_INVALID_ARGUMENT;
+    if ((e = parti__assignment_check(a)) != PARTI_ERR_OK) return e;
+    bits = parti__owner_bits(a->member_count);
+    nbytes = parti__owner_bytes(a->partition_count, bits);
+    nchars = parti__owner_chars(a->partition_count, bits);
+    bytes = (unsigned char *)PARTI_MALLOC(nbytes + 3);
+    text = (char *)PARTI_MALLOC(nchars + 1);
+    if (!bytes || !text) {
+        PARTI_FREE(bytes);
+        PARTI_FREE(text);
+        return PARTI_ERR_NOMEM;
+    }
+    memset(bytes, 0, nbytes + 3);
+    for (p = 0; p < a->partition_count; p++) {
+        uint32_t u = (uint32_t)(a->owner[p] + 1);
+        int b;
+        for (b = bits - 1; b >= 0; b--, bit++)
+            if ((u >> b) & 1u) bytes[bit / 8] |= (unsigned char)(0x80u >> (bit % 8));
+    }
+    for (i = 0; i < nbytes; i += 3) { /* the zero bytes past nbytes pad the last group */
+        uint32_t g = ((uint32_t)bytes[i] << 16) | ((uint32_t)bytes[i + 1] << 8) | bytes[i + 2];
+        int k;
+        for (k = 0; k < 4 && o < nchars; k++) text[o++] = parti__b64url[(g >> (18 - 6 * k)) & 63u];
+    }
+    text[o] = 0;
+    for (i = 0; i < 16; i++) fp[i] = hex[(a->partitions_fingerprint >> (60 - 4 * i)) & 15u];
+    parti_json_writer_init(&w, out, cap);
+    parti_json_object_begin(&w);
+    parti_json_key(&w, "v");
+    parti_json_uint(&w, 1);
+    parti_json_key(&w, "epoch");
+    parti_json_uint(&w, a->epoch);
+    parti_json_key(&w, "version");
+    parti_json_uint(&w, a->version);
+    parti_json_key(&w, "fp");
+    parti_json_string_n(&w, fp, 16);
+    parti_json_key(&w, "n");
+    parti_json_uint(&w, (uint64_t)a->partition_count);
+    parti_json_key(&w, "members");
+    parti_json_array_begin(&w);
+    for (m = 0; m < a->member_count; m++) parti_json_string(&w, a->members[m]);
+    parti_json_array_end(&w);
+    parti_json_key(&w, "owners");
+    parti_json_string_n(&w, text, nchars);
+    parti_json_object_end(&w);
+    e = parti_json_writer_finish(&w, needed);
+    PARTI_FREE(bytes);
+    PARTI_FREE(text);
+    return e;
+}
+
+/* The byte offset of a node in the parsed text. */
+static size_t parti__json_offset(const parti_json_doc *doc, int node) {
+    size_t len;
+    const char *raw = parti_json_raw(doc, node, &len);
+    return raw ? (size_t)(raw - doc->text) : 0;
+}
+
+/* Field node, refusing a repeated one; -1 when absent. */
+static parti_err parti__doc_field(const parti_json_doc *doc, int root, const char *key, int *node, char *msg,
+                                  size_t msg_size) {
+    int i, found = -1;
+    *node = -1;
+    for (i = parti_json_first(doc, root); i >= 0; i = parti_json_next(doc, i)) {
+        if (!parti_json_string_eq(doc, parti_json_member_key(doc, i), key)) continue;
+        if (found >= 0) {
+            parti__msg(msg, msg_size, "assignment: field \"%s\" appears twice (byte %zu)", key,
+                       parti__json_offset(doc, parti_json_member_key(doc, i)));
+            return PARTI_ERR_INVALID_ARGUMENT;
+        }
+        found = i;
+    }
+    *node = found;
+    return PARTI_ERR_OK;
+}
+
+/* A required unsigned integer field no larger than max. */
+static parti_err parti__doc_uint(const parti_json_doc *doc, int root, const char *key, uint64_t max, uint64_t *out,
+                                 char *msg, size_t msg_size) {
+    int node;
+    parti_err e = parti__doc_field(doc, root, key, &node, msg, msg_size);
+    if (e != PARTI_ERR_OK) return e;
+    if (node < 0) {
+        parti__msg(msg, msg_size, "assignment: field \"%s\" is missing", key);
+        return PARTI_ERR_JSON_MISSING;
+    }
+    if (parti_json_type_of(doc, node) != PARTI_JSON_NUMBER) {
+        parti__msg(msg, msg_size, "assignment: field \"%s\" must be a number, is %s (byte %zu)", key,
+                   parti_json_type_name(parti_json_type_of(doc, node)), parti__json_offset(doc, node));
+        return PARTI_ERR_JSON_TYPE;
+    }
+    if (parti_json_as_uint64(doc, node, out) != PARTI_ERR_OK || *out > max) {
+        size_t len;
+        const char *raw = parti_json_raw(doc, node, &len);
+        parti__msg(msg, msg_size, "assignment: field \"%s\" must be an integer 0..%llu, is %.*s (byte %zu)", key,
+                   (unsigned long long)max, (int)(len > 40 ? 40 : len), raw ? raw : "", parti__json_offset(doc, node));
+        return PARTI_ERR_JSON_RANGE;
+    }
+    return PARTI_ERR_OK;
+}
+
+/* A required field of the given JSON type. */
+static parti_err parti__doc_typed(const parti_json_doc *doc, int root, const char *key, parti_json_type t, int *node,
+                                  char *msg, size_t msg_size) {
+    parti_err e = parti__doc_field(doc, root, key, node, msg, msg_size);
+    if (e != PARTI_ERR_OK) return e;
+    if (*node < 0) {
+        parti__msg(msg, msg_size, "assignment: field \"%s\" is missing", key);
+        return PARTI_ERR_JSON_MISSING;
+    }
+    if (parti_json_type_of(doc, *node) != t) {
+        parti__msg(msg, msg_size, "assignment: field \"%s\" must be %s %s, is %s (byte %zu)", key,
+                   t == PARTI_JSON_ARRAY ? "an" : "a", parti_json_type_name(t),
+                   parti_json_type_name(parti_json_type_of(doc, *node)), parti__json_offset(doc, *node));
+        return PARTI_ERR_JSON_TYPE;
+    }
+    return PARTI_ERR_OK;
+}
+
+static parti_err parti__doc_members(parti_assignment *a, const parti_json_doc *doc, int node, char *msg,
+                                    size_t msg_size) {
+    uint32_t count = parti_json_count(doc, node);
+    int i, k = 0;
+    if (count > PARTI_ASSIGN_MAX_MEMBERS) {
+        parti__msg(msg, msg_size, "assignment: %u members, at most %d (byte %zu)", count, PARTI_ASSIGN_MAX_MEMBERS,
+                   parti__json_offset(doc, node));
+        return PARTI_ERR_JSON_RANGE;
+    }
+    a->members = (char **)parti__alloc_array(count, sizeof *a->members);
+    if (!a->members) return PARTI_ERR_NOMEM;
+    for (i = parti_json_first(doc, node); i >= 0; i = parti_json_next(doc, i), k++) {
+        size_t at = parti__json_offset(doc, i), n;
+        parti_err e;
+        if (parti_json_type_of(doc, i) != PARTI_JSON_STRING) {
+            parti__msg(msg, msg_size, "assignment: members[%d] must be a string, is %s (byte %zu)", k,
+                       parti_json_type_name(parti_json_type_of(doc, i)), at);
+            return PARTI_ERR_JSON_TYPE;
+        }
+        n = doc->nodes[i].count;
+        if (n < 1 || n > PARTI_ASSIGN_MAX_ID_LEN || (doc->nodes[i].flags & PARTI_JSON_FLAG_NUL)) {
+            parti__msg(msg, msg_size, "assignment: members[%d] must be 1..%d bytes without U+0000 (byte %zu)", k,
+                       PARTI_ASSIGN_MAX_ID_LEN, at);
+            return PARTI_ERR_INVALID_ARGUMENT;
+        }
+        if ((e = parti_json_as_string_dup(doc, i, &a->members[k])) != PARTI_ERR_OK) return e;
+        a->member_count++;
+        if (k && strcmp(a->members[k - 1], a->members[k]) >= 0) {
+            parti__msg(msg, msg_size, "assignment: members[%d] \"%.80s\" %s (byte %zu)", k, a->members[k],
+                       strcmp(a->members[k - 1], a->members[k]) == 0 ? "is a duplicate" : "is out of order", at);
+            return PARTI_ERR_INVALID_ARGUMENT;
+        }
+    }
+    return PARTI_ERR_OK;
+}
+
+static parti_err parti__doc_owners(parti_assignment *a, const parti_json_doc *doc, int node, int n, char *msg,
+                                   size_t msg_size) {
+    size_t len, expect, at = parti__json_offset(doc, node), i, bit = 0;
+    const char *raw = parti_json_raw(doc, node, &len);
+    int bits = parti__owner_bits(a->member_count), p;
+    unsigned char *bytes;
+    uint32_t acc = 0;
+    int have = 0;
+    size_t o = 0, nbytes = parti__owner_bytes(n, bits);
+    expect = parti__owner_chars(n, bits);
+    if (doc->nodes[node].flags & PARTI_JSON_FLAG_ESCAPED) {
+        parti__msg(msg, msg_size, "assignment: owners must be plain base64url without escapes (byte %zu)", at);
+        return PARTI_ERR_INVALID_ARGUMENT;
+    }
+    if (len != expect) {
+        parti__msg(msg, msg_size,
+                   "assignment: owners has %zu characters, %d partitions of %d bits need %zu (byte %zu)", len, n,
+                   bits, expect, at);
+        return PARTI_ERR_INVALID_ARGUMENT;
+    }
+    bytes = (unsigned char *)PARTI_MALLOC(nbytes + 1);
+    a->owner = (int *)parti__alloc_array((size_t)n, sizeof *a->owner);
+    if (!bytes || !a->owner) {
+        PARTI_FREE(bytes);
+        return PARTI_ERR_NOMEM;
+    }
+    for (i = 0; i < len; i++) {
+        int v = parti__b64url_value((unsigned char)raw[i]);
+        if (v < 0) {
+            parti__msg(msg, msg_size, "assignment: owners has byte 0x%02x at %zu, outside base64url",
+                       (unsigned char)raw[i], at + i);
+            PARTI_FREE(bytes);
+            return PARTI_ERR_INVALID_ARGUMENT;
+        }
+        acc = (acc << 6) | (uint32_t)v;
+        have += 6;
+        if (have >= 8) {
+            have -= 8;
+            if (o < nbytes) bytes[o++] = (unsigned char)((acc >> have) & 0xFFu);
+            acc &= ((uint32_t)1 << have) - 1u;
+        }
+    }
+    if (acc != 0) {
+        parti__msg(msg, msg_size, "assignment: owners has padding bits set in its last character (byte %zu)",
+                   at + len - 1);
+        PARTI_FREE(bytes);
+        return PARTI_ERR_INVALID_ARGUMENT;
+    }
+    for (p = 0; p < n; p++) {
+        uint32_t u = 0;
+        int b;
+        for (b = 0; b < bits; b++, bit++) u = (u << 1) | ((bytes[bit / 8] >> (7 - bit % 8)) & 1u);
+        if (u > (uint32_t)a->member_count) {
+            parti__msg(msg, msg_size, "assignment: owners gives partition %d member %u, there are %d members (byte %zu)",
+                       p, u, a->member_count, at + bit / 6);
+            PARTI_FREE(bytes);
+            return PARTI_ERR_JSON_RANGE;
+        }
+        a->owner[p] = (int)u - 1;
+    }
+    for (; bit < nbytes * 8u; bit++) {
+        if ((bytes[bit / 8] >> (7 - bit % 8)) & 1u) {
+            parti__msg(msg, msg_size, "assignment: owners has padding bits set after the last partition (byte %zu)",
+                       at + len - 1);
+            PARTI_FREE(bytes);
+            return PARTI_ERR_INVALID_ARGUMENT;
+        }
+    }
+    PARTI_FREE(bytes);
+    a->partition_count = n;
+    return PARTI_ERR_OK;
+}
+
+static parti_err parti__doc_fingerprint(parti_assignment *a, const parti_json_doc *doc, int node, char *msg,
+                                        size_t msg_size) {
+    size_t len, i;
+    const char *raw = parti_json_raw(doc, node, &len);
+    uint64_t v = 0;
+    int ok = len == 16 && !(doc->nodes[node].flags & PARTI_JSON_FLAG_ESCAPED);
+    for (i = 0; ok && i < 16; i++) {
+        char ch = raw[i];
+        if (ch >= '0' && ch <= '9') v = (v << 4) | (uint64_t)(ch - '0');
+        else if (ch >= 'a' && ch <= 'f') v = (v << 4) | (uint64_t)(ch - 'a' + 10);
+        else ok = 0;
+    }
+    if (!ok) {
+        parti__msg(msg, msg_size, "assignment: fp must be 16 lowercase hex digits (byte %zu)",
+                   parti__json_offset(doc, node));
+        return PARTI_ERR_INVALID_ARGUMENT;
+    }
+    a->partitions_fingerprint = v;
+    return PARTI_ERR_OK;
+}
+
+PARTIDEF parti_err parti_assignment_decode(parti_assignment *a, const char *data, size_t len, char *msg,
+                                           size_t msg_size) {
+    parti_json_doc doc;
+    uint64_t v, n;
+    int root, node;
+    parti_err e;
+    char inner[200];
+    if (msg && msg_size) msg[0] = 0;
+    if (!a) {
+        parti__msg(msg, msg_size, "parti_assignment_decode: document is NULL");
+        return PARTI_ERR_INVALID_ARGUMENT;
+    }
+    memset(a, 0, sizeof *a);
+    if (!data) {
+        parti__msg(msg, msg_size, "parti_assignment_decode: data is NULL");
+        return PARTI_ERR_INVALID_ARGUMENT;
+    }
+    if ((e = parti_json_parse(&doc, data, len, NULL, inner, sizeof inner)) != PARTI_ERR_OK) {
+        parti__msg(msg, msg_size, "assignment: %s", inner);
+        return e;
+    }
+    root = parti_json_root(&doc);
+    if (parti_json_type_of(&doc, root) != PARTI_JSON_OBJECT) {
+        parti__msg(msg, msg_size, "assignment: the document must be a JSON object, is %s",
+                   parti_json_type_name(parti_json_type_of(&doc, root)));
+        e = PARTI_ERR_JSON_TYPE;
+        goto fail;
+    }
+    if ((e = parti__doc_uint(&doc, root, "v", UINT64_MAX, &v, msg, msg_size)) != PARTI_ERR_OK) goto fail;
+    if (v != 1) {
+        parti__msg(msg, msg_size, "assignment: format v%llu is not supported (this build reads v1)",
+                   (unsigned long long)v);
+        e = PARTI_ERR_JSON_RANGE;
+        goto fail;
+    }
+    if ((e = parti__doc_uint(&doc, root, "epoch", UINT64_MAX, &a->epoch, msg, msg_size)) != PARTI_ERR_OK) goto fail;
+    if ((e = parti__doc_uint(&doc, root, "version", UINT64_MAX, &a->version, msg, msg_size)) != PARTI_ERR_OK)
+        goto fail;
+    if ((e = parti__doc_typed(&doc, root, "fp", PARTI_JSON_STRING, &node, msg, msg_size)) != PARTI_ERR_OK) goto fail;
+    if ((e = parti__doc_fingerprint(a, &doc, node, msg, msg_size)) != PARTI_ERR_OK) goto fail;
+    if ((e = parti__doc_uint(&doc, root, "n", PARTI_ASSIGN_MAX_PARTITIONS, &n, msg, msg_size)) != PARTI_ERR_OK)
+        goto fail;
+    if ((e = parti__doc_typed(&doc, root, "members", PARTI_JSON_ARRAY, &node, msg, msg_size)) != PARTI_ERR_OK)
+        goto fail;
+    if ((e = parti__doc_members(a, &doc, node, msg, msg_size)) != PARTI_ERR_OK) goto fail;
+    if ((e = parti__doc_typed(&doc, root, "owners", PARTI_JSON_STRING, &node, msg, msg_size)) != PARTI_ERR_OK)
+        goto fail;
+    if ((e = parti__doc_owners(a, &doc, node, (int)n, msg, msg_size)) != PARTI_ERR_OK) goto fail;
+    parti_json_doc_free(&doc);
+    return PARTI_ERR_OK;
+fail:
+    if (e == PARTI_ERR_NOMEM) parti__msg(msg, msg_size, "out of memory");
+    parti_json_doc_free(&doc);
+    parti_assignment_free(a);
+    return e;
+}
+
+PARTIDEF int parti_assignment_member_index(const parti_assignment *a, const char *member_id) {
+    int lo = 0, hi;
+    if (!a || !member_id || !a->members) return -1;
+    hi = a->member_count - 1;
+    while (lo <= hi) {
+        int mid = lo + (hi - lo) / 2, r = strcmp(a->members[mid], member_id);
+        if (r == 0) return mid;
+        if (r < 0) lo = mid + 1;
+        else hi = mid - 1;
+    }
+    return -1;
+}
+
+PARTIDEF const char *parti_assignment_owner_id(const parti_assignment *a, int partition) {
+    int m;
+    if (!a || !a->owner || partition < 0 || partition >= a->partition_count) return NULL;
+    m = a->owner[partition];
+    if (m < 0 || m >= a->member_count || !a->members) return NULL;
+    return a->members[m];
+}
+
+PARTIDEF int parti_assignment_partitions_of(const parti_assignment *a, int member, int *out, int cap) {
+    int i, count = 0;
+    if (!a || member < 0 || member >= a->member_count || (!out && cap > 0)) return -1;
+    for (i = 0; i < a->partition_count; i++) {
+        if (a->owner[i] != member) continue;
+        if (count < cap) out[count] = i;
+        count++;
+    }
+    return count;
+}
+
+#undef PARTI__ASSIGN_RULE
+#undef PARTI__STRATEGY_COUNT
+
+/* ======================================================================== */
+/* The group: implementation                                                 */
+/* ======================================================================== */
+
+#define PARTI__G_NO_TIME UINT64_MAX
+#define PARTI__G_MAX_ID 32
+
+typedef struct parti__gmember {
+    char *id;
+    uint32_t capacity;
+} parti__gmember;
+
+struct parti {
+    parti_transport t;
+    parti_options opts;
+    parti_consumer *c;           /* owns the copied config (c->cfg) */
+    parti_metrics gm;            /* the group's rows */
+    parti_metrics view;          /* gm merged with the consumer's rows, for parti_metrics_of */
+    char members_bucket[PARTI_MAX_NAME_LEN + 1], assign_bucket[PARTI_MAX_NAME_LEN + 1];
+    int buckets_open;
+    uint64_t instance;
+    char value[128];             /* this member's key value */
+    parti_state state;
+    /* membership */
+    char id[PARTI__G_MAX_ID];    /* "" until joined */
+    char key[PARTI__G_MAX_ID + 2];
+    uint64_t my_rev;             /* revision of the member key this worker last wrote */
+    uint64_t last_renew_ok;      /* when the member key was last renewed (or claimed) */
+    uint64_t next_heartbeat;
+    uint64_t retry_at;           /* joining / opening retries */
+    parti_backoff backoff;
+    /* leadership */
+    int leader;
+    uint64_t leader_rev;         /* revision of the leader key this worker last wrote */
+    uint64_t epoch;              /* the highest leader epoch seen (own when leader) */
+    uint64_t lease_until;        /* leader: act as leader until then unless renewed */
+    int leader_missing;          /* the leader key was seen deleted or expired */
+    uint64_t next_leader_check;
+    /* watchers */
+    parti_kv_watcher *wm, *wa;
+    /* leader's view of the members, sorted by ID */
+    parti__gmember *members;     /* stb_ds array */
+    uint64_t next_listing;
+    /* rebalancing (leader) */
+    int rb_pending, rb_fail;
+    uint64_t rb_due, rb_first, rb_last, rb_change_at;
+    parti_backoff rb_backoff;
+    /* the assignment */
+    parti_assignment doc;        /* the last applied document */
+    uint64_t doc_rev;            /* its KV revision (0: none seen) */
+    uint64_t applied_epoch, applied_version;
+    int *owned;                  /* stb_ds array of partition indexes */
+    uint64_t *owned_from;        /* stb_ds array, aligned: where a gained partition resumes (0 = kept) */
+    uint64_t *resume;            /* stb_ds array, per partition: scratch of parti__g_resume_points */
+    uint64_t next_doc_check;
+    /* degraded mode */
+    int degraded, stale;
+    parti_err last_err;
+    uint64_t last_err_ms;
+    char last_msg[256];
+};
+
+static const char *const parti__state_names[] = {"joining", "waiting", "stable", "rebalancing",
+                                                 "degraded", "leaving", "stopped"};
+
+PARTIDEF const char *parti_state_name(parti_state s) {
+    return (unsigned)s < sizeof parti__state_names / sizeof *parti__state_names ? parti__state_names[s] : "unknown";
+}
+
+PARTIDEF const char *parti_event_name(parti_event_kind kind) {
+    switch (kind) {
+    case PARTI_EVENT_STATE_CHANGED: return "state_changed";
+    case PARTI_EVENT_JOINED: return "joined";
+    case PARTI_EVENT_ID_LOST: return "id_lost";
+    case PARTI_EVENT_BECAME_LEADER: return "became_leader";
+    case PARTI_EVENT_LOST_LEADERSHIP: return "lost_leadership";
+    case PARTI_EVENT_ASSIGNMENT_CHANGED: return "assignment_changed";
+    case PARTI_EVENT_REBALANCED: return "rebalanced";
+    case PARTI_EVENT_MEMBER_JOINED: return "member_joined";
+    case PARTI_EVENT_MEMBER_LEFT: return "member_left";
+    }
+    return "unknown";
+}
+
+static uint64_t parti__g_now(const parti *p) { return p->t.vt->now_ms(p->t.self); }
+
+static uint64_t parti__g_rng(void *user) {
+    parti *p = (parti *)user;
+    return p->t.vt->random(p->t.self);
+}
+
+static void parti__g_event(parti *p, parti_event_kind kind, parti_err err, int moved, const char *detail) {
+    parti_event ev;
+    if (!p->opts.on_event) return;
+    memset(&ev, 0, sizeof ev);
+    ev.kind = kind;
+    ev.state = p->state;
+    ev.worker_id = p->id;
+    ev.epoch = p->epoch;
+    ev.version = p->applied_version;
+    ev.partitions = (int)arrlen(p->owned);
+    ev.moved = moved;
+    ev.err = err;
+    ev.detail = detail ? detail : "";
+    p->opts.on_event(p->opts.user, &ev);
+}
+
+static void parti__g_set_state(parti *p, parti_state s) {
+    if (p->state == s) return;
+    p->state = s;
+    parti__g_event(p, PARTI_EVENT_STATE_CHANGED, PARTI_ERR_OK, 0, parti_state_name(s));
+}
+
+static void parti__g_fail(parti *p, parti_err e, const char *what) {
+    p->last_err = e;
+    p->last_err_ms = parti__g_now(p);
+    parti__msg(p->last_msg, sizeof p->last_msg, "%s: %s", what, parti_strerror(e));
+}
+
+/* Stops pulling at once (no coalescing window): an ID lost or a stale
+ * assignment must not be processed a moment longer. */
+static void parti__g_stop_consumer(parti *p) {
+    parti_consumer *c = p->c;
+    parti__consumer_clear_pending(c);
+    if (!c->paused) {
+        c->paused = 1;
+        c->fetch_active = 0;
+        parti__consumer_event(c, PARTI_EVENT_CONSUMER_PAUSED, PARTI_ERR_OK, c->durable);
+    }
+}
+
+/* ---- values ------------------------------------------------------------ */
+
+static void parti__g_member_value(parti *p) {
+    snprintf(p->value, sizeof p->value, "{\"instance\":\"%016llx\",\"capacity\":%u}",
+             (unsigned long long)p->instance, p->opts.capacity);
+}
+
+/* Reads the "epoch" of a leader value (untrusted); 0 when absent or bad. */
+static uint64_t parti__g_leader_epoch(const parti_kv_entry *e) {
+    parti_json_doc doc;
+    uint64_t epoch = 0;
+    if (!e->value || parti_json_parse(&doc, (const char *)e->value, e->len, NULL, NULL, 0) != PARTI_ERR_OK) return 0;
+    if (parti_json_get_uint64(&doc, parti_json_root(&doc), "epoch", &epoch) != PARTI_ERR_OK) epoch = 0;
+    parti_json_doc_free(&doc);
+    return epoch;
+}
+
+/* Reads the "capacity" of a member value (untrusted); 1 when absent or bad. */
+static uint32_t parti__g_member_capacity(const uint8_t *value, size_t len) {
+    parti_json_doc doc;
+    uint64_t cap = 1;
+    if (!value || parti_json_parse(&doc, (const char *)value, len, NULL, NULL, 0) != PARTI_ERR_OK) return 1;
+    if (parti_json_get_uint64(&doc, parti_json_root(&doc), "capacity", &cap) != PARTI_ERR_OK || cap == 0 ||
+        cap > 1000000)
+        cap = 1;
+    parti_json_doc_free(&doc);
+    return (uint32_t)cap;
+}
+
+/* ---- creation ------------------------------------------------------------ */
+
+static parti_err parti__g_check_options(const parti_options *o, char *msg, size_t msg_size) {
+#define PARTI__G_CHECK(cond, ...)                                                                                  \
+    do {                                                                                                           \
+        if (!(cond)) {                                                                                             \
+            parti__msg(msg, msg_size, __VA_ARGS__);                                                                \
+            return PARTI_ERR_INVALID_ARGUMENT;                                                                     \
+        }                                                                                                          \
+    } while (0)
+    PARTI__G_CHECK(o->on_message != NULL, "options.on_message is required");
+    PARTI__G_CHECK(o->max_workers >= 0 && o->max_workers <= 100000, "options.max_workers must be 0 (default 1024) to "
+                   "100000, got %d", o->max_workers);
+    PARTI__G_CHECK(o->member_ttl_ms >= 3 * o->heartbeat_ms, "options.member_ttl_ms (%u) must be >= 3 x heartbeat_ms "
+                   "(%u)", o->member_ttl_ms, o->heartbeat_ms);
+    PARTI__G_CHECK(o->heartbeat_ms >= 10, "options.heartbeat_ms must be >= 10, got %u", o->heartbeat_ms);
+    PARTI__G_CHECK(o->capacity <= 1000000, "options.capacity must be <= 1000000, got %u", o->capacity);
+    return PARTI_ERR_OK;
+#undef PARTI__G_CHECK
+}
+
+PARTIDEF parti_err parti_create(parti **out, const parti_transport *t, const parti_config *cfg,
+                                const parti_options *opts, char *msg, size_t msg_size) {
+    parti *p;
+    parti_options o;
+    parti_consumer_options co;
+    parti_config d;
+    parti_err e;
+    char tmp[256];
+    if (out) *out = NULL;
+    if (!out || !t || !t->vt || !cfg || !opts) {
+        parti__msg(msg, msg_size, "parti_create: NULL output, transport, config or options");
+        return PARTI_ERR_INVALID_ARGUMENT;
+    }
+    if (!t->vt->kv_open || !t->vt->kv_create || !t->vt->kv_update || !t->vt->kv_get || !t->vt->kv_delete ||
+        !t->vt->kv_keys || !t->vt->kv_watch || !t->vt->kv_watch_next || !t->vt->kv_watch_stop) {
+        parti__msg(msg, msg_size, "parti_create: the transport lacks a key/value operation the group needs");
+        return PARTI_ERR_INVALID_ARGUMENT;
+    }
+    o = *opts;
+    if (!o.heartbeat_ms) o.heartbeat_ms = 1000;
+    if (!o.member_ttl_ms) o.member_ttl_ms = o.heartbeat_ms * 5 > 5000 ? o.heartbeat_ms * 5 : 5000;
+    if ((e = parti__g_check_options(&o, msg, msg_size)) != PARTI_ERR_OK) return e;
+    if (!o.max_workers) o.max_workers = 1024;
+    if (!o.capacity) o.capacity = 1;
+    if (!o.cold_start_ms) o.cold_start_ms = 2000;
+    if (!o.planned_window_ms) o.planned_window_ms = 500;
+    if (!o.emergency_grace_ms) o.emergency_grace_ms = 100;
+    if (!o.min_rebalance_interval_ms) o.min_rebalance_interval_ms = 250;
+    if (!o.max_stale_ms) o.max_stale_ms = o.member_ttl_ms;
+    if (!o.op_timeout_ms) o.op_timeout_ms = 2000;
+    o.assign = parti_assign_options_defaults(&opts->assign);
+    if (o.assign.strategy == PARTI_STRATEGY_CALLBACK && !o.assign.callback) {
+        parti__msg(msg, msg_size, "options.assign.callback is required with PARTI_STRATEGY_CALLBACK");
+        return PARTI_ERR_INVALID_ARGUMENT;
+    }
+    d = parti_config_defaults(cfg);
+    if ((e = parti_config_validate(cfg, msg, msg_size)) != PARTI_ERR_OK) return e;
+    if (!(p = (parti *)PARTI_MALLOC(sizeof *p))) return PARTI_ERR_NOMEM;
+    memset(p, 0, sizeof *p);
+    p->t = *t;
+    p->opts = o;
+    /* bucket names: "<prefix>-<stream>-members" and "-assign" */
+    snprintf(tmp, sizeof tmp, "%s-%s-members", d.bucket_prefix, d.stream);
+    if (parti_name_check(tmp, NULL, 0) != PARTI_ERR_OK || strlen(tmp) > PARTI_MAX_NAME_LEN) {
+        parti__msg(msg, msg_size, "config.bucket_prefix and config.stream make the bucket name \"%.100s\", which is "
+                   "not a valid name", tmp);
+        PARTI_FREE(p);
+        return PARTI_ERR_INVALID_NAME;
+    }
+    memcpy(p->members_bucket, tmp, strlen(tmp) + 1);
+    snprintf(p->assign_bucket, sizeof p->assign_bucket, "%s-%s-assign", d.bucket_prefix, d.stream);
+    co = o.consumer;
+    co.on_message = o.on_message;
+    co.user = o.user;
+    co.on_event = o.on_consumer_event;
+    co.allow_worker_id_change = 1; /* a worker that lost its ID comes back under another */
+    if ((e = parti_consumer_create(&p->c, t, cfg, &co, msg, msg_size)) != PARTI_ERR_OK) {
+        PARTI_FREE(p);
+        return e;
+    }
+    parti_metrics_init(&p->gm);
+    parti_backoff_init(&p->backoff, d.backoff_base_ms, d.backoff_cap_ms, 0);
+    parti_backoff_init(&p->rb_backoff, d.backoff_base_ms, d.backoff_cap_ms, 0);
+    p->instance = t->vt->random(t->self);
+    parti__g_member_value(p);
+    p->state = PARTI_STATE_JOINING;
+    *out = p;
+    return PARTI_ERR_OK;
+}
+
+static void parti__g_free_members(parti *p) {
+    int i;
+    for (i = 0; i < (int)arrlen(p->members); i++) PARTI_FREE(p->members[i].id);
+    arrfree(p->members);
+    p->members = NULL;
+}
+
+PARTIDEF void parti_destroy(parti *p) {
+    if (!p) return;
+    if (p->wm) p->t.vt->kv_watch_stop(p->t.self, p->wm);
+    if (p->wa) p->t.vt->kv_watch_stop(p->t.self, p->wa);
+    parti__g_free_members(p);
+    parti_assignment_free(&p->doc);
+    arrfree(p->owned);
+    arrfree(p->owned_from);
+    arrfree(p->resume);
+    parti_consumer_destroy(p->c);
+    PARTI_FREE(p);
+}
+
+/* ---- leadership ------------------------------------------------------------ */
+
+static void parti__g_step_down(parti *p, parti_err why, const char *detail) {
+    if (!p->leader) return;
+    p->leader = 0;
+    p->rb_pending = 0;
+    parti_gauge_set(&p->gm.is_leader, 0);
+    parti__g_event(p, PARTI_EVENT_LOST_LEADERSHIP, why, 0, detail);
+}
+
+static void parti__g_schedule_rebalance(parti *p, uint64_t now, uint64_t delay, int urgent) {
+    uint64_t due = now + delay;
+    if (!p->leader) return;
+    if (!p->rb_pending) {
+        p->rb_pending = 1;
+        p->rb_first = now;
+        p->rb_change_at = now;
+        p->rb_due = due;
+    } else if (urgent) {
+        if (due < p->rb_due) p->rb_due = due;
+    } else {
+        /* debounce: each change pushes the rebalance out, up to 4 windows after the first */
+        uint64_t cap = p->rb_first + 4 * (uint64_t)p->opts.planned_window_ms;
+        if (due > p->rb_due) p->rb_due = due < cap ? due : (cap > p->rb_due ? cap : p->rb_due);
+    }
+    if (p->rb_last && p->rb_due < p->rb_last + p->opts.min_rebalance_interval_ms)
+        p->rb_due = p->rb_last + p->opts.min_rebalance_interval_ms;
+}
+
+static void parti__g_try_elect(parti *p, uint64_t now) {
+    char v[160];
+    uint64_t rev = 0, rev2 = 0;
+    parti_err e;
+    snprintf(v, sizeof v, "{\"worker\":\"%s\",\"instance\":\"%016llx\",\"epoch\":0}", p->id,
+             (unsigned long long)p->instance);
+    e = p->t.vt->kv_create(p->t.self, p->members_bucket, "leader", v, strlen(v), &rev, p->opts.op_timeout_ms);
+    if (e == PARTI_ERR_KEY_EXISTS) {
+        p->leader_missing = 0;
+        return;
+    }
+    if (e != PARTI_ERR_OK) {
+        parti__g_fail(p, e, "leader election");
+        return;
+    }
+    /* the create's revision is the epoch: write it into the value for the others */
+    snprintf(v, sizeof v, "{\"worker\":\"%s\",\"instance\":\"%016llx\",\"epoch\":%llu}", p->id,
+             (unsigned long long)p->instance, (unsigned long long)rev);
+    if (p->t.vt->kv_update(p->t.self, p->members_bucket, "leader", v, strlen(v), rev, &rev2, p->opts.op_timeout_ms) !=
+        PARTI_ERR_OK)
+        rev2 = rev;
+    p->leader = 1;
+    p->leader_missing = 0;
+    p->leader_rev = rev2;
+    p->epoch = rev;
+    p->lease_until = now + p->opts.member_ttl_ms - p->opts.heartbeat_ms;
+    parti_counter_add(&p->gm.leader_elections, 1);
+    parti_gauge_set(&p->gm.is_leader, 1);
+    parti_gauge_set(&p->gm.leader_epoch, (double)p->epoch);
+    p->next_listing = now; /* learn the members at once */
+    parti__g_event(p, PARTI_EVENT_BECAME_LEADER, PARTI_ERR_OK, 0, p->id);
+    /* no assignment yet: give the group the cold-start window to gather;
+     * otherwise publish one under the new epoch soon (fencing the old leader) */
+    parti__g_schedule_rebalance(p, now, p->doc_rev ? p->opts.emergency_grace_ms : p->opts.cold_start_ms, 1);
+}
+
+static void parti__g_renew_leader(parti *p, uint64_t now) {
+    char v[160];
+    uint64_t rev = 0;
+    parti_err e;
+    snprintf(v, sizeof v, "{\"worker\":\"%s\",\"instance\":\"%016llx\",\"epoch\":%llu}", p->id,
+             (unsigned long long)p->instance, (unsigned long long)p->epoch);
+    e = p->t.vt->kv_update(p->t.self, p->members_bucket, "leader", v, strlen(v), p->leader_rev, &rev,
+                           p->opts.op_timeout_ms);
+    if (e == PARTI_ERR_OK) {
+        p->leader_rev = rev;
+        p->lease_until = now + p->opts.member_ttl_ms - p->opts.heartbeat_ms;
+    } else if (e == PARTI_ERR_WRONG_REVISION || e == PARTI_ERR_KEY_NOT_FOUND) {
+        parti__g_fail(p, e, "renewing the leader key");
+        parti__g_step_down(p, e, "the leader key was taken or expired");
+    } else {
+        parti__g_fail(p, e, "renewing the leader key");
+    }
+}
+
+/* ---- membership ------------------------------------------------------------ */
+
+static parti_err parti__g_open(parti *p) {
+    parti_kv_config kc;
+    parti_err e;
+    memset(&kc, 0, sizeof kc);
+    kc.bucket = p->members_bucket;
+    kc.ttl_ms = p->opts.member_ttl_ms;
+    kc.memory_storage = p->opts.memory_storage;
+    if ((e = p->t.vt->kv_open(p->t.self, &kc, p->opts.op_timeout_ms)) != PARTI_ERR_OK) return e;
+    kc.bucket = p->assign_bucket;
+    kc.ttl_ms = 0;
+    kc.max_value_size = 4u << 20;
+    if ((e = p->t.vt->kv_open(p->t.self, &kc, p->opts.op_timeout_ms)) != PARTI_ERR_OK) return e;
+    if (!p->wm && (e = p->t.vt->kv_watch(p->t.self, p->members_bucket, "", &p->wm, p->opts.op_timeout_ms)) !=
+                      PARTI_ERR_OK)
+        return e;
+    if (!p->wa && (e = p->t.vt->kv_watch(p->t.self, p->assign_bucket, "assignment", &p->wa, p->opts.op_timeout_ms)) !=
+                      PARTI_ERR_OK)
+        return e;
+    p->buckets_open = 1;
+    return PARTI_ERR_OK;
+}
+
+/* Claims the lowest free worker-N. */
+static void parti__g_join(parti *p, uint64_t now) {
+    char **keys = NULL, key[PARTI__G_MAX_ID + 2];
+    int nkeys = 0, n, tries = 0;
+    uint64_t rev = 0, delay = 0;
+    parti_err e;
+    if (now < p->retry_at) return;
+    if (!p->buckets_open && (e = parti__g_open(p)) != PARTI_ERR_OK) {
+        parti__g_fail(p, e, "opening the group's buckets");
+        goto retry;
+    }
+    if ((e = p->t.vt->kv_keys(p->t.self, p->members_bucket, &keys, &nkeys, p->opts.op_timeout_ms)) != PARTI_ERR_OK) {
+        parti__g_fail(p, e, "listing the members");
+        goto retry;
+    }
+    for (n = 0; n < p->opts.max_workers && tries < 16; n++) {
+        int lo = 0, hi = nkeys - 1, found = 0;
+        snprintf(key, sizeof key, "m.worker-%d", n);
+        while (lo <= hi) { /* keys are sorted */
+            int mid = (lo + hi) / 2, c = strcmp(keys[mid], key);
+            if (c == 0) {
+                found = 1;
+                break;
+            }
+            if (c < 0) lo = mid + 1;
+            else hi = mid - 1;
+        }
+        if (found) continue;
+        tries++;
+        e = p->t.vt->kv_create(p->t.self, p->members_bucket, key, p->value, strlen(p->value), &rev,
+                               p->opts.op_timeout_ms);
+        if (e == PARTI_ERR_KEY_EXISTS) continue; /* someone was faster */
+        if (e != PARTI_ERR_OK) {
+            parti__g_fail(p, e, "claiming a worker ID");
+            break;
+        }
+        parti_strings_free(keys, nkeys);
+        memcpy(p->key, key, strlen(key) + 1);
+        snprintf(p->id, sizeof p->id, "worker-%d", n);
+        p->my_rev = rev;
+        p->last_renew_ok = now;
+        p->next_heartbeat = now + p->opts.heartbeat_ms;
+        p->next_leader_check = now;
+        p->next_doc_check = now;
+        p->stale = 0;
+        parti_backoff_reset(&p->backoff);
+        p->retry_at = 0;
+        parti__g_set_state(p, PARTI_STATE_WAITING);
+        parti__g_event(p, PARTI_EVENT_JOINED, PARTI_ERR_OK, 0, p->id);
+        return;
+    }
+    if (n >= p->opts.max_workers && e == PARTI_ERR_OK) {
+        e = PARTI_ERR_INVALID_WORKER_ID;
+        parti__msg(p->last_msg, sizeof p->last_msg, "no free worker ID: all %d are taken (options.max_workers)",
+                   p->opts.max_workers);
+        p->last_err = e;
+        p->last_err_ms = now;
+    }
+    parti_strings_free(keys, nkeys);
+retry:
+    parti_backoff_next(&p->backoff, parti__g_rng, p, &delay);
+    p->retry_at = now + delay;
+}
+
+/* Another process holds this worker's ID (or it expired): stop at once, join again. */
+static void parti__g_lose_id(parti *p, parti_err e) {
+    parti_counter_add(&p->gm.worker_id_conflicts, 1);
+    parti__g_stop_consumer(p);
+    parti__g_step_down(p, e, "worker ID lost");
+    parti__g_fail(p, e, "renewing the worker ID");
+    parti__g_event(p, PARTI_EVENT_ID_LOST, e, 0, p->id);
+    arrsetlen(p->owned, 0);
+    parti_gauge_set(&p->gm.partitions_owned, 0);
+    p->applied_epoch = p->applied_version = 0; /* take the next document as new */
+    p->id[0] = 0;
+    p->key[0] = 0;
+    p->degraded = p->stale = 0;
+    parti_gauge_set(&p->gm.degraded, 0);
+    parti__g_set_state(p, PARTI_STATE_JOINING);
+}
+
+static void parti__g_apply_owned(parti *p, int with_handoff) {
+    parti_err e = parti_consumer_update_from(p->c, p->id, p->owned, (int)arrlen(p->owned),
+                                             with_handoff ? p->owned_from : NULL);
+    if (e != PARTI_ERR_OK) parti__g_fail(p, e, parti_consumer_last_message(p->c));
+}
+
+static void parti__g_heartbeat(parti *p, uint64_t now) {
+    uint64_t rev = 0;
+    parti_err e;
+    p->next_heartbeat = now + p->opts.heartbeat_ms;
+    e = p->t.vt->kv_update(p->t.self, p->members_bucket, p->key, p->value, strlen(p->value), p->my_rev, &rev,
+                           p->opts.op_timeout_ms);
+    if (e == PARTI_ERR_WRONG_REVISION || e == PARTI_ERR_KEY_NOT_FOUND) {
+        parti__g_lose_id(p, e);
+        return;
+    }
+    if (e != PARTI_ERR_OK) {
+        parti_counter_add(&p->gm.heartbeat_failures, 1);
+        parti__g_fail(p, e, "heartbeat");
+        return;
+    }
+    p->my_rev = rev;
+    p->last_renew_ok = now;
+    if (p->degraded) { /* the control plane is back */
+        p->degraded = 0;
+        parti_gauge_set(&p->gm.degraded, 0);
+        if (p->stale) {
+            p->stale = 0;
+            parti__g_apply_owned(p, 0); /* resume the last assignment; a newer one may follow */
+        }
+        p->next_doc_check = now;
+        parti__g_set_state(p, p->applied_version ? PARTI_STATE_STABLE : PARTI_STATE_WAITING);
+    }
+    if (p->leader) parti__g_renew_leader(p, now);
+}
+
+/* Degraded mode: renewals failing. Keep processing until max_stale_ms, then
+ * stop (another worker may own the partitions by now). */
+static void parti__g_check_staleness(parti *p, uint64_t now) {
+    uint64_t silent = now - p->last_renew_ok;
+    if (!p->id[0]) return;
+    if (!p->degraded && silent > 2 * (uint64_t)p->opts.heartbeat_ms) {
+        p->degraded = 1;
+        parti_gauge_set(&p->gm.degraded, 1);
+        parti__g_set_state(p, PARTI_STATE_DEGRADED);
+    }
+    if (p->degraded && !p->stale && silent > p->opts.max_stale_ms) {
+        p->stale = 1;
+        parti__g_stop_consumer(p);
+    }
+    if (p->leader && now >= p->lease_until) /* before anyone else can win */
+        parti__g_step_down(p, PARTI_ERR_TIMEOUT, "leader key not renewed in time");
+}
+
+/* ---- the assignment --------------------------------------------------------- */
+
+static int parti__g_cmp_int(const void *a, const void *b) {
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
+/* For every partition the new document gives this worker and the old one
+ * gave another: the previous owner's ack floor + 1 (read from its durable
+ * consumer, which outlives it), so the backlog it left is processed here.
+ * 1 (from the start) when its consumer is gone; 0 for partitions kept or new. */
+static void parti__g_resume_points(parti *p, const parti_assignment *a) {
+    int i, n = p->c->cfg.partition_count, me = parti_assignment_member_index(a, p->id);
+    const char *cached_owner = NULL;
+    uint64_t cached_from = 0;
+    arrsetlen(p->resume, n);
+    for (i = 0; i < n; i++) {
+        const char *prev, *now_owner = parti_assignment_owner_id(a, i);
+        char durable[PARTI_MAX_NAME_LEN + 1];
+        parti_consumer_info ci;
+        parti_err e;
+        p->resume[i] = 0;
+        if (me < 0 || !now_owner || strcmp(now_owner, p->id) != 0 || !p->doc_rev || !p->doc.owner) continue;
+        prev = parti_assignment_owner_id(&p->doc, i);
+        if (!prev || strcmp(prev, p->id) == 0) continue;
+        if (cached_owner && strcmp(cached_owner, prev) == 0) {
+            p->resume[i] = cached_from;
+            continue;
+        }
+        cached_owner = prev;
+        cached_from = 1;
+        if (parti_consumer_name(p->c->cfg.consumer_prefix, prev, durable, sizeof durable, NULL, 0) == PARTI_ERR_OK) {
+            memset(&ci, 0, sizeof ci);
+            e = p->t.vt->consumer_info(p->t.self, p->c->cfg.stream, durable, &ci, p->opts.op_timeout_ms);
+            if (e == PARTI_ERR_OK) {
+                cached_from = ci.ack_floor_stream_seq + 1;
+                parti_consumer_info_free(&ci);
+            }
+        }
+        p->resume[i] = cached_from;
+    }
+}
+
+/* Considers a document read from KV (untrusted). */
+static void parti__g_consider(parti *p, const uint8_t *data, size_t len, uint64_t rev) {
+    parti_assignment a;
+    char m[160];
+    int me, n, changed, i;
+    parti_err e;
+    memset(&a, 0, sizeof a);
+    if ((e = parti_assignment_decode(&a, (const char *)data, len, m, sizeof m)) != PARTI_ERR_OK) {
+        parti__g_fail(p, e, "reading the assignment");
+        return;
+    }
+    if (a.partitions_fingerprint != parti_partitions_fingerprint(p->c->cfg.partitions, p->c->cfg.partition_count) ||
+        a.partition_count != p->c->cfg.partition_count) {
+        parti__g_fail(p, PARTI_ERR_INVALID_CONFIG, "the assignment is for another partition list");
+        parti_assignment_free(&a);
+        return;
+    }
+    if (a.epoch < p->epoch || a.epoch < p->applied_epoch ||
+        (a.epoch == p->applied_epoch && a.version <= p->applied_version)) {
+        if (rev > p->doc_rev && a.epoch >= p->applied_epoch) p->doc_rev = rev;
+        parti_assignment_free(&a);
+        return; /* stale leader or already applied */
+    }
+    if (a.epoch > p->epoch) p->epoch = a.epoch;
+    parti__g_resume_points(p, &a);
+    parti_assignment_free(&p->doc);
+    p->doc = a;
+    p->doc_rev = rev;
+    p->applied_epoch = a.epoch;
+    p->applied_version = a.version;
+    parti_gauge_set(&p->gm.assignment_version, (double)a.version);
+    parti_gauge_set(&p->gm.leader_epoch, (double)p->epoch);
+    me = p->id[0] ? parti_assignment_member_index(&p->doc, p->id) : -1;
+    n = me >= 0 ? parti_assignment_partitions_of(&p->doc, me, NULL, 0) : 0;
+    changed = n != (int)arrlen(p->owned);
+    {
+        int *mine = (int *)PARTI_MALLOC(sizeof(int) * (size_t)(n + 1));
+        if (!mine) {
+            parti__g_fail(p, PARTI_ERR_NOMEM, "applying the assignment");
+            return;
+        }
+        if (n) parti_assignment_partitions_of(&p->doc, me, mine, n);
+        qsort(mine, (size_t)n, sizeof *mine, parti__g_cmp_int);
+        for (i = 0; !changed && i < n; i++) changed = mine[i] != p->owned[i];
+        {
+            /* keep each partition's resume point (computed above) aligned with owned */
+            uint64_t *from = (uint64_t *)PARTI_MALLOC(sizeof(uint64_t) * (size_t)(n + 1));
+            if (!from) {
+                PARTI_FREE(mine);
+                parti__g_fail(p, PARTI_ERR_NOMEM, "applying the assignment");
+                return;
+            }
+            for (i = 0; i < n; i++) from[i] = p->resume[mine[i]];
+            arrsetlen(p->owned, n);
+            arrsetlen(p->owned_from, n);
+            for (i = 0; i < n; i++) {
+                p->owned[i] = mine[i];
+                p->owned_from[i] = from[i];
+            }
+            PARTI_FREE(from);
+        }
+        PARTI_FREE(mine);
+    }
+    parti_gauge_set(&p->gm.partitions_owned, (double)n);
+    if (me < 0) {
+        if (p->state != PARTI_STATE_DEGRADED) parti__g_set_state(p, PARTI_STATE_WAITING);
+        if (arrlen(p->owned) == 0 && !parti_consumer_is_paused(p->c)) parti__g_apply_owned(p, 0);
+        return;
+    }
+    if (!p->stale) parti__g_apply_owned(p, 1);
+    if (changed || p->state == PARTI_STATE_WAITING) {
+        if (p->state != PARTI_STATE_DEGRADED) parti__g_set_state(p, PARTI_STATE_REBALANCING);
+        parti__g_event(p, PARTI_EVENT_ASSIGNMENT_CHANGED, PARTI_ERR_OK, 0, "");
+    }
+}
+
+static void parti__g_read_doc(parti *p) {
+    parti_kv_entry e;
+    parti_err err;
+    memset(&e, 0, sizeof e);
+    err = p->t.vt->kv_get(p->t.self, p->assign_bucket, "assignment", 0, &e, p->opts.op_timeout_ms);
+    if (err == PARTI_ERR_OK) {
+        parti__g_consider(p, e.value, e.len, e.revision);
+        parti_kv_entry_free(&e);
+    } else if (err != PARTI_ERR_KEY_NOT_FOUND) {
+        parti__g_fail(p, err, "reading the assignment");
+    }
+}
+
+/* ---- the leader's view of the members and its rebalances -------------------- */
+
+static int parti__g_member_find(const parti *p, const char *id) {
+    int lo = 0, hi = (int)arrlen(p->members) - 1;
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2, c = strcmp(p->members[mid].id, id);
+        if (c == 0) return mid;
+        if (c < 0) lo = mid + 1;
+        else hi = mid - 1;
+    }
+    return -1;
+}
+
+static int parti__g_cmp_member(const void *a, const void *b) {
+    return strcmp(((const parti__gmember *)a)->id, ((const parti__gmember *)b)->id);
+}
+
+/* Lists the member keys: the source of truth for who is alive. Joins and
+ * leaves found here (the watch may have missed them) schedule a rebalance. */
+static void parti__g_list_members(parti *p, uint64_t now) {
+    char **keys = NULL;
+    int nkeys = 0, i, j;
+    parti__gmember *fresh = NULL;
+    int joined = 0, left = 0;
+    parti_err e;
+    p->next_listing = now + p->opts.heartbeat_ms;
+    if ((e = p->t.vt->kv_keys(p->t.self, p->members_bucket, &keys, &nkeys, p->opts.op_timeout_ms)) != PARTI_ERR_OK) {
+        parti__g_fail(p, e, "listing the members");
+        return;
+    }
+    for (i = 0; i < nkeys; i++) {
+        parti__gmember m;
+        if (strncmp(keys[i], "m.", 2) != 0 || !keys[i][2] || strlen(keys[i]) - 2 >= PARTI__G_MAX_ID) continue;
+        m.id = parti__strdup(keys[i] + 2);
+        m.capacity = 1;
+        if (!m.id) continue;
+        j = parti__g_member_find(p, m.id);
+        if (j >= 0) {
+            m.capacity = p->members[j].capacity;
+        } else {
+            parti_kv_entry ent;
+            memset(&ent, 0, sizeof ent);
+            if (p->t.vt->kv_get(p->t.self, p->members_bucket, keys[i], 0, &ent, p->opts.op_timeout_ms) ==
+                PARTI_ERR_OK) {
+                m.capacity = parti__g_member_capacity(ent.value, ent.len);
+                parti_kv_entry_free(&ent);
+            }
+            joined++;
+            parti__g_event(p, PARTI_EVENT_MEMBER_JOINED, PARTI_ERR_OK, 0, m.id);
+        }
+        arrput(fresh, m);
+    }
+    parti_strings_free(keys, nkeys);
+    if (arrlen(fresh) > 1) qsort(fresh, (size_t)arrlen(fresh), sizeof *fresh, parti__g_cmp_member);
+    for (i = 0; i < (int)arrlen(p->members); i++) {
+        int lo = 0, hi = (int)arrlen(fresh) - 1, found = 0;
+        while (lo <= hi) {
+            int mid = (lo + hi) / 2, c = strcmp(fresh[mid].id, p->members[i].id);
+            if (c == 0) {
+                found = 1;
+                break;
+            }
+            if (c < 0) lo = mid + 1;
+            else hi = mid - 1;
+        }
+        if (!found) {
+            left++;
+            parti__g_event(p, PARTI_EVENT_MEMBER_LEFT, PARTI_ERR_OK, 0, p->members[i].id);
+        }
+    }
+    parti__g_free_members(p);
+    p->members = fresh;
+    parti_gauge_set(&p->gm.members_current, (double)arrlen(p->members));
+    if (left) parti__g_schedule_rebalance(p, now, p->opts.emergency_grace_ms, 1);
+    else if (joined) parti__g_schedule_rebalance(p, now, p->opts.planned_window_ms, 0);
+    /* the published document must list exactly the live members */
+    if (!p->rb_pending && p->doc_rev) {
+        int differs = p->doc.member_count != (int)arrlen(p->members);
+        for (i = 0; !differs && i < p->doc.member_count; i++) differs = strcmp(p->doc.members[i], p->members[i].id);
+        if (differs) parti__g_schedule_rebalance(p, now, p->opts.planned_window_ms, 0);
+    }
+}
+
+/* Computes and publishes the next assignment. */
+static void parti__g_rebalance(parti *p, uint64_t now) {
+    parti_assign_input in;
+    parti_member *mem = NULL;
+    const char **prev = NULL;
+    int *owner = NULL, i, moved;
+    parti_assignment a;
+    char m[200], *buf = NULL;
+    size_t need = 0;
+    uint64_t rev = 0, delay = 0;
+    parti_err e;
+    int pc = p->c->cfg.partition_count, nm;
+    memset(&a, 0, sizeof a);
+    parti__g_list_members(p, now); /* the freshest view */
+    nm = (int)arrlen(p->members);
+    if (!p->leader) return;
+    if (nm == 0) { /* not even this worker: its key is gone; the heartbeat will sort it out */
+        p->rb_due = now + p->opts.heartbeat_ms;
+        return;
+    }
+    mem = (parti_member *)PARTI_MALLOC(sizeof *mem * (size_t)nm);
+    prev = (const char **)PARTI_MALLOC(sizeof *prev * (size_t)(pc + 1));
+    owner = (int *)PARTI_MALLOC(sizeof *owner * (size_t)(pc + 1));
+    e = PARTI_ERR_NOMEM;
+    if (!mem || !prev || !owner) goto fail;
+    for (i = 0; i < nm; i++) {
+        mem[i].id = p->members[i].id;
+        mem[i].capacity = p->members[i].capacity;
+    }
+    for (i = 0; i < pc; i++) prev[i] = p->doc_rev ? parti_assignment_owner_id(&p->doc, i) : NULL;
+    in.partitions = p->c->cfg.partitions;
+    in.partition_count = pc;
+    in.members = mem;
+    in.member_count = nm;
+    in.previous_owner = prev;
+    if ((e = parti_assign(&in, &p->opts.assign, owner, m, sizeof m)) != PARTI_ERR_OK) goto fail;
+    moved = parti_assign_moved(&in, owner);
+    if ((e = parti_assignment_build(&a, &in, owner, p->epoch, p->doc.version + 1)) != PARTI_ERR_OK) goto fail;
+    if ((e = parti_assignment_encode(&a, NULL, 0, &need)) != PARTI_ERR_BUFFER_TOO_SMALL && e != PARTI_ERR_OK) goto fail;
+    if (!(buf = (char *)PARTI_MALLOC(need))) {
+        e = PARTI_ERR_NOMEM;
+        goto fail;
+    }
+    if ((e = parti_assignment_encode(&a, buf, need, NULL)) != PARTI_ERR_OK) goto fail;
+    if (p->doc_rev)
+        e = p->t.vt->kv_update(p->t.self, p->assign_bucket, "assignment", buf, need - 1, p->doc_rev, &rev,
+                               p->opts.op_timeout_ms);
+    else
+        e = p->t.vt->kv_create(p->t.self, p->assign_bucket, "assignment", buf, need - 1, &rev, p->opts.op_timeout_ms);
+    if (e == PARTI_ERR_WRONG_REVISION || e == PARTI_ERR_KEY_EXISTS) {
+        /* someone wrote since: read it; a higher epoch means this leader is stale */
+        parti__g_read_doc(p);
+        if (p->epoch > p->applied_epoch || p->doc.epoch > a.epoch) {
+            parti__g_step_down(p, e, "a newer leader wrote the assignment");
+            goto done;
+        }
+        goto fail;
+    }
+    if (e != PARTI_ERR_OK) goto fail;
+    parti_counter_add(&p->gm.rebalances_success, 1);
+    parti_counter_add(&p->gm.partitions_moved, (uint64_t)(moved > 0 ? moved : 0));
+    parti_histogram_observe(&p->gm.rebalance_duration, (double)(now - p->rb_change_at) / 1000.0);
+    p->rb_pending = 0;
+    p->rb_fail = 0;
+    p->rb_last = now;
+    parti_backoff_reset(&p->rb_backoff);
+    parti__g_event(p, PARTI_EVENT_REBALANCED, PARTI_ERR_OK, moved, "");
+    parti__g_consider(p, (const uint8_t *)buf, need - 1, rev); /* the leader is a worker too */
+    goto done;
+fail:
+    parti_counter_add(&p->gm.rebalances_failure, 1);
+    parti__g_fail(p, e, e == PARTI_ERR_WRONG_REVISION ? "publishing the assignment (raced)" : "rebalancing");
+    parti_backoff_next(&p->rb_backoff, parti__g_rng, p, &delay);
+    p->rb_due = now + delay;
+done:
+    parti_assignment_free(&a);
+    PARTI_FREE(buf);
+    PARTI_FREE(owner);
+    PARTI_FREE((void *)prev);
+    PARTI_FREE(mem);
+}
+
+/* ---- watches ------------------------------------------------------------------ */
+
+static void parti__g_drain_watches(parti *p, uint64_t now) {
+    parti_kv_entry e;
+    int guard;
+    for (guard = 0; p->wm && guard < 10000; guard++) {
+        memset(&e, 0, sizeof e);
+        if (p->t.vt->kv_watch_next(p->t.self, p->wm, &e) != PARTI_ERR_OK) break;
+        if (e.key && strcmp(e.key, "leader") == 0) {
+            if (e.op == PARTI_KV_PUT) {
+                uint64_t ep = parti__g_leader_epoch(&e);
+                if (ep > p->epoch) {
+                    p->epoch = ep;
+                    parti_gauge_set(&p->gm.leader_epoch, (double)ep);
+                    if (p->leader) parti__g_step_down(p, PARTI_ERR_WRONG_REVISION, "a newer leader was elected");
+                }
+                p->leader_missing = 0;
+            } else {
+                p->leader_missing = 1; /* deleted (graceful) or expired: elect at once */
+                p->next_leader_check = now;
+            }
+        } else if (e.key && strncmp(e.key, "m.", 2) == 0 && p->leader) {
+            int known = parti__g_member_find(p, e.key + 2) >= 0;
+            if (e.op == PARTI_KV_PUT && !known) {
+                p->next_listing = now; /* a join: list and debounce */
+            } else if (e.op != PARTI_KV_PUT && known) {
+                p->next_listing = now; /* a leave (deleted) or a crash (expired) */
+            }
+        }
+        parti_kv_entry_free(&e);
+    }
+    for (guard = 0; p->wa && guard < 10000; guard++) {
+        memset(&e, 0, sizeof e);
+        if (p->t.vt->kv_watch_next(p->t.self, p->wa, &e) != PARTI_ERR_OK) break;
+        if (e.op == PARTI_KV_PUT && e.key && strcmp(e.key, "assignment") == 0)
+            parti__g_consider(p, e.value, e.len, e.revision);
+        parti_kv_entry_free(&e);
+    }
+}
+
+/* ---- poll ------------------------------------------------------------------------ */
+
+static void parti__g_step(parti *p, uint64_t now) {
+    if (p->state == PARTI_STATE_JOINING) {
+        parti__g_join(p, now);
+        if (p->state == PARTI_STATE_JOINING) return;
+    }
+    parti__g_drain_watches(p, now);
+    if (!p->id[0]) return;
+    if (now >= p->next_heartbeat) parti__g_heartbeat(p, now);
+    if (!p->id[0]) return; /* lost it */
+    parti__g_check_staleness(p, now);
+    if (!p->leader && (p->leader_missing || now >= p->next_leader_check) && !p->degraded) {
+        parti_kv_entry e;
+        parti_err err;
+        p->next_leader_check = now + p->opts.heartbeat_ms;
+        memset(&e, 0, sizeof e);
+        err = p->t.vt->kv_get(p->t.self, p->members_bucket, "leader", 0, &e, p->opts.op_timeout_ms);
+        if (err == PARTI_ERR_OK) {
+            uint64_t ep = parti__g_leader_epoch(&e);
+            if (ep > p->epoch) {
+                p->epoch = ep;
+                parti_gauge_set(&p->gm.leader_epoch, (double)ep);
+            }
+            p->leader_missing = 0;
+            parti_kv_entry_free(&e);
+        } else if (err == PARTI_ERR_KEY_NOT_FOUND) {
+            parti__g_try_elect(p, now);
+        }
+    }
+    if (now >= p->next_doc_check) {
+        p->next_doc_check = now + (p->state == PARTI_STATE_WAITING ? p->opts.heartbeat_ms : p->opts.member_ttl_ms);
+        parti__g_read_doc(p);
+    }
+    if (p->leader) {
+        if (now >= p->next_listing) parti__g_list_members(p, now);
+        if (p->rb_pending && now >= p->rb_due) parti__g_rebalance(p, now);
+    }
+    if (p->state == PARTI_STATE_REBALANCING && !p->c->has_pending) parti__g_set_state(p, PARTI_STATE_STABLE);
+}
+
+/* The next moment the group has something to do. */
+static uint64_t parti__g_next(const parti *p) {
+    uint64_t t = PARTI__G_NO_TIME;
+    if (p->state == PARTI_STATE_JOINING) return p->retry_at;
+    if (p->next_heartbeat < t) t = p->next_heartbeat;
+    if (!p->leader && p->next_leader_check < t) t = p->next_leader_check;
+    if (p->next_doc_check < t) t = p->next_doc_check;
+    if (p->leader) {
+        if (p->next_listing < t) t = p->next_listing;
+        if (p->rb_pending && p->rb_due < t) t = p->rb_due;
+        if (p->lease_until < t) t = p->lease_until;
+    }
+    return t;
+}
+
+PARTIDEF parti_err parti_poll(parti *p, uint32_t timeout_ms) {
+    uint64_t now, deadline;
+    int guard;
+    if (!p) return PARTI_ERR_INVALID_ARGUMENT;
+    if (p->state == PARTI_STATE_STOPPED) return PARTI_ERR_CLOSED;
+    now = parti__g_now(p);
+    deadline = now + timeout_ms;
+    for (guard = 0; guard < 100000; guard++) {
+        uint64_t next, slice;
+        parti__g_step(p, now);
+        now = parti__g_now(p);
+        if (now >= deadline) break;
+        /* the consumer runs until the group's next timer, in slices short
+         * enough that watch events are seen promptly */
+        next = parti__g_next(p);
+        slice = next > now ? next - now : 0;
+        if (slice > deadline - now) slice = deadline - now;
+        if (slice > 50) slice = 50;
+        if (slice == 0) slice = 1;
+        parti_consumer_poll(p->c, (uint32_t)slice);
+        now = parti__g_now(p);
+        if (now >= deadline) {
+            parti__g_step(p, now);
+            break;
+        }
+    }
+    return PARTI_ERR_OK;
+}
+
+PARTIDEF parti_err parti_leave(parti *p, uint32_t timeout_ms) {
+    uint64_t now, deadline;
+    parti_consumer *c;
+    int guard;
+    if (!p) return PARTI_ERR_INVALID_ARGUMENT;
+    if (p->state == PARTI_STATE_STOPPED) return PARTI_ERR_OK;
+    c = p->c;
+    now = parti__g_now(p);
+    deadline = now + timeout_ms;
+    parti__g_set_state(p, PARTI_STATE_LEAVING);
+    /* 1. stop taking new messages; finish what the pending pull brings */
+    parti__consumer_clear_pending(c);
+    for (guard = 0; guard < 100000 && c->fetch_active && !c->paused && now < deadline; guard++) {
+        parti_msg m;
+        parti_err e;
+        memset(&m, 0, sizeof m);
+        e = c->t.vt->fetch_next(c->t.self, c->cfg.stream, c->durable, &m, (uint32_t)(deadline - now));
+        if (e == PARTI_ERR_OK) parti__consumer_handle(c, &m);
+        else if (e != PARTI_ERR_TIMEOUT) c->fetch_active = 0;
+        now = parti__g_now(p);
+    }
+    parti__g_stop_consumer(p);
+    /* 2. leadership and the member key: the others see both at once */
+    if (p->leader) {
+        p->t.vt->kv_delete(p->t.self, p->members_bucket, "leader", p->opts.op_timeout_ms);
+        parti__g_step_down(p, PARTI_ERR_OK, "leaving");
+    }
+    if (p->id[0]) p->t.vt->kv_delete(p->t.self, p->members_bucket, p->key, p->opts.op_timeout_ms);
+    arrsetlen(p->owned, 0);
+    parti_gauge_set(&p->gm.partitions_owned, 0);
+    parti__g_set_state(p, PARTI_STATE_STOPPED);
+    return PARTI_ERR_OK;
+}
+
+PARTIDEF parti_state parti_state_of(const parti *p) { return p ? p->state : PARTI_STATE_STOPPED; }
+PARTIDEF const char *parti_worker_id(const parti *p) { return p ? p->id : ""; }
+PARTIDEF int parti_is_leader(const parti *p) { return p ? p->leader : 0; }
+PARTIDEF uint64_t parti_epoch(const parti *p) { return p ? p->epoch : 0; }
+PARTIDEF uint64_t parti_assignment_version_of(const parti *p) { return p ? p->applied_version : 0; }
+
+PARTIDEF int parti_owned(const parti *p, const int **out) {
+    if (out) *out = p ? p->owned : NULL;
+    return p ? (int)arrlen(p->owned) : 0;
+}
+
+PARTIDEF const parti_metrics *parti_metrics_of(parti *p) {
+    const parti_metrics *cm;
+    if (!p) return NULL;
+    cm = parti_consumer_metrics(p->c);
+    p->view = p->gm;
+#define PARTI__G_COPY(field, kind, name, label_name, label_value, bounds, help)                                   \
+    if (strncmp(#field, "consumer_", 9) == 0) memcpy(&p->view.field, &cm->field, sizeof p->view.field);
+    PARTI_METRICS(PARTI__G_COPY)
+#undef PARTI__G_COPY
+    return &p->view;
+}
+
+PARTIDEF parti_err parti_health_of(const parti *p, parti_health *out) {
+    parti_health ch;
+    if (!p || !out) return PARTI_ERR_INVALID_ARGUMENT;
+    parti_consumer_health(p->c, &ch);
+    memset(out, 0, sizeof *out);
+    out->live = p->state != PARTI_STATE_STOPPED;
+    out->degraded = p->degraded || ch.degraded;
+    out->ready = out->live && p->id[0] && !p->stale && !p->degraded &&
+                 (p->state == PARTI_STATE_STABLE || p->state == PARTI_STATE_WAITING ||
+                  p->state == PARTI_STATE_REBALANCING) &&
+                 (arrlen(p->owned) == 0 || ch.ready);
+    if (p->last_err_ms >= ch.last_error_ms) {
+        out->last_error = p->last_err;
+        out->last_error_ms = p->last_err_ms;
+        out->last_error_message = p->last_msg;
+    } else {
+        out->last_error = ch.last_error;
+        out->last_error_ms = ch.last_error_ms;
+        out->last_error_message = ch.last_error_message;
+    }
+    out->last_error_category = parti_error_category(out->last_error);
+    return PARTI_ERR_OK;
+}
+
+PARTIDEF parti_consumer *parti_consumer_of(parti *p) { return p ? p->c : NULL; }
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,449 @@
+/* Tests of the group (parti_create / parti_poll / parti_leave) on the fake
+ * NATS: several workers in one process, virtual time, many seeds. */
+#include "parti.h"
+#include "parti_nats.h"
+
+#include <criterion/criterion.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NP 12
+#define MAXW 12
+
+static const char *const gkeys[NP][1] = {{"p0"}, {"p1"}, {"p2"}, {"p3"}, {"p4"},  {"p5"},
+                                         {"p6"}, {"p7"}, {"p8"}, {"p9"}, {"p10"}, {"p11"}};
+static parti_partition gparts[NP];
+static parti_fake_world *gw;
+static parti_transport gob;
+static parti_config gcfg;
+static parti_options gopts;
+
+typedef struct worker {
+    parti_transport t;
+    parti *p;
+    int alive;
+    int handled;
+    int events[16];
+} worker;
+static worker ws[MAXW];
+/* per message (by stream sequence): which workers handled it */
+static int handled_by[4096][MAXW];
+
+static parti_verdict g_on_message(void *user, const parti_msg *m, uint32_t *nak) {
+    worker *wk = (worker *)user;
+    (void)nak;
+    wk->handled++;
+    if (m->stream_seq < 4096) handled_by[m->stream_seq][wk - ws]++;
+    return PARTI_ACK;
+}
+
+static void g_on_event(void *user, const parti_event *ev) {
+    worker *wk = (worker *)user;
+    int k = (int)ev->kind - 100;
+    cr_assert(ev->worker_id && ev->detail);
+    if (k >= 0 && k < 16) wk->events[k]++;
+}
+
+static void g_world(uint64_t seed) {
+    static const char *const subs[] = {"orders.>"};
+    parti_fake_options fo;
+    parti_stream_config sc;
+    int i;
+    memset(ws, 0, sizeof ws);
+    memset(handled_by, 0, sizeof handled_by);
+    for (i = 0; i < NP; i++) {
+        gparts[i].keys = gkeys[i];
+        gparts[i].key_count = 1;
+        gparts[i].weight = 1;
+    }
+    memset(&fo, 0, sizeof fo);
+    fo.seed = seed;
+    cr_assert_eq(parti_fake_world_create(&gw, &fo), PARTI_ERR_OK);
+    cr_assert_eq(parti_fake_connect(gw, "observer", &gob), PARTI_ERR_OK);
+    memset(&sc, 0, sizeof sc);
+    sc.name = "orders";
+    sc.subjects = subs;
+    sc.subject_count = 1;
+    cr_assert_eq(gob.vt->stream_create(gob.self, &sc, 1000), PARTI_ERR_OK);
+    memset(&gcfg, 0, sizeof gcfg);
+    gcfg.stream = "orders";
+    gcfg.subject_template = "orders.{0}";
+    gcfg.partitions = gparts;
+    gcfg.partition_count = NP;
+    memset(&gopts, 0, sizeof gopts);
+    gopts.on_message = g_on_message;
+    gopts.on_event = g_on_event;
+}
+
+static void g_start(int i) {
+    char name[16], msg[256];
+    snprintf(name, sizeof name, "w%d", i);
+    cr_assert_eq(parti_fake_connect(gw, name, &ws[i].t), PARTI_ERR_OK);
+    gopts.user = &ws[i];
+    cr_assert_eq(parti_create(&ws[i].p, &ws[i].t, &gcfg, &gopts, msg, sizeof msg), PARTI_ERR_OK, "%s", msg);
+    ws[i].alive = 1;
+}
+
+/* Crash: no leave; the client is cut off so nothing it had keeps running. */
+static void g_kill(int i) {
+    parti_fake_partition(gw, &ws[i].t, 1);
+    parti_destroy(ws[i].p);
+    ws[i].p = NULL;
+    ws[i].alive = 0;
+}
+
+static void g_teardown(void) {
+    int i;
+    for (i = 0; i < MAXW; i++) {
+        if (ws[i].p) parti_destroy(ws[i].p);
+        if (ws[i].t.vt) parti_fake_disconnect(&ws[i].t);
+    }
+    memset(ws, 0, sizeof ws);
+    parti_fake_disconnect(&gob);
+    parti_fake_world_destroy(gw);
+    gw = NULL;
+}
+
+/* Runs every live worker for ms of virtual time in steps. */
+static void g_run(uint64_t ms) {
+    uint64_t end = parti_fake_now(gw) + ms;
+    while (parti_fake_now(gw) < end) {
+        int i;
+        uint64_t before = parti_fake_now(gw);
+        for (i = 0; i < MAXW; i++)
+            if (ws[i].alive && ws[i].p) parti_poll(ws[i].p, 10);
+        if (parti_fake_now(gw) == before) parti_fake_advance(gw, 1);
+    }
+}
+
+/* Every partition owned by exactly one live worker, all on one version. */
+static int g_assignment_ok(int expect_workers) {
+    int owners[NP], i, j, n = 0, stable = 0;
+    uint64_t v = 0;
+    for (i = 0; i < NP; i++) owners[i] = 0;
+    for (i = 0; i < MAXW; i++) {
+        const int *o;
+        int k;
+        if (!ws[i].alive) continue;
+        n++;
+        k = parti_owned(ws[i].p, &o);
+        if (v && parti_assignment_version_of(ws[i].p) != v) return 0;
+        v = parti_assignment_version_of(ws[i].p);
+        for (j = 0; j < k; j++) owners[o[j]]++;
+        stable += parti_state_of(ws[i].p) == PARTI_STATE_STABLE;
+    }
+    if (n != expect_workers || stable != n) return 0;
+    for (i = 0; i < NP; i++)
+        if (owners[i] != 1) return 0;
+    return 1;
+}
+
+static int g_leaders(void) {
+    int i, n = 0;
+    for (i = 0; i < MAXW; i++) n += ws[i].alive && parti_is_leader(ws[i].p);
+    return n;
+}
+
+TestSuite(group, .fini = g_teardown);
+
+Test(group, cold_start_of_one_three_and_ten_workers) {
+    static const int sizes[] = {1, 3, 10};
+    int s;
+    uint64_t seed;
+    for (s = 0; s < 3; s++)
+        for (seed = 1; seed <= 5; seed++) {
+            int i, ids[MAXW];
+            g_world(seed * 31 + (uint64_t)s);
+            for (i = 0; i < sizes[s]; i++) g_start(i);
+            g_run(5000);
+            cr_assert(g_assignment_ok(sizes[s]), "%d workers, seed %llu: no single assignment", sizes[s],
+                      (unsigned long long)seed);
+            cr_assert_eq(g_leaders(), 1);
+            /* distinct IDs worker-0 .. worker-(n-1) */
+            for (i = 0; i < sizes[s]; i++) ids[i] = atoi(parti_worker_id(ws[i].p) + 7);
+            for (i = 0; i < sizes[s]; i++) {
+                int j;
+                cr_assert_lt(ids[i], sizes[s]);
+                for (j = 0; j < i; j++) cr_assert_neq(ids[i], ids[j]);
+            }
+            g_teardown();
+        }
+}
+
+static int g_find_leader(void) {
+    int i;
+    for (i = 0; i < MAXW; i++)
+        if (ws[i].alive && parti_is_leader(ws[i].p)) return i;
+    return -1;
+}
+
+static void g_publish_all(int per_partition) {
+    int i, k;
+    for (k = 0; k < per_partition; k++)
+        for (i = 0; i < NP; i++) {
+            char subj[32];
+            parti_pub_ack pa;
+            snprintf(subj, sizeof subj, "orders.p%d", i);
+            cr_assert_eq(gob.vt->publish(gob.self, subj, NULL, 0, "x", 1, &pa, 1000), PARTI_ERR_OK);
+        }
+}
+
+/* Messages 1..n each handled at least once; returns how many were handled twice or more. */
+static int g_check_all_handled(int n) {
+    int s, i, dups = 0;
+    for (s = 1; s <= n; s++) {
+        int total = 0;
+        for (i = 0; i < MAXW; i++) total += handled_by[s][i];
+        cr_assert_geq(total, 1, "message %d never handled", s);
+        dups += total > 1;
+    }
+    return dups;
+}
+
+Test(group, scale_three_to_four_to_two_keeps_every_partition_owned_once) {
+    uint64_t seed;
+    for (seed = 1; seed <= 8; seed++) {
+        int i;
+        g_world(seed);
+        for (i = 0; i < 3; i++) g_start(i);
+        g_run(4000);
+        cr_assert(g_assignment_ok(3), "seed %llu: 3 workers", (unsigned long long)seed);
+        g_publish_all(5);
+        g_start(3);
+        g_run(3000);
+        cr_assert(g_assignment_ok(4), "seed %llu: 4 workers", (unsigned long long)seed);
+        cr_assert_eq(g_leaders(), 1);
+        /* two graceful leaves (one may be the leader) */
+        for (i = 0; i < 2; i++) {
+            cr_assert_eq(parti_leave(ws[i].p, 2000), PARTI_ERR_OK);
+            cr_assert_eq(parti_state_of(ws[i].p), PARTI_STATE_STOPPED);
+            cr_assert_eq(parti_poll(ws[i].p, 10), PARTI_ERR_CLOSED);
+            ws[i].alive = 0;
+        }
+        g_run(3000);
+        cr_assert(g_assignment_ok(2), "seed %llu: 2 workers", (unsigned long long)seed);
+        cr_assert_eq(g_leaders(), 1);
+        g_publish_all(5);
+        g_run(3000);
+        g_check_all_handled(NP * 10);
+        g_teardown();
+    }
+}
+
+Test(group, a_crashed_worker_and_a_crashed_leader_are_replaced) {
+    uint64_t seed;
+    for (seed = 1; seed <= 8; seed++) {
+        int i, leader, victim;
+        uint64_t epoch0, t0;
+        g_world(seed);
+        for (i = 0; i < 4; i++) g_start(i);
+        g_run(4000);
+        cr_assert(g_assignment_ok(4));
+        leader = g_find_leader();
+        cr_assert_geq(leader, 0);
+        epoch0 = parti_epoch(ws[leader].p);
+        victim = (leader + 1) % 4;
+        g_kill(victim);
+        t0 = parti_fake_now(gw);
+        g_run(7000); /* TTL 5 s + grace */
+        cr_assert(g_assignment_ok(3), "seed %llu: after a worker crash", (unsigned long long)seed);
+        g_publish_all(3);
+        g_kill(leader);
+        g_run(8000);
+        cr_assert(g_assignment_ok(2), "seed %llu: after the leader crash", (unsigned long long)seed);
+        cr_assert_eq(g_leaders(), 1);
+        cr_assert_gt(parti_epoch(ws[g_find_leader()].p), epoch0, "a new leader has a higher epoch");
+        g_publish_all(3);
+        g_run(3000);
+        g_check_all_handled(NP * 6);
+        (void)t0;
+        g_teardown();
+    }
+}
+
+static int g_total_events(int kind) {
+    int i, n = 0;
+    for (i = 0; i < MAXW; i++) n += ws[i].events[kind - 100];
+    return n;
+}
+
+Test(group, events_say_who_leads_and_what_changed) {
+    int i;
+    g_world(9);
+    for (i = 0; i < 3; i++) g_start(i);
+    g_run(4000);
+    cr_assert_eq(g_total_events(PARTI_EVENT_BECAME_LEADER), 1);
+    cr_assert_eq(g_total_events(PARTI_EVENT_JOINED), 3);
+    cr_assert_geq(g_total_events(PARTI_EVENT_ASSIGNMENT_CHANGED), 3);
+    cr_assert_eq(g_total_events(PARTI_EVENT_REBALANCED), 1);
+    cr_assert_eq(g_total_events(PARTI_EVENT_MEMBER_JOINED), 3); /* seen by the leader, itself included */
+    cr_assert_str_eq(parti_state_name(PARTI_STATE_STABLE), "stable");
+    cr_assert_str_eq(parti_event_name(PARTI_EVENT_BECAME_LEADER), "became_leader");
+}
+
+static int g_leader_metric_rebalances(void) {
+    int l = g_find_leader();
+    return l < 0 ? -1 : (int)parti_metrics_of(ws[l].p)->rebalances_success.value;
+}
+
+Test(group, a_join_moves_exactly_the_minimum_and_a_burst_is_one_rebalance) {
+    uint64_t seed;
+    for (seed = 1; seed <= 8; seed++) {
+        int i, l, before;
+        uint64_t moved0;
+        g_world(seed);
+        for (i = 0; i < 3; i++) g_start(i);
+        g_run(4000);
+        cr_assert(g_assignment_ok(3));
+        l = g_find_leader();
+        moved0 = parti_metrics_of(ws[l].p)->partitions_moved.value;
+        before = g_leader_metric_rebalances();
+        g_start(3); /* 3 -> 4: 12 partitions, caps 3: exactly 3 move */
+        g_run(3000);
+        cr_assert(g_assignment_ok(4));
+        cr_assert_eq(g_find_leader(), l);
+        cr_assert_eq(parti_metrics_of(ws[l].p)->partitions_moved.value - moved0, 3, "seed %llu: moved %llu",
+                     (unsigned long long)seed,
+                     (unsigned long long)(parti_metrics_of(ws[l].p)->partitions_moved.value - moved0));
+        cr_assert_eq(g_leader_metric_rebalances() - before, 1);
+        /* a burst: four more join within 200 ms -> one rebalance */
+        before = g_leader_metric_rebalances();
+        for (i = 4; i < 8; i++) {
+            g_start(i);
+            g_run(50);
+        }
+        g_run(4000);
+        cr_assert(g_assignment_ok(8));
+        cr_assert_eq(g_leader_metric_rebalances() - before, 1, "seed %llu: %d rebalances for one burst",
+                     (unsigned long long)seed, g_leader_metric_rebalances() - before);
+        g_teardown();
+    }
+}
+
+Test(group, a_worker_whose_id_was_taken_stops_at_once_and_rejoins) {
+    uint64_t seed;
+    for (seed = 1; seed <= 8; seed++) {
+        char lost_id[32], key[48];
+        int i, a = 1, handled_after;
+        g_world(seed);
+        for (i = 0; i < 2; i++) g_start(i);
+        g_run(4000);
+        cr_assert(g_assignment_ok(2));
+        snprintf(lost_id, sizeof lost_id, "%s", parti_worker_id(ws[a].p));
+        snprintf(key, sizeof key, "m.%s", lost_id);
+        /* a's key expires behind its back and a newcomer claims that very ID */
+        cr_assert_eq(parti_fake_expire_key(gw, "parti-orders-members", key), PARTI_ERR_OK);
+        g_start(2);
+        for (i = 0; i < 200 && strcmp(parti_worker_id(ws[2].p), lost_id) != 0; i++) parti_poll(ws[2].p, 5);
+        cr_assert_str_eq(parti_worker_id(ws[2].p), lost_id, "the newcomer claims the lowest free ID");
+        /* a's next heartbeat loses the compare-and-swap */
+        for (i = 0; i < 300 && !ws[a].events[PARTI_EVENT_ID_LOST - 100]; i++) parti_poll(ws[a].p, 5);
+        cr_assert_eq(ws[a].events[PARTI_EVENT_ID_LOST - 100], 1, "seed %llu", (unsigned long long)seed);
+        cr_assert(parti_consumer_is_paused(parti_consumer_of(ws[a].p)), "processing must stop at once");
+        cr_assert_eq(parti_metrics_of(ws[a].p)->worker_id_conflicts.value, 1);
+        handled_after = ws[a].handled;
+        g_run(5000);
+        cr_assert(g_assignment_ok(3), "seed %llu: after the rejoin", (unsigned long long)seed);
+        cr_assert_str_neq(parti_worker_id(ws[a].p), lost_id);
+        cr_assert_str_neq(parti_worker_id(ws[a].p), "");
+        g_publish_all(2);
+        g_run(3000);
+        g_check_all_handled(NP * 2);
+        cr_assert_geq(ws[a].handled, handled_after);
+        g_teardown();
+    }
+}
+
+Test(group, a_stale_leaders_assignment_is_ignored) {
+    int i, me;
+    char buf[4096];
+    parti_kv_entry e;
+    parti_assignment a;
+    uint64_t v, rev = 0;
+    size_t need = 0;
+    g_world(3);
+    for (i = 0; i < 3; i++) g_start(i);
+    g_run(4000);
+    cr_assert(g_assignment_ok(3));
+    v = parti_assignment_version_of(ws[0].p);
+    /* an old leader (epoch 1 below the current) writes a newer-looking version
+     * giving everything to worker-0 */
+    memset(&e, 0, sizeof e);
+    cr_assert_eq(gob.vt->kv_get(gob.self, "parti-orders-assign", "assignment", 0, &e, 1000), PARTI_ERR_OK);
+    memset(&a, 0, sizeof a);
+    cr_assert_eq(parti_assignment_decode(&a, (const char *)e.value, e.len, NULL, 0), PARTI_ERR_OK);
+    cr_assert_gt(a.epoch, 1);
+    a.epoch -= 1;
+    a.version += 100;
+    me = parti_assignment_member_index(&a, "worker-0");
+    cr_assert_geq(me, 0);
+    for (i = 0; i < a.partition_count; i++) a.owner[i] = me;
+    cr_assert_eq(parti_assignment_encode(&a, buf, sizeof buf, &need), PARTI_ERR_OK);
+    cr_assert_eq(gob.vt->kv_update(gob.self, "parti-orders-assign", "assignment", buf, need - 1, e.revision, &rev, 1000),
+                 PARTI_ERR_OK);
+    parti_kv_entry_free(&e);
+    parti_assignment_free(&a);
+    g_run(3000);
+    cr_assert(g_assignment_ok(3), "a lower epoch must not be applied");
+    for (i = 0; i < 3; i++) cr_assert_eq(parti_assignment_version_of(ws[i].p), v);
+}
+
+Test(group, a_kv_outage_degrades_keeps_processing_and_recovers) {
+    uint64_t seed;
+    for (seed = 1; seed <= 6; seed++) {
+        int i, v = 1, before;
+        parti_health h;
+        g_world(seed);
+        for (i = 0; i < 3; i++) g_start(i);
+        g_run(4000);
+        cr_assert(g_assignment_ok(3));
+        if (parti_is_leader(ws[v].p)) v = 2;
+        /* heartbeats fail for about 3 s (< max_stale_ms = member TTL): degraded, still processing */
+        cr_assert_eq(parti_fake_fail_next(gw, &ws[v].t, "kv_update", 3, PARTI_ERR_TIMEOUT), PARTI_ERR_OK);
+        cr_assert_eq(parti_fake_fail_next(gw, &ws[v].t, "kv_get", 3, PARTI_ERR_TIMEOUT), PARTI_ERR_OK);
+        g_run(2500);
+        cr_assert_eq(parti_state_of(ws[v].p), PARTI_STATE_DEGRADED, "seed %llu: %s", (unsigned long long)seed,
+                     parti_state_name(parti_state_of(ws[v].p)));
+        cr_assert_eq(parti_health_of(ws[v].p, &h), PARTI_ERR_OK);
+        cr_assert(h.degraded && !h.ready);
+        cr_assert_eq(parti_metrics_of(ws[v].p)->degraded.value, 1);
+        before = ws[v].handled;
+        g_publish_all(2);
+        g_run(300);
+        cr_assert_gt(ws[v].handled, before, "a degraded worker keeps processing its partitions");
+        g_run(3000);
+        cr_assert_eq(parti_state_of(ws[v].p), PARTI_STATE_STABLE);
+        cr_assert_eq(parti_health_of(ws[v].p, &h), PARTI_ERR_OK);
+        cr_assert(h.ready && !h.degraded);
+        cr_assert(g_assignment_ok(3));
+        cr_assert_geq(parti_metrics_of(ws[v].p)->heartbeat_failures.value, 2);
+        g_teardown();
+    }
+}
+
+Test(group, an_outage_past_the_staleness_limit_stops_processing_then_resyncs) {
+    int i, v = 1;
+    const int *own;
+    g_world(5);
+    gopts.max_stale_ms = 2500; /* below the 5 s member TTL, so the stop is the staleness limit's doing */
+    for (i = 0; i < 3; i++) g_start(i);
+    g_run(4000);
+    cr_assert(g_assignment_ok(3));
+    if (parti_is_leader(ws[v].p)) v = 2;
+    cr_assert_eq(parti_fake_fail_next(gw, &ws[v].t, "kv_update", 12, PARTI_ERR_TIMEOUT), PARTI_ERR_OK);
+    cr_assert_eq(parti_fake_fail_next(gw, &ws[v].t, "kv_get", 12, PARTI_ERR_TIMEOUT), PARTI_ERR_OK);
+    g_run(1000); /* the last renewal was at most 1 s before the outage: within the limit */
+    cr_assert(!parti_consumer_is_paused(parti_consumer_of(ws[v].p)), "within the limit it keeps processing");
+    g_run(2000); /* past max_stale_ms, before its key can expire */
+    cr_assert_gt(parti_owned(ws[v].p, &own), 0, "still assigned");
+    cr_assert(parti_consumer_is_paused(parti_consumer_of(ws[v].p)), "a stale worker must stop processing");
+    g_run(15000);
+    /* its key expired meanwhile: the others took its partitions; it joined again */
+    cr_assert(g_assignment_ok(3), "after the outage");
+    g_publish_all(2);
+    g_run(3000);
+    g_check_all_handled(NP * 2);
+    cr_assert_eq(g_leaders(), 1);
+}
