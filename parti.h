@@ -1,4 +1,4 @@
-/* parti.h - partition assignment for NATS JetStream - v0.1.0
+/* parti.h - partition assignment for NATS JetStream - v0.2.0
  * Single-file C library; MIT or public domain (see the end of the file).
  *
  * WHAT IT IS
@@ -8,7 +8,7 @@
  *   sans-I/O core: everything that needs no network. Time, randomness and I/O
  *   reach it through callbacks, so every behaviour is testable and replayable.
  *
- *   This version (0.1.0) holds the foundation the rest is built on:
+ *   This version (0.2.0) holds:
  *     - errors: one table of codes with names, messages and categories
  *     - configuration: zero means default, one validation with a clear message
  *     - partitions -> subjects: template expansion, NATS subject validation,
@@ -20,9 +20,17 @@
  *       and pure parsers of JetStream protocol text
  *   parti_nats.h implements the vtable twice: a fake in-memory NATS with a
  *   virtual clock and fault injection, and the nats.c binding for a real
- *   nats-server. A first part of the worker consumer (parti_consumer_*: lazy
- *   start, update path, coalescing, retries, recovery, pull + handler) is
- *   here; the rest of it and membership come next.
+ *   nats-server. On top of the vtable:
+ *     - the worker consumer (parti_consumer_*): one durable pull consumer per
+ *       worker, updated in place, coalesced, retried with backoff, recreated
+ *       when deleted, escalating repeated pull failures, handing partitions
+ *       over without skipping their backlog, dead letters, health, metrics
+ *     - assignment strategies as pure functions (sticky bounded-load,
+ *       consistent hashing, weighted, rendezvous, round robin, callback) and
+ *       the compact assignment document
+ *     - the group (parti_create / parti_poll / parti_leave): stable worker
+ *       IDs, heartbeats, leader election with epochs, debounced rebalances,
+ *       degraded mode; see docs/protocol.md
  *
  * USING IT
  *   In exactly one C or C++ file:
@@ -62,8 +70,8 @@
  *   - Strings passed in stay the caller's; parti copies what it keeps.
  *     Structures parti fills (parti_subjects, parti_json_doc) own their
  *     memory until their _free function is called.
- *   - No global mutable state; not thread-safe per object (the future
- *     parti_poll() runs everything on the caller's thread).
+ *   - No global mutable state; not thread-safe per object (parti_poll and
+ *     parti_consumer_poll run everything on the caller's thread).
  *
  * ERROR CATEGORIES (parti_error_category)
  *   retriable      retry the same call with backoff (timeout, CAS conflict)
@@ -97,6 +105,9 @@
  *   PARTI_HISTOGRAM_MAX_BUCKETS (16, 13..1024).
  *
  * VERSION HISTORY
+ *   0.2.0  the worker consumer, assignment strategies and document, the group
+ *          (membership, leader election, rebalancing, degraded mode); the
+ *          vtable gained sleep_ms, consumer info the deliver policy
  *   0.1.0  errors, config, subjects, names, backoff, metrics, JSON, the
  *          transport vtable; parti_nats.h: the fake NATS and the nats.c binding
  */
@@ -104,9 +115,9 @@
 #define PARTI_H
 
 #define PARTI_VERSION_MAJOR 0
-#define PARTI_VERSION_MINOR 1
+#define PARTI_VERSION_MINOR 2
 #define PARTI_VERSION_PATCH 0
-#define PARTI_VERSION_STRING "0.1.0"
+#define PARTI_VERSION_STRING "0.2.0"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -5004,7 +5015,9 @@ static void parti__consumer_handle(parti_consumer *c, parti_msg *m) {
     parti_verdict verdict;
     parti_err e;
     if (c->applied.count && m->subject) {
-        int k = parti__subjects_find(&c->applied, m->subject);
+        int k = parti__subjects_find(&c->applied, m->subject), j;
+        for (j = 0; k < 0 && j < c->applied.count; j++) /* a wildcard partition ("orders.{0}.>") */
+            if (parti_subject_matches(c->applied.items[j], m->subject)) k = j;
         if (k < 0) {
             parti_counter_add(&c->metrics.consumer_foreign_redeliveries, 1); /* processed all the same */
         } else if (c->skip_below && m->stream_seq < c->skip_below[k]) {

@@ -1150,3 +1150,35 @@ Test(consumer, a_restarted_worker_adopts_the_start_an_earlier_process_chose) {
     parti_consumer_poll(c, 200);
     cr_assert_eq(hd.handled, 2);
 }
+
+Test(consumer, messages_of_a_wildcard_partition_are_not_counted_as_foreign) {
+    static const int a[] = {0};
+    cfg.subject_template = "orders.{0}.>";
+    parti_consumer_destroy(c);
+    make_consumer();
+    update("w1", a, 1);
+    settle();
+    publish("orders.p0.x");
+    publish("orders.p0.y.z");
+    parti_consumer_poll(c, 200);
+    cr_assert_eq(hd.handled, 2);
+    cr_assert_eq(parti_consumer_metrics(c)->consumer_foreign_redeliveries.value, 0);
+}
+
+Test(consumer, a_redelivery_of_a_partition_no_longer_owned_is_processed_and_counted) {
+    static const int ab[] = {0, 1}, a[] = {0};
+    int i;
+    update("w1", ab, 2);
+    settle();
+    hd.verdict = PARTI_NAK;
+    hd.nak_delay = 2000;
+    publish("orders.p1");
+    parti_consumer_poll(c, 100);
+    cr_assert_eq(hd.handled, 1);
+    hd.verdict = PARTI_ACK;
+    update("w1", a, 1); /* p1 moves away; its unacked message still comes back here */
+    settle();
+    for (i = 0; i < 40; i++) parti_consumer_poll(c, 100);
+    cr_assert_eq(hd.handled, 2, "nobody else would ever receive it: it must be processed here");
+    cr_assert_eq(parti_consumer_metrics(c)->consumer_foreign_redeliveries.value, 1);
+}
