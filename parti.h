@@ -1746,9 +1746,11 @@ PARTIDEF parti_err parti_create(parti **out, const parti_transport *t, const par
  * PARTI_ERR_CLOSED once stopped. */
 PARTIDEF parti_err parti_poll(parti *p, uint32_t timeout_ms);
 
-/* Graceful leave: stops pulling (messages already pulled are handled),
- * gives up leadership, deletes the member key so the leader moves the
- * partitions at once, and stops. Waits at most timeout_ms. */
+/* Graceful leave: stops pulling (messages already received are handled;
+ * what is still on its way stays unacked above this worker's ack floor,
+ * where the partitions' next owners resume), gives up leadership, deletes
+ * the member key so the leader moves the partitions at once, and stops.
+ * Waits at most timeout_ms. */
 PARTIDEF parti_err parti_leave(parti *p, uint32_t timeout_ms);
 
 /* Frees; does not leave (a destroyed worker looks crashed: its key expires). */
@@ -7494,15 +7496,15 @@ PARTIDEF parti_err parti_leave(parti *p, uint32_t timeout_ms) {
     now = parti__g_now(p);
     deadline = now + timeout_ms;
     parti__g_set_state(p, PARTI_STATE_LEAVING);
-    /* 1. stop taking new messages; finish what the pending pull brings */
+    /* 1. stop taking new messages; handle what already arrived. Whatever the
+     * pending pull still brings stays unacked above this consumer's ack
+     * floor, where the partitions' next owners resume (see the handoff) */
     parti__consumer_clear_pending(c);
     for (guard = 0; guard < 100000 && c->fetch_active && !c->paused && now < deadline; guard++) {
         parti_msg m;
-        parti_err e;
         memset(&m, 0, sizeof m);
-        e = c->t.vt->fetch_next(c->t.self, c->cfg.stream, c->durable, &m, (uint32_t)(deadline - now));
-        if (e == PARTI_ERR_OK) parti__consumer_handle(c, &m);
-        else if (e != PARTI_ERR_TIMEOUT) c->fetch_active = 0;
+        if (c->t.vt->fetch_next(c->t.self, c->cfg.stream, c->durable, &m, 0) != PARTI_ERR_OK) break;
+        parti__consumer_handle(c, &m);
         now = parti__g_now(p);
     }
     parti__g_stop_consumer(p);
