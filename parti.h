@@ -844,7 +844,7 @@ PARTIDEF const char *parti_metric_type_name(parti_metric_type t);
     X(consumer_messages_in_progress, counter, "parti_worker_consumer_messages_total", "result", "in_progress", 0, 0) \
     /* Messages past max_deliver, published to the dead-letter subject. */                                        \
     X(consumer_dead_letters, counter, "parti_worker_consumer_dead_letters_total", 0, 0, 0,                         \
-      "Messages delivered max_deliver times and sent to the dead-letter subject.")                                \
+      "Messages sent to the dead-letter subject (terminated, or not acked on their last delivery).")                                \
     /* Redeliveries of a partition this worker no longer owns; still processed (nobody else would get them). */   \
     X(consumer_foreign_redeliveries, counter, "parti_worker_consumer_foreign_redeliveries_total", 0, 0, 0,         \
       "Redelivered messages of partitions this worker no longer owns, processed anyway.")                        \
@@ -4312,6 +4312,7 @@ struct parti_consumer {
     uint64_t fail_times[PARTI__CONSUMER_MAX_FAILURES]; /* recent pull failures, a ring */
     int fail_next, fail_count;
     int need_refresh;            /* escalated: apply the last subjects again */
+    int budget_spent;            /* the retry budget ran out: retry every backoff_cap_ms until a success */
     int stream_lost;             /* the stream was found missing: recreate from its start */
     parti_backoff pull_backoff;
     uint64_t pull_retry_at;
@@ -4359,6 +4360,7 @@ static void parti__consumer_set_unhealthy(parti_consumer *c, parti_err e) {
 }
 
 static void parti__consumer_set_healthy(parti_consumer *c) {
+    c->budget_spent = 0; /* a success: the next failure starts a fresh budget */
     if (!c->unhealthy) return;
     c->unhealthy = 0;
     parti__consumer_event(c, PARTI_EVENT_CONSUMER_HEALTHY, PARTI_ERR_OK, c->durable);
@@ -4605,15 +4607,18 @@ static void parti__consumer_clear_pending(parti_consumer *c) {
 
 /* Schedules the next try of a failed control-plane call. */
 static void parti__consumer_schedule_retry(parti_consumer *c, uint64_t now, parti_err e) {
-    uint64_t delay;
+    uint64_t delay = c->cfg.backoff_cap_ms;
     parti_category cat = parti_error_category(e);
-    if (parti_backoff_next(&c->backoff, parti__consumer_rng, c, &delay) != PARTI_ERR_OK) {
+    if (c->budget_spent) { /* still failing after the budget: keep the slowest pace */
+        if (cat == PARTI_CAT_FATAL || cat == PARTI_CAT_INVALID_INPUT) parti__consumer_set_unhealthy(c, e);
+    } else if (parti_backoff_next(&c->backoff, parti__consumer_rng, c, &delay) != PARTI_ERR_OK) {
         /* budget spent: say so, and keep trying at the slowest pace */
         char cause[sizeof c->last_msg];
         memcpy(cause, c->last_msg, sizeof cause); /* the message is rewritten from itself */
         parti__consumer_fail(c, PARTI_ERR_RETRY_BUDGET_EXHAUSTED, cause);
         parti__consumer_set_unhealthy(c, PARTI_ERR_RETRY_BUDGET_EXHAUSTED);
         parti_backoff_reset(&c->backoff);
+        c->budget_spent = 1;
         delay = c->cfg.backoff_cap_ms;
     } else if (cat == PARTI_CAT_FATAL || cat == PARTI_CAT_INVALID_INPUT) {
         parti__consumer_set_unhealthy(c, e);

@@ -1182,3 +1182,23 @@ Test(consumer, a_redelivery_of_a_partition_no_longer_owned_is_processed_and_coun
     cr_assert_eq(hd.handled, 2, "nobody else would ever receive it: it must be processed here");
     cr_assert_eq(parti_consumer_metrics(c)->consumer_foreign_redeliveries.value, 1);
 }
+
+Test(consumer, past_the_retry_budget_retries_go_on_at_the_cap) {
+    static const int a[] = {1};
+    uint64_t t0;
+    int i;
+    parti_consumer_destroy(c);
+    cfg.backoff_max_retries = 2;
+    cfg.backoff_cap_ms = 10000;
+    make_consumer();
+    /* the first apply, 2 budgeted retries, then 3 more failures at the 10 s cap */
+    cr_assert_eq(parti_fake_fail_next(w, NULL, "consumer_upsert", 6, PARTI_ERR_TIMEOUT), PARTI_ERR_OK);
+    update("w1", a, 1);
+    t0 = parti_fake_now(w);
+    for (i = 0; i < 600 && parti_consumer_metrics(c)->consumer_updates_success.value == 0; i++)
+        parti_consumer_poll(c, 100);
+    cr_assert_eq(parti_consumer_metrics(c)->consumer_updates_success.value, 1);
+    cr_assert_geq(parti_fake_now(w) - t0, 30000, "applied after %llu ms", (unsigned long long)(parti_fake_now(w) - t0));
+    cr_assert_lt(parti_fake_now(w) - t0, 45000);
+    cr_assert_eq(count_events(PARTI_EVENT_CONSUMER_UNHEALTHY), 1);
+}
