@@ -618,6 +618,23 @@ PARTIDEF void parti_stream_info_free(parti_stream_info *si);
 PARTIDEF void parti_strings_free(char **strings, int count);
 /* Finds a header by name (case-sensitive, as NATS headers are); NULL if absent. */
 PARTIDEF const char *parti_msg_header(const parti_msg *m, const char *name);
+/* The same, ignoring ASCII case (headers set by HTTP-minded producers vary). */
+PARTIDEF const char *parti_msg_header_nocase(const parti_msg *m, const char *name);
+/* Well-known headers, looked up ignoring case; NULL when absent:
+ *   tenant       "x-tenant-id", then "tenant-id"
+ *   correlation  "x-correlation-id", then "correlation-id" */
+PARTIDEF const char *parti_msg_tenant_id(const parti_msg *m);
+PARTIDEF const char *parti_msg_correlation_id(const parti_msg *m);
+/* Parses a W3C trace context "traceparent" (untrusted): version (2 lowercase
+ * hex, not "ff"), trace-id (32 lowercase hex, not all zero), parent-id (16,
+ * not all zero), flags (2); version 00 is exactly 55 characters, later
+ * versions may carry more after a '-'. trace_id / parent_id (33 / 17 bytes,
+ * NUL-terminated) and flags may be NULL. PARTI_ERR_INVALID_ARGUMENT when it
+ * is not one (outputs then hold "" / 0). */
+PARTIDEF parti_err parti_traceparent_parse(const char *tp, char *trace_id, char *parent_id, uint8_t *flags);
+/* The trace ID of the message's "traceparent" header into out (33 bytes);
+ * PARTI_ERR_KEY_NOT_FOUND without the header, INVALID_ARGUMENT when bad. */
+PARTIDEF parti_err parti_msg_trace_id(const parti_msg *m, char *out);
 
 /* ======================================================================== */
 /* JetStream protocol helpers (pure; used by the nats.c binding)            */
@@ -2548,6 +2565,81 @@ PARTIDEF void parti_stream_info_free(parti_stream_info *si) {
     PARTI_FREE(si->name);
     parti_strings_free(si->subjects, si->subject_count);
     memset(si, 0, sizeof *si);
+}
+
+static int parti__ieq(const char *a, const char *b) {
+    for (; *a && *b; a++, b++) {
+        int x = (unsigned char)*a, y = (unsigned char)*b;
+        if (x >= 'A' && x <= 'Z') x += 32;
+        if (y >= 'A' && y <= 'Z') y += 32;
+        if (x != y) return 0;
+    }
+    return *a == *b;
+}
+
+PARTIDEF const char *parti_msg_header_nocase(const parti_msg *m, const char *name) {
+    int i;
+    if (!m || !name || m->header_count < 0 || (m->header_count > 0 && !m->headers)) return NULL;
+    for (i = 0; i < m->header_count; i++)
+        if (m->headers[i].name && parti__ieq(m->headers[i].name, name)) return m->headers[i].value;
+    return NULL;
+}
+
+PARTIDEF const char *parti_msg_tenant_id(const parti_msg *m) {
+    const char *v = parti_msg_header_nocase(m, "x-tenant-id");
+    return v ? v : parti_msg_header_nocase(m, "tenant-id");
+}
+
+PARTIDEF const char *parti_msg_correlation_id(const parti_msg *m) {
+    const char *v = parti_msg_header_nocase(m, "x-correlation-id");
+    return v ? v : parti_msg_header_nocase(m, "correlation-id");
+}
+
+/* n lowercase hex digits at p, not all zero when nonzero is set. */
+static int parti__lhex(const char *p, int n, int nonzero) {
+    int i, any = 0;
+    for (i = 0; i < n; i++) {
+        char ch = p[i];
+        if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f'))) return 0;
+        any |= ch != '0';
+    }
+    return !nonzero || any;
+}
+
+PARTIDEF parti_err parti_traceparent_parse(const char *tp, char *trace_id, char *parent_id, uint8_t *flags) {
+    size_t len;
+    if (trace_id) trace_id[0] = 0;
+    if (parent_id) parent_id[0] = 0;
+    if (flags) *flags = 0;
+    if (!tp) return PARTI_ERR_INVALID_ARGUMENT;
+    for (len = 0; len < 512 && tp[len]; len++) {
+    }
+    if (len < 55 || !parti__lhex(tp, 2, 0) || (tp[0] == 'f' && tp[1] == 'f') || tp[2] != '-' ||
+        !parti__lhex(tp + 3, 32, 1) || tp[35] != '-' || !parti__lhex(tp + 36, 16, 1) || tp[52] != '-' ||
+        !parti__lhex(tp + 53, 2, 0))
+        return PARTI_ERR_INVALID_ARGUMENT;
+    if (tp[0] == '0' && tp[1] == '0' ? len != 55 : (len > 55 && tp[55] != '-')) return PARTI_ERR_INVALID_ARGUMENT;
+    if (trace_id) {
+        memcpy(trace_id, tp + 3, 32);
+        trace_id[32] = 0;
+    }
+    if (parent_id) {
+        memcpy(parent_id, tp + 36, 16);
+        parent_id[16] = 0;
+    }
+    if (flags) {
+        int hi = tp[53] <= '9' ? tp[53] - '0' : tp[53] - 'a' + 10, lo = tp[54] <= '9' ? tp[54] - '0' : tp[54] - 'a' + 10;
+        *flags = (uint8_t)(hi * 16 + lo);
+    }
+    return PARTI_ERR_OK;
+}
+
+PARTIDEF parti_err parti_msg_trace_id(const parti_msg *m, char *out) {
+    const char *tp = parti_msg_header_nocase(m, "traceparent");
+    if (out) out[0] = 0;
+    if (!out) return PARTI_ERR_INVALID_ARGUMENT;
+    if (!tp) return PARTI_ERR_KEY_NOT_FOUND;
+    return parti_traceparent_parse(tp, out, NULL, NULL);
 }
 
 PARTIDEF const char *parti_msg_header(const parti_msg *m, const char *name) {

@@ -1,10 +1,12 @@
 /* Fuzz target: the parsers of untrusted JetStream protocol text: ack
- * subjects of delivered messages, pull status lines, server versions.
+ * subjects of delivered messages, pull status lines, server versions, and
+ * the W3C traceparent header.
  * Input: a selector byte, then the text (no NUL terminator: an exact-size
  * heap copy, so ASan catches any read past the end).
  * Properties: no crash or over-read; an accepted ack subject yields names
  * that are tokens of the input and numbers that print back to the input's
- * digits; version numbers are monotone in their parts. */
+ * digits; version numbers are monotone in their parts; an accepted
+ * traceparent gives lowercase-hex IDs that re-encode as an accepted one. */
 #define PARTI_IMPLEMENTATION
 #define PARTI_NATS_NO_NATSC
 #include "parti.h"
@@ -47,7 +49,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     memcpy(s, data + 1, size - 1);
     memcpy(z, data + 1, size - 1);
     z[size - 1] = 0;
-    switch (data[0] % 3) {
+    switch (data[0] % 4) {
     case 0: check_ack(s, size - 1); break;
     case 1: {
         /* "status\0description" */
@@ -56,6 +58,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         CHECK(e == PARTI_ERR_OK || e == PARTI_ERR_NO_MESSAGES || e == PARTI_ERR_CONSUMER_DELETED ||
               e == PARTI_ERR_SERVER_SHUTDOWN || e == PARTI_ERR_NO_RESPONDERS || e == PARTI_ERR_PROTOCOL);
         CHECK(parti_js_api_error((int)(data[0] * 41), (int)size) != PARTI_ERR_OK);
+        break;
+    }
+    case 3: {
+        char trace[33], parent[17], again[64];
+        uint8_t flags;
+        if (parti_traceparent_parse(z, trace, parent, &flags) == PARTI_ERR_OK) {
+            CHECK(strlen(trace) == 32 && strlen(parent) == 16);
+            CHECK(strspn(trace, "0123456789abcdef") == 32 && strspn(parent, "0123456789abcdef") == 16);
+            snprintf(again, sizeof again, "00-%s-%s-%02x", trace, parent, flags);
+            CHECK(parti_traceparent_parse(again, NULL, NULL, NULL) == PARTI_ERR_OK);
+        } else {
+            CHECK(trace[0] == 0 && parent[0] == 0 && flags == 0);
+        }
         break;
     }
     default: {
