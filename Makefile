@@ -2,7 +2,7 @@
 #   make test        everything under ASan+UBSan, fuzzers briefly; ends "N passed, N failed"
 #   make fuzz        each fuzz target for FUZZ_SECONDS (default 60) on its corpus
 #   make bench       benchmarks (ratios against a baseline measured in the same run)
-#   make demo        the cluster demo (arrives with the membership issue)
+#   make demo        the cluster demo: workers on a local nats-server (or the fake), join, kill -9, nothing lost
 # Each first runs scripts/setup, which installs what is missing (idempotent).
 
 CC      ?= cc
@@ -41,7 +41,7 @@ test: setup
 	@$(MAKE) --no-print-directory check
 
 check: $(B)/unit $(B)/unit_clang $(B)/conformance_fake $(B)/conformance_nats $(B)/test_nats_server $(B)/test_nats_binding $(B)/test_consumer_nats $(B)/link_two_tu $(B)/link_static $(B)/cpp_gxx $(B)/cpp_clangxx \
-       $(B)/readme_example $(addprefix $(B)/fuzz/fuzz_,$(FUZZ_TARGETS))
+       $(B)/readme_example $(B)/demo $(addprefix $(B)/fuzz/fuzz_,$(FUZZ_TARGETS))
 	@tests/run criterion unit-gcc $(B)/unit --jobs 2
 	@tests/run criterion unit-clang $(B)/unit_clang --jobs 2
 	@tests/run criterion conformance-fake $(B)/conformance_fake --jobs 2
@@ -55,6 +55,9 @@ check: $(B)/unit $(B)/unit_clang $(B)/conformance_fake $(B)/conformance_nats $(B
 	@tests/run check cxx-g++ $(B)/cpp_gxx
 	@tests/run check cxx-clang++ $(B)/cpp_clangxx
 	@tests/run check readme-example $(B)/readme_example
+	@tests/run check demo-nats-server $(B)/demo --check
+	@tests/run check demo-nats-server-kill-leader $(B)/demo --check --kill-leader
+	@tests/run check demo-fake $(B)/demo --check --fake
 	@for t in $(FUZZ_TARGETS); do \
 	    rm -rf $(B)/fuzz/corpus_$$t; mkdir -p $(B)/fuzz/corpus_$$t; \
 	    tests/run check fuzz-$$t $(B)/fuzz/fuzz_$$t -runs=$(FUZZ_RUNS) -seed=1 \
@@ -147,9 +150,12 @@ bench: setup $(B)/bench_core $(B)/bench_assign $(B)/bench_nats $(B)/bench_consum
 	$(B)/bench_nats
 	$(B)/bench_consumer
 
-demo: setup
-	@echo "make demo: the cluster demo arrives with the membership issue; nothing to run yet." >&2
-	@exit 1
+$(B)/demo: examples/demo.c $(SERVER_SRC) $(HEADERS)
+	@mkdir -p $(B)
+	$(CC) $(STRICT) $(SAN) -Itests -I. examples/demo.c tests/nats_server.c -lnats -o $@
+
+demo: setup $(B)/demo
+	@$(B)/demo
 
 clean:
 	rm -rf $(B)

@@ -1232,6 +1232,74 @@ PARTIDEF parti_err parti_json_get_string(const parti_json_doc *doc, int obj, con
  *   - Callbacks run inside poll (and update for nothing but validation: no
  *     callback runs in update), on the caller's thread. */
 
+/* ======================================================================== */
+/* Logging                                                                   */
+/* ======================================================================== */
+/* parti is silent unless given a log callback (parti_options.log,
+ * parti_consumer_options.log). A record is a level, a message and key/value
+ * fields (e.g. worker="worker-3", error="consumer deleted"); the strings are
+ * valid for the call. Two ready-made sinks print one line per record:
+ * parti_log_to_console ("WARN  consumer recreated durable=parti-worker-1")
+ * and parti_log_to_json_lines ({"level":"warn","msg":"...","durable":"..."});
+ * their user pointer is a FILE * (NULL = stderr). Repeated identical records
+ * are rate-limited (parti_log_limiter) so an outage cannot flood the log:
+ * within a window the first burst goes through, the rest are counted and
+ * summed up in a "repeated N times" field of the next record that passes. */
+
+typedef enum parti_log_level {
+    PARTI_LOG_DEBUG = 0,
+    PARTI_LOG_INFO,
+    PARTI_LOG_WARN,
+    PARTI_LOG_ERROR,
+    PARTI_LOG_OFF
+} parti_log_level;
+
+/* "debug", "info", "warn", "error", "off"; "unknown" otherwise. */
+PARTIDEF const char *parti_log_level_name(parti_log_level level);
+
+typedef struct parti_log_field {
+    const char *key;
+    const char *value;
+} parti_log_field;
+
+typedef void (*parti_log_fn)(void *user, parti_log_level level, const char *message, const parti_log_field *fields,
+                             int field_count);
+
+/* One line (ending in '\n') into buf, with the buffer contract of the other
+ * writers (*needed = size with the NUL, also with BUFFER_TOO_SMALL; buf may
+ * be NULL with cap 0). Console: "LEVEL message key=value key=\"two words\""
+ * (values with spaces, quotes, '=' or control bytes are quoted and escaped).
+ * JSON: {"level":"...","msg":"...","key":"value",...} (keys "level" and "msg"
+ * in fields are written as given after them; JSON escaping). NULL fields
+ * count as ""; PARTI_ERR_INVALID_ARGUMENT for a NULL message or negative
+ * count. */
+PARTIDEF parti_err parti_log_format_console(char *buf, size_t cap, size_t *needed, parti_log_level level,
+                                            const char *message, const parti_log_field *fields, int field_count);
+PARTIDEF parti_err parti_log_format_json(char *buf, size_t cap, size_t *needed, parti_log_level level,
+                                         const char *message, const parti_log_field *fields, int field_count);
+/* Ready-made sinks for parti_options.log: user is a FILE * (NULL = stderr). */
+PARTIDEF void parti_log_to_console(void *file, parti_log_level level, const char *message,
+                                   const parti_log_field *fields, int field_count);
+PARTIDEF void parti_log_to_json_lines(void *file, parti_log_level level, const char *message,
+                                      const parti_log_field *fields, int field_count);
+
+/* Rate limit of identical records: at most burst of the same (level,
+ * message, fields) within window_ms; zero fields mean defaults (burst 3,
+ * window 10000 ms). Pure: time comes in. */
+typedef struct parti_log_limiter {
+    uint64_t window_ms;
+    int burst;
+    uint64_t last_hash, window_start;
+    int in_window;
+    uint32_t suppressed;   /* records dropped since the last one let through */
+} parti_log_limiter;
+
+/* 1: emit (then *suppressed gets how many were dropped before it, to be
+ * reported with it), 0: drop (counted). */
+PARTIDEF int parti_log_limiter_allow(parti_log_limiter *l, uint64_t now_ms, parti_log_level level,
+                                     const char *message, const parti_log_field *fields, int field_count,
+                                     uint32_t *suppressed);
+
 typedef enum parti_verdict {
     PARTI_ACK = 0,      /* done: never redelivered */
     PARTI_NAK,          /* failed: redeliver after *nak_delay_ms (0 = at once) */
@@ -4352,6 +4420,193 @@ PARTIDEF parti_err parti_json_get_string(const parti_json_doc *doc, int obj, con
 
 
 
+/* ---- logging ------------------------------------------------------------ */
+
+PARTIDEF const char *parti_log_level_name(parti_log_level level) {
+    switch (level) {
+    case PARTI_LOG_DEBUG: return "debug";
+    case PARTI_LOG_INFO: return "info";
+    case PARTI_LOG_WARN: return "warn";
+    case PARTI_LOG_ERROR: return "error";
+    case PARTI_LOG_OFF: return "off";
+    }
+    return "unknown";
+}
+
+typedef struct parti__sb {
+    char *buf;
+    size_t cap, len; /* len counts everything, written or not */
+} parti__sb;
+
+static void parti__sb_putc(parti__sb *b, char ch) {
+    if (b->len + 1 < b->cap) b->buf[b->len] = ch;
+    b->len++;
+}
+
+static void parti__sb_puts(parti__sb *b, const char *s) {
+    while (*s) parti__sb_putc(b, *s++);
+}
+
+static parti_err parti__sb_finish(parti__sb *b, size_t *needed) {
+    if (needed) *needed = b->len + 1;
+    if (b->cap == 0) return b->buf || !needed ? PARTI_ERR_BUFFER_TOO_SMALL : PARTI_ERR_BUFFER_TOO_SMALL;
+    if (b->len + 1 > b->cap) {
+        b->buf[0] = 0;
+        return PARTI_ERR_BUFFER_TOO_SMALL;
+    }
+    b->buf[b->len] = 0;
+    return PARTI_ERR_OK;
+}
+
+static const char *const parti__level_upper[] = {"DEBUG", "INFO ", "WARN ", "ERROR", "OFF  "};
+
+static void parti__log_console_value(parti__sb *b, const char *v) {
+    const char *p;
+    int quote = !*v;
+    for (p = v; *p && !quote; p++)
+        quote = (unsigned char)*p <= ' ' || *p == '"' || *p == '=' || *p == '\\' || *p == 0x7f;
+    if (!quote) {
+        parti__sb_puts(b, v);
+        return;
+    }
+    parti__sb_putc(b, '"');
+    for (p = v; *p; p++) {
+        unsigned char ch = (unsigned char)*p;
+        if (ch == '"' || ch == '\\') {
+            parti__sb_putc(b, '\\');
+            parti__sb_putc(b, (char)ch);
+        } else if (ch == '\n') {
+            parti__sb_puts(b, "\\n");
+        } else if (ch < 0x20 || ch == 0x7f) {
+            char hex[8];
+            snprintf(hex, sizeof hex, "\\x%02x", ch);
+            parti__sb_puts(b, hex);
+        } else {
+            parti__sb_putc(b, (char)ch);
+        }
+    }
+    parti__sb_putc(b, '"');
+}
+
+PARTIDEF parti_err parti_log_format_console(char *buf, size_t cap, size_t *needed, parti_log_level level,
+                                            const char *message, const parti_log_field *fields, int field_count) {
+    parti__sb b;
+    int i;
+    if (needed) *needed = 0;
+    if (!message || field_count < 0 || (field_count > 0 && !fields) || (!buf && cap)) {
+        if (buf && cap) buf[0] = 0;
+        return PARTI_ERR_INVALID_ARGUMENT;
+    }
+    b.buf = buf;
+    b.cap = cap;
+    b.len = 0;
+    parti__sb_puts(&b, (unsigned)level <= PARTI_LOG_OFF ? parti__level_upper[level] : "?    ");
+    parti__sb_putc(&b, ' ');
+    for (; *message; message++) parti__sb_putc(&b, *message == '\n' ? ' ' : *message);
+    for (i = 0; i < field_count; i++) {
+        parti__sb_putc(&b, ' ');
+        parti__sb_puts(&b, fields[i].key ? fields[i].key : "");
+        parti__sb_putc(&b, '=');
+        parti__log_console_value(&b, fields[i].value ? fields[i].value : "");
+    }
+    parti__sb_putc(&b, '\n');
+    return parti__sb_finish(&b, needed);
+}
+
+PARTIDEF parti_err parti_log_format_json(char *buf, size_t cap, size_t *needed, parti_log_level level,
+                                         const char *message, const parti_log_field *fields, int field_count) {
+    parti_json_writer w;
+    size_t n = 0;
+    int i;
+    parti_err e;
+    if (needed) *needed = 0;
+    if (!message || field_count < 0 || (field_count > 0 && !fields) || (!buf && cap)) {
+        if (buf && cap) buf[0] = 0;
+        return PARTI_ERR_INVALID_ARGUMENT;
+    }
+    parti_json_writer_init(&w, buf, cap > 0 ? cap - 1 : 0); /* room for the newline */
+    parti_json_object_begin(&w);
+    parti_json_key(&w, "level");
+    parti_json_string(&w, parti_log_level_name(level));
+    parti_json_key(&w, "msg");
+    parti_json_string(&w, message);
+    for (i = 0; i < field_count; i++) {
+        parti_json_key(&w, fields[i].key ? fields[i].key : "");
+        parti_json_string(&w, fields[i].value ? fields[i].value : "");
+    }
+    parti_json_object_end(&w);
+    e = parti_json_writer_finish(&w, &n);
+    if (e != PARTI_ERR_OK && e != PARTI_ERR_BUFFER_TOO_SMALL) {
+        if (buf && cap) buf[0] = 0;
+        return e;
+    }
+    /* n includes the NUL; the line adds '\n' */
+    if (needed) *needed = n + 1;
+    if (e != PARTI_ERR_OK || n + 1 > cap) {
+        if (buf && cap) buf[0] = 0;
+        return PARTI_ERR_BUFFER_TOO_SMALL;
+    }
+    buf[n - 1] = '\n';
+    buf[n] = 0;
+    return PARTI_ERR_OK;
+}
+
+static void parti__log_to_file(void *file, int json, parti_log_level level, const char *message,
+                               const parti_log_field *fields, int field_count) {
+    char small[1024], *line = small;
+    size_t need = 0;
+    parti_err e;
+    FILE *f = file ? (FILE *)file : stderr;
+    e = json ? parti_log_format_json(small, sizeof small, &need, level, message, fields, field_count)
+             : parti_log_format_console(small, sizeof small, &need, level, message, fields, field_count);
+    if (e == PARTI_ERR_BUFFER_TOO_SMALL && need > 0 && (line = (char *)PARTI_MALLOC(need)) != NULL)
+        e = json ? parti_log_format_json(line, need, NULL, level, message, fields, field_count)
+                 : parti_log_format_console(line, need, NULL, level, message, fields, field_count);
+    if (e == PARTI_ERR_OK && line) fputs(line, f);
+    if (line != small) PARTI_FREE(line);
+}
+
+PARTIDEF void parti_log_to_console(void *file, parti_log_level level, const char *message,
+                                   const parti_log_field *fields, int field_count) {
+    parti__log_to_file(file, 0, level, message, fields, field_count);
+}
+
+PARTIDEF void parti_log_to_json_lines(void *file, parti_log_level level, const char *message,
+                                      const parti_log_field *fields, int field_count) {
+    parti__log_to_file(file, 1, level, message, fields, field_count);
+}
+
+PARTIDEF int parti_log_limiter_allow(parti_log_limiter *l, uint64_t now_ms, parti_log_level level,
+                                     const char *message, const parti_log_field *fields, int field_count,
+                                     uint32_t *suppressed) {
+    uint64_t h = 1469598103934665603ULL, window;
+    unsigned char lv = (unsigned char)level;
+    int i, burst;
+    if (suppressed) *suppressed = 0;
+    if (!l) return 1;
+    window = l->window_ms ? l->window_ms : 10000;
+    burst = l->burst > 0 ? l->burst : 3;
+    h = parti_hash64(&lv, 1);
+    if (message) h ^= parti_hash64(message, strlen(message)) * 31;
+    for (i = 0; fields && i < field_count; i++) {
+        if (fields[i].key) h = h * 1099511628211ULL ^ parti_hash64(fields[i].key, strlen(fields[i].key));
+        if (fields[i].value) h = h * 1099511628211ULL ^ parti_hash64(fields[i].value, strlen(fields[i].value));
+    }
+    if (h != l->last_hash || now_ms - l->window_start >= window || now_ms < l->window_start) {
+        l->last_hash = h;
+        l->window_start = now_ms;
+        l->in_window = 0;
+    }
+    if (l->in_window >= burst) {
+        l->suppressed++;
+        return 0;
+    }
+    l->in_window++;
+    if (suppressed) *suppressed = l->suppressed;
+    l->suppressed = 0;
+    return 1;
+}
+
 /* ---- the worker consumer -------------------------------------------------- */
 
 #define PARTI__CONSUMER_NO_TIME UINT64_MAX
@@ -4845,7 +5100,8 @@ static parti_err parti__consumer_rewind(parti_consumer *c, const char *durable) 
     parti_consumer_info_free(&ci);
     if (!(skip = (uint64_t *)PARTI_MALLOC(sizeof *skip * (size_t)c->pending.count))) return PARTI_ERR_NOMEM;
     for (i = 0; i < c->pending.count; i++) {
-        if (parti__subjects_find(&c->applied, c->pending.items[i]) >= 0) skip[i] = floor + 1; /* own: acked */
+        if (parti__subjects_find(&c->applied, c->pending.items[i]) >= 0 || !c->pending_from[i])
+            skip[i] = floor + 1; /* own (kept): acked up to this consumer's floor */
         else skip[i] = c->pending_from[i] ? c->pending_from[i] : start; /* gained: the previous owner's */
         if (skip[i] > c->skip_max) c->skip_max = skip[i];
     }
@@ -4860,6 +5116,48 @@ static parti_err parti__consumer_rewind(parti_consumer *c, const char *durable) 
     c->skip_below = skip; /* aligned with the pending set, which becomes the applied one */
     c->fetch_active = 0;
     parti_counter_add(&c->metrics.consumer_handoff_rewinds, 1);
+    return PARTI_ERR_OK;
+}
+
+/* The first apply of this process (or under a new worker ID) with resume
+ * points: a durable left by an earlier process of this ID is treated like
+ * a grown filter (rewound if a gained partition resumes behind it); a new
+ * durable starts at the earliest resume point when every subject has one
+ * (a joining worker does not replay the history of partitions others
+ * processed), else from the stream's start; below its resume point a
+ * subject's messages are skipped. */
+static parti_err parti__consumer_first_start(parti_consumer *c, const char *durable) {
+    parti_consumer_info ci;
+    uint64_t start = 0, *skip;
+    int i, all = 1;
+    parti_err e;
+    PARTI_FREE(c->skip_below);
+    c->skip_below = NULL;
+    c->skip_max = 0;
+    memset(&ci, 0, sizeof ci);
+    e = c->t.vt->consumer_info(c->t.self, c->cfg.stream, durable, &ci, c->opts.op_timeout_ms);
+    if (e == PARTI_ERR_OK) { /* an earlier process's: keep its start, rewind if needed */
+        c->deliver = ci.deliver_policy;
+        c->start_seq = ci.opt_start_seq;
+        parti_consumer_info_free(&ci);
+        return parti__consumer_rewind(c, durable);
+    }
+    if (e != PARTI_ERR_CONSUMER_NOT_FOUND) return e;
+    for (i = 0; i < c->pending.count; i++) {
+        if (!c->pending_from[i]) all = 0;
+        else if (!start || c->pending_from[i] < start) start = c->pending_from[i];
+    }
+    if (!start) return PARTI_ERR_OK;
+    if (!(skip = (uint64_t *)PARTI_MALLOC(sizeof *skip * (size_t)c->pending.count))) return PARTI_ERR_NOMEM;
+    for (i = 0; i < c->pending.count; i++) {
+        skip[i] = c->pending_from[i];
+        if (skip[i] > c->skip_max) c->skip_max = skip[i];
+    }
+    if (all) {
+        c->deliver = PARTI_DELIVER_BY_START_SEQUENCE;
+        c->start_seq = start;
+    }
+    c->skip_below = skip;
     return PARTI_ERR_OK;
 }
 
@@ -4884,7 +5182,8 @@ static void parti__consumer_apply(parti_consumer *c, uint64_t now) {
     } else {
         if ((e = parti_consumer_name(c->cfg.consumer_prefix, c->pending_id, name, sizeof name, NULL, 0)) ==
             PARTI_ERR_OK) {
-            if (!id_change && c->exists && c->pending_from) e = parti__consumer_rewind(c, name);
+            if (c->pending_from && (!c->exists || id_change)) e = parti__consumer_first_start(c, name);
+            else if (c->pending_from && c->exists) e = parti__consumer_rewind(c, name);
             if (e == PARTI_ERR_OK) e = parti__consumer_upsert(c, name, &c->pending);
             if (e == PARTI_ERR_ALREADY_EXISTS && parti__consumer_adopt_start(c, name)) /* an earlier process's */
                 e = parti__consumer_upsert(c, name, &c->pending);
@@ -4907,7 +5206,7 @@ static void parti__consumer_apply(parti_consumer *c, uint64_t now) {
         parti_gauge_set(&c->metrics.consumer_subjects_current, (double)c->pending.count);
         if (parti_subjects_near_limit(c->pending.count, c->cfg.max_subjects, c->cfg.subjects_warn_percent))
             parti_counter_add(&c->metrics.consumer_subjects_near_limit, 1);
-        if (!(!id_change && existed && c->pending_from && c->skip_below)) { /* set by this apply's rewind, or stale */
+        if (!(c->pending_from && c->skip_below)) { /* set by this apply's rewind or first start, or stale */
             PARTI_FREE(c->skip_below);
             c->skip_below = NULL;
             c->skip_max = 0;
@@ -5128,11 +5427,8 @@ static void parti__consumer_handle(parti_consumer *c, parti_msg *m) {
             c->t.vt->msg_release(c->t.self, m);
             return;
         }
-        if (c->skip_below && m->stream_seq >= c->skip_max) { /* past every skip point */
-            PARTI_FREE(c->skip_below);
-            c->skip_below = NULL;
-            c->skip_max = 0;
-        }
+        /* the skip list stays until the next apply: a late message of the
+         * deleted consumer's last pull may still come, in any order */
     }
     verdict = c->opts.on_message(c->opts.user, m, &delay);
     /* a message terminated, or failed on its last delivery, goes to the dead
@@ -7316,7 +7612,7 @@ static void parti__g_list_members(parti *p, uint64_t now) {
     char **keys = NULL;
     int nkeys = 0, i, j;
     parti__gmember *fresh = NULL;
-    int joined = 0, left = 0;
+    int joined = 0, left = 0, first = arrlen(p->members) == 0; /* a new leader's first look: no news */
     parti_err e;
     p->next_listing = now + p->opts.heartbeat_ms;
     if ((e = p->t.vt->kv_keys(p->t.self, p->members_bucket, &keys, &nkeys, p->opts.op_timeout_ms)) != PARTI_ERR_OK) {
@@ -7341,7 +7637,8 @@ static void parti__g_list_members(parti *p, uint64_t now) {
                 parti_kv_entry_free(&ent);
             }
             joined++;
-            parti__g_event(p, PARTI_EVENT_MEMBER_JOINED, PARTI_ERR_OK, 0, m.id);
+            if (!first && strcmp(m.id, p->id) != 0)
+                parti__g_event(p, PARTI_EVENT_MEMBER_JOINED, PARTI_ERR_OK, 0, m.id);
         }
         arrput(fresh, m);
     }
