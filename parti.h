@@ -1246,8 +1246,8 @@ PARTIDEF parti_err parti_json_get_string(const parti_json_doc *doc, int obj, con
  * within a window the first burst goes through, the rest are counted and
  * summed up in a "repeated N times" field of the next record that passes. */
 
-typedef enum parti_log_level {
-    PARTI_LOG_DEBUG = 0,
+typedef enum parti_log_level { /* 0 is "the default" in options (INFO) */
+    PARTI_LOG_DEBUG = 1,
     PARTI_LOG_INFO,
     PARTI_LOG_WARN,
     PARTI_LOG_ERROR,
@@ -1354,6 +1354,10 @@ typedef struct parti_consumer_options {
      * deduplicated by the server; then it is acked. NULL = no dead letters
      * (the server then drops a message after max_deliver). Copied. */
     const char *dead_letter_subject;
+    /* Logging (see "Logging"): silent when log is NULL. */
+    parti_log_fn log;
+    void *log_user;                   /* passed to log (a FILE * for the ready-made sinks) */
+    parti_log_level log_level;        /* records below it are dropped; 0 = PARTI_LOG_INFO */
 } parti_consumer_options;
 
 typedef struct parti_consumer parti_consumer; /* opaque */
@@ -1816,6 +1820,11 @@ typedef struct parti_options {
                                          default member_ttl_ms (no other worker can have taken over yet) */
     uint32_t op_timeout_ms;           /* each KV call; default 2000 */
     int memory_storage;               /* 1: KV buckets in memory (tests, demos) */
+    /* Logging (see "Logging"): silent when log is NULL; the worker consumer
+     * logs through it too unless consumer.log is set. */
+    parti_log_fn log;
+    void *log_user;
+    parti_log_level log_level;        /* 0 = PARTI_LOG_INFO */
 } parti_options;
 
 /* Validates cfg and opts (messages name the field), makes no server call.
@@ -4458,7 +4467,7 @@ static parti_err parti__sb_finish(parti__sb *b, size_t *needed) {
     return PARTI_ERR_OK;
 }
 
-static const char *const parti__level_upper[] = {"DEBUG", "INFO ", "WARN ", "ERROR", "OFF  "};
+static const char *const parti__level_upper[] = {"?    ", "DEBUG", "INFO ", "WARN ", "ERROR", "OFF  "};
 
 static void parti__log_console_value(parti__sb *b, const char *v) {
     const char *p;
@@ -4660,6 +4669,7 @@ struct parti_consumer {
     int fail_next, fail_count;
     int need_refresh;            /* escalated: apply the last subjects again */
     int budget_spent;            /* the retry budget ran out: retry every backoff_cap_ms until a success */
+    parti_log_limiter limiter;   /* repeated identical log records */
     int stream_lost;             /* the stream was found missing: recreate from its start */
     parti_backoff pull_backoff;
     uint64_t pull_retry_at;
@@ -4689,8 +4699,45 @@ static uint64_t parti__consumer_rng(void *user) {
     return c->t.vt->random(c->t.self);
 }
 
+/* One log record, rate-limited; the durable and the worker's fields first. */
+static void parti__log(parti_log_fn fn, void *user, parti_log_level min, parti_log_limiter *lim, uint64_t now,
+                       parti_log_level level, const char *message, const parti_log_field *fields, int n) {
+    parti_log_field all[8];
+    char rep[24];
+    uint32_t dropped = 0;
+    int k = 0, i;
+    if (!fn || level < (min ? min : PARTI_LOG_INFO)) return;
+    if (!parti_log_limiter_allow(lim, now, level, message, fields, n, &dropped)) return;
+    for (i = 0; i < n && k < 7; i++) all[k++] = fields[i];
+    if (dropped) {
+        snprintf(rep, sizeof rep, "%u", dropped);
+        all[k].key = "suppressed_before";
+        all[k++].value = rep;
+    }
+    fn(user, level, message, all, k);
+}
+
+static void parti__consumer_log(parti_consumer *c, parti_log_level level, const char *message, parti_err e,
+                                const char *detail) {
+    parti_log_field f[3];
+    int n = 0;
+    if (!c->opts.log) return;
+    f[n].key = "durable", f[n++].value = c->durable[0] ? c->durable : "(none yet)";
+    if (e != PARTI_ERR_OK) f[n].key = "error", f[n++].value = parti_error_name(e);
+    if (detail && *detail) f[n].key = "detail", f[n++].value = detail;
+    parti__log(c->opts.log, c->opts.log_user, c->opts.log_level, &c->limiter, c->t.vt->now_ms(c->t.self), level,
+               message, f, n);
+}
+
 static void parti__consumer_event(parti_consumer *c, parti_consumer_event_kind kind, parti_err err,
                                   const char *detail) {
+    static const char *const what[] = {"consumer created", "consumer updated", "consumer recreated",
+                                       "consumer paused",  "consumer resumed", "consumer unhealthy",
+                                       "consumer healthy"};
+    parti_log_level lv = kind == PARTI_EVENT_CONSUMER_UNHEALTHY  ? PARTI_LOG_ERROR
+                         : kind == PARTI_EVENT_CONSUMER_RECREATED ? PARTI_LOG_WARN
+                                                                  : PARTI_LOG_INFO;
+    if ((unsigned)kind < sizeof what / sizeof *what) parti__consumer_log(c, lv, what[kind], err, detail);
     if (c->opts.on_event) c->opts.on_event(c->opts.user, kind, err, detail ? detail : "");
 }
 
@@ -4698,6 +4745,7 @@ static void parti__consumer_fail(parti_consumer *c, parti_err e, const char *wha
     c->last_err = e;
     c->last_err_ms = c->t.vt->now_ms(c->t.self);
     parti__msg(c->last_msg, sizeof c->last_msg, "%s: %s", what, parti_strerror(e));
+    parti__consumer_log(c, PARTI_LOG_WARN, what, e, parti_strerror(e));
 }
 
 static void parti__consumer_set_unhealthy(parti_consumer *c, parti_err e) {
@@ -4790,6 +4838,10 @@ PARTIDEF parti_err parti_consumer_create(parti_consumer **out, const parti_trans
         parti__msg(msg, msg_size, "options.dead_letter_subject \"%.80s\" is not a valid subject (no wildcards)",
                    opts->dead_letter_subject);
         return PARTI_ERR_INVALID_SUBJECT;
+    }
+    if ((unsigned)opts->log_level > PARTI_LOG_OFF) {
+        parti__msg(msg, msg_size, "options.log_level must be 0 (info) to PARTI_LOG_OFF, got %d", (int)opts->log_level);
+        return PARTI_ERR_INVALID_ARGUMENT;
     }
     if (opts->dead_letter_subject && !t->vt->publish) {
         parti__msg(msg, msg_size, "options.dead_letter_subject needs a transport that can publish");
@@ -7003,6 +7055,7 @@ struct parti {
     parti_err last_err;
     uint64_t last_err_ms;
     char last_msg[256];
+    parti_log_limiter limiter;
 };
 
 static const char *const parti__state_names[] = {"joining", "waiting", "stable", "rebalancing",
@@ -7034,8 +7087,26 @@ static uint64_t parti__g_rng(void *user) {
     return p->t.vt->random(p->t.self);
 }
 
+static void parti__g_log(parti *p, parti_log_level level, const char *message, parti_err e, const char *detail) {
+    parti_log_field f[4];
+    char ver[24];
+    int n = 0;
+    if (!p->opts.log) return;
+    f[n].key = "worker", f[n++].value = p->id[0] ? p->id : "(joining)";
+    if (e != PARTI_ERR_OK) f[n].key = "error", f[n++].value = parti_error_name(e);
+    if (detail && *detail) f[n].key = "detail", f[n++].value = detail;
+    if (p->applied_version) {
+        snprintf(ver, sizeof ver, "%llu", (unsigned long long)p->applied_version);
+        f[n].key = "assignment_version", f[n++].value = ver;
+    }
+    parti__log(p->opts.log, p->opts.log_user, p->opts.log_level, &p->limiter, p->t.vt->now_ms(p->t.self), level,
+               message, f, n);
+}
+
 static void parti__g_event(parti *p, parti_event_kind kind, parti_err err, int moved, const char *detail) {
     parti_event ev;
+    parti__g_log(p, kind == PARTI_EVENT_ID_LOST || kind == PARTI_EVENT_LOST_LEADERSHIP ? PARTI_LOG_WARN : PARTI_LOG_INFO,
+                 parti_event_name(kind), err, detail);
     if (!p->opts.on_event) return;
     memset(&ev, 0, sizeof ev);
     ev.kind = kind;
@@ -7060,6 +7131,7 @@ static void parti__g_fail(parti *p, parti_err e, const char *what) {
     p->last_err = e;
     p->last_err_ms = parti__g_now(p);
     parti__msg(p->last_msg, sizeof p->last_msg, "%s: %s", what, parti_strerror(e));
+    parti__g_log(p, PARTI_LOG_WARN, what, e, parti_strerror(e));
 }
 
 /* Stops pulling at once (no coalescing window): an ID lost or a stale
@@ -7120,6 +7192,8 @@ static parti_err parti__g_check_options(const parti_options *o, char *msg, size_
                    "(%u)", o->member_ttl_ms, o->heartbeat_ms);
     PARTI__G_CHECK(o->heartbeat_ms >= 10, "options.heartbeat_ms must be >= 10, got %u", o->heartbeat_ms);
     PARTI__G_CHECK(o->capacity <= 1000000, "options.capacity must be <= 1000000, got %u", o->capacity);
+    PARTI__G_CHECK((unsigned)o->log_level <= PARTI_LOG_OFF, "options.log_level must be 0 (info) to PARTI_LOG_OFF, "
+                   "got %d", (int)o->log_level);
     return PARTI_ERR_OK;
 #undef PARTI__G_CHECK
 }
@@ -7180,6 +7254,11 @@ PARTIDEF parti_err parti_create(parti **out, const parti_transport *t, const par
     co.user = o.user;
     co.on_event = o.on_consumer_event;
     co.allow_worker_id_change = 1; /* a worker that lost its ID comes back under another */
+    if (!co.log) {
+        co.log = o.log;
+        co.log_user = o.log_user;
+        co.log_level = o.log_level;
+    }
     if ((e = parti_consumer_create(&p->c, t, cfg, &co, msg, msg_size)) != PARTI_ERR_OK) {
         PARTI_FREE(p);
         return e;
