@@ -602,6 +602,10 @@ typedef struct parti_transport_vtable {
      * when nothing else can be waited on, so poll loops never spin. May be
      * NULL: then poll returns early instead of waiting. */
     void (*sleep_ms)(void *self, uint32_t ms);
+
+    /* 1 while connected to a server, 0 while not (reconnecting). May be NULL
+     * (health then infers it from the errors calls give). */
+    int (*connected)(void *self);
 } parti_transport_vtable;
 
 typedef struct parti_transport {
@@ -1865,6 +1869,20 @@ PARTIDEF const parti_metrics *parti_metrics_of(parti *p);
  * consumer degraded; with the last error. */
 PARTIDEF parti_err parti_health_of(const parti *p, parti_health *out);
 PARTIDEF parti_consumer *parti_consumer_of(parti *p);
+/* Health as one JSON object, for a /health endpoint:
+ *   {"status":"ready"|"degraded"|"not_ready"|"stopped","live":b,"ready":b,
+ *    "degraded":b,"worker":"worker-3","state":"stable","leader":b,
+ *    "epoch":N,"assignment_version":N,"partitions":N,
+ *    "components":{
+ *      "connection":{"ok":b},             (transport's connected, or inferred)
+ *      "kv":{"ok":b,"silent_ms":N},       (member key renewals; silent since)
+ *      "membership":{"ok":b,"state":"..."},
+ *      "consumer":{"ok":b,"ready":b,"degraded":b,"durable":"..."},
+ *      "circuit_breaker":{"state":"closed"|"open"|"half_open"}},
+ *    "last_error":{"code":"TIMEOUT","category":"retriable",
+ *                  "message":"...","at_ms":N}}      (or null)
+ * Buffer contract of the other writers (*needed with the NUL). */
+PARTIDEF parti_err parti_health_json(parti *p, char *buf, size_t cap, size_t *needed);
 
 #ifdef __cplusplus
 }
@@ -8041,6 +8059,104 @@ PARTIDEF parti_err parti_health_of(const parti *p, parti_health *out) {
 }
 
 PARTIDEF parti_consumer *parti_consumer_of(parti *p) { return p ? p->c : NULL; }
+
+PARTIDEF parti_err parti_health_json(parti *p, char *buf, size_t cap, size_t *needed) {
+    static const char *const breaker[] = {"closed", "open", "half_open"};
+    parti_json_writer w;
+    parti_health h, ch;
+    uint64_t now, silent;
+    int connected, kv_ok, bs;
+    if (needed) *needed = 0;
+    if (!p || (!buf && cap)) return PARTI_ERR_INVALID_ARGUMENT;
+    parti_health_of(p, &h);
+    parti_consumer_health(p->c, &ch);
+    now = parti__g_now(p);
+    silent = p->id[0] && now > p->last_renew_ok ? now - p->last_renew_ok : 0;
+    kv_ok = p->id[0] && !p->degraded;
+    connected = p->t.vt->connected ? p->t.vt->connected(p->t.self) != 0
+                                   : !(p->last_err == PARTI_ERR_NOT_CONNECTED && p->degraded);
+    bs = (int)p->gm.circuit_breaker_state.value;
+    parti_json_writer_init(&w, buf, cap);
+    parti_json_object_begin(&w);
+    parti_json_key(&w, "status");
+    parti_json_string(&w, p->state == PARTI_STATE_STOPPED ? "stopped"
+                          : h.ready                      ? "ready"
+                          : h.degraded                   ? "degraded"
+                                                         : "not_ready");
+    parti_json_key(&w, "live");
+    parti_json_bool(&w, h.live);
+    parti_json_key(&w, "ready");
+    parti_json_bool(&w, h.ready);
+    parti_json_key(&w, "degraded");
+    parti_json_bool(&w, h.degraded);
+    parti_json_key(&w, "worker");
+    parti_json_string(&w, p->id);
+    parti_json_key(&w, "state");
+    parti_json_string(&w, parti_state_name(p->state));
+    parti_json_key(&w, "leader");
+    parti_json_bool(&w, p->leader);
+    parti_json_key(&w, "epoch");
+    parti_json_uint(&w, p->epoch);
+    parti_json_key(&w, "assignment_version");
+    parti_json_uint(&w, p->applied_version);
+    parti_json_key(&w, "partitions");
+    parti_json_uint(&w, (uint64_t)arrlen(p->owned));
+    parti_json_key(&w, "components");
+    parti_json_object_begin(&w);
+    parti_json_key(&w, "connection");
+    parti_json_object_begin(&w);
+    parti_json_key(&w, "ok");
+    parti_json_bool(&w, connected);
+    parti_json_object_end(&w);
+    parti_json_key(&w, "kv");
+    parti_json_object_begin(&w);
+    parti_json_key(&w, "ok");
+    parti_json_bool(&w, kv_ok);
+    parti_json_key(&w, "silent_ms");
+    parti_json_uint(&w, silent);
+    parti_json_object_end(&w);
+    parti_json_key(&w, "membership");
+    parti_json_object_begin(&w);
+    parti_json_key(&w, "ok");
+    parti_json_bool(&w, p->id[0] && p->state != PARTI_STATE_JOINING && p->state != PARTI_STATE_STOPPED);
+    parti_json_key(&w, "state");
+    parti_json_string(&w, parti_state_name(p->state));
+    parti_json_object_end(&w);
+    parti_json_key(&w, "consumer");
+    parti_json_object_begin(&w);
+    parti_json_key(&w, "ok");
+    parti_json_bool(&w, !ch.degraded);
+    parti_json_key(&w, "ready");
+    parti_json_bool(&w, ch.ready);
+    parti_json_key(&w, "degraded");
+    parti_json_bool(&w, ch.degraded);
+    parti_json_key(&w, "durable");
+    parti_json_string(&w, parti_consumer_durable(p->c));
+    parti_json_object_end(&w);
+    parti_json_key(&w, "circuit_breaker");
+    parti_json_object_begin(&w);
+    parti_json_key(&w, "state");
+    parti_json_string(&w, bs >= 0 && bs <= 2 ? breaker[bs] : "closed");
+    parti_json_object_end(&w);
+    parti_json_object_end(&w);
+    parti_json_key(&w, "last_error");
+    if (h.last_error == PARTI_ERR_OK) {
+        parti_json_null(&w);
+    } else {
+        parti_json_object_begin(&w);
+        parti_json_key(&w, "code");
+        parti_json_string(&w, parti_error_name(h.last_error));
+        parti_json_key(&w, "category");
+        parti_json_string(&w, parti_category_name(h.last_error_category));
+        parti_json_key(&w, "message");
+        parti_json_string(&w, h.last_error_message ? h.last_error_message : "");
+        parti_json_key(&w, "at_ms");
+        parti_json_uint(&w, h.last_error_ms);
+        parti_json_object_end(&w);
+    }
+    parti_json_object_end(&w);
+    return parti_json_writer_finish(&w, needed);
+}
 
 #ifdef __cplusplus
 }

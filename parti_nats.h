@@ -574,6 +574,11 @@ static void parti__fake_sleep_ms(void *self, uint32_t ms) {
     if (c && c->w->auto_advance) parti__fake_set_time(c->w, c->w->now + ms);
 }
 
+static int parti__fake_connected(void *self) {
+    parti__fclient *c = (parti__fclient *)self;
+    return c && !c->cut;
+}
+
 static uint64_t parti__fake_random(void *self) {
     return parti_rng_splitmix64(&((parti__fclient *)self)->rng);
 }
@@ -1331,7 +1336,8 @@ static const parti_transport_vtable parti__fake_vtable = {
     parti__fake_kv_put,        parti__fake_kv_get,        parti__fake_kv_delete,     parti__fake_kv_keys,
     parti__fake_kv_watch,      parti__fake_kv_watch_next, parti__fake_kv_watch_stop, parti__fake_consumer_upsert,
     parti__fake_consumer_info, parti__fake_consumer_delete, parti__fake_fetch_start, parti__fake_fetch_next,
-    parti__fake_ack,           parti__fake_msg_release,   parti__fake_publish,       parti__fake_sleep_ms};
+    parti__fake_ack,           parti__fake_msg_release,   parti__fake_publish,       parti__fake_sleep_ms,
+    parti__fake_connected};
 
 /* ---- the world --------------------------------------------------------------------- */
 
@@ -1607,6 +1613,11 @@ static void parti__nats_sleep_ms(void *self, uint32_t ms) {
     ts.tv_nsec = (long)(ms % 1000u) * 1000000L;
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
     }
+}
+
+static int parti__nats_is_connected(void *self) {
+    parti__nconn *n = (parti__nconn *)self;
+    return n && n->nc && natsConnection_Status(n->nc) == NATS_CONN_STATUS_CONNECTED;
 }
 
 static uint64_t parti__nats_random(void *self) {
@@ -2797,7 +2808,8 @@ static const parti_transport_vtable parti__nats_vtable = {
     parti__nats_kv_put,         parti__nats_kv_get,        parti__nats_kv_delete,     parti__nats_kv_keys,
     parti__nats_kv_watch,       parti__nats_kv_watch_next, parti__nats_kv_watch_stop, parti__nats_consumer_upsert,
     parti__nats_consumer_info,  parti__nats_consumer_delete, parti__nats_fetch_start, parti__nats_fetch_next,
-    parti__nats_ack,            parti__nats_msg_release,   parti__nats_publish,       parti__nats_sleep_ms};
+    parti__nats_ack,            parti__nats_msg_release,   parti__nats_publish,       parti__nats_sleep_ms,
+    parti__nats_is_connected};
 
 /* ---- connect: and read the server's INFO line for its version ------------------ */
 

@@ -619,6 +619,12 @@ Test(clock, sleep_ms_lets_that_much_time_pass) {
     cr_assert_lt(conf_now(a), t2 + 1000);
 }
 
+Test(clock, connected_says_so_while_connected) {
+    parti_transport *a = conf_connect();
+    cr_assert(a->vt->connected != NULL);
+    cr_assert_eq(a->vt->connected(a->self), 1);
+}
+
 Test(clock, random_gives_varying_64_bit_values) {
     parti_transport *a = conf_connect();
     uint64_t v[16], all_or = 0;

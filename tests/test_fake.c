@@ -408,3 +408,17 @@ Test(fake, an_injected_fetch_failure_ends_the_pull_unless_it_is_a_timeout) {
     cr_assert_eq(a.vt->fetch_next(a.self, "orders", "w", &m, 100), PARTI_ERR_NO_RESPONDERS);
     cr_assert_eq(a.vt->fetch_next(a.self, "orders", "w", &m, 100), PARTI_ERR_NO_MESSAGES);
 }
+
+Test(fake, a_partitioned_client_is_not_connected) {
+    parti_fake_world *w;
+    parti_transport t;
+    cr_assert_eq(parti_fake_world_create(&w, NULL), PARTI_ERR_OK);
+    cr_assert_eq(parti_fake_connect(w, "c", &t), PARTI_ERR_OK);
+    cr_assert_eq(t.vt->connected(t.self), 1);
+    parti_fake_partition(w, &t, 1);
+    cr_assert_eq(t.vt->connected(t.self), 0);
+    parti_fake_partition(w, &t, 0);
+    cr_assert_eq(t.vt->connected(t.self), 1);
+    parti_fake_disconnect(&t);
+    parti_fake_world_destroy(w);
+}

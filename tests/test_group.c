@@ -456,3 +456,49 @@ Test(group, an_outage_past_the_staleness_limit_stops_processing_then_resyncs) {
     g_check_all_handled(NP * 2);
     cr_assert_eq(g_leaders(), 1);
 }
+
+static int g_json_bool(const char *json, const char *path_obj, const char *key) {
+    parti_json_doc d;
+    int v = -1, node;
+    cr_assert_eq(parti_json_parse(&d, json, strlen(json), NULL, NULL, 0), PARTI_ERR_OK, "%s", json);
+    node = parti_json_root(&d);
+    if (path_obj) node = parti_json_get(&d, parti_json_get(&d, node, "components"), path_obj);
+    if (parti_json_get_bool(&d, node, key, &v) != PARTI_ERR_OK) v = -1;
+    parti_json_doc_free(&d);
+    return v;
+}
+
+Test(group, health_json_names_the_component_that_fails) {
+    char json[2048];
+    size_t need = 0;
+    int i, v = 1;
+    g_world(4);
+    for (i = 0; i < 2; i++) g_start(i);
+    g_run(4000);
+    cr_assert(g_assignment_ok(2));
+    cr_assert_eq(parti_health_json(ws[v].p, json, sizeof json, &need), PARTI_ERR_OK);
+    cr_assert(strstr(json, "\"status\":\"ready\""), "%s", json);
+    cr_assert_eq(g_json_bool(json, NULL, "ready"), 1);
+    cr_assert_eq(g_json_bool(json, "connection", "ok"), 1);
+    cr_assert_eq(g_json_bool(json, "kv", "ok"), 1);
+    cr_assert_eq(g_json_bool(json, "consumer", "ok"), 1);
+    cr_assert(strstr(json, "\"last_error\":null"), "%s", json);
+    /* cut off from NATS: not ready, the connection and the KV say why */
+    parti_fake_partition(gw, &ws[v].t, 1);
+    g_run(3000);
+    cr_assert_eq(parti_health_json(ws[v].p, json, sizeof json, &need), PARTI_ERR_OK);
+    cr_assert(strstr(json, "\"status\":\"degraded\""), "%s", json);
+    cr_assert_eq(g_json_bool(json, NULL, "ready"), 0);
+    cr_assert_eq(g_json_bool(json, "connection", "ok"), 0);
+    cr_assert_eq(g_json_bool(json, "kv", "ok"), 0);
+    cr_assert(strstr(json, "\"code\":\"PARTI_ERR_NOT_CONNECTED\""), "%s", json);
+    /* back */
+    parti_fake_partition(gw, &ws[v].t, 0);
+    g_run(8000);
+    cr_assert_eq(parti_health_json(ws[v].p, json, sizeof json, &need), PARTI_ERR_OK);
+    cr_assert_eq(g_json_bool(json, NULL, "ready"), 1, "%s", json);
+    /* the buffer contract */
+    cr_assert_eq(parti_health_json(ws[v].p, NULL, 0, &need), PARTI_ERR_BUFFER_TOO_SMALL);
+    cr_assert_eq(need, strlen(json) + 1);
+    cr_assert_eq(parti_health_json(NULL, json, sizeof json, &need), PARTI_ERR_INVALID_ARGUMENT);
+}
