@@ -195,7 +195,8 @@ typedef enum parti_category {
     X(INTERNAL, FATAL, "internal error (a bug in parti)")                                          \
     X(VALUE_TOO_LARGE, INVALID_INPUT, "value larger than the bucket's max_value_size")               \
     X(ALREADY_EXISTS, INVALID_INPUT, "exists already with a different configuration")                \
-    X(CLOSED, FATAL, "stopped: the worker left or hit a fatal error")
+    X(CLOSED, FATAL, "stopped: the worker left or hit a fatal error")                                  \
+    X(STREAM_MISMATCH, INVALID_INPUT, "the stream does not fit the configuration")
 
 typedef enum parti_err {
 #define PARTI__ENUM(name, cat, msg) PARTI_ERR_##name,
@@ -378,6 +379,9 @@ typedef struct parti_config {
     uint32_t ack_wait_ms;          /* redelivery after this; default 30000 */
     int max_ack_pending;           /* default 1000 */
     int max_deliver;               /* deliveries before dead-lettering; default 5 */
+    /* startup contract (parti_stream_check), opt-in requirements */
+    int require_file_storage;      /* 1: refuse a memory-storage stream (lost on a server restart) */
+    uint64_t min_duplicate_window_ms; /* refuse a stream whose dedupe window is shorter; 0 = any */
 } parti_config;
 
 /* Returns *cfg with every zero field replaced by its default. cfg may be NULL
@@ -478,6 +482,12 @@ typedef struct parti_consumer_info {
     uint64_t opt_start_seq;              /* with PARTI_DELIVER_BY_START_SEQUENCE */
 } parti_consumer_info;
 
+typedef enum parti_retention {
+    PARTI_RETENTION_LIMITS = 0,  /* kept until limits remove them (the usual) */
+    PARTI_RETENTION_INTEREST,    /* removed once every consumer acked */
+    PARTI_RETENTION_WORKQUEUE    /* removed when acked; consumer filters may not overlap */
+} parti_retention;
+
 typedef struct parti_stream_config {
     const char *name;
     const char *const *subjects;   /* may hold wildcards */
@@ -485,6 +495,7 @@ typedef struct parti_stream_config {
     int memory_storage;
     uint64_t duplicate_window_ms;  /* Nats-Msg-Id dedupe window; 0 = 2 min */
     uint64_t max_msgs;             /* 0 = unlimited */
+    parti_retention retention;     /* default limits */
 } parti_stream_config;
 
 typedef struct parti_stream_info {
@@ -494,7 +505,23 @@ typedef struct parti_stream_info {
     int memory_storage;
     uint64_t duplicate_window_ms;
     uint64_t messages, first_seq, last_seq;
+    parti_retention retention;
 } parti_stream_info;
+
+/* The startup contract, pure: does the stream (as stream_info gave it) fit
+ * cfg? Every subject the template makes from cfg.partitions must lie inside
+ * one of the stream's subjects (a wildcard partition inside a wider
+ * wildcard); the retention must not be workqueue (a partition changing
+ * owner briefly sits in two consumers' filters, which a work queue
+ * refuses); cfg.require_file_storage and cfg.min_duplicate_window_ms when
+ * set. PARTI_ERR_STREAM_MISMATCH with the setting named in msg, e.g.
+ * "stream orders: subjects [\"orders.eu.*\"] do not cover \"orders.us.1\"
+ * (partition 2)" or "stream orders: retention workqueue ...". */
+PARTIDEF parti_err parti_stream_check(const parti_stream_info *si, const parti_config *cfg, char *msg,
+                                      size_t msg_size);
+/* 1 when every subject matching filter a also matches filter b. */
+PARTIDEF int parti_subject_covers(const char *b, const char *a);
+
 
 typedef struct parti_header {
     const char *name;
@@ -1824,6 +1851,12 @@ typedef struct parti_options {
                                          default member_ttl_ms (no other worker can have taken over yet) */
     uint32_t op_timeout_ms;           /* each KV call; default 2000 */
     int memory_storage;               /* 1: KV buckets in memory (tests, demos) */
+    /* The stream is checked before joining (parti_stream_check): a mismatch
+     * stops the worker with PARTI_ERR_STREAM_MISMATCH. A missing stream is
+     * waited for (retried with backoff), or created with exactly this config
+     * when it is given (its name must be cfg.stream); parti never changes or
+     * deletes a stream. */
+    const parti_stream_config *create_stream;
     /* Logging (see "Logging"): silent when log is NULL; the worker consumer
      * logs through it too unless consumer.log is set. */
     parti_log_fn log;
@@ -1840,8 +1873,9 @@ PARTIDEF parti_err parti_create(parti **out, const parti_transport *t, const par
  * leader's rebalances, the worker consumer (pulls and the handler), for
  * timeout_ms of transport time. Server failures are handled inside (retries,
  * degraded mode) and reported through events, metrics and health; poll
- * returns PARTI_ERR_OK, PARTI_ERR_INVALID_ARGUMENT (NULL), or
- * PARTI_ERR_CLOSED once stopped. */
+ * returns PARTI_ERR_OK, PARTI_ERR_INVALID_ARGUMENT (NULL), PARTI_ERR_CLOSED
+ * after parti_leave, or the error that stopped the worker (e.g.
+ * PARTI_ERR_STREAM_MISMATCH; health's last error message names the setting). */
 PARTIDEF parti_err parti_poll(parti *p, uint32_t timeout_ms);
 
 /* Graceful leave: stops pulling (messages already received are handled;
@@ -2607,6 +2641,73 @@ PARTIDEF parti_err parti_config_validate(const parti_config *cfg, char *msg, siz
 #undef PARTI__RULE
 
 /* ---- transport helpers ---------------------------------------------------- */
+
+PARTIDEF int parti_subject_covers(const char *b, const char *a) {
+    /* token by token: '>' in b takes the rest; '*' in b takes any single
+     * token of a but '>'; a literal must be equal */
+    if (!a || !b) return 0;
+    for (;;) {
+        size_t la = strcspn(a, "."), lb = strcspn(b, ".");
+        if (lb == 1 && b[0] == '>') return la > 0;
+        if (lb == 1 && b[0] == '*') {
+            if (la == 1 && a[0] == '>') return 0;
+        } else if (la != lb || memcmp(a, b, la) != 0) {
+            return 0;
+        }
+        a += la;
+        b += lb;
+        if (!*a || !*b) return !*a && !*b;
+        a++, b++;
+    }
+}
+
+PARTIDEF parti_err parti_stream_check(const parti_stream_info *si, const parti_config *cfg, char *msg,
+                                      size_t msg_size) {
+    parti_config d;
+    char subj[PARTI_MAX_SUBJECT_LEN + 1];
+    int i, j;
+    if (!si || !cfg || !si->name || (si->subject_count > 0 && !si->subjects)) {
+        parti__msg(msg, msg_size, "parti_stream_check: NULL stream info or config");
+        return PARTI_ERR_INVALID_ARGUMENT;
+    }
+    d = parti_config_defaults(cfg);
+    if (si->retention == PARTI_RETENTION_WORKQUEUE) {
+        parti__msg(msg, msg_size, "stream %.64s: retention workqueue does not fit (a partition changing owner sits in "
+                   "two consumers' filters for a moment, which a work queue refuses); use limits or interest",
+                   si->name);
+        return PARTI_ERR_STREAM_MISMATCH;
+    }
+    if (d.require_file_storage && si->memory_storage) {
+        parti__msg(msg, msg_size, "stream %.64s: storage is memory, config.require_file_storage wants file", si->name);
+        return PARTI_ERR_STREAM_MISMATCH;
+    }
+    if (d.min_duplicate_window_ms && si->duplicate_window_ms < d.min_duplicate_window_ms) {
+        parti__msg(msg, msg_size, "stream %.64s: duplicate_window is %llu ms, config.min_duplicate_window_ms wants "
+                   ">= %llu", si->name, (unsigned long long)si->duplicate_window_ms,
+                   (unsigned long long)d.min_duplicate_window_ms);
+        return PARTI_ERR_STREAM_MISMATCH;
+    }
+    for (i = 0; i < d.partition_count; i++) {
+        int ok = 0;
+        parti_err e = parti_subject_expand(d.subject_template, &d.partitions[i], subj, sizeof subj, NULL, msg, msg_size);
+        if (e != PARTI_ERR_OK) return e;
+        for (j = 0; !ok && j < si->subject_count; j++) ok = parti_subject_covers(si->subjects[j], subj);
+        if (!ok) {
+            char list[160];
+            size_t used = 0;
+            list[0] = 0;
+            for (j = 0; j < si->subject_count && used + 4 < sizeof list; j++) {
+                int n = snprintf(list + used, sizeof list - used, "%s\"%s\"", j ? ", " : "", si->subjects[j]);
+                if (n < 0) break;
+                used += (size_t)n < sizeof list - used ? (size_t)n : sizeof list - used - 1;
+            }
+            parti__msg(msg, msg_size, "stream %.64s: subjects [%s] do not cover \"%.200s\" (partition %d)", si->name,
+                       list, subj, i);
+            return PARTI_ERR_STREAM_MISMATCH;
+        }
+    }
+    return PARTI_ERR_OK;
+}
 
 PARTIDEF parti_err parti_kv_key_check(const char *key, char *msg, size_t msg_size) {
     size_t i, n;
@@ -7074,6 +7175,8 @@ struct parti {
     uint64_t last_err_ms;
     char last_msg[256];
     parti_log_limiter limiter;
+    int stream_ok;               /* the startup contract held */
+    parti_err fatal;             /* why it stopped, when it was not a leave */
 };
 
 static const char *const parti__state_names[] = {"joining", "waiting", "stable", "rebalancing",
@@ -7253,6 +7356,10 @@ PARTIDEF parti_err parti_create(parti **out, const parti_transport *t, const par
     }
     d = parti_config_defaults(cfg);
     if ((e = parti_config_validate(cfg, msg, msg_size)) != PARTI_ERR_OK) return e;
+    if (o.create_stream && (!o.create_stream->name || strcmp(o.create_stream->name, d.stream) != 0)) {
+        parti__msg(msg, msg_size, "options.create_stream.name must be config.stream (\"%.64s\")", d.stream);
+        return PARTI_ERR_INVALID_ARGUMENT;
+    }
     if (!(p = (parti *)PARTI_MALLOC(sizeof *p))) return PARTI_ERR_NOMEM;
     memset(p, 0, sizeof *p);
     p->t = *t;
@@ -7426,6 +7533,33 @@ static void parti__g_join(parti *p, uint64_t now) {
     uint64_t rev = 0, delay = 0;
     parti_err e;
     if (now < p->retry_at) return;
+    if (!p->stream_ok) {
+        parti_stream_info si;
+        char m[300];
+        memset(&si, 0, sizeof si);
+        e = p->t.vt->stream_info(p->t.self, p->c->cfg.stream, &si, p->opts.op_timeout_ms);
+        if (e == PARTI_ERR_STREAM_NOT_FOUND && p->opts.create_stream) {
+            e = p->t.vt->stream_create(p->t.self, p->opts.create_stream, p->opts.op_timeout_ms);
+            if (e == PARTI_ERR_OK) e = p->t.vt->stream_info(p->t.self, p->c->cfg.stream, &si, p->opts.op_timeout_ms);
+        }
+        if (e != PARTI_ERR_OK) {
+            parti__g_fail(p, e, e == PARTI_ERR_STREAM_NOT_FOUND ? "waiting for the stream" : "checking the stream");
+            goto retry;
+        }
+        e = parti_stream_check(&si, &p->c->cfg, m, sizeof m);
+        parti_stream_info_free(&si);
+        if (e != PARTI_ERR_OK) { /* the user's config and the stream disagree: retrying cannot help */
+            p->fatal = e;
+            p->last_err = e;
+            p->last_err_ms = now;
+            memcpy(p->last_msg, m, sizeof p->last_msg < sizeof m ? sizeof p->last_msg : sizeof m);
+            p->last_msg[sizeof p->last_msg - 1] = 0;
+            parti__g_log(p, PARTI_LOG_ERROR, "the stream does not fit the configuration", e, m);
+            parti__g_set_state(p, PARTI_STATE_STOPPED);
+            return;
+        }
+        p->stream_ok = 1;
+    }
     if (!p->buckets_open && (e = parti__g_open(p)) != PARTI_ERR_OK) {
         parti__g_fail(p, e, "opening the group's buckets");
         goto retry;
@@ -7952,7 +8086,7 @@ PARTIDEF parti_err parti_poll(parti *p, uint32_t timeout_ms) {
     uint64_t now, deadline;
     int guard;
     if (!p) return PARTI_ERR_INVALID_ARGUMENT;
-    if (p->state == PARTI_STATE_STOPPED) return PARTI_ERR_CLOSED;
+    if (p->state == PARTI_STATE_STOPPED) return p->fatal ? p->fatal : PARTI_ERR_CLOSED;
     now = parti__g_now(p);
     deadline = now + timeout_ms;
     for (guard = 0; guard < 100000; guard++) {

@@ -211,6 +211,7 @@ typedef struct parti__fstream {
     char **subjects; /* stb_ds array */
     int memory;
     uint64_t dupwin, max_msgs, last_seq;
+    parti_retention retention;
     parti__fmsg *msgs;      /* stb_ds array, ascending seq */
     parti__fdedupe *dedupe; /* stb_ds array, ascending ts */
     parti__fconsumer **consumers;
@@ -621,6 +622,7 @@ static parti_err parti__fake_stream_create(void *self, const parti_stream_config
     s->memory = cfg->memory_storage;
     s->dupwin = cfg->duplicate_window_ms ? cfg->duplicate_window_ms : 120000;
     s->max_msgs = cfg->max_msgs;
+    s->retention = cfg->retention; /* reported; its removal rules are not modelled */
     arrput(w->streams, s);
     parti__fake_log(w, c, "stream_create", PARTI_ERR_OK, "%s", cfg->name);
     return PARTI_ERR_OK;
@@ -645,6 +647,7 @@ static parti_err parti__fake_stream_info(void *self, const char *stream, parti_s
     for (i = 0; i < out->subject_count; i++) out->subjects[i] = parti__strdup(s->subjects[i]);
     out->memory_storage = s->memory;
     out->duplicate_window_ms = s->dupwin;
+    out->retention = s->retention;
     out->messages = (uint64_t)arrlen(s->msgs);
     out->first_seq = arrlen(s->msgs) ? s->msgs[0].seq : s->last_seq + 1;
     out->last_seq = s->last_seq;
@@ -1719,7 +1722,9 @@ static void parti__nats_build_stream(parti_json_writer *w, const void *arg) {
     for (i = 0; i < c->subject_count; i++) parti_json_string(w, c->subjects[i]);
     parti_json_array_end(w);
     parti_json_key(w, "retention");
-    parti_json_string(w, "limits");
+    parti_json_string(w, c->retention == PARTI_RETENTION_WORKQUEUE ? "workqueue"
+                         : c->retention == PARTI_RETENTION_INTEREST ? "interest"
+                                                                    : "limits");
     parti_json_key(w, "storage");
     parti_json_string(w, c->memory_storage ? "memory" : "file");
     parti_json_key(w, "num_replicas");
@@ -1975,6 +1980,11 @@ static parti_err parti__nats_stream_info(void *self, const char *stream, parti_s
     out->memory_storage = strcmp(storage, "memory") == 0;
     parti_json_get_int64(&doc, cfg, "duplicate_window", &dw);
     out->duplicate_window_ms = dw > 0 ? (uint64_t)dw / 1000000 : 0;
+    storage[0] = 0;
+    parti_json_get_string(&doc, cfg, "retention", storage, sizeof storage, NULL);
+    out->retention = strcmp(storage, "workqueue") == 0  ? PARTI_RETENTION_WORKQUEUE
+                     : strcmp(storage, "interest") == 0 ? PARTI_RETENTION_INTEREST
+                                                        : PARTI_RETENTION_LIMITS;
     parti_json_get_uint64(&doc, st, "messages", &out->messages);
     parti_json_get_uint64(&doc, st, "first_seq", &out->first_seq);
     parti_json_get_uint64(&doc, st, "last_seq", &out->last_seq);

@@ -671,3 +671,57 @@ Test(subjects, wildcard_matching) {
     cr_assert(!parti_subject_matches(NULL, "a"));
     cr_assert(!parti_subject_matches("a", NULL));
 }
+
+Test(contract, subject_covers_follows_nats_wildcards) {
+    cr_assert(parti_subject_covers("orders.>", "orders.eu.1"));
+    cr_assert(parti_subject_covers("orders.>", "orders.eu.>"));
+    cr_assert(parti_subject_covers("orders.*.1", "orders.eu.1"));
+    cr_assert(parti_subject_covers("orders.*.*", "orders.*.1"));
+    cr_assert(parti_subject_covers("orders.eu", "orders.eu"));
+    cr_assert(!parti_subject_covers("orders.*", "orders.eu.1"));
+    cr_assert(!parti_subject_covers("orders.*.1", "orders.eu.>"));
+    cr_assert(!parti_subject_covers("orders.eu.1", "orders.eu.*"));
+    cr_assert(!parti_subject_covers("orders.>", "orders"));
+    cr_assert(!parti_subject_covers("orders.eu", "orders.eu.1"));
+    cr_assert(!parti_subject_covers("orders.eu.1", "orders.eu"));
+    cr_assert(!parti_subject_covers(NULL, "x"));
+}
+
+Test(contract, stream_check_names_the_setting_that_does_not_fit) {
+    static const char *const k0[] = {"eu", "1"}, *const k1[] = {"us", "2"};
+    static const parti_partition parts[] = {{k0, 2, 1}, {k1, 2, 1}};
+    char *subjects[] = {"orders.eu.*", "audit.>"};
+    char msg[300];
+    parti_stream_info si;
+    parti_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.stream = "orders";
+    cfg.subject_template = "orders.{0}.{1}";
+    cfg.partitions = parts;
+    cfg.partition_count = 2;
+    memset(&si, 0, sizeof si);
+    si.name = "orders";
+    si.subjects = subjects;
+    si.subject_count = 2;
+    si.duplicate_window_ms = 120000;
+    cr_assert_eq(parti_stream_check(&si, &cfg, msg, sizeof msg), PARTI_ERR_STREAM_MISMATCH);
+    cr_assert_str_eq(msg, "stream orders: subjects [\"orders.eu.*\", \"audit.>\"] do not cover \"orders.us.2\" "
+                          "(partition 1)");
+    subjects[0] = "orders.>";
+    cr_assert_eq(parti_stream_check(&si, &cfg, msg, sizeof msg), PARTI_ERR_OK, "%s", msg);
+    si.retention = PARTI_RETENTION_WORKQUEUE;
+    cr_assert_eq(parti_stream_check(&si, &cfg, msg, sizeof msg), PARTI_ERR_STREAM_MISMATCH);
+    cr_assert(strstr(msg, "retention workqueue"), "%s", msg);
+    si.retention = PARTI_RETENTION_INTEREST;
+    cr_assert_eq(parti_stream_check(&si, &cfg, msg, sizeof msg), PARTI_ERR_OK);
+    si.memory_storage = 1;
+    cfg.require_file_storage = 1;
+    cr_assert_eq(parti_stream_check(&si, &cfg, msg, sizeof msg), PARTI_ERR_STREAM_MISMATCH);
+    cr_assert(strstr(msg, "storage is memory"), "%s", msg);
+    cfg.require_file_storage = 0;
+    cfg.min_duplicate_window_ms = 300000;
+    cr_assert_eq(parti_stream_check(&si, &cfg, msg, sizeof msg), PARTI_ERR_STREAM_MISMATCH);
+    cr_assert(strstr(msg, "duplicate_window is 120000 ms"), "%s", msg);
+    cr_assert_eq(parti_stream_check(NULL, &cfg, msg, sizeof msg), PARTI_ERR_INVALID_ARGUMENT);
+    cr_assert_str_eq(parti_error_name(PARTI_ERR_STREAM_MISMATCH), "PARTI_ERR_STREAM_MISMATCH");
+}

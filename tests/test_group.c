@@ -502,3 +502,46 @@ Test(group, health_json_names_the_component_that_fails) {
     cr_assert_eq(need, strlen(json) + 1);
     cr_assert_eq(parti_health_json(NULL, json, sizeof json, &need), PARTI_ERR_INVALID_ARGUMENT);
 }
+
+Test(group, a_missing_stream_is_waited_for_or_created_when_asked_and_a_mismatch_stops) {
+    static const char *const subs[] = {"orders.>"}, *const other[] = {"other.>"};
+    parti_stream_config sc;
+    parti_stream_info si;
+    parti_health h;
+    int i;
+    g_world(2);
+    cr_assert_eq(gob.vt->stream_delete(gob.self, "orders", 1000), PARTI_ERR_OK);
+    g_start(0);
+    g_run(3000);
+    cr_assert_eq(parti_state_of(ws[0].p), PARTI_STATE_JOINING, "no stream: wait");
+    cr_assert_eq(parti_health_of(ws[0].p, &h), PARTI_ERR_OK);
+    cr_assert_eq(h.last_error, PARTI_ERR_STREAM_NOT_FOUND);
+    cr_assert_str_eq(h.last_error_message, "waiting for the stream: stream not found");
+    /* a second worker that was told to create it */
+    memset(&sc, 0, sizeof sc);
+    sc.name = "orders";
+    sc.subjects = subs;
+    sc.subject_count = 1;
+    gopts.create_stream = &sc;
+    g_start(1);
+    gopts.create_stream = NULL;
+    g_run(6000);
+    cr_assert(g_assignment_ok(2), "both join once the stream exists");
+    g_teardown();
+    /* a stream that does not cover the template: a typed error naming it, the stream untouched */
+    g_world(3);
+    cr_assert_eq(gob.vt->stream_delete(gob.self, "orders", 1000), PARTI_ERR_OK);
+    sc.subjects = other;
+    cr_assert_eq(gob.vt->stream_create(gob.self, &sc, 1000), PARTI_ERR_OK);
+    g_start(0);
+    for (i = 0; i < 100 && parti_state_of(ws[0].p) != PARTI_STATE_STOPPED; i++) parti_poll(ws[0].p, 10);
+    cr_assert_eq(parti_state_of(ws[0].p), PARTI_STATE_STOPPED);
+    cr_assert_eq(parti_poll(ws[0].p, 10), PARTI_ERR_STREAM_MISMATCH);
+    cr_assert_eq(parti_health_of(ws[0].p, &h), PARTI_ERR_OK);
+    cr_assert(!h.live && !h.ready);
+    cr_assert_str_eq(h.last_error_message, "stream orders: subjects [\"other.>\"] do not cover \"orders.p0\" (partition 0)");
+    cr_assert_eq(gob.vt->stream_info(gob.self, "orders", &si, 1000), PARTI_ERR_OK);
+    cr_assert_eq(si.subject_count, 1);
+    cr_assert_str_eq(si.subjects[0], "other.>");
+    parti_stream_info_free(&si);
+}
