@@ -144,11 +144,16 @@ $(B)/bench_assign: bench/bench_assign.c $(HEADERS)
 	@mkdir -p $(B)
 	$(CC) -std=c99 -O2 -Wall -Wextra -Werror -I. $< -o $@
 
-bench: setup $(B)/bench_core $(B)/bench_assign $(B)/bench_nats $(B)/bench_consumer
+$(B)/bench_group: bench/bench_group.c $(SERVER_SRC) $(HEADERS)
+	@mkdir -p $(B)
+	$(CC) -std=c99 -O2 -Wall -Wextra -Wpedantic -Werror -D_POSIX_C_SOURCE=200809L -I. bench/bench_group.c tests/nats_server.c -lnats -o $@
+
+bench: setup $(B)/bench_core $(B)/bench_assign $(B)/bench_nats $(B)/bench_consumer $(B)/bench_group
 	$(B)/bench_core
 	$(B)/bench_assign
 	$(B)/bench_nats
 	$(B)/bench_consumer
+	$(B)/bench_group
 
 $(B)/demo: examples/demo.c $(SERVER_SRC) $(HEADERS)
 	@mkdir -p $(B)

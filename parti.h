@@ -5264,9 +5264,24 @@ static parti_err parti__consumer_rewind(parti_consumer *c, const char *durable) 
         return e == PARTI_ERR_CONSUMER_NOT_FOUND ? PARTI_ERR_OK : e; /* gone: the upsert creates it */
     floor = ci.ack_floor_stream_seq;
     if (ci.ack_floor_stream_seq > c->ack_floor) c->ack_floor = ci.ack_floor_stream_seq;
-    if (start > ci.delivered_stream_seq) { /* ahead of the position: growing in place loses nothing */
-        parti_consumer_info_free(&ci);
-        return PARTI_ERR_OK;
+    /* The consumer's scan position is not reported (delivered_stream_seq is
+     * the last message delivered; the server's scan moves past messages that
+     * do not match), so growing in place could skip the gained backlog:
+     * always recreate at the resume point, unless it lies past the end of
+     * everything delivered AND nothing could have been scanned past it. The
+     * only safe test is the stream's last sequence. */
+    {
+        parti_stream_info si;
+        memset(&si, 0, sizeof si);
+        if (c->t.vt->stream_info && start > ci.delivered_stream_seq &&
+            c->t.vt->stream_info(c->t.self, c->cfg.stream, &si, c->opts.op_timeout_ms) == PARTI_ERR_OK) {
+            uint64_t last = si.last_seq;
+            parti_stream_info_free(&si);
+            if (start > last) { /* nothing stored at or after it yet: growing in place loses nothing */
+                parti_consumer_info_free(&ci);
+                return PARTI_ERR_OK;
+            }
+        }
     }
     parti_consumer_info_free(&ci);
     if (!(skip = (uint64_t *)PARTI_MALLOC(sizeof *skip * (size_t)c->pending.count))) return PARTI_ERR_NOMEM;

@@ -1189,6 +1189,9 @@ static int parti__fake_pick(parti_fake_world *w, parti__fstream *s, parti__fcons
         *deliveries = 1;
         return i;
     }
+    /* like the server, the scan moved past what does not match: a subject
+     * added later never brings those back */
+    if (s->last_seq > k->position) k->position = s->last_seq;
     return -1;
 }
 

@@ -1627,6 +1627,30 @@ Test(consumer, added_subject_never_delivers_messages_older_than_the_position) {
     cr_assert_eq(d[1].seq, 5);
 }
 
+/* A pull that finds nothing moves the consumer past what does not match: a
+ * subject added afterwards never brings those messages. (While a pull
+ * waits, the server moves on without always reporting it in info's
+ * delivered sequence, so parti's handoff does not rely on that number.) */
+Test(consumer, an_empty_pull_moves_the_position_past_unmatched_messages) {
+    parti_transport *a = conf_connect();
+    parti_consumer_info ci;
+    conf_delivery d[8];
+    parti_err end;
+    parti_fetch_opts o = conf_opts(4, 1500, 500);
+    int n;
+    conf_orders(a);
+    conf_consumer(a, "ORDERS", "w1", LIST("orders.a"), 30000);
+    conf_pub(a, "orders.b", "b1"); /* 1 */
+    conf_pub(a, "orders.b", "b2"); /* 2 */
+    cr_assert_eq(conf_pull_once(a, "ORDERS", "w1", &o, PARTI_ACK_ACK, conf_now(a), d, 8, &end), 0);
+    ci = conf_cinfo(a, "ORDERS", "w1");
+    cr_assert_eq(ci.num_pending, 0);
+    parti_consumer_info_free(&ci);
+    conf_consumer(a, "ORDERS", "w1", LIST("orders.a", "orders.b"), 30000);
+    n = conf_collect(a, "ORDERS", "w1", 1500, PARTI_ACK_ACK, conf_now(a), d, 8);
+    cr_assert_eq(n, 0, "the scan moved past b1 and b2: adding orders.b must not bring them (got %d)", n);
+}
+
 /* DESIGN.md "Filter changes" (b): removing a subject does not cancel the
  * redelivery of its unacked messages. */
 Test(consumer, removed_subject_still_redelivers_its_unacked_message) {
