@@ -187,3 +187,36 @@ Test(consumer_nats, a_hung_server_escalates_to_a_refresh_and_recovers) {
     cr_assert_geq(parti_consumer_metrics(c)->consumer_refreshes.value, 1);
     cr_assert_eq(parti_consumer_metrics(c)->consumer_recreations.value, 0);
 }
+
+static parti_verdict ack_any(void *u, const parti_msg *m, uint32_t *d) {
+    (void)u, (void)m, (void)d;
+    return PARTI_ACK;
+}
+
+Test(consumer_nats, a_stream_that_does_not_cover_the_template_is_refused_by_name) {
+    static const char *const k0[] = {"p0"};
+    static const parti_partition gp[] = {{k0, 1, 1}};
+    parti_config cfg;
+    parti_options o;
+    parti_health h;
+    parti *g;
+    char msg[256];
+    uint64_t t0 = ms_now();
+    parti_err e = PARTI_ERR_OK;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.stream = "orders"; /* its subjects are "orders.>" */
+    cfg.subject_template = "invoices.{0}";
+    cfg.partitions = gp;
+    cfg.partition_count = 1;
+    memset(&o, 0, sizeof o);
+    o.on_message = ack_any;
+    o.memory_storage = 1;
+    cr_assert_eq(parti_create(&g, &ob, &cfg, &o, msg, sizeof msg), PARTI_ERR_OK, "%s", msg);
+    while (ms_now() - t0 < 10000 && (e = parti_poll(g, 50)) == PARTI_ERR_OK) {
+    }
+    cr_assert_eq(e, PARTI_ERR_STREAM_MISMATCH);
+    cr_assert_eq(parti_health_of(g, &h), PARTI_ERR_OK);
+    cr_assert_str_eq(h.last_error_message, "stream orders: subjects [\"orders.>\"] do not cover \"invoices.p0\" "
+                                           "(partition 0)");
+    parti_destroy(g);
+}
