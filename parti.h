@@ -1389,6 +1389,9 @@ typedef struct parti_consumer_options {
     parti_log_fn log;
     void *log_user;                   /* passed to log (a FILE * for the ready-made sinks) */
     parti_log_level log_level;        /* records below it are dropped; 0 = PARTI_LOG_INFO */
+    /* 1: no retries (tests, development): the first failed control-plane
+     * call stops the consumer and every later poll returns its error. */
+    int fail_fast;
 } parti_consumer_options;
 
 typedef struct parti_consumer parti_consumer; /* opaque */
@@ -1425,7 +1428,8 @@ PARTIDEF parti_err parti_consumer_update_from(parti_consumer *c, const char *wor
  * pulls and calls the handler until timeout_ms of transport time passed or
  * nothing can be waited on. Failures of server calls are retried and
  * reported through events and metrics, not returned: poll returns
- * PARTI_ERR_OK, or PARTI_ERR_INVALID_ARGUMENT for a NULL consumer. */
+ * PARTI_ERR_OK, or PARTI_ERR_INVALID_ARGUMENT for a NULL consumer; with
+ * options.fail_fast, the first failure's error (then on every call). */
 PARTIDEF parti_err parti_consumer_poll(parti_consumer *c, uint32_t timeout_ms);
 
 /* The subjects being consumed now: the applied filter, empty while paused
@@ -1857,6 +1861,9 @@ typedef struct parti_options {
      * when it is given (its name must be cfg.stream); parti never changes or
      * deletes a stream. */
     const parti_stream_config *create_stream;
+    /* 1: no retries (tests, development): the first failed server call stops
+     * the worker (state STOPPED) and poll returns its error. */
+    int fail_fast;
     /* Logging (see "Logging"): silent when log is NULL; the worker consumer
      * logs through it too unless consumer.log is set. */
     parti_log_fn log;
@@ -4788,6 +4795,7 @@ struct parti_consumer {
     int fail_next, fail_count;
     int need_refresh;            /* escalated: apply the last subjects again */
     int budget_spent;            /* the retry budget ran out: retry every backoff_cap_ms until a success */
+    parti_err failed;            /* fail_fast: the error that stopped it */
     parti_log_limiter limiter;   /* repeated identical log records */
     int stream_lost;             /* the stream was found missing: recreate from its start */
     parti_backoff pull_backoff;
@@ -5127,6 +5135,11 @@ static void parti__consumer_clear_pending(parti_consumer *c) {
 static void parti__consumer_schedule_retry(parti_consumer *c, uint64_t now, parti_err e) {
     uint64_t delay = c->cfg.backoff_cap_ms;
     parti_category cat = parti_error_category(e);
+    if (c->opts.fail_fast) {
+        c->failed = e;
+        parti__consumer_set_unhealthy(c, e);
+        return;
+    }
     if (c->budget_spent) { /* still failing after the budget: keep the slowest pace */
         if (cat == PARTI_CAT_FATAL || cat == PARTI_CAT_INVALID_INPUT) parti__consumer_set_unhealthy(c, e);
     } else if (parti_backoff_next(&c->backoff, parti__consumer_rng, c, &delay) != PARTI_ERR_OK) {
@@ -5543,6 +5556,7 @@ static void parti__consumer_pull_failed(parti_consumer *c, uint64_t now, parti_e
     uint64_t delay = c->cfg.backoff_base_ms;
     c->fetch_active = 0;
     c->pull_failures++;
+    if (c->opts.fail_fast) c->failed = e;
     parti_counter_add(&c->metrics.consumer_pull_restarts, 1);
     parti_gauge_set(&c->metrics.consumer_pull_consecutive_failures, (double)c->pull_failures);
     parti__consumer_fail(c, e, "pulling");
@@ -5729,9 +5743,10 @@ PARTIDEF parti_err parti_consumer_poll(parti_consumer *c, uint32_t timeout_ms) {
     uint64_t now, deadline;
     int guard, handled = 0;
     if (!c) return PARTI_ERR_INVALID_ARGUMENT;
+    if (c->failed) return c->failed;
     now = parti__consumer_now(c);
     deadline = now + timeout_ms;
-    for (guard = 0; guard < 100000; guard++) {
+    for (guard = 0; guard < 100000 && !c->failed; guard++) {
         int r;
         parti__consumer_run_due(c, now);
         r = parti__consumer_pull_step(c, now, deadline);
@@ -5748,7 +5763,7 @@ PARTIDEF parti_err parti_consumer_poll(parti_consumer *c, uint32_t timeout_ms) {
         /* past the deadline, keep taking messages that are already there, up to one batch */
         if (now >= deadline && (r != PARTI__PULL_HANDLED || handled >= c->cfg.fetch_batch)) break;
     }
-    return PARTI_ERR_OK;
+    return c->failed; /* PARTI_ERR_OK unless fail_fast stopped it */
 }
 
 PARTIDEF const parti_subjects *parti_consumer_subjects(const parti_consumer *c) {
@@ -7268,6 +7283,11 @@ static void parti__g_fail(parti *p, parti_err e, const char *what) {
     p->last_err_ms = parti__g_now(p);
     parti__msg(p->last_msg, sizeof p->last_msg, "%s: %s", what, parti_strerror(e));
     parti__g_log(p, PARTI_LOG_WARN, what, e, parti_strerror(e));
+    if (p->opts.fail_fast && !p->fatal) {
+        p->fatal = e;
+        p->state = PARTI_STATE_STOPPED; /* set directly: no event storm from a failing call */
+        parti__g_event(p, PARTI_EVENT_STATE_CHANGED, e, 0, parti_state_name(p->state));
+    }
 }
 
 /* Stops pulling at once (no coalescing window): an ID lost or a stale
@@ -7394,6 +7414,7 @@ PARTIDEF parti_err parti_create(parti **out, const parti_transport *t, const par
     co.user = o.user;
     co.on_event = o.on_consumer_event;
     co.allow_worker_id_change = 1; /* a worker that lost its ID comes back under another */
+    co.fail_fast = co.fail_fast || o.fail_fast;
     if (!co.log) {
         co.log = o.log;
         co.log_user = o.log_user;
@@ -8107,6 +8128,7 @@ PARTIDEF parti_err parti_poll(parti *p, uint32_t timeout_ms) {
     for (guard = 0; guard < 100000; guard++) {
         uint64_t next, slice;
         parti__g_step(p, now);
+        if (p->state == PARTI_STATE_STOPPED) break;
         now = parti__g_now(p);
         if (now >= deadline) break;
         /* the consumer runs until the group's next timer, in slices short
@@ -8116,14 +8138,18 @@ PARTIDEF parti_err parti_poll(parti *p, uint32_t timeout_ms) {
         if (slice > deadline - now) slice = deadline - now;
         if (slice > 50) slice = 50;
         if (slice == 0) slice = 1;
-        parti_consumer_poll(p->c, (uint32_t)slice);
+        if (p->state == PARTI_STATE_STOPPED) break;
+        if (parti_consumer_poll(p->c, (uint32_t)slice) != PARTI_ERR_OK && p->opts.fail_fast && !p->fatal) {
+            parti__g_fail(p, parti_consumer_last_error(p->c), parti_consumer_last_message(p->c));
+            break;
+        }
         now = parti__g_now(p);
         if (now >= deadline) {
             parti__g_step(p, now);
             break;
         }
     }
-    return PARTI_ERR_OK;
+    return p->state == PARTI_STATE_STOPPED && p->fatal ? p->fatal : PARTI_ERR_OK;
 }
 
 PARTIDEF parti_err parti_leave(parti *p, uint32_t timeout_ms) {

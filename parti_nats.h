@@ -128,6 +128,8 @@ typedef struct parti_nats_options {
     uint32_t connect_timeout_ms;   /* 0 = 2000 */
     int max_reconnect;             /* reconnect attempts; 0 = forever, < 0 = never */
     uint32_t reconnect_wait_ms;    /* between attempts; 0 = 250 */
+    uint32_t reconnect_jitter_ms;  /* up to this much random extra per attempt, so many workers do not
+                                      reconnect in lockstep; 0 = 100 */
     const char *name;              /* connection name shown by the server; 0 = "parti" */
     int no_expiry_markers;         /* 1: never use subject delete markers (as on 2.10) */
 } parti_nats_options;
@@ -2940,6 +2942,9 @@ PARTIDEF parti_err parti_nats_connect(parti_transport *out, const char *url, con
     if (s == NATS_OK) s = natsOptions_SetAllowReconnect(n->opts, o.max_reconnect >= 0);
     if (s == NATS_OK) s = natsOptions_SetMaxReconnect(n->opts, o.max_reconnect == 0 ? -1 : o.max_reconnect);
     if (s == NATS_OK) s = natsOptions_SetReconnectWait(n->opts, o.reconnect_wait_ms ? o.reconnect_wait_ms : 250);
+    if (s == NATS_OK)
+        s = natsOptions_SetReconnectJitter(n->opts, o.reconnect_jitter_ms ? o.reconnect_jitter_ms : 100,
+                                           o.reconnect_jitter_ms ? o.reconnect_jitter_ms : 100);
     if (s == NATS_OK) s = natsOptions_SetReconnectedCB(n->opts, parti__nats_on_reconnect, n);
     if (s == NATS_OK) s = natsConnection_Connect(&n->nc, n->opts);
     if (s != NATS_OK) {

@@ -1202,3 +1202,17 @@ Test(consumer, past_the_retry_budget_retries_go_on_at_the_cap) {
     cr_assert_lt(parti_fake_now(w) - t0, 45000);
     cr_assert_eq(count_events(PARTI_EVENT_CONSUMER_UNHEALTHY), 1);
 }
+
+Test(consumer, fail_fast_stops_at_the_first_failure_without_retrying) {
+    static const int a[] = {0};
+    parti_consumer_destroy(c);
+    opts.fail_fast = 1;
+    make_consumer();
+    cr_assert_eq(parti_fake_fail_next(w, NULL, "consumer_upsert", 1, PARTI_ERR_TIMEOUT), PARTI_ERR_OK);
+    update("w1", a, 1);
+    parti_fake_advance(w, 75);
+    cr_assert_eq(parti_consumer_poll(c, 1000), PARTI_ERR_TIMEOUT);
+    cr_assert_eq(parti_consumer_poll(c, 60000), PARTI_ERR_TIMEOUT);
+    cr_assert_eq(count_log("consumer_upsert", NULL), 1, "no retry");
+    cr_assert_eq(count_events(PARTI_EVENT_CONSUMER_UNHEALTHY), 1);
+}

@@ -545,3 +545,20 @@ Test(group, a_missing_stream_is_waited_for_or_created_when_asked_and_a_mismatch_
     cr_assert_str_eq(si.subjects[0], "other.>");
     parti_stream_info_free(&si);
 }
+
+Test(group, fail_fast_stops_the_worker_at_the_first_failed_call) {
+    g_world(6);
+    gopts.fail_fast = 1;
+    g_start(0);
+    cr_assert_eq(parti_fake_fail_next(gw, &ws[0].t, "kv_create", 1, PARTI_ERR_TIMEOUT), PARTI_ERR_OK);
+    cr_assert_eq(parti_poll(ws[0].p, 1000), PARTI_ERR_TIMEOUT);
+    cr_assert_eq(parti_state_of(ws[0].p), PARTI_STATE_STOPPED);
+    cr_assert_eq(parti_poll(ws[0].p, 1000), PARTI_ERR_TIMEOUT);
+    /* without it the same failure is retried and the worker joins */
+    gopts.fail_fast = 0;
+    g_start(1);
+    cr_assert_eq(parti_fake_fail_next(gw, &ws[1].t, "kv_create", 1, PARTI_ERR_TIMEOUT), PARTI_ERR_OK);
+    ws[0].alive = 0;
+    g_run(5000);
+    cr_assert_str_neq(parti_worker_id(ws[1].p), "");
+}
