@@ -148,12 +148,17 @@ $(B)/bench_group: bench/bench_group.c $(SERVER_SRC) $(HEADERS)
 	@mkdir -p $(B)
 	$(CC) -std=c99 -O2 -Wall -Wextra -Wpedantic -Werror -D_POSIX_C_SOURCE=200809L -I. bench/bench_group.c tests/nats_server.c -lnats -o $@
 
-bench: setup $(B)/bench_core $(B)/bench_assign $(B)/bench_nats $(B)/bench_consumer $(B)/bench_group
+$(B)/bench_ops: bench/bench_ops.c $(SERVER_SRC) $(HEADERS)
+	@mkdir -p $(B)
+	$(CC) -std=c99 -O2 -Wall -Wextra -Wpedantic -Werror -I. bench/bench_ops.c tests/nats_server.c -lnats -o $@
+
+bench: setup $(B)/bench_core $(B)/bench_assign $(B)/bench_nats $(B)/bench_consumer $(B)/bench_group $(B)/bench_ops
 	$(B)/bench_core
 	$(B)/bench_assign
 	$(B)/bench_nats
 	$(B)/bench_consumer
 	$(B)/bench_group
+	$(B)/bench_ops
 
 $(B)/demo: examples/demo.c $(SERVER_SRC) $(HEADERS)
 	@mkdir -p $(B)

@@ -7667,6 +7667,17 @@ static void parti__g_lose_id(parti *p, parti_err e) {
     p->key[0] = 0;
     p->degraded = p->stale = 0;
     parti_gauge_set(&p->gm.degraded, 0);
+    /* open the buckets and the watches again: they may be new ones */
+    if (p->wm) p->t.vt->kv_watch_stop(p->t.self, p->wm);
+    if (p->wa) p->t.vt->kv_watch_stop(p->t.self, p->wa);
+    p->wm = p->wa = NULL;
+    p->buckets_open = 0;
+    p->stream_ok = 0;
+    if (e == PARTI_ERR_BUCKET_NOT_FOUND) { /* everything was lost: the old document too */
+        parti_assignment_free(&p->doc);
+        p->doc_rev = 0;
+        p->epoch = 0;
+    }
     parti__g_set_state(p, PARTI_STATE_JOINING);
 }
 
@@ -7682,7 +7693,8 @@ static void parti__g_heartbeat(parti *p, uint64_t now) {
     p->next_heartbeat = now + p->opts.heartbeat_ms;
     e = p->t.vt->kv_update(p->t.self, p->members_bucket, p->key, p->value, strlen(p->value), p->my_rev, &rev,
                            p->opts.op_timeout_ms);
-    if (e == PARTI_ERR_WRONG_REVISION || e == PARTI_ERR_KEY_NOT_FOUND) {
+    if (e == PARTI_ERR_WRONG_REVISION || e == PARTI_ERR_KEY_NOT_FOUND || e == PARTI_ERR_BUCKET_NOT_FOUND) {
+        /* (a missing bucket: a memory-storage server restarted and lost it) */
         parti__g_lose_id(p, e);
         return;
     }
