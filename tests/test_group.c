@@ -562,3 +562,20 @@ Test(group, fail_fast_stops_the_worker_at_the_first_failed_call) {
     g_run(5000);
     cr_assert_str_neq(parti_worker_id(ws[1].p), "");
 }
+
+Test(group, a_vanished_bucket_makes_the_worker_join_again) {
+    int i;
+    g_world(8);
+    for (i = 0; i < 2; i++) g_start(i);
+    g_run(4000);
+    cr_assert(g_assignment_ok(2));
+    /* what a memory-storage server restart looks like to a renewal */
+    cr_assert_eq(parti_fake_fail_next(gw, &ws[1].t, "kv_update", 1, PARTI_ERR_BUCKET_NOT_FOUND), PARTI_ERR_OK);
+    g_run(1500);
+    cr_assert_eq(ws[1].events[PARTI_EVENT_ID_LOST - 100], 1);
+    g_run(6000);
+    cr_assert(g_assignment_ok(2), "joined again with its buckets reopened");
+    g_publish_all(2);
+    g_run(2000);
+    g_check_all_handled(NP * 2);
+}
