@@ -579,3 +579,44 @@ Test(group, a_vanished_bucket_makes_the_worker_join_again) {
     g_run(2000);
     g_check_all_handled(NP * 2);
 }
+
+Test(group, a_cut_off_leader_stops_leading_before_its_key_can_expire) {
+    int i, l;
+    uint64_t t0;
+    g_world(12);
+    for (i = 0; i < 3; i++) g_start(i);
+    g_run(4000);
+    cr_assert(g_assignment_ok(3));
+    l = g_find_leader();
+    parti_fake_partition(gw, &ws[l].t, 1);
+    t0 = parti_fake_now(gw);
+    /* nobody else can win before the key's TTL (5 s after its last renewal);
+     * the old leader must have let go by then */
+    while (parti_fake_now(gw) - t0 < 4000) {
+        int n = 0;
+        g_run(100);
+        for (i = 0; i < 3; i++) n += ws[i].alive && parti_is_leader(ws[i].p);
+        cr_assert_leq(n, 1, "two leaders at +%llu ms", (unsigned long long)(parti_fake_now(gw) - t0));
+    }
+    cr_assert(!parti_is_leader(ws[l].p), "a leader that cannot renew stops leading within TTL - heartbeat");
+    cr_assert_eq(ws[l].events[PARTI_EVENT_LOST_LEADERSHIP - 100], 1);
+    g_run(4000);
+    cr_assert_eq(g_leaders(), 1);
+    cr_assert_neq(g_find_leader(), l);
+}
+
+Test(group, a_failed_rebalance_is_retried_with_backoff) {
+    int i, l;
+    g_world(13);
+    for (i = 0; i < 3; i++) g_start(i);
+    g_run(4000);
+    cr_assert(g_assignment_ok(3));
+    l = g_find_leader();
+    /* the next writes of the leader fail (its heartbeat included): the join's rebalance must be retried */
+    cr_assert_eq(parti_fake_fail_next(gw, &ws[l].t, "kv_update", 3, PARTI_ERR_TIMEOUT), PARTI_ERR_OK);
+    g_start(3);
+    g_run(6000);
+    cr_assert(g_assignment_ok(4));
+    cr_assert_geq(parti_metrics_of(ws[l].p)->rebalances_failure.value, 1);
+    cr_assert_eq(g_find_leader(), l);
+}
