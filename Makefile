@@ -24,7 +24,7 @@ export UBSAN_OPTIONS = print_stacktrace=1:halt_on_error=1
 export LOCPATH = $(CURDIR)/.deps/locale
 
 UNIT_SRC = tests/impl.c tests/test_core.c tests/test_json.c tests/test_metrics.c tests/test_fake.c tests/test_consumer.c \
-           tests/test_assign.c tests/test_group.c tests/test_headers.c tests/test_log.c
+           tests/test_assign.c tests/test_group.c tests/test_headers.c tests/test_log.c tests/test_breaker.c
 CONF_FAKE_SRC = tests/conformance.c tests/conformance_env_fake.c
 CONF_NATS_SRC = tests/conformance.c tests/conformance_env_nats.c tests/nats_server.c
 SERVER_SRC = tests/nats_server.c tests/nats_server.h

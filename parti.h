@@ -1445,6 +1445,56 @@ PARTIDEF parti_err parti_consumer_last_error(const parti_consumer *c);
 PARTIDEF const char *parti_consumer_last_message(const parti_consumer *c);
 PARTIDEF const parti_metrics *parti_consumer_metrics(const parti_consumer *c);
 
+/* ======================================================================== */
+/* Circuit breaker                                                           */
+/* ======================================================================== */
+/* A transport decorator: parti_breaker_wrap gives a transport that forwards
+ * to inner, with control-plane calls (stream_*, kv_open/create/update/put/
+ * get/delete/keys/watch, consumer_*, fetch_start, publish) behind a breaker:
+ *   closed     calls pass; failure_threshold failures in a row open it
+ *   open       calls fail at once with PARTI_ERR_CIRCUIT_OPEN, without
+ *              touching the network, for open_ms
+ *   half-open  one call (the probe) passes; success closes the breaker,
+ *              failure opens it again for another open_ms
+ * Failures are the answers that say the server is unreachable or sick:
+ * TIMEOUT, NOT_CONNECTED, NO_RESPONDERS, SERVER_SHUTDOWN. Every other answer
+ * (KEY_EXISTS, WRONG_REVISION, CONSUMER_NOT_FOUND, ...) proves the server
+ * is up and counts as a success. The data path is never blocked: now_ms,
+ * random, sleep_ms, connected, fetch_next (it waits on a pull already sent),
+ * ack, msg_release, kv_watch_next, kv_watch_stop pass straight through.
+ * Callers do not spin while it is open: parti's retries are paced by their
+ * backoff and its poll sleeps. Hand the breaker to parti_options.breaker so
+ * health and the parti_circuit_breaker_state gauge show it. */
+typedef enum parti_breaker_state {
+    PARTI_BREAKER_CLOSED = 0,
+    PARTI_BREAKER_OPEN = 1,
+    PARTI_BREAKER_HALF_OPEN = 2
+} parti_breaker_state;
+
+/* "closed", "open", "half_open". */
+PARTIDEF const char *parti_breaker_state_name(parti_breaker_state s);
+
+typedef struct parti_breaker_options {
+    int failure_threshold;  /* failures in a row that open it; default 5 */
+    uint32_t open_ms;       /* how long it stays open before a probe; default 5000 */
+    void (*on_change)(void *user, parti_breaker_state from, parti_breaker_state to); /* may be NULL */
+    void *user;
+} parti_breaker_options;
+
+typedef struct parti_breaker parti_breaker; /* opaque */
+
+/* *out gets the breaker, *wrapped the transport to hand to parti (valid
+ * while the breaker lives; inner must outlive it). */
+PARTIDEF parti_err parti_breaker_wrap(parti_breaker **out, parti_transport *wrapped, const parti_transport *inner,
+                                      const parti_breaker_options *opts);
+PARTIDEF void parti_breaker_free(parti_breaker *b);
+PARTIDEF parti_breaker_state parti_breaker_state_of(const parti_breaker *b);
+/* Calls failed fast while open, and times it opened. */
+PARTIDEF uint64_t parti_breaker_fast_failures(const parti_breaker *b);
+PARTIDEF uint64_t parti_breaker_opens(const parti_breaker *b);
+/* 1 when an answer counts as a failure (see above). */
+PARTIDEF int parti_breaker_is_failure(parti_err e);
+
 /* Health, fit for probes:
  *   live      the object works and poll can run (always 1 for a created consumer)
  *   ready     the consumer exists on the server with the worker's filter and
@@ -1861,6 +1911,9 @@ typedef struct parti_options {
      * when it is given (its name must be cfg.stream); parti never changes or
      * deletes a stream. */
     const parti_stream_config *create_stream;
+    /* The breaker around t, if any (parti_breaker_wrap): shown in health
+     * and in the parti_circuit_breaker_state gauge. */
+    const parti_breaker *breaker;
     /* 1: no retries (tests, development): the first failed server call stops
      * the worker (state STOPPED) and poll returns its error. */
     int fail_fast;
@@ -5795,6 +5848,274 @@ PARTIDEF parti_err parti_consumer_health(const parti_consumer *c, parti_health *
 
 PARTIDEF const parti_metrics *parti_consumer_metrics(const parti_consumer *c) { return c ? &c->metrics : NULL; }
 
+/* ---- circuit breaker ------------------------------------------------------ */
+
+struct parti_breaker {
+    parti_breaker_options o;
+    parti_transport inner;
+    parti_transport_vtable vt;
+    parti_breaker_state state;
+    int failures;
+    uint64_t opened_at, opens, fast;
+};
+
+PARTIDEF const char *parti_breaker_state_name(parti_breaker_state s) {
+    return s == PARTI_BREAKER_OPEN ? "open" : s == PARTI_BREAKER_HALF_OPEN ? "half_open" : "closed";
+}
+
+PARTIDEF int parti_breaker_is_failure(parti_err e) {
+    return e == PARTI_ERR_TIMEOUT || e == PARTI_ERR_NOT_CONNECTED || e == PARTI_ERR_NO_RESPONDERS ||
+           e == PARTI_ERR_SERVER_SHUTDOWN;
+}
+
+static void parti__breaker_move(parti_breaker *b, parti_breaker_state to, uint64_t now) {
+    parti_breaker_state from = b->state;
+    if (from == to) return;
+    b->state = to;
+    if (to == PARTI_BREAKER_OPEN) {
+        b->opened_at = now;
+        b->opens++;
+    }
+    if (to == PARTI_BREAKER_CLOSED) b->failures = 0;
+    if (b->o.on_change) b->o.on_change(b->o.user, from, to);
+}
+
+/* 1: the call may go (in half-open: it is the probe). */
+static int parti__breaker_allow(parti_breaker *b) {
+    uint64_t now;
+    if (b->state == PARTI_BREAKER_CLOSED) return 1;
+    now = b->inner.vt->now_ms(b->inner.self);
+    if (b->state == PARTI_BREAKER_OPEN && now - b->opened_at >= b->o.open_ms) {
+        parti__breaker_move(b, PARTI_BREAKER_HALF_OPEN, now);
+        return 1;
+    }
+    b->fast++;
+    return 0; /* open, or half-open with the probe out */
+}
+
+static parti_err parti__breaker_record(parti_breaker *b, parti_err e) {
+    uint64_t now = b->inner.vt->now_ms(b->inner.self);
+    if (parti_breaker_is_failure(e)) {
+        b->failures++;
+        if (b->state == PARTI_BREAKER_HALF_OPEN ||
+            (b->state == PARTI_BREAKER_CLOSED && b->failures >= b->o.failure_threshold))
+            parti__breaker_move(b, PARTI_BREAKER_OPEN, now);
+    } else {
+        b->failures = 0;
+        if (b->state == PARTI_BREAKER_HALF_OPEN) parti__breaker_move(b, PARTI_BREAKER_CLOSED, now);
+    }
+    return e;
+}
+
+static parti_err parti__breaker_stream_create(void *self, const parti_stream_config *cfg, uint32_t timeout_ms) {
+    parti_breaker *b = (parti_breaker *)self;
+    if (!b->inner.vt->stream_create) return PARTI_ERR_UNSUPPORTED;
+    if (!parti__breaker_allow(b)) return PARTI_ERR_CIRCUIT_OPEN;
+    return parti__breaker_record(b, b->inner.vt->stream_create(b->inner.self, cfg, timeout_ms));
+}
+
+static parti_err parti__breaker_stream_info(void *self, const char *stream, parti_stream_info *out, uint32_t timeout_ms) {
+    parti_breaker *b = (parti_breaker *)self;
+    if (!b->inner.vt->stream_info) return PARTI_ERR_UNSUPPORTED;
+    if (!parti__breaker_allow(b)) return PARTI_ERR_CIRCUIT_OPEN;
+    return parti__breaker_record(b, b->inner.vt->stream_info(b->inner.self, stream, out, timeout_ms));
+}
+
+static parti_err parti__breaker_stream_delete(void *self, const char *stream, uint32_t timeout_ms) {
+    parti_breaker *b = (parti_breaker *)self;
+    if (!b->inner.vt->stream_delete) return PARTI_ERR_UNSUPPORTED;
+    if (!parti__breaker_allow(b)) return PARTI_ERR_CIRCUIT_OPEN;
+    return parti__breaker_record(b, b->inner.vt->stream_delete(b->inner.self, stream, timeout_ms));
+}
+
+static parti_err parti__breaker_kv_open(void *self, const parti_kv_config *cfg, uint32_t timeout_ms) {
+    parti_breaker *b = (parti_breaker *)self;
+    if (!b->inner.vt->kv_open) return PARTI_ERR_UNSUPPORTED;
+    if (!parti__breaker_allow(b)) return PARTI_ERR_CIRCUIT_OPEN;
+    return parti__breaker_record(b, b->inner.vt->kv_open(b->inner.self, cfg, timeout_ms));
+}
+
+static parti_err parti__breaker_kv_create(void *self, const char *bucket, const char *key, const void *value, size_t len, uint64_t *revision, uint32_t timeout_ms) {
+    parti_breaker *b = (parti_breaker *)self;
+    if (!b->inner.vt->kv_create) return PARTI_ERR_UNSUPPORTED;
+    if (!parti__breaker_allow(b)) return PARTI_ERR_CIRCUIT_OPEN;
+    return parti__breaker_record(b, b->inner.vt->kv_create(b->inner.self, bucket, key, value, len, revision, timeout_ms));
+}
+
+static parti_err parti__breaker_kv_update(void *self, const char *bucket, const char *key, const void *value, size_t len, uint64_t expected, uint64_t *revision, uint32_t timeout_ms) {
+    parti_breaker *b = (parti_breaker *)self;
+    if (!b->inner.vt->kv_update) return PARTI_ERR_UNSUPPORTED;
+    if (!parti__breaker_allow(b)) return PARTI_ERR_CIRCUIT_OPEN;
+    return parti__breaker_record(b, b->inner.vt->kv_update(b->inner.self, bucket, key, value, len, expected, revision, timeout_ms));
+}
+
+static parti_err parti__breaker_kv_put(void *self, const char *bucket, const char *key, const void *value, size_t len, uint64_t *revision, uint32_t timeout_ms) {
+    parti_breaker *b = (parti_breaker *)self;
+    if (!b->inner.vt->kv_put) return PARTI_ERR_UNSUPPORTED;
+    if (!parti__breaker_allow(b)) return PARTI_ERR_CIRCUIT_OPEN;
+    return parti__breaker_record(b, b->inner.vt->kv_put(b->inner.self, bucket, key, value, len, revision, timeout_ms));
+}
+
+static parti_err parti__breaker_kv_get(void *self, const char *bucket, const char *key, uint64_t revision, parti_kv_entry *out, uint32_t timeout_ms) {
+    parti_breaker *b = (parti_breaker *)self;
+    if (!b->inner.vt->kv_get) return PARTI_ERR_UNSUPPORTED;
+    if (!parti__breaker_allow(b)) return PARTI_ERR_CIRCUIT_OPEN;
+    return parti__breaker_record(b, b->inner.vt->kv_get(b->inner.self, bucket, key, revision, out, timeout_ms));
+}
+
+static parti_err parti__breaker_kv_delete(void *self, const char *bucket, const char *key, uint32_t timeout_ms) {
+    parti_breaker *b = (parti_breaker *)self;
+    if (!b->inner.vt->kv_delete) return PARTI_ERR_UNSUPPORTED;
+    if (!parti__breaker_allow(b)) return PARTI_ERR_CIRCUIT_OPEN;
+    return parti__breaker_record(b, b->inner.vt->kv_delete(b->inner.self, bucket, key, timeout_ms));
+}
+
+static parti_err parti__breaker_kv_keys(void *self, const char *bucket, char ***keys, int *count, uint32_t timeout_ms) {
+    parti_breaker *b = (parti_breaker *)self;
+    if (!b->inner.vt->kv_keys) return PARTI_ERR_UNSUPPORTED;
+    if (!parti__breaker_allow(b)) return PARTI_ERR_CIRCUIT_OPEN;
+    return parti__breaker_record(b, b->inner.vt->kv_keys(b->inner.self, bucket, keys, count, timeout_ms));
+}
+
+static parti_err parti__breaker_kv_watch(void *self, const char *bucket, const char *prefix, parti_kv_watcher **out, uint32_t timeout_ms) {
+    parti_breaker *b = (parti_breaker *)self;
+    if (!b->inner.vt->kv_watch) return PARTI_ERR_UNSUPPORTED;
+    if (!parti__breaker_allow(b)) return PARTI_ERR_CIRCUIT_OPEN;
+    return parti__breaker_record(b, b->inner.vt->kv_watch(b->inner.self, bucket, prefix, out, timeout_ms));
+}
+
+static parti_err parti__breaker_consumer_upsert(void *self, const parti_consumer_config *cfg, uint32_t timeout_ms) {
+    parti_breaker *b = (parti_breaker *)self;
+    if (!b->inner.vt->consumer_upsert) return PARTI_ERR_UNSUPPORTED;
+    if (!parti__breaker_allow(b)) return PARTI_ERR_CIRCUIT_OPEN;
+    return parti__breaker_record(b, b->inner.vt->consumer_upsert(b->inner.self, cfg, timeout_ms));
+}
+
+static parti_err parti__breaker_consumer_info(void *self, const char *stream, const char *durable, parti_consumer_info *out, uint32_t timeout_ms) {
+    parti_breaker *b = (parti_breaker *)self;
+    if (!b->inner.vt->consumer_info) return PARTI_ERR_UNSUPPORTED;
+    if (!parti__breaker_allow(b)) return PARTI_ERR_CIRCUIT_OPEN;
+    return parti__breaker_record(b, b->inner.vt->consumer_info(b->inner.self, stream, durable, out, timeout_ms));
+}
+
+static parti_err parti__breaker_consumer_delete(void *self, const char *stream, const char *durable, uint32_t timeout_ms) {
+    parti_breaker *b = (parti_breaker *)self;
+    if (!b->inner.vt->consumer_delete) return PARTI_ERR_UNSUPPORTED;
+    if (!parti__breaker_allow(b)) return PARTI_ERR_CIRCUIT_OPEN;
+    return parti__breaker_record(b, b->inner.vt->consumer_delete(b->inner.self, stream, durable, timeout_ms));
+}
+
+static parti_err parti__breaker_fetch_start(void *self, const char *stream, const char *durable, const parti_fetch_opts *opts, uint32_t timeout_ms) {
+    parti_breaker *b = (parti_breaker *)self;
+    if (!b->inner.vt->fetch_start) return PARTI_ERR_UNSUPPORTED;
+    if (!parti__breaker_allow(b)) return PARTI_ERR_CIRCUIT_OPEN;
+    return parti__breaker_record(b, b->inner.vt->fetch_start(b->inner.self, stream, durable, opts, timeout_ms));
+}
+
+static parti_err parti__breaker_publish(void *self, const char *subject, const parti_header *headers, int header_count, const void *data, size_t len, parti_pub_ack *ack, uint32_t timeout_ms) {
+    parti_breaker *b = (parti_breaker *)self;
+    if (!b->inner.vt->publish) return PARTI_ERR_UNSUPPORTED;
+    if (!parti__breaker_allow(b)) return PARTI_ERR_CIRCUIT_OPEN;
+    return parti__breaker_record(b, b->inner.vt->publish(b->inner.self, subject, headers, header_count, data, len, ack, timeout_ms));
+}
+
+static uint64_t parti__breaker_now_ms(void *self) {
+    parti_breaker *b = (parti_breaker *)self;
+    return b->inner.vt->now_ms(b->inner.self);
+}
+
+static uint64_t parti__breaker_random(void *self) {
+    parti_breaker *b = (parti_breaker *)self;
+    return b->inner.vt->random(b->inner.self);
+}
+
+static parti_err parti__breaker_kv_watch_next(void *self, parti_kv_watcher *w, parti_kv_entry *out) {
+    parti_breaker *b = (parti_breaker *)self;
+    return b->inner.vt->kv_watch_next ? b->inner.vt->kv_watch_next(b->inner.self, w, out) : PARTI_ERR_UNSUPPORTED;
+}
+
+static void parti__breaker_kv_watch_stop(void *self, parti_kv_watcher *w) {
+    parti_breaker *b = (parti_breaker *)self;
+    if (b->inner.vt->kv_watch_stop) b->inner.vt->kv_watch_stop(b->inner.self, w);
+}
+
+static parti_err parti__breaker_fetch_next(void *self, const char *stream, const char *durable, parti_msg *out,
+                                           uint32_t timeout_ms) {
+    parti_breaker *b = (parti_breaker *)self;
+    if (!b->inner.vt->fetch_next) return PARTI_ERR_UNSUPPORTED;
+    return b->inner.vt->fetch_next(b->inner.self, stream, durable, out, timeout_ms);
+}
+
+static parti_err parti__breaker_ack(void *self, const parti_msg *m, parti_ack_kind kind, uint32_t delay_ms,
+                                    uint32_t timeout_ms) {
+    parti_breaker *b = (parti_breaker *)self;
+    return b->inner.vt->ack ? b->inner.vt->ack(b->inner.self, m, kind, delay_ms, timeout_ms) : PARTI_ERR_UNSUPPORTED;
+}
+
+static void parti__breaker_msg_release(void *self, parti_msg *m) {
+    parti_breaker *b = (parti_breaker *)self;
+    if (b->inner.vt->msg_release) b->inner.vt->msg_release(b->inner.self, m);
+}
+
+static void parti__breaker_sleep_ms(void *self, uint32_t ms) {
+    parti_breaker *b = (parti_breaker *)self;
+    if (b->inner.vt->sleep_ms) b->inner.vt->sleep_ms(b->inner.self, ms);
+}
+
+static int parti__breaker_connected(void *self) {
+    parti_breaker *b = (parti_breaker *)self;
+    return b->inner.vt->connected ? b->inner.vt->connected(b->inner.self) : b->state != PARTI_BREAKER_OPEN;
+}
+
+PARTIDEF parti_err parti_breaker_wrap(parti_breaker **out, parti_transport *wrapped, const parti_transport *inner,
+                                      const parti_breaker_options *opts) {
+    parti_breaker *b;
+    if (out) *out = NULL;
+    if (!out || !wrapped || !inner || !inner->vt || !inner->vt->now_ms || !inner->vt->random) return PARTI_ERR_INVALID_ARGUMENT;
+    if (opts && (opts->failure_threshold < 0)) return PARTI_ERR_INVALID_ARGUMENT;
+    if (!(b = (parti_breaker *)PARTI_MALLOC(sizeof *b))) return PARTI_ERR_NOMEM;
+    memset(b, 0, sizeof *b);
+    if (opts) b->o = *opts;
+    if (!b->o.failure_threshold) b->o.failure_threshold = 5;
+    if (!b->o.open_ms) b->o.open_ms = 5000;
+    b->inner = *inner;
+    b->vt.now_ms = parti__breaker_now_ms;
+    b->vt.random = parti__breaker_random;
+    b->vt.stream_create = inner->vt->stream_create ? parti__breaker_stream_create : NULL;
+    b->vt.stream_info = inner->vt->stream_info ? parti__breaker_stream_info : NULL;
+    b->vt.stream_delete = inner->vt->stream_delete ? parti__breaker_stream_delete : NULL;
+    b->vt.kv_open = inner->vt->kv_open ? parti__breaker_kv_open : NULL;
+    b->vt.kv_create = inner->vt->kv_create ? parti__breaker_kv_create : NULL;
+    b->vt.kv_update = inner->vt->kv_update ? parti__breaker_kv_update : NULL;
+    b->vt.kv_put = inner->vt->kv_put ? parti__breaker_kv_put : NULL;
+    b->vt.kv_get = inner->vt->kv_get ? parti__breaker_kv_get : NULL;
+    b->vt.kv_delete = inner->vt->kv_delete ? parti__breaker_kv_delete : NULL;
+    b->vt.kv_keys = inner->vt->kv_keys ? parti__breaker_kv_keys : NULL;
+    b->vt.kv_watch = inner->vt->kv_watch ? parti__breaker_kv_watch : NULL;
+    b->vt.consumer_upsert = inner->vt->consumer_upsert ? parti__breaker_consumer_upsert : NULL;
+    b->vt.consumer_info = inner->vt->consumer_info ? parti__breaker_consumer_info : NULL;
+    b->vt.consumer_delete = inner->vt->consumer_delete ? parti__breaker_consumer_delete : NULL;
+    b->vt.fetch_start = inner->vt->fetch_start ? parti__breaker_fetch_start : NULL;
+    b->vt.publish = inner->vt->publish ? parti__breaker_publish : NULL;
+    b->vt.kv_watch_next = inner->vt->kv_watch_next ? parti__breaker_kv_watch_next : NULL;
+    b->vt.kv_watch_stop = inner->vt->kv_watch_stop ? parti__breaker_kv_watch_stop : NULL;
+    b->vt.fetch_next = inner->vt->fetch_next ? parti__breaker_fetch_next : NULL;
+    b->vt.ack = inner->vt->ack ? parti__breaker_ack : NULL;
+    b->vt.msg_release = inner->vt->msg_release ? parti__breaker_msg_release : NULL;
+    b->vt.sleep_ms = inner->vt->sleep_ms ? parti__breaker_sleep_ms : NULL;
+    b->vt.connected = parti__breaker_connected;
+    wrapped->vt = &b->vt;
+    wrapped->self = b;
+    *out = b;
+    return PARTI_ERR_OK;
+}
+
+PARTIDEF void parti_breaker_free(parti_breaker *b) { PARTI_FREE(b); }
+PARTIDEF parti_breaker_state parti_breaker_state_of(const parti_breaker *b) { return b ? b->state : PARTI_BREAKER_CLOSED; }
+PARTIDEF uint64_t parti_breaker_fast_failures(const parti_breaker *b) { return b ? b->fast : 0; }
+PARTIDEF uint64_t parti_breaker_opens(const parti_breaker *b) { return b ? b->opens : 0; }
+
+
 /* ======================================================================== */
 /* Assignment: implementation                                                */
 /* ======================================================================== */
@@ -8213,6 +8534,7 @@ PARTIDEF const parti_metrics *parti_metrics_of(parti *p) {
     const parti_metrics *cm;
     if (!p) return NULL;
     cm = parti_consumer_metrics(p->c);
+    parti_gauge_set(&p->gm.circuit_breaker_state, (double)parti_breaker_state_of(p->opts.breaker));
     p->view = p->gm;
 #define PARTI__G_COPY(field, kind, name, label_name, label_value, bounds, help)                                   \
     if (strncmp(#field, "consumer_", 9) == 0) memcpy(&p->view.field, &cm->field, sizeof p->view.field);
@@ -8227,7 +8549,7 @@ PARTIDEF parti_err parti_health_of(const parti *p, parti_health *out) {
     parti_consumer_health(p->c, &ch);
     memset(out, 0, sizeof *out);
     out->live = p->state != PARTI_STATE_STOPPED;
-    out->degraded = p->degraded || ch.degraded;
+    out->degraded = p->degraded || ch.degraded || parti_breaker_state_of(p->opts.breaker) == PARTI_BREAKER_OPEN;
     out->ready = out->live && p->id[0] && !p->stale && !p->degraded &&
                  (p->state == PARTI_STATE_STABLE || p->state == PARTI_STATE_WAITING ||
                   p->state == PARTI_STATE_REBALANCING) &&
@@ -8262,7 +8584,7 @@ PARTIDEF parti_err parti_health_json(parti *p, char *buf, size_t cap, size_t *ne
     kv_ok = p->id[0] && !p->degraded;
     connected = p->t.vt->connected ? p->t.vt->connected(p->t.self) != 0
                                    : !(p->last_err == PARTI_ERR_NOT_CONNECTED && p->degraded);
-    bs = (int)p->gm.circuit_breaker_state.value;
+    bs = (int)parti_breaker_state_of(p->opts.breaker);
     parti_json_writer_init(&w, buf, cap);
     parti_json_object_begin(&w);
     parti_json_key(&w, "status");
