@@ -41,7 +41,7 @@ test: setup
 	@$(MAKE) --no-print-directory check
 
 check: $(B)/unit $(B)/unit_clang $(B)/conformance_fake $(B)/conformance_nats $(B)/test_nats_server $(B)/test_nats_binding $(B)/test_consumer_nats $(B)/link_two_tu $(B)/link_static $(B)/cpp_gxx $(B)/cpp_clangxx \
-       $(B)/readme_example $(B)/demo $(addprefix $(B)/fuzz/fuzz_,$(FUZZ_TARGETS))
+       $(B)/readme_example $(B)/demo $(B)/health_server $(B)/test_health_http $(addprefix $(B)/fuzz/fuzz_,$(FUZZ_TARGETS))
 	@tests/run criterion unit-gcc $(B)/unit --jobs 2
 	@tests/run criterion unit-clang $(B)/unit_clang --jobs 2
 	@tests/run criterion conformance-fake $(B)/conformance_fake --jobs 2
@@ -50,6 +50,7 @@ check: $(B)/unit $(B)/unit_clang $(B)/conformance_fake $(B)/conformance_nats $(B
 	@PARTI_CONF_STORAGE=file tests/run criterion conformance-nats-server-file $(B)/conformance_nats --jobs 2
 	@tests/run criterion nats-binding $(B)/test_nats_binding --jobs 2
 	@tests/run criterion consumer-nats-server $(B)/test_consumer_nats --jobs 2
+	@HEALTH_SERVER_BIN=$(B)/health_server tests/run criterion health-http $(B)/test_health_http
 	@tests/run check link-two-translation-units $(B)/link_two_tu
 	@tests/run check link-parti-static $(B)/link_static
 	@tests/run check cxx-g++ $(B)/cpp_gxx
@@ -163,6 +164,14 @@ bench: setup $(B)/bench_core $(B)/bench_assign $(B)/bench_nats $(B)/bench_consum
 $(B)/demo: examples/demo.c $(SERVER_SRC) $(HEADERS)
 	@mkdir -p $(B)
 	$(CC) $(STRICT) $(SAN) -Itests -I. examples/demo.c tests/nats_server.c -lnats -o $@
+
+$(B)/health_server: examples/health_server.c $(HEADERS)
+	@mkdir -p $(B)
+	$(CC) $(STRICT) $(SAN) -I. examples/health_server.c -lmicrohttpd -lnats -lpthread -o $@
+
+$(B)/test_health_http: tests/test_health_http.c $(SERVER_SRC) $(HEADERS)
+	@mkdir -p $(B)
+	$(CC) $(STRICT) $(SAN) -Itests -I. tests/test_health_http.c tests/nats_server.c -lcriterion -o $@
 
 demo: setup $(B)/demo
 	@$(B)/demo
