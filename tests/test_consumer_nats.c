@@ -220,3 +220,41 @@ Test(consumer_nats, a_stream_that_does_not_cover_the_template_is_refused_by_name
                                            "(partition 0)");
     parti_destroy(g);
 }
+
+Test(consumer_nats, the_circuit_breaker_opens_fails_fast_and_closes_after_a_probe) {
+    char err[512];
+    parti_transport wrapped;
+    parti_breaker *br;
+    parti_breaker_options bo;
+    parti_stream_info si;
+    uint64_t t0;
+    int i;
+    parti_err e = PARTI_ERR_OK;
+    memset(&bo, 0, sizeof bo);
+    bo.failure_threshold = 2;
+    bo.open_ms = 500;
+    cr_assert_eq(parti_breaker_wrap(&br, &wrapped, &ob, &bo), PARTI_ERR_OK);
+    cr_assert_eq(wrapped.vt->stream_info(wrapped.self, "orders", &si, 2000), PARTI_ERR_OK);
+    parti_stream_info_free(&si);
+    cr_assert_eq(nats_server_terminate(srv, err, sizeof err), 0, "%s", err);
+    for (i = 0; i < 10 && parti_breaker_state_of(br) != PARTI_BREAKER_OPEN; i++)
+        wrapped.vt->stream_info(wrapped.self, "orders", &si, 300);
+    cr_assert_eq(parti_breaker_state_of(br), PARTI_BREAKER_OPEN);
+    t0 = ms_now();
+    for (i = 0; i < 100; i++) cr_assert_eq(wrapped.vt->stream_info(wrapped.self, "orders", &si, 2000), PARTI_ERR_CIRCUIT_OPEN);
+    cr_assert_lt(ms_now() - t0, 100, "100 calls while open must not wait on the network");
+    cr_assert_eq(nats_server_restart(srv, err, sizeof err), 0, "%s", err);
+    t0 = ms_now();
+    while (ms_now() - t0 < 20000) { /* the probe after each cool-down, until the client has reconnected */
+        e = wrapped.vt->stream_info(wrapped.self, "orders", &si, 1000);
+        if (e == PARTI_ERR_OK) {
+            parti_stream_info_free(&si);
+            break;
+        }
+        wrapped.vt->sleep_ms(wrapped.self, 100);
+    }
+    cr_assert_eq(e, PARTI_ERR_OK);
+    cr_assert_eq(parti_breaker_state_of(br), PARTI_BREAKER_CLOSED);
+    cr_assert_geq(parti_breaker_opens(br), 1);
+    parti_breaker_free(br);
+}

@@ -179,7 +179,7 @@ Test(health_http, endpoints_answer_and_ready_follows_nats) {
     cr_assert_eq(get("/health/live"), 200);
     cpu0 = child_cpu_s();
     t0 = ms_now();
-    while (ms_now() - t0 < 3000) nap_ms(100); /* measuring: a fixed window on purpose */
+    while (ms_now() - t0 < 10000) nap_ms(100); /* measuring: a fixed 10 s window on purpose */
     cpu = (child_cpu_s() - cpu0) / ((double)(ms_now() - t0) / 1000.0);
     cr_assert_eq(waitpid(child, &status, WNOHANG), 0, "the worker exited during the outage");
     cr_log_info("NATS down: not ready after %llu ms; worker CPU %.1f%% of one core", (unsigned long long)down_ms,
