@@ -620,3 +620,31 @@ Test(group, a_failed_rebalance_is_retried_with_backoff) {
     cr_assert_geq(parti_metrics_of(ws[l].p)->rebalances_failure.value, 1);
     cr_assert_eq(g_find_leader(), l);
 }
+
+Test(group, two_groups_share_one_connection) {
+    static const char *const subs[] = {"invoices.>"};
+    parti_stream_config sc;
+    parti_config cfg2;
+    parti *second;
+    char msg[256];
+    int i;
+    g_world(14);
+    memset(&sc, 0, sizeof sc);
+    sc.name = "invoices", sc.subjects = subs, sc.subject_count = 1;
+    cr_assert_eq(gob.vt->stream_create(gob.self, &sc, 1000), PARTI_ERR_OK);
+    g_start(0);
+    cfg2 = gcfg;
+    cfg2.stream = "invoices";
+    cfg2.subject_template = "invoices.{0}";
+    gopts.user = &ws[1];
+    cr_assert_eq(parti_create(&second, &ws[0].t, &cfg2, &gopts, msg, sizeof msg), PARTI_ERR_OK, "%s", msg);
+    for (i = 0; i < 100; i++) {
+        parti_poll(ws[0].p, 25);
+        parti_poll(second, 25);
+    }
+    cr_assert_eq(parti_state_of(ws[0].p), PARTI_STATE_STABLE);
+    cr_assert_eq(parti_state_of(second), PARTI_STATE_STABLE);
+    cr_assert_eq(parti_owned(second, NULL), NP);
+    cr_assert_eq(parti_owned(ws[0].p, NULL), NP);
+    parti_destroy(second);
+}
