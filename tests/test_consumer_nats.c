@@ -258,3 +258,27 @@ Test(consumer_nats, the_circuit_breaker_opens_fails_fast_and_closes_after_a_prob
     cr_assert_geq(parti_breaker_opens(br), 1);
     parti_breaker_free(br);
 }
+
+Test(consumer_nats, ten_seconds_without_nats_lose_nothing) {
+    char err[512];
+    parti_health h;
+    uint64_t t0;
+    int i, not_ready = 0;
+    publish("orders.p0", "a");
+    publish("orders.p1", "b");
+    cr_assert(poll_until(two_ok, 10000), "handled %d", handled_ok);
+    cr_assert_eq(nats_server_terminate(srv, err, sizeof err), 0, "%s", err);
+    t0 = ms_now();
+    while (ms_now() - t0 < 10000) { /* the outage: the worker keeps polling, as a service would */
+        parti_consumer_poll(c, 100);
+        if (parti_consumer_health(c, &h) == PARTI_ERR_OK && !h.ready) not_ready = 1;
+    }
+    cr_assert(not_ready, "the consumer never reported not ready while NATS was down");
+    cr_assert_eq(nats_server_restart(srv, err, sizeof err), 0, "%s", err);
+    publish_retrying("orders.p0", "c");
+    publish_retrying("orders.p1", "d");
+    publish_retrying("orders.p0", "e");
+    cr_assert(poll_until(five_ok, 30000), "after the outage: handled %d", handled_ok);
+    for (i = 1; i <= 5; i++) cr_assert_geq(seen[i], 1, "sequence %d never handled", i);
+    cr_assert(poll_until(is_ready, 15000), "not ready after the outage: %s", parti_consumer_last_message(c));
+}
