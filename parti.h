@@ -4911,13 +4911,12 @@ static void parti__consumer_log(parti_consumer *c, parti_log_level level, const 
 
 static void parti__consumer_event(parti_consumer *c, parti_consumer_event_kind kind, parti_err err,
                                   const char *detail) {
-    static const char *const what[] = {"consumer created", "consumer updated", "consumer recreated",
-                                       "consumer paused",  "consumer resumed", "consumer unhealthy",
-                                       "consumer healthy"};
+    char what[48];
     parti_log_level lv = kind == PARTI_EVENT_CONSUMER_UNHEALTHY  ? PARTI_LOG_ERROR
                          : kind == PARTI_EVENT_CONSUMER_RECREATED ? PARTI_LOG_WARN
                                                                   : PARTI_LOG_INFO;
-    if ((unsigned)kind < sizeof what / sizeof *what) parti__consumer_log(c, lv, what[kind], err, detail);
+    snprintf(what, sizeof what, "consumer %s", parti_consumer_event_name(kind));
+    parti__consumer_log(c, lv, what, err, detail);
     if (c->opts.on_event) c->opts.on_event(c->opts.user, kind, err, detail ? detail : "");
 }
 

@@ -128,3 +128,36 @@ Test(log, a_worker_logs_nothing_at_warn_while_well_and_rate_limits_an_outage) {
     parti_fake_world_destroy(w);
     (void)suppressed_seen;
 }
+
+Test(log, the_worker_consumer_logs_its_events_at_info) {
+    static const char *const k0[] = {"p0"};
+    static const parti_partition parts[] = {{k0, 1, 1}};
+    static const char *const subs[] = {"orders.>"};
+    static const int mine[] = {0};
+    parti_fake_world *w;
+    parti_transport t;
+    parti_stream_config sc;
+    parti_config cfg;
+    parti_consumer_options o;
+    parti_consumer *c;
+    char msg[256];
+    cr_assert_eq(parti_fake_world_create(&w, NULL), PARTI_ERR_OK);
+    parti_fake_connect(w, "w", &t);
+    memset(&sc, 0, sizeof sc);
+    sc.name = "orders", sc.subjects = subs, sc.subject_count = 1;
+    cr_assert_eq(t.vt->stream_create(t.self, &sc, 1000), PARTI_ERR_OK);
+    memset(&cfg, 0, sizeof cfg);
+    cfg.stream = "orders", cfg.subject_template = "orders.{0}", cfg.partitions = parts, cfg.partition_count = 1;
+    memset(&o, 0, sizeof o);
+    o.on_message = ack_all;
+    o.log = capture;
+    records = 0;
+    cr_assert_eq(parti_consumer_create(&c, &t, &cfg, &o, msg, sizeof msg), PARTI_ERR_OK, "%s", msg);
+    cr_assert_eq(parti_consumer_update(c, "w1", mine, 1), PARTI_ERR_OK);
+    parti_consumer_poll(c, 200);
+    cr_assert_geq(records, 1);
+    cr_assert(strstr(last_line, "consumer created durable=parti-w1") != NULL, "%s", last_line);
+    parti_consumer_destroy(c);
+    parti_fake_disconnect(&t);
+    parti_fake_world_destroy(w);
+}
