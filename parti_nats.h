@@ -20,8 +20,10 @@
  *     clients' backs, stop fetch heartbeats, fail the next N calls of an
  *     operation with a chosen status, add latency to an operation, cut a
  *     client off and heal it, restart the server (pending pulls end with
- *     SERVER_SHUTDOWN; streams, consumers and KV survive, as with file
- *     storage), expire a key early, skew one client's clock.
+ *     SERVER_SHUTDOWN; file-storage streams, consumers and KV survive,
+ *     memory-storage ones are lost), expire a key early, skew one client's
+ *     clock. A wait hook lets a scheduler run many clients on threads, one
+ *     at a time, on the shared virtual clock (the whole-group simulator).
  *
  *     Time: nothing happens until time moves. parti_fake_advance moves the
  *     clock and runs what falls due (KV expiry, consumer inactivity). With
@@ -40,7 +42,7 @@
  *       parti_fake_world_destroy(w);
  *
  *     Not modelled (on purpose): clustering and replicas, stream limits other
- *     than max_msgs, purge, consumer pause, memory-storage loss on restart,
+ *     than max_msgs, purge, consumer pause,
  *     subject transforms, mirrors and sources, message size limits of
  *     streams. Acks are fire-and-forget, as natsMsg_Ack: an ack of a message
  *     whose consumer is gone succeeds and does nothing.
@@ -72,6 +74,16 @@ typedef struct parti_fake_options {
     int no_auto_advance;    /* 1: waits return at once, only parti_fake_advance moves time */
     int no_expiry_markers;  /* 1: KV TTL expiry is silent to watchers (nats-server 2.10) */
     int no_log;             /* 1: keep no event log */
+    /* Cooperative scheduling, for running many clients on threads of one
+     * simulated machine (tests/sim.c): when set, every wait of a client
+     * (fetch_next with a timeout, sleep_ms, injected latency) calls
+     * wait(wait_user, until_ms, wakeable) instead of moving the clock. The
+     * hook returns once the scheduler has moved the clock (with
+     * parti_fake_advance) to until_ms, or earlier when wakeable is 1 and
+     * something a pull may be waiting for happened meanwhile; the fake then
+     * looks again. Only one client may run at a time. */
+    void (*wait)(void *wait_user, uint64_t until_ms, int wakeable);
+    void *wait_user;
 } parti_fake_options;
 
 PARTIDEF parti_err parti_fake_world_create(parti_fake_world **out, const parti_fake_options *opts);
@@ -95,6 +107,9 @@ PARTIDEF parti_err parti_fake_fail_next(parti_fake_world *w, parti_transport *cl
                                         parti_err status);
 PARTIDEF parti_err parti_fake_set_latency(parti_fake_world *w, parti_transport *client, const char *op, uint32_t ms);
 PARTIDEF void parti_fake_partition(parti_fake_world *w, parti_transport *client, int cut);
+/* Restarts the server: pending pulls end with SERVER_SHUTDOWN; file-storage
+ * streams (with their consumers) and buckets survive, memory-storage ones are
+ * lost, as on nats-server. */
 PARTIDEF void parti_fake_restart(parti_fake_world *w);
 PARTIDEF parti_err parti_fake_expire_key(parti_fake_world *w, const char *bucket, const char *key);
 PARTIDEF void parti_fake_skew_clock(parti_fake_world *w, parti_transport *client, int64_t ms);
@@ -279,6 +294,8 @@ struct parti__fclient {
 struct parti_fake_world {
     uint64_t now, seed, instances;
     int auto_advance, markers, keep_log, next_client;
+    void (*wait)(void *wait_user, uint64_t until_ms, int wakeable);
+    void *wait_user;
     parti__fstream **streams;
     parti__fbucket **buckets;
     parti__fclient **clients;
@@ -411,6 +428,17 @@ static int parti__fake_msg_index(const parti__fstream *s, uint64_t seq) {
     return -1;
 }
 
+/* Index of the first message with a sequence above seq (arrlen when none). */
+static int parti__fake_first_after(const parti__fstream *s, uint64_t seq) {
+    int lo = 0, hi = (int)arrlen(s->msgs);
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (s->msgs[mid].seq <= seq) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
 /* Ends every pending pull of a consumer (all clients) with a status. */
 static void parti__fake_end_pulls(parti_fake_world *w, const char *stream, const char *consumer, parti_err status) {
     int i, j;
@@ -532,6 +560,13 @@ static void parti__fake_set_time(parti_fake_world *w, uint64_t t) {
     parti__fake_run_inactivity(w);
 }
 
+/* A client waits until time until: the scheduler's hook runs the other
+ * clients meanwhile; without one, auto-advance moves the clock. */
+static void parti__fake_wait(parti_fake_world *w, uint64_t until, int wakeable) {
+    if (w->wait) w->wait(w->wait_user, until, wakeable);
+    else if (w->auto_advance) parti__fake_set_time(w, until);
+}
+
 /* ---- the client side: fault gate ------------------------------------------ */
 
 /* Runs the faults configured for an op: cut, fail-next, latency. Returns
@@ -545,7 +580,7 @@ static parti_err parti__fake_gate(parti__fclient *c, int op, uint32_t timeout_ms
     }
     if (c->latency[op]) {
         uint32_t wait = c->latency[op] < timeout_ms ? c->latency[op] : timeout_ms;
-        if (w->auto_advance) parti__fake_set_time(w, w->now + wait);
+        parti__fake_wait(w, w->now + wait, 0);
         if (c->latency[op] > timeout_ms) return PARTI_ERR_TIMEOUT;
     }
     return PARTI_ERR_OK;
@@ -574,7 +609,7 @@ static uint64_t parti__fake_now_ms(void *self) {
  * (running what falls due), else nothing happens. */
 static void parti__fake_sleep_ms(void *self, uint32_t ms) {
     parti__fclient *c = (parti__fclient *)self;
-    if (c && c->w->auto_advance) parti__fake_set_time(c->w, c->w->now + ms);
+    if (c) parti__fake_wait(c->w, c->w->now + ms, 0);
 }
 
 static int parti__fake_connected(void *self) {
@@ -1179,9 +1214,9 @@ static int parti__fake_pick(parti_fake_world *w, parti__fstream *s, parti__fcons
         return mi;
     }
     if ((int)arrlen(k->pend) >= k->max_ack_pending) return -1;
-    for (i = 0; i < (int)arrlen(s->msgs); i++) {
+    for (i = parti__fake_first_after(s, k->position); i < (int)arrlen(s->msgs); i++) {
         parti__fpend np;
-        if (s->msgs[i].seq <= k->position || !parti__fake_filters_match(k->filters, s->msgs[i].subject)) continue;
+        if (!parti__fake_filters_match(k->filters, s->msgs[i].subject)) continue;
         if (room >= 0 && parti__fake_msg_size(&s->msgs[i]) > room) return -2;
         k->position = s->msgs[i].seq;
         np.seq = s->msgs[i].seq;
@@ -1280,13 +1315,13 @@ static parti_err parti__fake_fetch_next(void *self, const char *stream, const ch
                 return PARTI_ERR_MISSED_HEARTBEAT;
             }
         }
-        if (w->now >= deadline || !w->auto_advance) return PARTI_ERR_TIMEOUT;
+        if (w->now >= deadline || (!w->auto_advance && !w->wait)) return PARTI_ERR_TIMEOUT;
         /* wait, as the real call would, until the first thing that can change the answer */
         next = deadline;
         if (p->expires_at < next) next = p->expires_at;
         if (missed_at < next) next = missed_at;
         if (parti__fake_next_due(w, k) < next) next = parti__fake_next_due(w, k);
-        parti__fake_set_time(w, next);
+        parti__fake_wait(w, next, 1);
         if (c->cut) return PARTI_ERR_NOT_CONNECTED;
     }
     return PARTI_ERR_TIMEOUT;
@@ -1360,6 +1395,8 @@ PARTIDEF parti_err parti_fake_world_create(parti_fake_world **out, const parti_f
     w->auto_advance = !(opts && opts->no_auto_advance);
     w->markers = !(opts && opts->no_expiry_markers);
     w->keep_log = !(opts && opts->no_log);
+    w->wait = opts ? opts->wait : NULL;
+    w->wait_user = opts ? opts->wait_user : NULL;
     *out = w;
     return PARTI_ERR_OK;
 }
@@ -1512,6 +1549,19 @@ PARTIDEF void parti_fake_restart(parti_fake_world *w) {
     for (i = 0; i < (int)arrlen(w->clients); i++)
         for (j = 0; j < (int)arrlen(w->clients[i]->pulls); j++)
             if (w->clients[i]->pulls[j].active) w->clients[i]->pulls[j].terminal = PARTI_ERR_SERVER_SHUTDOWN;
+    /* memory storage does not survive the restart (its consumers go with it) */
+    for (i = (int)arrlen(w->streams) - 1; i >= 0; i--)
+        if (w->streams[i]->memory) {
+            parti__fake_log(w, NULL, "fault_restart", PARTI_ERR_OK, "memory stream %s lost", w->streams[i]->name);
+            parti__fake_free_stream(w->streams[i]);
+            arrdel(w->streams, i);
+        }
+    for (i = (int)arrlen(w->buckets) - 1; i >= 0; i--)
+        if (w->buckets[i]->memory) {
+            parti__fake_log(w, NULL, "fault_restart", PARTI_ERR_OK, "memory bucket %s lost", w->buckets[i]->name);
+            parti__fake_free_bucket(w->buckets[i]);
+            arrdel(w->buckets, i);
+        }
     parti__fake_log(w, NULL, "fault_restart", PARTI_ERR_OK, "-");
 }
 

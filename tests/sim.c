@@ -1,0 +1,1738 @@
+/* The whole-group simulator: many parti workers on one fake NATS, driven by a
+ * seeded scheduler in virtual time, with faults, and the guarantees parti
+ * makes checked as invariants on what the handlers saw.
+ *
+ * Every worker runs on its own thread, but only one thread runs at a time:
+ * it holds the baton until it waits (a transport call's latency, a fetch, a
+ * sleep, a slow handler), then the scheduler moves the virtual clock to the
+ * earliest waiting actor (ties broken by the seed's RNG) and hands the baton
+ * on. So a worker that is busy or paused lets the others go on, and the same
+ * seed gives the same schedule and the same event log, byte for byte.
+ *
+ *   build/sim --seed 42              one seed, its summary, its first violations
+ *   build/sim --seeds 500 --jobs 2   many seeds (1..500), the summary table
+ *   build/sim --seed 42 --shrink     drop fault kinds and shorten the run while a violation stays
+ *   build/sim --seed 42 --log        print the whole event log
+ *   --faults join,leave,...          only these fault kinds (see --help)
+ *   --workers N --partitions N --duration MS --rate MSGS_PER_S   override the seed's choices
+ *
+ * See docs/testing.md for the fault model, the invariants and what is
+ * asserted (exit status 1) versus only reported. */
+#define PARTI_IMPLEMENTATION
+#define PARTI_NATS_NO_NATSC
+#include "parti.h"
+#include "parti_nats.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- fault kinds and invariants ------------------------------------------ */
+
+#define SIM_FAULTS(X)                                                                                               \
+    X(join, "a new worker process joins")                                                                           \
+    X(leave, "a worker leaves gracefully (parti_leave)")                                                            \
+    X(crash, "a worker process dies (no leave)")                                                                    \
+    X(pause_short, "a worker is not scheduled for 20-80% of the member TTL")                                        \
+    X(pause_long, "a worker is not scheduled for 1.2-3 x the member TTL")                                           \
+    X(pause_at_write, "a worker stalls right before its next KV write, then writes")                               \
+    X(slow, "a worker's handler turns slow for a while; rare handler calls longer than the TTL")                   \
+    X(verdicts, "handlers NAK with delays, TERM and return IN_PROGRESS")                                           \
+    X(consumer_delete, "a worker's durable consumer is deleted behind its back")                                   \
+    X(stream_recreate, "the stream is deleted and created again")                                                  \
+    X(kv_hang, "a worker's next KV calls hang until their timeout (not applied)")                                  \
+    X(kv_lost_reply, "a worker's next KV calls are applied but their replies are lost (TIMEOUT)")                 \
+    X(kv_late, "a worker's next KV writes time out and are applied 0.5-8 s later (a stale process's buffer)")     \
+    X(upsert_fail, "a worker's consumer upserts keep timing out for a while")                                      \
+    X(cut, "a worker is cut off from the server and healed later")                                                 \
+    X(restart, "the server restarts (memory-storage streams and buckets are lost)")                                \
+    X(skew, "a worker's clock is skewed by up to 2 s")
+
+enum {
+#define SIM_FAULT_ENUM(name, help) F_##name,
+    SIM_FAULTS(SIM_FAULT_ENUM)
+#undef SIM_FAULT_ENUM
+    F_COUNT
+};
+static const char *const fault_names[] = {
+#define SIM_FAULT_NAME(name, help) #name,
+    SIM_FAULTS(SIM_FAULT_NAME)
+#undef SIM_FAULT_NAME
+};
+static const char *const fault_help[] = {
+#define SIM_FAULT_HELP(name, help) help,
+    SIM_FAULTS(SIM_FAULT_HELP)
+#undef SIM_FAULT_HELP
+};
+
+/* X(name, asserted, description). asserted = 1: a violation fails the run.
+ * The others are reported (counted per seed) until the library meets them. */
+#define SIM_INVARIANTS(X)                                                                                           \
+    X(integrity, 1, "a handler saw only messages that were published, with their own payload")                     \
+    X(progress, 1, "the simulation made progress (no worker spun without waiting, no run over its wall budget)")   \
+    X(loss, 0, "every published message was acked by a handler or dead-lettered once the group was quiet")        \
+    X(exclusive, 0, "no two workers handled one partition in overlapping windows of virtual time")                 \
+    X(order, 0, "no message of a partition was handled for the first time after a later one (dead letters aside)") \
+    X(liveness, 0, "after the faults stopped, every message was handled within the stated bound")                  \
+    X(id_unique, 0, "no two running workers held one worker ID at once")                                          \
+    X(one_leader, 0, "at most one running worker acted as leader at any instant")                                 \
+    X(monotone, 0, "the (epoch, version) each worker applied never went down")                                    \
+    X(graceful_dup, 0, "graceful moves (join, leave, rebalance) caused no duplicate")
+
+enum {
+#define SIM_INV_ENUM(name, asserted, help) I_##name,
+    SIM_INVARIANTS(SIM_INV_ENUM)
+#undef SIM_INV_ENUM
+    I_COUNT
+};
+static const char *const inv_names[] = {
+#define SIM_INV_NAME(name, asserted, help) #name,
+    SIM_INVARIANTS(SIM_INV_NAME)
+#undef SIM_INV_NAME
+};
+static const int inv_asserted[] = {
+#define SIM_INV_ASSERTED(name, asserted, help) asserted,
+    SIM_INVARIANTS(SIM_INV_ASSERTED)
+#undef SIM_INV_ASSERTED
+};
+static const char *const inv_help[] = {
+#define SIM_INV_HELP(name, asserted, help) help,
+    SIM_INVARIANTS(SIM_INV_HELP)
+#undef SIM_INV_HELP
+};
+
+/* Why a message was acked twice: the first fault that explains it. */
+#define SIM_CAUSES(X)                                                                                               \
+    X(crash, "the first handler's process crashed")                                                                \
+    X(lease_loss, "the first handler was paused, cut off or lost its ID")                                         \
+    X(server_fault, "a consumer or stream deletion, or a server restart")                                         \
+    X(kv_fault, "the first handler's KV or upsert calls failed")                                                  \
+    X(graceful, "no fault explains it: a graceful move (join, leave, rebalance), same worker or another")
+
+enum {
+#define SIM_CAUSE_ENUM(name, help) C_##name,
+    SIM_CAUSES(SIM_CAUSE_ENUM)
+#undef SIM_CAUSE_ENUM
+    C_COUNT
+};
+static const char *const cause_names[] = {
+#define SIM_CAUSE_NAME(name, help) #name,
+    SIM_CAUSES(SIM_CAUSE_NAME)
+#undef SIM_CAUSE_NAME
+};
+
+/* ---- parameters ------------------------------------------------------------------ */
+
+typedef struct sim_params {
+    uint64_t seed;
+    int workers, max_workers, partitions;
+    uint64_t duration_ms;   /* the fault phase */
+    int rate;               /* messages per second, over all partitions */
+    uint32_t heartbeat_ms, ttl_ms, op_timeout_ms, poll_ms, ack_wait_ms;
+    int batch, max_deliver;
+    int stream_memory, kv_memory;
+    unsigned faults;        /* bit per fault kind */
+    uint32_t fault_every_ms;/* mean time between faults */
+    int quiet_log;          /* keep no event log text (scale runs) */
+} sim_params;
+
+typedef struct sim_result {
+    uint64_t seeds, messages, handled, acked, dead_letters, destroyed;
+    uint64_t faults[F_COUNT];
+    uint64_t dups[C_COUNT];
+    uint64_t viol[I_COUNT];          /* violations summed over seeds */
+    uint64_t seeds_with[I_COUNT];    /* seeds with at least one */
+    uint64_t first_seed[I_COUNT];    /* first seed that violated it (0 = none) */
+    uint64_t virtual_ms, wall_us, steps, workers_started, log_hash;
+    uint64_t liveness_max_ms;
+} sim_result;
+
+static uint64_t rng_next(uint64_t *s) { return parti_rng_splitmix64(s); }
+static uint64_t rng_range(uint64_t *s, uint64_t lo, uint64_t hi) { return lo + rng_next(s) % (hi - lo + 1); }
+static int rng_chance(uint64_t *s, unsigned per_mille) { return rng_next(s) % 1000 < per_mille; }
+
+/* Everything a seed decides; command-line overrides are applied after. */
+static sim_params params_from_seed(uint64_t seed) {
+    static const uint32_t hbs[] = {250, 500, 1000};
+    sim_params p;
+    uint64_t r = seed * 0x9E3779B97F4A7C15ULL + 17;
+    int i;
+    memset(&p, 0, sizeof p);
+    p.seed = seed;
+    p.workers = (int)rng_range(&r, 1, 5);
+    p.max_workers = 8;
+    p.partitions = (int)rng_range(&r, 4, 32);
+    p.duration_ms = rng_range(&r, 10, 30) * 1000;
+    p.rate = (int)rng_range(&r, 10, 80);
+    p.heartbeat_ms = hbs[rng_next(&r) % 3];
+    p.ttl_ms = p.heartbeat_ms * (uint32_t)rng_range(&r, 3, 5);
+    p.op_timeout_ms = (uint32_t)rng_range(&r, 200, 1000);
+    p.poll_ms = (uint32_t)rng_range(&r, 10, 200);
+    p.ack_wait_ms = (uint32_t)rng_range(&r, 2, 10) * 1000;
+    p.batch = (int)rng_range(&r, 1, 50);
+    p.max_deliver = (int)rng_range(&r, 3, 6);
+    p.stream_memory = rng_chance(&r, 300);
+    p.kv_memory = rng_chance(&r, 500);
+    for (i = 0; i < F_COUNT; i++)
+        if (rng_chance(&r, 500)) p.faults |= 1u << i;
+    p.fault_every_ms = (uint32_t)rng_range(&r, 500, 3000);
+    return p;
+}
+
+/* ---- the world's actors ------------------------------------------------------------ */
+
+typedef struct sim sim;
+
+typedef struct late_write {
+    uint64_t due;
+    int op; /* F_kv_late of: 0 create, 1 update, 2 put, 3 delete */
+    char *bucket, *key;
+    uint8_t *value;
+    size_t len;
+    uint64_t expected;
+} late_write;
+
+typedef struct actor {
+    sim *s;
+    int idx;
+    char name[16];
+    pthread_t th;
+    pthread_cond_t cv;
+    int started, done, joined;
+    uint64_t wake_at, paused_until;
+    int wakeable;
+    int dead;            /* crashed or shut down: every call fails, nothing counts */
+    int crashed, leave_req, left, stopped_err;
+    parti_transport ft;  /* its fake client */
+    parti_transport wt;  /* the wrapper parti uses */
+    parti *p;
+    uint64_t dead_ticks;
+    /* faults aimed at this worker */
+    uint32_t slow_ms;
+    uint64_t slow_until;
+    int kv_fault, kv_fault_n, upsert_fail_n, pause_at_write;
+    int cut;
+    uint64_t last_crash, last_lease_fault, last_kv_fault;
+    /* invariant bookkeeping */
+    uint64_t last_epoch, last_version;
+    int id_twin, was_leader;
+    int handling_partition; /* -1 when not inside the handler */
+    uint64_t rng;
+} actor;
+
+typedef struct msg_rec {
+    int partition, index; /* index within its partition, in publish order */
+    uint64_t seq, published_at, first_handled_at, first_acked_at;
+    int first_acker;      /* actor index */
+    int handled, acked, dead_lettered, destroyed, order_violation, termed;
+} msg_rec;
+
+typedef struct tenure {
+    int actor;
+    uint64_t start;
+} tenure;
+
+#define SIM_TENURES 8
+typedef struct part_state {
+    int next_index;           /* messages published so far */
+    int max_first_index;      /* highest index handled for the first time; -1 none */
+    int in_handler;           /* actor index inside the handler for it, -1 none */
+    tenure ten[SIM_TENURES];  /* most recent first */
+    int nten;
+    int grant_owner;          /* worker number the last assignment written names; -1 none */
+    uint64_t grant_time;
+} part_state;
+
+typedef struct timer_ev {
+    uint64_t at;
+    int kind; /* 0 heal cut, 1 recreate stream */
+    int actor;
+} timer_ev;
+
+struct sim {
+    sim_params prm;
+    uint64_t rng;
+    parti_fake_world *w;
+    parti_transport prod; /* producer, operator and late writes: no faults */
+    pthread_mutex_t mu;
+    pthread_cond_t main_cv;
+    actor *current; /* holds the baton; NULL = the scheduler */
+    actor **actors; /* stb_ds */
+    msg_rec *msgs;  /* stb_ds; index = message id */
+    part_state *parts;
+    parti_partition *pdefs;
+    char (*pkeys)[16];
+    const char **pkeyp;
+    parti_config cfg;
+    late_write *late; /* stb_ds */
+    timer_ev *timers; /* stb_ds */
+    uint64_t start, faults_end, end, producer_next, fault_next, live_bound, last_server_fault;
+    int stream_up, phase_done, leaders_overlap;
+    char assign_bucket[64];
+    sim_result res;
+    uint64_t viol[I_COUNT];
+    char first_viol[I_COUNT][256];
+    /* the event log: a hash of every line, the last lines kept for context */
+    uint64_t log_hash;
+    char ring[64][200];
+    int ring_n;
+    char ctx[I_COUNT][24][200]; /* the lines before each invariant's first violation */
+    int ctx_n[I_COUNT];
+    FILE *log_out;
+    uint64_t steps;
+    struct timespec wall0;
+    double wall_budget_s;
+};
+
+static void slog(sim *s, const char *fmt, ...) {
+    char line[200];
+    va_list ap;
+    int n = snprintf(line, sizeof line, "%llu ", (unsigned long long)(parti_fake_now(s->w) - s->start));
+    va_start(ap, fmt);
+    if (n > 0 && (size_t)n < sizeof line) vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
+    va_end(ap);
+    s->log_hash ^= parti_hash64(line, strlen(line));
+    s->log_hash *= 0x100000001B3ULL;
+    if (s->prm.quiet_log) return;
+    memcpy(s->ring[s->ring_n++ % 64], line, sizeof line);
+    if (s->log_out) fprintf(s->log_out, "%s\n", line);
+}
+
+static void violation(sim *s, int inv, const char *fmt, ...) {
+    va_list ap;
+    char what[256];
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    if (s->viol[inv]++ == 0) {
+        int i, n = s->ring_n < 24 ? s->ring_n : 24;
+        snprintf(s->first_viol[inv], sizeof s->first_viol[inv], "%s", what);
+        for (i = 0; i < n; i++) memcpy(s->ctx[inv][i], s->ring[(s->ring_n - n + i) % 64], 200);
+        s->ctx_n[inv] = n;
+    }
+    slog(s, "VIOLATION %s: %s", inv_names[inv], what);
+}
+
+static uint64_t now_of(sim *s) { return parti_fake_now(s->w); }
+
+/* ---- the baton ------------------------------------------------------------------------ */
+
+/* The calling worker waits until the clock reaches until (earlier when
+ * wakeable and a message for it was published). */
+static uint64_t next_event_besides(sim *s, const actor *self);
+static void check_control_plane(sim *s, actor *a);
+
+static void actor_wait(actor *a, uint64_t until, int wakeable) {
+    sim *s = a->s;
+    if (until < next_event_besides(s, a)) {
+        /* nothing else is due before: the scheduler would pick this worker
+         * again, so move the clock here and spare two thread switches */
+        if (until > now_of(s)) parti_fake_advance(s->w, until - now_of(s));
+        s->steps++;
+        check_control_plane(s, a);
+        return;
+    }
+    pthread_mutex_lock(&s->mu);
+    a->wake_at = until;
+    a->wakeable = wakeable;
+    s->current = NULL;
+    pthread_cond_signal(&s->main_cv);
+    while (s->current != a) pthread_cond_wait(&a->cv, &s->mu);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void fake_wait_hook(void *user, uint64_t until, int wakeable) {
+    sim *s = (sim *)user;
+    actor *a = s->current;
+    if (!a) { /* the scheduler itself never waits */
+        violation(s, I_progress, "the scheduler thread was asked to wait");
+        return;
+    }
+    if (a->dead) return;
+    actor_wait(a, until, wakeable);
+}
+
+/* Hands the baton to a and waits until it gives it back. */
+static void run_actor(sim *s, actor *a) {
+    pthread_mutex_lock(&s->mu);
+    s->current = a;
+    pthread_cond_signal(&a->cv);
+    while (s->current != NULL) pthread_cond_wait(&s->main_cv, &s->mu);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* ---- the transport wrapper: latency, reply faults, bookkeeping --------------------------- */
+
+#define A ((actor *)self)
+#define INNER (A->ft.vt)
+#define ISELF (A->ft.self)
+
+/* A network call's first half: latency before the server sees it; maybe a
+ * stall right before a KV write. Returns 0 when the worker died meanwhile. */
+static int call_begin(actor *a, int kv_write) {
+    uint64_t now;
+    if (a->dead) return 0;
+    now = now_of(a->s);
+    if (kv_write && a->pause_at_write) {
+        uint64_t d = a->s->prm.ttl_ms / 2 + rng_next(&a->rng) % (2 * a->s->prm.ttl_ms);
+        a->pause_at_write = 0;
+        slog(a->s, "%s stalls %llu ms before a KV write", a->name, (unsigned long long)d);
+        a->last_lease_fault = now + d;
+        actor_wait(a, now + d, 0);
+    } else {
+        actor_wait(a, now + rng_next(&a->rng) % 3, 0);
+    }
+    return !a->dead;
+}
+
+/* The second half: latency of the reply. */
+static int call_end(actor *a) {
+    if (a->dead) return 0;
+    actor_wait(a, now_of(a->s) + rng_next(&a->rng) % 3, 0);
+    return !a->dead;
+}
+
+enum { RF_NONE = 0, RF_HANG, RF_LOST, RF_LATE };
+
+/* The reply fault for this KV call, if one is armed. */
+static int kv_fault_take(actor *a, int is_write) {
+    int f;
+    if (a->kv_fault_n <= 0) return RF_NONE;
+    a->kv_fault_n--;
+    f = a->kv_fault;
+    if (f == RF_LATE && !is_write) f = RF_HANG;
+    a->last_kv_fault = now_of(a->s);
+    return f;
+}
+
+static parti_err timeout_after(actor *a, uint64_t since, uint32_t timeout_ms) {
+    if (a->dead) return PARTI_ERR_NOT_CONNECTED;
+    actor_wait(a, since + timeout_ms, 0);
+    return a->dead ? PARTI_ERR_NOT_CONNECTED : PARTI_ERR_TIMEOUT;
+}
+
+static void note_assignment(sim *s, const char *bucket, const char *key, const void *value, size_t len) {
+    parti_assignment doc;
+    int i;
+    if (strcmp(bucket, s->assign_bucket) != 0 || strcmp(key, "assignment") != 0) return;
+    memset(&doc, 0, sizeof doc);
+    if (parti_assignment_decode(&doc, (const char *)value, len, NULL, 0) != PARTI_ERR_OK) return;
+    slog(s, "assignment written: epoch %llu version %llu", (unsigned long long)doc.epoch,
+         (unsigned long long)doc.version);
+    for (i = 0; i < doc.partition_count && i < s->prm.partitions; i++) {
+        const char *id = parti_assignment_owner_id(&doc, i);
+        int n = id && strncmp(id, "worker-", 7) == 0 ? atoi(id + 7) : -1;
+        if (n != s->parts[i].grant_owner) {
+            s->parts[i].grant_owner = n;
+            s->parts[i].grant_time = now_of(s);
+        }
+    }
+    parti_assignment_free(&doc);
+}
+
+static void queue_late(actor *a, int op, const char *bucket, const char *key, const void *value, size_t len,
+                       uint64_t expected) {
+    late_write lw;
+    memset(&lw, 0, sizeof lw);
+    lw.due = now_of(a->s) + 500 + rng_next(&a->rng) % 7500;
+    lw.op = op;
+    lw.bucket = parti__strdup(bucket);
+    lw.key = parti__strdup(key);
+    lw.value = (uint8_t *)parti__memdup(value ? value : "", len);
+    lw.len = len;
+    lw.expected = expected;
+    arrput(a->s->late, lw);
+    slog(a->s, "%s KV write %s/%s held back until %llu", a->name, bucket, key,
+         (unsigned long long)(lw.due - a->s->start));
+}
+
+static uint64_t w_now_ms(void *self) {
+    if (A->dead) return INNER->now_ms(ISELF) + (++A->dead_ticks) * 100; /* a dead worker's poll ends fast */
+    return INNER->now_ms(ISELF);
+}
+static uint64_t w_random(void *self) { return INNER->random(ISELF); }
+
+static parti_err w_stream_create(void *self, const parti_stream_config *cfg, uint32_t t) {
+    parti_err e;
+    if (!call_begin(A, 0)) return PARTI_ERR_NOT_CONNECTED;
+    e = INNER->stream_create(ISELF, cfg, t);
+    return call_end(A) ? e : PARTI_ERR_NOT_CONNECTED;
+}
+static parti_err w_stream_info(void *self, const char *stream, parti_stream_info *out, uint32_t t) {
+    parti_err e;
+    if (out) memset(out, 0, sizeof *out);
+    if (!call_begin(A, 0)) return PARTI_ERR_NOT_CONNECTED;
+    e = INNER->stream_info(ISELF, stream, out, t);
+    if (!call_end(A)) {
+        if (e == PARTI_ERR_OK) parti_stream_info_free(out);
+        return PARTI_ERR_NOT_CONNECTED;
+    }
+    return e;
+}
+static parti_err w_stream_delete(void *self, const char *stream, uint32_t t) {
+    parti_err e;
+    if (!call_begin(A, 0)) return PARTI_ERR_NOT_CONNECTED;
+    e = INNER->stream_delete(ISELF, stream, t);
+    return call_end(A) ? e : PARTI_ERR_NOT_CONNECTED;
+}
+static parti_err w_kv_open(void *self, const parti_kv_config *cfg, uint32_t t) {
+    parti_err e;
+    uint64_t t0 = now_of(A->s);
+    int f;
+    if (!call_begin(A, 0)) return PARTI_ERR_NOT_CONNECTED;
+    f = kv_fault_take(A, 0);
+    if (f == RF_HANG) return timeout_after(A, t0, t);
+    e = INNER->kv_open(ISELF, cfg, t);
+    if (f == RF_LOST) return timeout_after(A, t0, t);
+    return call_end(A) ? e : PARTI_ERR_NOT_CONNECTED;
+}
+
+/* The KV writes share one shape: op 0 create, 1 update, 2 put, 3 delete. */
+static parti_err kv_write(actor *a, int op, const char *bucket, const char *key, const void *value, size_t len,
+                          uint64_t expected, uint64_t *revision, uint32_t t) {
+    parti_err e;
+    uint64_t t0 = now_of(a->s), rev = 0;
+    int f;
+    if (!call_begin(a, 1)) return PARTI_ERR_NOT_CONNECTED;
+    f = kv_fault_take(a, 1);
+    if (f == RF_HANG) return timeout_after(a, t0, t);
+    if (f == RF_LATE) {
+        queue_late(a, op, bucket, key, value, len, expected);
+        return timeout_after(a, t0, t);
+    }
+    switch (op) {
+    case 0: e = a->ft.vt->kv_create(a->ft.self, bucket, key, value, len, &rev, t); break;
+    case 1: e = a->ft.vt->kv_update(a->ft.self, bucket, key, value, len, expected, &rev, t); break;
+    case 2: e = a->ft.vt->kv_put(a->ft.self, bucket, key, value, len, &rev, t); break;
+    default: e = a->ft.vt->kv_delete(a->ft.self, bucket, key, t); break;
+    }
+    if (e == PARTI_ERR_OK && op < 3) note_assignment(a->s, bucket, key, value, len);
+    if (f == RF_LOST) {
+        slog(a->s, "%s KV write %s/%s applied (%s), reply lost", a->name, bucket, key, parti_error_name(e) + 10);
+        return timeout_after(a, t0, t);
+    }
+    if (revision) *revision = rev;
+    return call_end(a) ? e : PARTI_ERR_NOT_CONNECTED;
+}
+static parti_err w_kv_create(void *self, const char *b, const char *k, const void *v, size_t n, uint64_t *rev,
+                             uint32_t t) {
+    return kv_write(A, 0, b, k, v, n, 0, rev, t);
+}
+static parti_err w_kv_update(void *self, const char *b, const char *k, const void *v, size_t n, uint64_t x,
+                             uint64_t *rev, uint32_t t) {
+    return kv_write(A, 1, b, k, v, n, x, rev, t);
+}
+static parti_err w_kv_put(void *self, const char *b, const char *k, const void *v, size_t n, uint64_t *rev,
+                          uint32_t t) {
+    return kv_write(A, 2, b, k, v, n, 0, rev, t);
+}
+static parti_err w_kv_delete(void *self, const char *b, const char *k, uint32_t t) {
+    return kv_write(A, 3, b, k, NULL, 0, 0, NULL, t);
+}
+static parti_err w_kv_get(void *self, const char *b, const char *k, uint64_t rev, parti_kv_entry *out, uint32_t t) {
+    parti_err e;
+    uint64_t t0 = now_of(A->s);
+    int f;
+    if (out) memset(out, 0, sizeof *out);
+    if (!call_begin(A, 0)) return PARTI_ERR_NOT_CONNECTED;
+    f = kv_fault_take(A, 0);
+    if (f != RF_NONE) return timeout_after(A, t0, t);
+    e = INNER->kv_get(ISELF, b, k, rev, out, t);
+    if (!call_end(A)) {
+        if (e == PARTI_ERR_OK) parti_kv_entry_free(out);
+        return PARTI_ERR_NOT_CONNECTED;
+    }
+    return e;
+}
+static parti_err w_kv_keys(void *self, const char *b, char ***keys, int *count, uint32_t t) {
+    parti_err e;
+    uint64_t t0 = now_of(A->s);
+    int f;
+    if (keys) *keys = NULL;
+    if (count) *count = 0;
+    if (!call_begin(A, 0)) return PARTI_ERR_NOT_CONNECTED;
+    f = kv_fault_take(A, 0);
+    if (f != RF_NONE) return timeout_after(A, t0, t);
+    e = INNER->kv_keys(ISELF, b, keys, count, t);
+    if (!call_end(A)) {
+        if (e == PARTI_ERR_OK) parti_strings_free(*keys, *count);
+        if (keys) *keys = NULL;
+        return PARTI_ERR_NOT_CONNECTED;
+    }
+    return e;
+}
+static parti_err w_kv_watch(void *self, const char *b, const char *prefix, parti_kv_watcher **out, uint32_t t) {
+    parti_err e;
+    uint64_t t0 = now_of(A->s);
+    int f;
+    if (out) *out = NULL;
+    if (!call_begin(A, 0)) return PARTI_ERR_NOT_CONNECTED;
+    f = kv_fault_take(A, 0);
+    if (f != RF_NONE) return timeout_after(A, t0, t);
+    e = INNER->kv_watch(ISELF, b, prefix, out, t);
+    if (!call_end(A)) {
+        if (e == PARTI_ERR_OK) INNER->kv_watch_stop(ISELF, *out);
+        *out = NULL;
+        return PARTI_ERR_NOT_CONNECTED;
+    }
+    return e;
+}
+static parti_err w_kv_watch_next(void *self, parti_kv_watcher *wt, parti_kv_entry *out) {
+    if (A->dead) {
+        if (out) memset(out, 0, sizeof *out);
+        return PARTI_ERR_NOT_CONNECTED;
+    }
+    return INNER->kv_watch_next(ISELF, wt, out);
+}
+static void w_kv_watch_stop(void *self, parti_kv_watcher *wt) { INNER->kv_watch_stop(ISELF, wt); }
+
+static parti_err w_consumer_upsert(void *self, const parti_consumer_config *cfg, uint32_t t) {
+    parti_err e;
+    uint64_t t0 = now_of(A->s);
+    if (!call_begin(A, 0)) return PARTI_ERR_NOT_CONNECTED;
+    if (A->upsert_fail_n > 0) {
+        A->upsert_fail_n--;
+        A->last_kv_fault = t0;
+        return timeout_after(A, t0, t);
+    }
+    e = INNER->consumer_upsert(ISELF, cfg, t);
+    return call_end(A) ? e : PARTI_ERR_NOT_CONNECTED;
+}
+static parti_err w_consumer_info(void *self, const char *st, const char *d, parti_consumer_info *out, uint32_t t) {
+    parti_err e;
+    if (out) memset(out, 0, sizeof *out);
+    if (!call_begin(A, 0)) return PARTI_ERR_NOT_CONNECTED;
+    e = INNER->consumer_info(ISELF, st, d, out, t);
+    if (!call_end(A)) {
+        if (e == PARTI_ERR_OK) parti_consumer_info_free(out);
+        return PARTI_ERR_NOT_CONNECTED;
+    }
+    return e;
+}
+static parti_err w_consumer_delete(void *self, const char *st, const char *d, uint32_t t) {
+    parti_err e;
+    if (!call_begin(A, 0)) return PARTI_ERR_NOT_CONNECTED;
+    e = INNER->consumer_delete(ISELF, st, d, t);
+    return call_end(A) ? e : PARTI_ERR_NOT_CONNECTED;
+}
+static parti_err w_fetch_start(void *self, const char *st, const char *d, const parti_fetch_opts *o, uint32_t t) {
+    parti_err e;
+    if (!call_begin(A, 0)) return PARTI_ERR_NOT_CONNECTED;
+    e = INNER->fetch_start(ISELF, st, d, o, t);
+    return call_end(A) ? e : PARTI_ERR_NOT_CONNECTED;
+}
+static parti_err w_fetch_next(void *self, const char *st, const char *d, parti_msg *out, uint32_t t) {
+    parti_err e;
+    if (A->dead) {
+        if (out) memset(out, 0, sizeof *out);
+        return PARTI_ERR_NOT_CONNECTED;
+    }
+    e = INNER->fetch_next(ISELF, st, d, out, t);
+    if (A->dead) {
+        if (e == PARTI_ERR_OK) INNER->msg_release(ISELF, out);
+        return PARTI_ERR_NOT_CONNECTED;
+    }
+    return e;
+}
+static parti_err w_ack(void *self, const parti_msg *m, parti_ack_kind k, uint32_t delay, uint32_t t) {
+    parti_err e;
+    if (!call_begin(A, 0)) return PARTI_ERR_NOT_CONNECTED;
+    e = INNER->ack(ISELF, m, k, delay, t);
+    return call_end(A) ? e : PARTI_ERR_NOT_CONNECTED;
+}
+static void w_msg_release(void *self, parti_msg *m) { INNER->msg_release(ISELF, m); }
+
+static void wake_readers(sim *s, const char *subject);
+static void note_dead_letter(sim *s, const parti_header *h, int nh, const void *data, size_t len,
+                             const parti_pub_ack *ack);
+
+static parti_err w_publish(void *self, const char *subject, const parti_header *h, int nh, const void *data,
+                           size_t len, parti_pub_ack *ack, uint32_t t) {
+    parti_err e;
+    parti_pub_ack pa;
+    memset(&pa, 0, sizeof pa);
+    if (!call_begin(A, 0)) return PARTI_ERR_NOT_CONNECTED;
+    e = INNER->publish(ISELF, subject, h, nh, data, len, &pa, t);
+    if (e == PARTI_ERR_OK && strncmp(subject, "dlq.", 4) == 0) note_dead_letter(A->s, h, nh, data, len, &pa);
+    if (e == PARTI_ERR_OK) wake_readers(A->s, subject);
+    if (ack) *ack = pa;
+    return call_end(A) ? e : PARTI_ERR_NOT_CONNECTED;
+}
+static void w_sleep_ms(void *self, uint32_t ms) {
+    if (!A->dead) INNER->sleep_ms(ISELF, ms);
+}
+static int w_connected(void *self) { return !A->dead && INNER->connected(ISELF); }
+
+#undef A
+#undef INNER
+#undef ISELF
+
+static const parti_transport_vtable wrap_vt = {
+    w_now_ms,          w_random,       w_stream_create, w_stream_info,     w_stream_delete, w_kv_open,
+    w_kv_create,       w_kv_update,    w_kv_put,        w_kv_get,          w_kv_delete,     w_kv_keys,
+    w_kv_watch,        w_kv_watch_next, w_kv_watch_stop, w_consumer_upsert, w_consumer_info, w_consumer_delete,
+    w_fetch_start,     w_fetch_next,   w_ack,           w_msg_release,     w_publish,       w_sleep_ms,
+    w_connected};
+
+/* ---- what the handlers see ------------------------------------------------------------- */
+
+static int worker_number(const parti *p) {
+    const char *id = parti_worker_id(p);
+    return id && strncmp(id, "worker-", 7) == 0 ? atoi(id + 7) : -1;
+}
+
+/* The message's record from its payload (the message ID), checked against
+ * its subject and sequence. */
+static msg_rec *msg_of(sim *s, const parti_msg *m, int *partition) {
+    char buf[24];
+    size_t n = m->len < sizeof buf - 1 ? m->len : sizeof buf - 1;
+    long long id;
+    char *end;
+    *partition = strncmp(m->subject, "sim.p", 5) == 0 ? atoi(m->subject + 5) : -1;
+    memcpy(buf, m->data, n);
+    buf[n] = 0;
+    id = strtoll(buf, &end, 10);
+    if (end == buf || id < 0 || id >= (long long)arrlen(s->msgs) || *partition < 0 ||
+        *partition >= s->prm.partitions || s->msgs[id].partition != *partition) {
+        violation(s, I_integrity, "message %s seq %llu payload '%s' was never published", m->subject,
+                  (unsigned long long)m->stream_seq, buf);
+        return NULL;
+    }
+    return &s->msgs[id];
+}
+
+/* Exclusive ownership, seen from the handler: X starts handling P. */
+static void check_exclusive(sim *s, actor *a, int part) {
+    part_state *ps = &s->parts[part];
+    uint64_t now = now_of(s);
+    int i;
+    if (ps->in_handler >= 0 && ps->in_handler != a->idx)
+        violation(s, I_exclusive, "%s handles p%d while %s is still inside the handler for it", a->name, part,
+                  s->actors[ps->in_handler]->name);
+    if (ps->nten > 0 && ps->ten[0].actor == a->idx) return;
+    /* a switch of handler: X coming back without a new grant overlaps the one in between */
+    for (i = 1; i < ps->nten; i++) {
+        if (ps->ten[i].actor != a->idx) continue;
+        if (!(ps->grant_owner == worker_number(a->p) && ps->grant_time > ps->ten[0].start))
+            violation(s, I_exclusive, "%s handles p%d again after %s handled it since, with no new grant", a->name,
+                      part, s->actors[ps->ten[0].actor]->name);
+        break;
+    }
+    memmove(&ps->ten[1], &ps->ten[0], sizeof(tenure) * (SIM_TENURES - 1));
+    ps->ten[0].actor = a->idx;
+    ps->ten[0].start = now;
+    if (ps->nten < SIM_TENURES) ps->nten++;
+}
+
+/* The first fault that explains why b acks r, which another (or the same)
+ * worker acked before. */
+static int dup_cause(sim *s, msg_rec *r, actor *b) {
+    actor *a = s->actors[r->first_acker];
+    uint64_t t1 = r->first_acked_at;
+    if (a->crashed && a->last_crash >= t1) return C_crash;
+    if (a->last_lease_fault >= t1 || a->cut) return C_lease_loss;
+    if (s->last_server_fault >= t1) return C_server_fault;
+    (void)b;
+    if (a->last_kv_fault >= t1) return C_kv_fault;
+    return C_graceful;
+}
+
+static parti_verdict on_message(void *user, const parti_msg *m, uint32_t *nak_delay) {
+    actor *a = (actor *)user;
+    sim *s = a->s;
+    msg_rec *r;
+    int part, first;
+    uint64_t d = 0, now = now_of(s);
+    parti_verdict v = PARTI_ACK;
+    if (a->dead) return PARTI_NAK;
+    if (!(r = msg_of(s, m, &part))) return PARTI_ACK;
+    check_exclusive(s, a, part);
+    first = r->handled++ == 0;
+    if (first) {
+        r->first_handled_at = now;
+        if (r->index < s->parts[part].max_first_index) {
+            r->order_violation = 1;
+            slog(s, "%s handles p%d #%d for the first time after #%d", a->name, part, r->index,
+                 s->parts[part].max_first_index);
+        } else {
+            s->parts[part].max_first_index = r->index;
+        }
+    }
+    s->res.handled++;
+    slog(s, "%s handle p%d #%d seq %llu delivery %u", a->name, part, r->index, (unsigned long long)m->stream_seq,
+         m->delivery_count);
+    s->parts[part].in_handler = a->idx;
+    a->handling_partition = part;
+    /* how long the handler takes: slow spells, and rarely longer than the TTL */
+    if (now < s->faults_end) {
+        if (a->slow_until > now) d = a->slow_ms;
+        if ((s->prm.faults & (1u << F_slow)) && rng_chance(&a->rng, 3))
+            d = s->prm.ttl_ms + rng_next(&a->rng) % (2 * s->prm.ttl_ms);
+        if ((s->prm.faults & (1u << F_verdicts))) {
+            uint64_t x = rng_next(&a->rng) % 1000;
+            if (x < 30) {
+                v = PARTI_NAK;
+                *nak_delay = (uint32_t)(rng_next(&a->rng) % 2000);
+            } else if (x < 36) {
+                v = PARTI_TERM;
+            } else if (x < 50) {
+                v = PARTI_IN_PROGRESS;
+            }
+        }
+    }
+    if (d) {
+        long id = (long)(r - s->msgs);
+        actor_wait(a, now + d, 0);
+        r = &s->msgs[id]; /* the array may have grown meanwhile */
+    }
+    if (s->parts[part].in_handler == a->idx) s->parts[part].in_handler = -1;
+    a->handling_partition = -1;
+    if (a->dead) return PARTI_NAK; /* died inside the handler: its work does not count */
+    if (v == PARTI_ACK) {
+        if (r->acked++ == 0) {
+            r->first_acker = a->idx;
+            r->first_acked_at = now_of(s);
+            s->res.acked++;
+        } else {
+            int c = dup_cause(s, r, a);
+            s->res.dups[c]++;
+            slog(s, "%s duplicate p%d #%d (first acked by %s): %s", a->name, part, r->index,
+                 s->actors[r->first_acker]->name, cause_names[c]);
+            if (c == C_graceful)
+                violation(s, I_graceful_dup, "p%d #%d acked by %s and again by %s with no fault to explain it", part,
+                          r->index, s->actors[r->first_acker]->name, a->name);
+        }
+    } else if (v == PARTI_TERM) {
+        r->termed = 1;
+    }
+    return v;
+}
+
+static void note_dead_letter(sim *s, const parti_header *h, int nh, const void *data, size_t len,
+                             const parti_pub_ack *ack) {
+    parti_msg fake;
+    msg_rec *r;
+    int part = -1, i;
+    const char *subj = NULL;
+    for (i = 0; i < nh; i++)
+        if (strcmp(h[i].name, "Parti-Original-Subject") == 0) subj = h[i].value;
+    if (!subj) return;
+    memset(&fake, 0, sizeof fake);
+    fake.subject = subj;
+    fake.data = (const uint8_t *)data;
+    fake.len = len;
+    if (!(r = msg_of(s, &fake, &part))) return;
+    if (ack->duplicate && !r->dead_lettered) {
+        slog(s, "dead letter of p%d #%d dropped by the server as a duplicate", part, r->index);
+        return;
+    }
+    if (!r->dead_lettered++) s->res.dead_letters++;
+    slog(s, "dead letter p%d #%d", part, r->index);
+}
+
+static void on_event(void *user, const parti_event *ev) {
+    actor *a = (actor *)user;
+    if (a->dead) return;
+    if (ev->kind == PARTI_EVENT_ID_LOST) a->last_lease_fault = now_of(a->s);
+    if (ev->kind == PARTI_EVENT_STATE_CHANGED && ev->state != PARTI_STATE_DEGRADED) return;
+    slog(a->s, "%s event %s id=%s epoch=%llu version=%llu partitions=%d %s", a->name, parti_event_name(ev->kind),
+         ev->worker_id, (unsigned long long)ev->epoch, (unsigned long long)ev->version, ev->partitions,
+         ev->detail ? ev->detail : "");
+}
+
+/* ---- workers ------------------------------------------------------------------------------ */
+
+static void *worker_main(void *arg) {
+    actor *a = (actor *)arg;
+    sim *s = a->s;
+    parti_options o;
+    char msg[256];
+    parti_err e;
+    pthread_mutex_lock(&s->mu);
+    while (s->current != a) pthread_cond_wait(&a->cv, &s->mu);
+    pthread_mutex_unlock(&s->mu);
+    memset(&o, 0, sizeof o);
+    o.on_message = on_message;
+    o.on_event = on_event;
+    o.user = a;
+    o.heartbeat_ms = s->prm.heartbeat_ms;
+    o.member_ttl_ms = s->prm.ttl_ms;
+    o.cold_start_ms = 1000;
+    o.op_timeout_ms = s->prm.op_timeout_ms;
+    o.memory_storage = s->prm.kv_memory;
+    o.max_workers = 64;
+    o.consumer.op_timeout_ms = s->prm.op_timeout_ms;
+    o.consumer.dead_letter_subject = "dlq.sim";
+    if ((e = parti_create(&a->p, &a->wt, &s->cfg, &o, msg, sizeof msg)) != PARTI_ERR_OK) {
+        violation(s, I_integrity, "parti_create: %s", msg);
+    } else {
+        int guard;
+        for (guard = 0; !a->dead; guard++) {
+            uint64_t before = now_of(s);
+            if (a->leave_req) {
+                slog(s, "%s leaves", a->name);
+                parti_leave(a->p, 3 * s->prm.op_timeout_ms);
+                a->left = 1;
+                break;
+            }
+            e = parti_poll(a->p, s->prm.poll_ms);
+            if (e != PARTI_ERR_OK) {
+                slog(s, "%s stopped: %s", a->name, parti_error_name(e));
+                a->stopped_err = (int)e;
+                break;
+            }
+            if (now_of(s) == before && !a->dead) {
+                if (guard > 1000) {
+                    violation(s, I_progress, "%s: parti_poll(%u) returned at once 1000 times", a->name,
+                              s->prm.poll_ms);
+                    break;
+                }
+            } else {
+                guard = 0;
+            }
+        }
+        parti_destroy(a->p); /* a crash frees without leaving, as a dying process would */
+        a->p = NULL;
+    }
+    pthread_mutex_lock(&s->mu);
+    a->done = 1;
+    s->current = NULL;
+    pthread_cond_signal(&s->main_cv);
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+static actor *spawn(sim *s) {
+    actor *a = (actor *)calloc(1, sizeof *a);
+    a->s = s;
+    a->idx = (int)arrlen(s->actors);
+    snprintf(a->name, sizeof a->name, "P%d", a->idx);
+    a->rng = s->prm.seed * 1000003ULL + (uint64_t)a->idx * 7919ULL + 1;
+    a->handling_partition = -1;
+    pthread_cond_init(&a->cv, NULL);
+    parti_fake_connect(s->w, a->name, &a->ft);
+    a->wt.vt = &wrap_vt;
+    a->wt.self = a;
+    a->wake_at = now_of(s);
+    arrput(s->actors, a);
+    pthread_create(&a->th, NULL, worker_main, a);
+    a->started = 1;
+    s->res.workers_started++;
+    slog(s, "%s starts", a->name);
+    return a;
+}
+
+static int alive(const actor *a) { return a->started && !a->done && !a->dead && !a->leave_req; }
+
+static actor *pick_alive(sim *s) {
+    int n = 0, i, k;
+    for (i = 0; i < (int)arrlen(s->actors); i++) n += alive(s->actors[i]);
+    if (!n) return NULL;
+    k = (int)(rng_next(&s->rng) % (uint64_t)n);
+    for (i = 0; i < (int)arrlen(s->actors); i++)
+        if (alive(s->actors[i]) && k-- == 0) return s->actors[i];
+    return NULL;
+}
+
+static int count_alive(sim *s) {
+    int n = 0, i;
+    for (i = 0; i < (int)arrlen(s->actors); i++) n += alive(s->actors[i]);
+    return n;
+}
+
+/* A message was published on subject: workers waiting in a fetch whose filter
+ * holds it look again (the others would not get it anyway). */
+static void wake_readers(sim *s, const char *subject) {
+    int i;
+    for (i = 0; i < (int)arrlen(s->actors); i++) {
+        actor *a = s->actors[i];
+        const parti_subjects *sub;
+        int lo, hi;
+        if (a->done || !a->wakeable || !a->p || a == s->current) continue;
+        sub = parti_consumer_subjects(parti_consumer_of(a->p));
+        for (lo = 0, hi = sub ? sub->count - 1 : -1; lo <= hi;) {
+            int mid = (lo + hi) / 2, c = strcmp(sub->items[mid], subject);
+            if (c == 0) {
+                if (a->wake_at > now_of(s)) a->wake_at = now_of(s);
+                break;
+            }
+            if (c < 0) lo = mid + 1;
+            else hi = mid - 1;
+        }
+    }
+}
+
+/* ---- the operator: stream, producer, faults ----------------------------------------------- */
+
+static void mark_destroyed(sim *s) {
+    int i, n = 0;
+    for (i = 0; i < (int)arrlen(s->msgs); i++) {
+        msg_rec *r = &s->msgs[i];
+        if (!r->acked && !r->dead_lettered && !r->destroyed) {
+            r->destroyed = 1;
+            n++;
+        }
+    }
+    s->res.destroyed += (uint64_t)n;
+    slog(s, "stream lost: %d unhandled messages go with it", n);
+}
+
+static void create_stream(sim *s) {
+    static const char *const subs[] = {"sim.>"};
+    parti_stream_config sc;
+    memset(&sc, 0, sizeof sc);
+    sc.name = "SIM";
+    sc.subjects = subs;
+    sc.subject_count = 1;
+    sc.memory_storage = s->prm.stream_memory;
+    s->stream_up = s->prod.vt->stream_create(s->prod.self, &sc, 1000) == PARTI_ERR_OK;
+    slog(s, "stream SIM created (%s)", sc.memory_storage ? "memory" : "file");
+}
+
+static void produce(sim *s) {
+    char subject[32], data[24];
+    int part = (int)(rng_next(&s->rng) % (uint64_t)s->prm.partitions);
+    int id = (int)arrlen(s->msgs);
+    parti_pub_ack pa;
+    snprintf(subject, sizeof subject, "sim.p%d", part);
+    snprintf(data, sizeof data, "%d", id);
+    memset(&pa, 0, sizeof pa);
+    if (s->prod.vt->publish(s->prod.self, subject, NULL, 0, data, strlen(data), &pa, 1000) == PARTI_ERR_OK) {
+        msg_rec r;
+        memset(&r, 0, sizeof r);
+        r.partition = part;
+        r.index = s->parts[part].next_index++;
+        r.seq = pa.stream_seq;
+        r.published_at = now_of(s);
+        r.first_acker = -1;
+        arrput(s->msgs, r);
+        s->res.messages++;
+        wake_readers(s, subject);
+    }
+}
+
+static void add_timer(sim *s, uint64_t at, int kind, int actor_idx) {
+    timer_ev t;
+    t.at = at;
+    t.kind = kind;
+    t.actor = actor_idx;
+    arrput(s->timers, t);
+}
+
+static int pick_fault(sim *s) {
+    int kinds[F_COUNT], n = 0, i;
+    for (i = 0; i < F_COUNT; i++)
+        if (s->prm.faults & (1u << i)) kinds[n++] = i;
+    return n ? kinds[rng_next(&s->rng) % (uint64_t)n] : -1;
+}
+
+static void inject_fault(sim *s) {
+    int f = pick_fault(s);
+    uint64_t now = now_of(s), ttl = s->prm.ttl_ms;
+    actor *a;
+    if (f < 0) return;
+    if (f == F_join) {
+        if (count_alive(s) >= s->prm.max_workers) return;
+        spawn(s);
+    } else if (f == F_restart) {
+        slog(s, "FAULT server restart");
+        parti_fake_restart(s->w);
+        s->last_server_fault = now;
+        if (s->prm.stream_memory) {
+            mark_destroyed(s);
+            create_stream(s);
+        }
+        for (int i = 0; i < (int)arrlen(s->actors); i++)
+            if (s->actors[i]->wakeable && s->actors[i]->wake_at > now) s->actors[i]->wake_at = now;
+    } else if (f == F_stream_recreate) {
+        if (!s->stream_up) return;
+        slog(s, "FAULT stream deleted");
+        parti_fake_delete_stream(s->w, "SIM");
+        s->stream_up = 0;
+        s->last_server_fault = now;
+        mark_destroyed(s);
+        add_timer(s, now + rng_next(&s->rng) % 3000, 1, -1);
+        for (int i = 0; i < (int)arrlen(s->actors); i++)
+            if (s->actors[i]->wakeable && s->actors[i]->wake_at > now) s->actors[i]->wake_at = now;
+    } else {
+        if (!(a = pick_alive(s))) return;
+        switch (f) {
+        case F_leave: a->leave_req = 1; break;
+        case F_crash:
+            a->dead = a->crashed = 1;
+            a->last_crash = now;
+            a->paused_until = 0;
+            if (a->wake_at > now) a->wake_at = now;
+            break;
+        case F_pause_short: a->paused_until = now + ttl / 5 + rng_next(&s->rng) % (ttl * 3 / 5); break;
+        case F_pause_long: a->paused_until = now + ttl * 6 / 5 + rng_next(&s->rng) % (ttl * 9 / 5); break;
+        case F_pause_at_write: a->pause_at_write = 1; break;
+        case F_slow:
+            a->slow_ms = (uint32_t)(20 + rng_next(&s->rng) % 300);
+            a->slow_until = now + 2000 + rng_next(&s->rng) % 10000;
+            break;
+        case F_verdicts: return; /* always on while enabled, in the handlers */
+        case F_consumer_delete: {
+            const char *d = a->p ? parti_consumer_durable(parti_consumer_of(a->p)) : "";
+            if (!*d) return;
+            slog(s, "FAULT consumer %s deleted", d);
+            parti_fake_delete_consumer(s->w, "SIM", d);
+            s->last_server_fault = now;
+            if (a->wake_at > now) a->wake_at = now;
+            break;
+        }
+        case F_kv_hang: a->kv_fault = RF_HANG; a->kv_fault_n = 1 + (int)(rng_next(&s->rng) % 3); break;
+        case F_kv_lost_reply: a->kv_fault = RF_LOST; a->kv_fault_n = 1 + (int)(rng_next(&s->rng) % 3); break;
+        case F_kv_late: a->kv_fault = RF_LATE; a->kv_fault_n = 1 + (int)(rng_next(&s->rng) % 2); break;
+        case F_upsert_fail: a->upsert_fail_n = 1 + (int)(rng_next(&s->rng) % 10); break;
+        case F_cut:
+            if (a->cut) return;
+            a->cut = 1;
+            a->last_lease_fault = now;
+            parti_fake_partition(s->w, &a->ft, 1);
+            add_timer(s, now + ttl / 5 + rng_next(&s->rng) % (3 * ttl), 0, a->idx);
+            break;
+        case F_skew: parti_fake_skew_clock(s->w, &a->ft, (int64_t)(rng_next(&s->rng) % 4001) - 2000); break;
+        default: return;
+        }
+        if (f == F_pause_short || f == F_pause_long) a->last_lease_fault = a->paused_until;
+        slog(s, "FAULT %s on %s", fault_names[f], a->name);
+    }
+    s->res.faults[f]++;
+}
+
+static void apply_late(sim *s, late_write *lw) {
+    parti_err e;
+    uint64_t rev = 0;
+    switch (lw->op) {
+    case 0: e = s->prod.vt->kv_create(s->prod.self, lw->bucket, lw->key, lw->value, lw->len, &rev, 1000); break;
+    case 1:
+        e = s->prod.vt->kv_update(s->prod.self, lw->bucket, lw->key, lw->value, lw->len, lw->expected, &rev, 1000);
+        break;
+    case 2: e = s->prod.vt->kv_put(s->prod.self, lw->bucket, lw->key, lw->value, lw->len, &rev, 1000); break;
+    default: e = s->prod.vt->kv_delete(s->prod.self, lw->bucket, lw->key, 1000); break;
+    }
+    slog(s, "late KV write %s/%s applied: %s", lw->bucket, lw->key, parti_error_name(e) + 10);
+    if (e == PARTI_ERR_OK && lw->op < 3) note_assignment(s, lw->bucket, lw->key, lw->value, lw->len);
+    free(lw->bucket);
+    free(lw->key);
+    free(lw->value);
+}
+
+/* Once the faults stop: heal, unpause, disarm; the group must settle. */
+static void end_faults(sim *s) {
+    int i, need = s->prm.workers < 1 ? 1 : s->prm.workers;
+    slog(s, "faults stop");
+    for (i = 0; i < (int)arrlen(s->actors); i++) {
+        actor *a = s->actors[i];
+        if (a->cut) {
+            parti_fake_partition(s->w, &a->ft, 0);
+            a->cut = 0;
+        }
+        a->paused_until = 0;
+        a->kv_fault_n = a->upsert_fail_n = a->pause_at_write = 0;
+        a->slow_until = 0;
+        if (a->ft.vt) parti_fake_skew_clock(s->w, &a->ft, 0);
+    }
+    for (i = 0; i < (int)arrlen(s->timers); i++)
+        if (s->timers[i].kind == 1) {
+            create_stream(s);
+            arrdel(s->timers, i);
+            i--;
+        }
+    arrsetlen(s->timers, 0);
+    if (!s->stream_up) create_stream(s);
+    while (count_alive(s) < need) spawn(s);
+}
+
+/* ---- invariants checked after every step of a worker ----------------------------------------- */
+
+static int member_state(const actor *a) {
+    parti_state st;
+    if (!a->p || a->dead || a->done) return 0;
+    st = parti_state_of(a->p);
+    return st == PARTI_STATE_WAITING || st == PARTI_STATE_STABLE || st == PARTI_STATE_REBALANCING ||
+           st == PARTI_STATE_DEGRADED;
+}
+
+static void check_control_plane(sim *s, actor *a) {
+    uint64_t now = now_of(s), ep, ver;
+    int i, leaders = 0;
+    if (!a->p || a->dead || a->done) return;
+    ep = parti_epoch(a->p);
+    ver = parti_assignment_version_of(a->p);
+    /* each of these counts once per episode, not once per step */
+    if (ep < a->last_epoch || (ep == a->last_epoch && ver < a->last_version))
+        violation(s, I_monotone, "%s went from (epoch %llu, version %llu) to (%llu, %llu)", a->name,
+                  (unsigned long long)a->last_epoch, (unsigned long long)a->last_version, (unsigned long long)ep,
+                  (unsigned long long)ver);
+    a->last_epoch = ep;
+    a->last_version = ver;
+    if (member_state(a) && a->paused_until <= now) {
+        int twin = -1;
+        for (i = 0; i < (int)arrlen(s->actors) && twin < 0; i++) {
+            actor *b = s->actors[i];
+            if (b != a && member_state(b) && b->paused_until <= now &&
+                strcmp(parti_worker_id(a->p), parti_worker_id(b->p)) == 0)
+                twin = i;
+        }
+        if (twin >= 0 && a->id_twin != twin + 1)
+            violation(s, I_id_unique, "%s and %s both run as %s", a->name, s->actors[twin]->name,
+                      parti_worker_id(a->p));
+        a->id_twin = twin + 1;
+    }
+    if (parti_is_leader(a->p) && a->paused_until <= now) {
+        for (i = 0; i < (int)arrlen(s->actors); i++) {
+            actor *b = s->actors[i];
+            if (b->p && !b->dead && !b->done && b->paused_until <= now && parti_is_leader(b->p)) leaders++;
+        }
+        if (leaders > 1 && !s->leaders_overlap)
+            violation(s, I_one_leader, "%d workers act as leader at once (one is %s)", leaders, a->name);
+        s->leaders_overlap = leaders > 1;
+    } else if (a->was_leader) {
+        s->leaders_overlap = 0;
+    }
+    a->was_leader = parti_is_leader(a->p);
+}
+
+/* The earliest time anything but self is due: the scheduler's events and
+ * the other workers' wake-ups. */
+static uint64_t next_event_besides(sim *s, const actor *self) {
+    uint64_t t = s->end, now = now_of(s);
+    int i;
+    if (!s->phase_done && s->faults_end < t) t = s->faults_end;
+    if (!s->phase_done && s->fault_next < t) t = s->fault_next;
+    if (s->producer_next < t && s->producer_next < s->end - s->live_bound) t = s->producer_next;
+    for (i = 0; i < (int)arrlen(s->timers); i++)
+        if (s->timers[i].at < t) t = s->timers[i].at;
+    for (i = 0; i < (int)arrlen(s->late); i++)
+        if (s->late[i].due < t) t = s->late[i].due;
+    for (i = 0; i < (int)arrlen(s->actors); i++) {
+        const actor *x = s->actors[i];
+        uint64_t w;
+        if (x == self || !x->started || x->done) continue;
+        w = x->wake_at > x->paused_until ? x->wake_at : x->paused_until;
+        if (w < t) t = w < now ? now : w;
+    }
+    return t;
+}
+
+/* ---- the scheduler ------------------------------------------------------------------------------ */
+
+enum { EV_NONE, EV_ACTOR, EV_PRODUCE, EV_FAULT, EV_TIMER, EV_LATE, EV_PHASE, EV_END };
+
+static double wall_seconds(const struct timespec *t0) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+static void run_loop(sim *s) {
+    for (;;) {
+        uint64_t best = UINT64_MAX, now = now_of(s);
+        int kind = EV_NONE, ties = 0, i, pick = -1;
+        actor *a = NULL;
+        /* main-side events first at equal times */
+        if (!s->phase_done && s->faults_end < best) best = s->faults_end, kind = EV_PHASE;
+        if (s->end < best) best = s->end, kind = EV_END;
+        if (s->producer_next < s->end - s->live_bound && s->producer_next < best)
+            best = s->producer_next, kind = EV_PRODUCE;
+        if (!s->phase_done && s->fault_next < best) best = s->fault_next, kind = EV_FAULT;
+        for (i = 0; i < (int)arrlen(s->timers); i++)
+            if (s->timers[i].at < best) best = s->timers[i].at, kind = EV_TIMER, pick = i;
+        for (i = 0; i < (int)arrlen(s->late); i++)
+            if (s->late[i].due < best) best = s->late[i].due, kind = EV_LATE, pick = i;
+        for (i = 0; i < (int)arrlen(s->actors); i++) {
+            actor *x = s->actors[i];
+            uint64_t t;
+            if (!x->started || x->done) continue;
+            t = x->wake_at > x->paused_until ? x->wake_at : x->paused_until;
+            if (t < now) t = now;
+            if (t < best) {
+                best = t;
+                kind = EV_ACTOR;
+                a = x;
+                ties = 1;
+            } else if (t == best && kind == EV_ACTOR && rng_next(&s->rng) % (uint64_t)(++ties) == 0) {
+                a = x; /* reservoir choice among equals: the seed decides the interleaving */
+            }
+        }
+        if (best > now) parti_fake_advance(s->w, best - now);
+        s->steps++;
+        if ((s->steps & 1023) == 0 && wall_seconds(&s->wall0) > s->wall_budget_s) {
+            violation(s, I_progress, "over the wall-clock budget of %.0f s at virtual time %llu ms", s->wall_budget_s,
+                      (unsigned long long)(now_of(s) - s->start));
+            return;
+        }
+        switch (kind) {
+        case EV_END: return;
+        case EV_PHASE: end_faults(s); s->phase_done = 1; break;
+        case EV_PRODUCE:
+            if (s->stream_up) produce(s);
+            s->producer_next = now_of(s) + 1 + rng_next(&s->rng) % (uint64_t)(2000 / s->prm.rate);
+            break;
+        case EV_FAULT:
+            inject_fault(s);
+            s->fault_next = now_of(s) + 1 + rng_next(&s->rng) % (2 * (uint64_t)s->prm.fault_every_ms);
+            break;
+        case EV_TIMER: {
+            timer_ev t = s->timers[pick];
+            arrdel(s->timers, pick);
+            if (t.kind == 0 && s->actors[t.actor]->cut) {
+                parti_fake_partition(s->w, &s->actors[t.actor]->ft, 0);
+                s->actors[t.actor]->cut = 0;
+                slog(s, "%s healed", s->actors[t.actor]->name);
+            } else if (t.kind == 1 && !s->stream_up) {
+                create_stream(s);
+            }
+            break;
+        }
+        case EV_LATE: {
+            late_write lw = s->late[pick];
+            arrdel(s->late, pick);
+            apply_late(s, &lw);
+            break;
+        }
+        case EV_ACTOR:
+            a->paused_until = 0;
+            run_actor(s, a);
+            check_control_plane(s, a);
+            break;
+        default: return;
+        }
+    }
+}
+
+/* ---- a whole run --------------------------------------------------------------------------------- */
+
+static void finish_checks(sim *s) {
+    int i;
+    uint64_t from = s->faults_end + s->live_bound, until = s->end - s->live_bound, worst = 0;
+    for (i = 0; i < (int)arrlen(s->msgs); i++) {
+        msg_rec *r = &s->msgs[i];
+        if (r->destroyed && !r->acked && !r->dead_lettered) continue;
+        if (!r->acked && !r->dead_lettered)
+            violation(s, I_loss, "p%d #%d (seq %llu, published at %llu) was never %s", r->partition, r->index,
+                      (unsigned long long)r->seq, (unsigned long long)(r->published_at - s->start),
+                      r->handled ? (r->termed ? "dead-lettered (terminated)" : "acked") : "handled");
+        if (r->order_violation && !r->dead_lettered)
+            violation(s, I_order, "p%d #%d handled for the first time after a later message of its partition",
+                      r->partition, r->index);
+        if (r->published_at >= from && r->published_at <= until && !r->destroyed) {
+            uint64_t lat = r->handled ? r->first_handled_at - r->published_at : s->end - r->published_at;
+            if (lat > worst) worst = lat;
+            if (lat > s->live_bound)
+                violation(s, I_liveness, "p%d #%d published %llu ms after the faults stopped took %llu ms (bound %llu)",
+                          r->partition, r->index, (unsigned long long)(r->published_at - s->faults_end),
+                          (unsigned long long)lat, (unsigned long long)s->live_bound);
+        }
+    }
+    s->res.liveness_max_ms = worst;
+}
+
+/* The bound the docs state for the group to own and process every partition
+ * again after the last fault (see docs/testing.md). */
+static uint64_t liveness_bound(const sim_params *p) {
+    return (uint64_t)p->ttl_ms + p->heartbeat_ms + 100 /* emergency grace */ + 250 /* min interval */ +
+           4 * 500 /* planned window, debounced at most 4 times */ + 1000 /* cold start */ + 75 /* coalescing */ +
+           3 * (uint64_t)p->op_timeout_ms + 2000 /* retries */;
+}
+
+static void sim_run(const sim_params *prm, sim_result *out, FILE *log_out, int verbose) {
+    sim *s = (sim *)calloc(1, sizeof *s);
+    parti_fake_options fo;
+    static const char *const dsubs[] = {"dlq.>"};
+    parti_stream_config dsc;
+    int i;
+    s->prm = *prm;
+    s->rng = prm->seed * 0x2545F4914F6CDD1DULL + 3;
+    s->log_out = log_out;
+    s->wall_budget_s = 120;
+    clock_gettime(CLOCK_MONOTONIC, &s->wall0);
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->main_cv, NULL);
+    memset(&fo, 0, sizeof fo);
+    fo.seed = prm->seed;
+    fo.no_log = 1;
+    fo.wait = fake_wait_hook;
+    fo.wait_user = s;
+    parti_fake_world_create(&s->w, &fo);
+    parti_fake_connect(s->w, "operator", &s->prod);
+    s->start = now_of(s);
+    /* partitions p0..pN-1 on subjects sim.p<k> */
+    s->parts = (part_state *)calloc((size_t)prm->partitions, sizeof *s->parts);
+    s->pdefs = (parti_partition *)calloc((size_t)prm->partitions, sizeof *s->pdefs);
+    s->pkeys = (char (*)[16])calloc((size_t)prm->partitions, 16);
+    s->pkeyp = (const char **)calloc((size_t)prm->partitions, sizeof(char *));
+    for (i = 0; i < prm->partitions; i++) {
+        snprintf(s->pkeys[i], 16, "p%d", i);
+        s->pkeyp[i] = s->pkeys[i];
+        s->pdefs[i].keys = &s->pkeyp[i];
+        s->pdefs[i].key_count = 1;
+        s->pdefs[i].weight = 1;
+        s->parts[i].max_first_index = -1;
+        s->parts[i].in_handler = -1;
+        s->parts[i].grant_owner = -1;
+    }
+    s->cfg.stream = "SIM";
+    s->cfg.subject_template = "sim.{0}";
+    s->cfg.partitions = s->pdefs;
+    s->cfg.partition_count = prm->partitions;
+    s->cfg.fetch_batch = prm->batch;
+    s->cfg.fetch_expires_ms = 2000;
+    s->cfg.fetch_heartbeat_ms = 500;
+    s->cfg.ack_wait_ms = prm->ack_wait_ms;
+    s->cfg.max_deliver = prm->max_deliver;
+    snprintf(s->assign_bucket, sizeof s->assign_bucket, "parti-SIM-assign");
+    create_stream(s);
+    memset(&dsc, 0, sizeof dsc);
+    dsc.name = "DLQ";
+    dsc.subjects = dsubs;
+    dsc.subject_count = 1;
+    s->prod.vt->stream_create(s->prod.self, &dsc, 1000);
+    s->live_bound = liveness_bound(prm);
+    s->faults_end = s->start + prm->duration_ms;
+    /* quiet: the group recovers (one bound), messages published for 3 s must
+     * each be handled within the bound, then it drains (one bound) */
+    s->end = s->faults_end + 2 * s->live_bound + 3000;
+    s->producer_next = s->start + 10;
+    s->fault_next = s->start + prm->fault_every_ms;
+    slog(s, "seed %llu: %d workers, %d partitions, %d msg/s, heartbeat %u, ttl %u, op timeout %u, batch %d, "
+            "stream %s, kv %s, faults 0x%x",
+         (unsigned long long)prm->seed, prm->workers, prm->partitions, prm->rate, prm->heartbeat_ms, prm->ttl_ms,
+         prm->op_timeout_ms, prm->batch, prm->stream_memory ? "memory" : "file", prm->kv_memory ? "memory" : "file",
+         prm->faults);
+    for (i = 0; i < prm->workers; i++) spawn(s);
+    run_loop(s);
+    /* shut everything down: each worker unwinds and frees */
+    for (i = 0; i < (int)arrlen(s->actors); i++) {
+        actor *a = s->actors[i];
+        a->dead = 1;
+        a->paused_until = 0;
+        while (a->started && !a->done) run_actor(s, a);
+        pthread_join(a->th, NULL);
+    }
+    if (!s->viol[I_progress]) finish_checks(s);
+    for (i = 0; i < (int)arrlen(s->late); i++) {
+        free(s->late[i].bucket);
+        free(s->late[i].key);
+        free(s->late[i].value);
+    }
+    /* the result */
+    s->res.seeds = 1;
+    s->res.virtual_ms = now_of(s) - s->start;
+    s->res.steps = s->steps;
+    s->res.wall_us = (uint64_t)(wall_seconds(&s->wall0) * 1e6);
+    s->res.log_hash = s->log_hash;
+    for (i = 0; i < I_COUNT; i++) {
+        s->res.viol[i] = s->viol[i];
+        s->res.seeds_with[i] = s->viol[i] ? 1 : 0;
+        s->res.first_seed[i] = s->viol[i] ? prm->seed : 0;
+    }
+    if (verbose) {
+        for (i = 0; i < I_COUNT; i++) {
+            int k;
+            if (!s->viol[i]) continue;
+            printf("seed %llu: %s: %llu violation(s); first: %s\n", (unsigned long long)prm->seed, inv_names[i],
+                   (unsigned long long)s->viol[i], s->first_viol[i]);
+            if (verbose > 1) {
+                printf("  the event log before it:\n");
+                for (k = 0; k < s->ctx_n[i]; k++) printf("    %s\n", s->ctx[i][k]);
+            }
+        }
+    }
+    *out = s->res;
+    for (i = 0; i < (int)arrlen(s->actors); i++) {
+        parti_fake_disconnect(&s->actors[i]->ft);
+        pthread_cond_destroy(&s->actors[i]->cv);
+        free(s->actors[i]);
+    }
+    arrfree(s->actors);
+    arrfree(s->msgs);
+    arrfree(s->late);
+    arrfree(s->timers);
+    parti_fake_disconnect(&s->prod);
+    parti_fake_world_destroy(s->w);
+    free(s->parts);
+    free(s->pdefs);
+    free(s->pkeys);
+    free(s->pkeyp);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->main_cv);
+    free(s);
+}
+
+/* ---- many seeds, the summary, replay and shrink ---------------------------------------------------- */
+
+static void result_add(sim_result *t, const sim_result *r) {
+    int i;
+    t->seeds += r->seeds;
+    t->messages += r->messages;
+    t->handled += r->handled;
+    t->acked += r->acked;
+    t->dead_letters += r->dead_letters;
+    t->destroyed += r->destroyed;
+    for (i = 0; i < F_COUNT; i++) t->faults[i] += r->faults[i];
+    for (i = 0; i < C_COUNT; i++) t->dups[i] += r->dups[i];
+    for (i = 0; i < I_COUNT; i++) {
+        t->viol[i] += r->viol[i];
+        t->seeds_with[i] += r->seeds_with[i];
+        if (r->first_seed[i] && (!t->first_seed[i] || r->first_seed[i] < t->first_seed[i]))
+            t->first_seed[i] = r->first_seed[i];
+    }
+    t->virtual_ms += r->virtual_ms;
+    t->wall_us += r->wall_us;
+    t->steps += r->steps;
+    t->workers_started += r->workers_started;
+    t->log_hash ^= r->log_hash;
+    if (r->liveness_max_ms > t->liveness_max_ms) t->liveness_max_ms = r->liveness_max_ms;
+}
+
+static int failed(const sim_result *r) {
+    int i;
+    for (i = 0; i < I_COUNT; i++)
+        if (inv_asserted[i] && r->viol[i]) return 1;
+    return 0;
+}
+
+static void print_summary(const sim_result *r, double wall_s) {
+    int i;
+    printf("simulated %llu seeds: %.0f virtual s in %.1f wall s on this run (%.0f virtual s per wall s per core), "
+           "%llu scheduler steps, %llu workers started\n",
+           (unsigned long long)r->seeds, (double)r->virtual_ms / 1000.0, wall_s,
+           (double)r->virtual_ms / 1000.0 / ((double)r->wall_us / 1e6 + 1e-9), (unsigned long long)r->steps,
+           (unsigned long long)r->workers_started);
+    printf("messages: %llu published, %llu handler calls, %llu acked once or more, %llu dead-lettered, %llu lost "
+           "with a stream (excluded)\n",
+           (unsigned long long)r->messages, (unsigned long long)r->handled, (unsigned long long)r->acked,
+           (unsigned long long)r->dead_letters, (unsigned long long)r->destroyed);
+    printf("faults injected:");
+    for (i = 0; i < F_COUNT; i++) printf(" %s=%llu", fault_names[i], (unsigned long long)r->faults[i]);
+    printf("\nduplicates by cause:");
+    for (i = 0; i < C_COUNT; i++) printf(" %s=%llu", cause_names[i], (unsigned long long)r->dups[i]);
+    printf("\nworst handling latency after the faults stopped: %llu ms\n", (unsigned long long)r->liveness_max_ms);
+    printf("%-13s %-9s %10s %8s %10s\n", "invariant", "", "violations", "seeds", "first seed");
+    for (i = 0; i < I_COUNT; i++)
+        printf("%-13s %-9s %10llu %8llu %10llu\n", inv_names[i], inv_asserted[i] ? "asserted" : "reported",
+               (unsigned long long)r->viol[i], (unsigned long long)r->seeds_with[i],
+               (unsigned long long)r->first_seed[i]);
+}
+
+typedef struct overrides {
+    int workers, partitions, rate, has_faults;
+    uint64_t duration_ms;
+    unsigned faults;
+} overrides;
+
+static sim_params params_for(uint64_t seed, const overrides *o) {
+    sim_params p = params_from_seed(seed);
+    if (o->workers) p.workers = o->workers;
+    if (o->workers > p.max_workers) p.max_workers = o->workers;
+    if (o->partitions) p.partitions = o->partitions;
+    if (o->rate) p.rate = o->rate;
+    if (o->duration_ms) p.duration_ms = o->duration_ms;
+    if (o->has_faults) p.faults = o->faults;
+    return p;
+}
+
+static void print_replay(uint64_t seed, const overrides *o) {
+    int i, first = 1;
+    printf("replay: make sim SEED=%llu", (unsigned long long)seed);
+    if (o->has_faults || o->duration_ms || o->workers || o->partitions || o->rate) {
+        printf(" SIM_ARGS=\"");
+        if (o->has_faults) {
+            printf("--faults ");
+            for (i = 0; i < F_COUNT; i++)
+                if (o->faults & (1u << i)) printf("%s%s", first ? "" : ",", fault_names[i]), first = 0;
+            if (first) printf("none");
+            printf(" ");
+        }
+        if (o->duration_ms) printf("--duration %llu ", (unsigned long long)o->duration_ms);
+        if (o->workers) printf("--workers %d ", o->workers);
+        if (o->partitions) printf("--partitions %d ", o->partitions);
+        if (o->rate) printf("--rate %d ", o->rate);
+        printf("\"");
+    }
+    printf("\n");
+}
+
+/* Keeps the first violated invariant while dropping fault kinds one at a
+ * time and halving the fault phase. */
+static void shrink(uint64_t seed, overrides o) {
+    sim_result r;
+    sim_params p = params_for(seed, &o);
+    int inv = -1, i, rounds = 0;
+    sim_run(&p, &r, NULL, 0);
+    for (i = 0; i < I_COUNT && inv < 0; i++)
+        if (r.viol[i]) inv = i;
+    if (inv < 0) {
+        printf("seed %llu violates nothing: nothing to shrink\n", (unsigned long long)seed);
+        return;
+    }
+    printf("shrinking seed %llu, keeping a violation of %s\n", (unsigned long long)seed, inv_names[inv]);
+    if (!o.has_faults) o.has_faults = 1, o.faults = p.faults;
+    for (i = 0; i < F_COUNT; i++) {
+        overrides t = o;
+        if (!(t.faults & (1u << i))) continue;
+        t.faults &= ~(1u << i);
+        p = params_for(seed, &t);
+        sim_run(&p, &r, NULL, 0);
+        rounds++;
+        if (r.viol[inv]) {
+            o = t;
+            printf("  without %s: still violated\n", fault_names[i]);
+        }
+    }
+    for (;;) {
+        overrides t = o;
+        t.duration_ms = (o.duration_ms ? o.duration_ms : params_for(seed, &o).duration_ms) / 2;
+        if (t.duration_ms < 1000) break;
+        p = params_for(seed, &t);
+        sim_run(&p, &r, NULL, 0);
+        rounds++;
+        if (!r.viol[inv]) break;
+        o = t;
+        printf("  fault phase %llu ms: still violated\n", (unsigned long long)o.duration_ms);
+    }
+    printf("smallest after %d runs: ", rounds);
+    print_replay(seed, &o);
+    p = params_for(seed, &o);
+    sim_run(&p, &r, NULL, 2);
+}
+
+static unsigned parse_faults(const char *list) {
+    unsigned m = 0;
+    char buf[512], *tok, *save = NULL;
+    int i;
+    if (strcmp(list, "all") == 0) return (1u << F_COUNT) - 1;
+    if (strcmp(list, "none") == 0) return 0;
+    snprintf(buf, sizeof buf, "%s", list);
+    for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        for (i = 0; i < F_COUNT; i++)
+            if (strcmp(tok, fault_names[i]) == 0) break;
+        if (i == F_COUNT) {
+            fprintf(stderr, "sim: unknown fault kind '%s' (see --help)\n", tok);
+            exit(2);
+        }
+        m |= 1u << i;
+    }
+    return m;
+}
+
+static void usage(void) {
+    int i;
+    printf("usage: sim [--seed N | --seeds N [--first N] [--jobs N]] [--shrink] [--log] [--show]\n"
+           "           [--faults k1,k2|all|none] [--workers N] [--partitions N] [--duration MS] [--rate N]\n"
+           "fault kinds:\n");
+    for (i = 0; i < F_COUNT; i++) printf("  %-16s %s\n", fault_names[i], fault_help[i]);
+    printf("invariants:\n");
+    for (i = 0; i < I_COUNT; i++)
+        printf("  %-13s %-9s %s\n", inv_names[i], inv_asserted[i] ? "asserted" : "reported", inv_help[i]);
+}
+
+/* Runs seeds first..first+n-1 over jobs processes; returns the sum. */
+static sim_result run_seeds(uint64_t first, uint64_t n, int jobs, const overrides *o, int verbose) {
+    sim_result total;
+    int j, fds[64];
+    pid_t pids[64];
+    memset(&total, 0, sizeof total);
+    if (jobs < 1) jobs = 1;
+    if (jobs > 64) jobs = 64;
+    for (j = 0; j < jobs; j++) {
+        int pfd[2];
+        if (pipe(pfd) != 0) exit(2);
+        fflush(stdout);
+        if ((pids[j] = fork()) == 0) {
+            sim_result sum, r;
+            uint64_t k;
+            close(pfd[0]);
+            memset(&sum, 0, sizeof sum);
+            for (k = (uint64_t)j; k < n; k += (uint64_t)jobs) {
+                sim_params p = params_for(first + k, o);
+                sim_run(&p, &r, NULL, 0);
+                if (verbose && failed(&r)) {
+                    printf("seed %llu fails an asserted invariant; ", (unsigned long long)p.seed);
+                    print_replay(p.seed, o);
+                    fflush(stdout);
+                }
+                result_add(&sum, &r);
+            }
+            if (write(pfd[1], &sum, sizeof sum) != (ssize_t)sizeof sum) _exit(2);
+            _exit(0);
+        }
+        close(pfd[1]);
+        fds[j] = pfd[0];
+    }
+    for (j = 0; j < jobs; j++) {
+        sim_result r;
+        int st;
+        if (read(fds[j], &r, sizeof r) == (ssize_t)sizeof r) result_add(&total, &r);
+        else total.viol[I_progress]++, total.seeds_with[I_progress]++;
+        close(fds[j]);
+        waitpid(pids[j], &st, 0);
+    }
+    return total;
+}
+
+int main(int argc, char **argv) {
+    uint64_t seed = 0, seeds = 0, first = 1;
+    int jobs = 1, do_shrink = 0, show_log = 0, show = 0, i;
+    overrides o;
+    struct timespec t0;
+    memset(&o, 0, sizeof o);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    for (i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--seed") == 0 && v) seed = strtoull(v, NULL, 10), i++;
+        else if (strcmp(a, "--seeds") == 0 && v) seeds = strtoull(v, NULL, 10), i++;
+        else if (strcmp(a, "--first") == 0 && v) first = strtoull(v, NULL, 10), i++;
+        else if (strcmp(a, "--jobs") == 0 && v) jobs = atoi(v), i++;
+        else if (strcmp(a, "--faults") == 0 && v) o.faults = parse_faults(v), o.has_faults = 1, i++;
+        else if (strcmp(a, "--workers") == 0 && v) o.workers = atoi(v), i++;
+        else if (strcmp(a, "--partitions") == 0 && v) o.partitions = atoi(v), i++;
+        else if (strcmp(a, "--duration") == 0 && v) o.duration_ms = strtoull(v, NULL, 10), i++;
+        else if (strcmp(a, "--rate") == 0 && v) o.rate = atoi(v), i++;
+        else if (strcmp(a, "--shrink") == 0) do_shrink = 1;
+        else if (strcmp(a, "--log") == 0) show_log = 1;
+        else if (strcmp(a, "--show") == 0) show = 1;
+        else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage();
+            return 0;
+        } else {
+            fprintf(stderr, "sim: unknown argument '%s' (see --help)\n", a);
+            return 2;
+        }
+    }
+    if (o.workers < 0 || o.workers > 2000 || o.partitions < 0 || o.partitions > 200000 || o.rate < 0 ||
+        o.rate > 100000) {
+        fprintf(stderr, "sim: --workers 1..2000, --partitions 1..200000, --rate 1..100000\n");
+        return 2;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (seed) {
+        sim_result r;
+        sim_params p = params_for(seed, &o);
+        if (do_shrink) {
+            shrink(seed, o);
+            return 0;
+        }
+        sim_run(&p, &r, show_log ? stdout : NULL, show ? 2 : 1);
+        print_summary(&r, wall_seconds(&t0));
+        printf("event log hash %016llx\n", (unsigned long long)r.log_hash);
+        if (failed(&r)) print_replay(seed, &o);
+        return failed(&r);
+    }
+    if (!seeds) seeds = 100;
+    {
+        sim_result r = run_seeds(first, seeds, jobs, &o, 1);
+        print_summary(&r, wall_seconds(&t0));
+        printf("event log hash %016llx\n", (unsigned long long)r.log_hash);
+        printf("%s\n", failed(&r) ? "FAILED: an asserted invariant was violated" : "ok: every asserted invariant held");
+        return failed(&r);
+    }
+}
