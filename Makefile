@@ -3,6 +3,8 @@
 #   make fuzz        each fuzz target for FUZZ_SECONDS (default 60) on its corpus
 #   make bench       benchmarks (ratios against a baseline measured in the same run)
 #   make demo        the cluster demo: workers on a local nats-server (or the fake), join, kill -9, nothing lost
+#   make sim         the whole-group simulator: SEEDS=N seeds (default 1000), or SEED=N to replay one
+#                    (SIM_ARGS="--show", "--shrink", "--faults a,b", ...); make sim-long for the big runs
 # Each first runs scripts/setup, which installs what is missing (idempotent).
 
 CC      ?= cc
@@ -29,7 +31,10 @@ CONF_FAKE_SRC = tests/conformance.c tests/conformance_env_fake.c
 CONF_NATS_SRC = tests/conformance.c tests/conformance_env_nats.c tests/nats_server.c
 SERVER_SRC = tests/nats_server.c tests/nats_server.h
 
-.PHONY: all setup test check fuzz bench demo clean
+.PHONY: all setup test check fuzz bench demo sim sim-long clean
+SIM_SEEDS ?= 500
+SEEDS ?= 1000
+SIM_JOBS ?= 2
 
 all: $(B)/unit
 
@@ -41,7 +46,7 @@ test: setup
 	@$(MAKE) --no-print-directory check
 
 check: $(B)/unit $(B)/unit_clang $(B)/conformance_fake $(B)/conformance_nats $(B)/test_nats_server $(B)/test_nats_binding $(B)/test_consumer_nats $(B)/link_two_tu $(B)/link_static $(B)/cpp_gxx $(B)/cpp_clangxx \
-       $(B)/readme_example $(B)/demo $(B)/health_server $(B)/test_health_http $(addprefix $(B)/fuzz/fuzz_,$(FUZZ_TARGETS))
+       $(B)/readme_example $(B)/demo $(B)/health_server $(B)/test_health_http $(B)/sim $(addprefix $(B)/fuzz/fuzz_,$(FUZZ_TARGETS))
 	@tests/run criterion unit-gcc $(B)/unit --jobs 2
 	@tests/run criterion unit-clang $(B)/unit_clang --jobs 2
 	@tests/run criterion conformance-fake $(B)/conformance_fake --jobs 2
@@ -59,6 +64,11 @@ check: $(B)/unit $(B)/unit_clang $(B)/conformance_fake $(B)/conformance_nats $(B
 	@tests/run check demo-nats-server $(B)/demo --check
 	@tests/run check demo-nats-server-kill-leader $(B)/demo --check --kill-leader
 	@tests/run check demo-fake $(B)/demo --check --fake
+	@tests/run check sim-$(SIM_SEEDS)-seeds $(B)/sim --seeds $(SIM_SEEDS) --jobs $(SIM_JOBS)
+	@tests/run check sim-same-seed-same-log tests/sim_replay.sh $(B)/sim
+	@tests/run check sim-review-scenarios $(B)/sim --scenarios
+	@tests/run check sim-scale-200-workers-10000-partitions $(B)/sim --seed 1 --workers 200 --partitions 10000 --rate 400 --duration 8000 --faults join,leave,crash,pause_short
+	@tail -n 14 build/logs/sim-$(SIM_SEEDS)-seeds.log
 	@for t in $(FUZZ_TARGETS); do \
 	    rm -rf $(B)/fuzz/corpus_$$t; mkdir -p $(B)/fuzz/corpus_$$t; \
 	    tests/run check fuzz-$$t $(B)/fuzz/fuzz_$$t -runs=$(FUZZ_RUNS) -seed=1 \
@@ -115,6 +125,28 @@ $(B)/readme_example: README.md $(HEADERS)
 	@mkdir -p $(B)
 	sed -n '/<!-- example:begin -->/,/<!-- example:end -->/p' README.md | sed '1,2d;$$d' | sed '$$d' > $(B)/readme_example.c
 	$(CC) $(STRICT) $(SAN) -I. $(B)/readme_example.c -o $@
+
+# The simulator: many workers on threads over the fake (no nats.c), under the sanitizers.
+$(B)/sim: tests/sim.c $(HEADERS)
+	@mkdir -p $(B)
+	$(CC) $(STRICT) -D_POSIX_C_SOURCE=200809L $(SAN) -I. tests/sim.c -lpthread -o $@
+
+$(B)/sim_fast: tests/sim.c $(HEADERS)
+	@mkdir -p $(B)
+	$(CC) $(STRICT) -D_POSIX_C_SOURCE=200809L -O2 -g -I. tests/sim.c -lpthread -o $@
+
+# make sim SEEDS=100000, or make sim SEED=42 SIM_ARGS="--show" to replay one seed
+sim: $(B)/sim_fast
+ifdef SEED
+	$(B)/sim_fast --seed $(SEED) $(SIM_ARGS)
+else
+	$(B)/sim_fast --seeds $(SEEDS) --jobs $(SIM_JOBS) $(SIM_ARGS)
+endif
+
+# the long runs: 100,000 seeds, and one group of 1,000 workers over 100,000 partitions
+sim-long: $(B)/sim_fast
+	$(B)/sim_fast --seeds 100000 --jobs $(SIM_JOBS) $(SIM_ARGS)
+	$(B)/sim_fast --seed 1 --workers 1000 --partitions 100000 --rate 2000 --duration 10000 --faults join,leave,crash,pause_short
 
 $(B)/fuzz/fuzz_%: fuzz/fuzz_%.c $(HEADERS)
 	@mkdir -p $(B)/fuzz

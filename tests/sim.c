@@ -80,6 +80,7 @@ static const char *const fault_help[] = {
     X(order, 0, "no message of a partition was handled for the first time after a later one (dead letters aside)") \
     X(liveness, 0, "after the faults stopped, every message was handled within the stated bound")                  \
     X(id_unique, 0, "no two running workers held one worker ID at once")                                          \
+    X(id_kept, 0, "no worker gave up its ID while its key was still its own on the server and no one else held it") \
     X(one_leader, 0, "at most one running worker acted as leader at any instant")                                 \
     X(monotone, 0, "the (epoch, version) each worker applied never went down")                                    \
     X(graceful_dup, 0, "graceful moves (join, leave, rebalance) caused no duplicate")
@@ -139,6 +140,7 @@ typedef struct sim_params {
     unsigned faults;        /* bit per fault kind */
     uint32_t fault_every_ms;/* mean time between faults */
     int quiet_log;          /* keep no event log text (scale runs) */
+    const char *script;     /* "MS FAULT [Pn]; ...": these faults at these times, and no random ones */
 } sim_params;
 
 typedef struct sim_result {
@@ -217,9 +219,10 @@ typedef struct actor {
     uint64_t slow_until;
     int kv_fault, kv_fault_n, upsert_fail_n, pause_at_write;
     int cut;
-    uint64_t last_crash, last_lease_fault, last_kv_fault;
+    uint64_t last_crash, last_lease_fault, last_kv_fault, renewed_at;
     /* invariant bookkeeping */
-    uint64_t last_epoch, last_version;
+    uint64_t last_epoch, last_version; /* the highest applied */
+    uint64_t seen_epoch, seen_version; /* the last applied (a violation counts once) */
     int id_twin, was_leader;
     int handling_partition; /* -1 when not inside the handler */
     uint64_t rng;
@@ -250,8 +253,9 @@ typedef struct part_state {
 
 typedef struct timer_ev {
     uint64_t at;
-    int kind; /* 0 heal cut, 1 recreate stream */
+    int kind; /* 0 heal cut, 1 recreate stream, 2 a scripted fault */
     int actor;
+    int fault, count; /* a scripted fault and its count (0 = the seed's choice) */
 } timer_ev;
 
 struct sim {
@@ -273,7 +277,7 @@ struct sim {
     timer_ev *timers; /* stb_ds */
     uint64_t start, faults_end, end, producer_next, fault_next, live_bound, last_server_fault;
     int stream_up, phase_done, leaders_overlap;
-    char assign_bucket[64];
+    char assign_bucket[64], members_bucket[64];
     sim_result res;
     uint64_t viol[I_COUNT];
     char first_viol[I_COUNT][256];
@@ -512,6 +516,8 @@ static parti_err kv_write(actor *a, int op, const char *bucket, const char *key,
     default: e = a->ft.vt->kv_delete(a->ft.self, bucket, key, t); break;
     }
     if (e == PARTI_ERR_OK && op < 3) note_assignment(a->s, bucket, key, value, len);
+    if (e == PARTI_ERR_OK && op < 3 && strcmp(bucket, a->s->members_bucket) == 0 && strncmp(key, "m.", 2) == 0)
+        a->renewed_at = t0; /* the member key is this worker's until t0 + TTL, whatever the reply says */
     if (f == RF_LOST) {
         slog(a->s, "%s KV write %s/%s applied (%s), reply lost", a->name, bucket, key, parti_error_name(e) + 10);
         return timeout_after(a, t0, t);
@@ -793,6 +799,9 @@ static parti_verdict on_message(void *user, const parti_msg *m, uint32_t *nak_de
     if (s->parts[part].in_handler == a->idx) s->parts[part].in_handler = -1;
     a->handling_partition = -1;
     if (a->dead) return PARTI_NAK; /* died inside the handler: its work does not count */
+    if (v != PARTI_ACK)
+        slog(s, "%s %s p%d #%d%s", a->name, v == PARTI_NAK ? "naks" : v == PARTI_TERM ? "terminates" : "keeps in progress",
+             part, r->index, v == PARTI_NAK ? " (delayed)" : "");
     if (v == PARTI_ACK) {
         if (r->acked++ == 0) {
             r->first_acker = a->idx;
@@ -835,10 +844,28 @@ static void note_dead_letter(sim *s, const parti_header *h, int nh, const void *
     slog(s, "dead letter p%d #%d", part, r->index);
 }
 
+/* A worker gives up its ID: fine when its key can have expired or another
+ * process holds the ID; not while the server still has it as this worker's. */
+static void check_id_loss(sim *s, actor *a, const char *id) {
+    uint64_t now = now_of(s);
+    int i;
+    if (!id || !*id || now >= a->renewed_at + s->prm.ttl_ms) return;
+    if (s->last_server_fault >= a->renewed_at) return; /* a memory bucket may have gone with a restart */
+    for (i = 0; i < (int)arrlen(s->actors); i++) {
+        actor *b = s->actors[i];
+        if (b != a && b->p && !b->done && strcmp(parti_worker_id(b->p), id) == 0) return;
+    }
+    violation(s, I_id_kept, "%s gave up %s %llu ms after its last renewal reached the server (TTL %u)", a->name, id,
+              (unsigned long long)(now - a->renewed_at), s->prm.ttl_ms);
+}
+
 static void on_event(void *user, const parti_event *ev) {
     actor *a = (actor *)user;
     if (a->dead) return;
-    if (ev->kind == PARTI_EVENT_ID_LOST) a->last_lease_fault = now_of(a->s);
+    if (ev->kind == PARTI_EVENT_ID_LOST) {
+        check_id_loss(a->s, a, ev->detail && *ev->detail ? ev->detail : ev->worker_id);
+        a->last_lease_fault = now_of(a->s);
+    }
     if (ev->kind == PARTI_EVENT_STATE_CHANGED && ev->state != PARTI_STATE_DEGRADED) return;
     slog(a->s, "%s event %s id=%s epoch=%llu version=%llu partitions=%d %s", a->name, parti_event_name(ev->kind),
          ev->worker_id, (unsigned long long)ev->epoch, (unsigned long long)ev->version, ev->partitions,
@@ -1021,6 +1048,8 @@ static void add_timer(sim *s, uint64_t at, int kind, int actor_idx) {
     t.at = at;
     t.kind = kind;
     t.actor = actor_idx;
+    t.fault = -1;
+    t.count = 0;
     arrput(s->timers, t);
 }
 
@@ -1031,8 +1060,10 @@ static int pick_fault(sim *s) {
     return n ? kinds[rng_next(&s->rng) % (uint64_t)n] : -1;
 }
 
-static void inject_fault(sim *s) {
-    int f = pick_fault(s);
+/* Applies fault f, aimed at target (NULL: a live worker chosen by the seed);
+ * count > 0 (scripts) fixes how many calls a call fault hits, or how many
+ * TTLs a pause lasts. */
+static void inject_fault(sim *s, int f, actor *target, int count) {
     uint64_t now = now_of(s), ttl = s->prm.ttl_ms;
     actor *a;
     if (f < 0) return;
@@ -1060,7 +1091,7 @@ static void inject_fault(sim *s) {
         for (int i = 0; i < (int)arrlen(s->actors); i++)
             if (s->actors[i]->wakeable && s->actors[i]->wake_at > now) s->actors[i]->wake_at = now;
     } else {
-        if (!(a = pick_alive(s))) return;
+        if (!(a = target ? target : pick_alive(s)) || !alive(a)) return;
         switch (f) {
         case F_leave: a->leave_req = 1; break;
         case F_crash:
@@ -1070,11 +1101,14 @@ static void inject_fault(sim *s) {
             if (a->wake_at > now) a->wake_at = now;
             break;
         case F_pause_short: a->paused_until = now + ttl / 5 + rng_next(&s->rng) % (ttl * 3 / 5); break;
-        case F_pause_long: a->paused_until = now + ttl * 6 / 5 + rng_next(&s->rng) % (ttl * 9 / 5); break;
+        case F_pause_long:
+            a->paused_until = count ? now + ttl * (uint64_t)count : now + ttl * 6 / 5 + rng_next(&s->rng) % (ttl * 9 / 5);
+            break;
         case F_pause_at_write: a->pause_at_write = 1; break;
         case F_slow:
-            a->slow_ms = (uint32_t)(20 + rng_next(&s->rng) % 300);
-            a->slow_until = now + 2000 + rng_next(&s->rng) % 10000;
+            a->slow_ms = target ? 40 : (uint32_t)(20 + rng_next(&s->rng) % 300);
+            /* scripted: slow until the faults stop */
+            a->slow_until = target ? s->faults_end : now + 2000 + rng_next(&s->rng) % 10000;
             break;
         case F_verdicts: return; /* always on while enabled, in the handlers */
         case F_consumer_delete: {
@@ -1086,10 +1120,13 @@ static void inject_fault(sim *s) {
             if (a->wake_at > now) a->wake_at = now;
             break;
         }
-        case F_kv_hang: a->kv_fault = RF_HANG; a->kv_fault_n = 1 + (int)(rng_next(&s->rng) % 3); break;
-        case F_kv_lost_reply: a->kv_fault = RF_LOST; a->kv_fault_n = 1 + (int)(rng_next(&s->rng) % 3); break;
-        case F_kv_late: a->kv_fault = RF_LATE; a->kv_fault_n = 1 + (int)(rng_next(&s->rng) % 2); break;
-        case F_upsert_fail: a->upsert_fail_n = 1 + (int)(rng_next(&s->rng) % 10); break;
+        case F_kv_hang: a->kv_fault = RF_HANG; a->kv_fault_n = count ? count : 1 + (int)(rng_next(&s->rng) % 3); break;
+        case F_kv_lost_reply:
+            a->kv_fault = RF_LOST;
+            a->kv_fault_n = count ? count : 1 + (int)(rng_next(&s->rng) % 3);
+            break;
+        case F_kv_late: a->kv_fault = RF_LATE; a->kv_fault_n = count ? count : 1 + (int)(rng_next(&s->rng) % 2); break;
+        case F_upsert_fail: a->upsert_fail_n = count ? count : 1 + (int)(rng_next(&s->rng) % 10); break;
         case F_cut:
             if (a->cut) return;
             a->cut = 1;
@@ -1139,13 +1176,7 @@ static void end_faults(sim *s) {
         a->slow_until = 0;
         if (a->ft.vt) parti_fake_skew_clock(s->w, &a->ft, 0);
     }
-    for (i = 0; i < (int)arrlen(s->timers); i++)
-        if (s->timers[i].kind == 1) {
-            create_stream(s);
-            arrdel(s->timers, i);
-            i--;
-        }
-    arrsetlen(s->timers, 0);
+    arrsetlen(s->timers, 0); /* heals, re-creations and scripted faults: all done now */
     if (!s->stream_up) create_stream(s);
     while (count_alive(s) < need) spawn(s);
 }
@@ -1166,13 +1197,22 @@ static void check_control_plane(sim *s, actor *a) {
     if (!a->p || a->dead || a->done) return;
     ep = parti_epoch(a->p);
     ver = parti_assignment_version_of(a->p);
-    /* each of these counts once per episode, not once per step */
-    if (ep < a->last_epoch || (ep == a->last_epoch && ver < a->last_version))
-        violation(s, I_monotone, "%s went from (epoch %llu, version %llu) to (%llu, %llu)", a->name,
-                  (unsigned long long)a->last_epoch, (unsigned long long)a->last_version, (unsigned long long)ep,
-                  (unsigned long long)ver);
-    a->last_epoch = ep;
-    a->last_version = ver;
+    /* each of these counts once per episode, not once per step. Version 0
+     * means "nothing applied" (after an ID loss): only a document applied
+     * below the highest one applied before counts */
+    if (ver && (ep < a->last_epoch || (ep == a->last_epoch && ver < a->last_version)) &&
+        (ep != a->seen_epoch || ver != a->seen_version))
+        violation(s, I_monotone, "%s applied (epoch %llu, version %llu) after (%llu, %llu)", a->name,
+                  (unsigned long long)ep, (unsigned long long)ver, (unsigned long long)a->last_epoch,
+                  (unsigned long long)a->last_version);
+    if (ver) {
+        a->seen_epoch = ep;
+        a->seen_version = ver;
+    }
+    if (ver && (ep > a->last_epoch || (ep == a->last_epoch && ver > a->last_version))) {
+        a->last_epoch = ep;
+        a->last_version = ver;
+    }
     if (member_state(a) && a->paused_until <= now) {
         int twin = -1;
         for (i = 0; i < (int)arrlen(s->actors) && twin < 0; i++) {
@@ -1277,7 +1317,7 @@ static void run_loop(sim *s) {
             s->producer_next = now_of(s) + 1 + rng_next(&s->rng) % (uint64_t)(2000 / s->prm.rate);
             break;
         case EV_FAULT:
-            inject_fault(s);
+            inject_fault(s, pick_fault(s), NULL, 0);
             s->fault_next = now_of(s) + 1 + rng_next(&s->rng) % (2 * (uint64_t)s->prm.fault_every_ms);
             break;
         case EV_TIMER: {
@@ -1289,6 +1329,9 @@ static void run_loop(sim *s) {
                 slog(s, "%s healed", s->actors[t.actor]->name);
             } else if (t.kind == 1 && !s->stream_up) {
                 create_stream(s);
+            } else if (t.kind == 2) {
+                inject_fault(s, t.fault, t.actor >= 0 && t.actor < (int)arrlen(s->actors) ? s->actors[t.actor] : NULL,
+                             t.count);
             }
             break;
         }
@@ -1306,6 +1349,32 @@ static void run_loop(sim *s) {
         default: return;
         }
     }
+}
+
+/* "6000 slow P1; 9000 leave P0; 12000 stream_recreate": scripted faults,
+ * in virtual ms from the start, aimed at a worker (Pn, the n-th started) or
+ * at one the seed picks. A script turns the random faults off. */
+static int load_script(sim *s, const char *script) {
+    char buf[1024], *ent, *save = NULL;
+    snprintf(buf, sizeof buf, "%s", script);
+    for (ent = strtok_r(buf, ";", &save); ent; ent = strtok_r(NULL, ";", &save)) {
+        char name[32] = "", who[16] = "";
+        unsigned long long at;
+        int count = 0, n = sscanf(ent, " %llu %31s %15s %d", &at, name, who, &count), f;
+        timer_ev t;
+        if (n < 2 || count < 0) return -1;
+        for (f = 0; f < F_COUNT && strcmp(fault_names[f], name) != 0; f++) {
+        }
+        if (f == F_COUNT || (n == 3 && who[0] != 'P')) return -1;
+        t.at = s->start + at;
+        t.kind = 2;
+        t.fault = f;
+        t.actor = n >= 3 ? atoi(who + 1) : -1;
+        t.count = count;
+        arrput(s->timers, t);
+    }
+    s->fault_next = UINT64_MAX;
+    return 0;
 }
 
 /* ---- a whole run --------------------------------------------------------------------------------- */
@@ -1389,6 +1458,7 @@ static void sim_run(const sim_params *prm, sim_result *out, FILE *log_out, int v
     s->cfg.ack_wait_ms = prm->ack_wait_ms;
     s->cfg.max_deliver = prm->max_deliver;
     snprintf(s->assign_bucket, sizeof s->assign_bucket, "parti-SIM-assign");
+    snprintf(s->members_bucket, sizeof s->members_bucket, "parti-SIM-members");
     create_stream(s);
     memset(&dsc, 0, sizeof dsc);
     dsc.name = "DLQ";
@@ -1407,6 +1477,10 @@ static void sim_run(const sim_params *prm, sim_result *out, FILE *log_out, int v
          (unsigned long long)prm->seed, prm->workers, prm->partitions, prm->rate, prm->heartbeat_ms, prm->ttl_ms,
          prm->op_timeout_ms, prm->batch, prm->stream_memory ? "memory" : "file", prm->kv_memory ? "memory" : "file",
          prm->faults);
+    if (prm->script && load_script(s, prm->script) != 0) {
+        violation(s, I_integrity, "the script '%s' does not parse", prm->script);
+        s->end = s->start;
+    }
     for (i = 0; i < prm->workers; i++) spawn(s);
     run_loop(s);
     /* shut everything down: each worker unwinds and frees */
@@ -1524,9 +1598,11 @@ static void print_summary(const sim_result *r, double wall_s) {
 }
 
 typedef struct overrides {
-    int workers, partitions, rate, has_faults;
+    int workers, partitions, rate, batch, has_faults, kv_memory, stream_memory;
     uint64_t duration_ms;
+    uint32_t heartbeat_ms, ttl_ms, op_timeout_ms;
     unsigned faults;
+    char script[512];
 } overrides;
 
 static sim_params params_for(uint64_t seed, const overrides *o) {
@@ -1535,30 +1611,64 @@ static sim_params params_for(uint64_t seed, const overrides *o) {
     if (o->workers > p.max_workers) p.max_workers = o->workers;
     if (o->partitions) p.partitions = o->partitions;
     if (o->rate) p.rate = o->rate;
+    if (o->batch) p.batch = o->batch;
     if (o->duration_ms) p.duration_ms = o->duration_ms;
+    if (o->heartbeat_ms) p.heartbeat_ms = o->heartbeat_ms;
+    if (o->ttl_ms) p.ttl_ms = o->ttl_ms;
+    if (o->op_timeout_ms) p.op_timeout_ms = o->op_timeout_ms;
+    if (o->kv_memory) p.kv_memory = o->kv_memory > 0;
+    if (o->stream_memory) p.stream_memory = o->stream_memory > 0;
     if (o->has_faults) p.faults = o->faults;
+    if (o->script[0]) {
+        p.script = o->script;
+        if (!o->has_faults) p.faults = 0;
+    }
+    if (p.ttl_ms < 3 * p.heartbeat_ms) p.ttl_ms = 3 * p.heartbeat_ms;
     return p;
+}
+
+static unsigned parse_faults(const char *list);
+
+/* One option NAME VALUE into o; 1 when it was one, 0 when unknown. */
+static int apply_option(overrides *o, const char *a, const char *v) {
+    if (!v) return 0;
+    if (strcmp(a, "--faults") == 0) o->faults = parse_faults(v), o->has_faults = 1;
+    else if (strcmp(a, "--workers") == 0) o->workers = atoi(v);
+    else if (strcmp(a, "--partitions") == 0) o->partitions = atoi(v);
+    else if (strcmp(a, "--duration") == 0) o->duration_ms = strtoull(v, NULL, 10);
+    else if (strcmp(a, "--rate") == 0) o->rate = atoi(v);
+    else if (strcmp(a, "--batch") == 0) o->batch = atoi(v);
+    else if (strcmp(a, "--heartbeat") == 0) o->heartbeat_ms = (uint32_t)atoi(v);
+    else if (strcmp(a, "--ttl") == 0) o->ttl_ms = (uint32_t)atoi(v);
+    else if (strcmp(a, "--op-timeout") == 0) o->op_timeout_ms = (uint32_t)atoi(v);
+    else if (strcmp(a, "--kv-memory") == 0) o->kv_memory = atoi(v) ? 1 : -1;
+    else if (strcmp(a, "--stream-memory") == 0) o->stream_memory = atoi(v) ? 1 : -1;
+    else if (strcmp(a, "--script") == 0) snprintf(o->script, sizeof o->script, "%s", v);
+    else return 0;
+    return 1;
 }
 
 static void print_replay(uint64_t seed, const overrides *o) {
     int i, first = 1;
-    printf("replay: make sim SEED=%llu", (unsigned long long)seed);
-    if (o->has_faults || o->duration_ms || o->workers || o->partitions || o->rate) {
-        printf(" SIM_ARGS=\"");
-        if (o->has_faults) {
-            printf("--faults ");
-            for (i = 0; i < F_COUNT; i++)
-                if (o->faults & (1u << i)) printf("%s%s", first ? "" : ",", fault_names[i]), first = 0;
-            if (first) printf("none");
-            printf(" ");
-        }
-        if (o->duration_ms) printf("--duration %llu ", (unsigned long long)o->duration_ms);
-        if (o->workers) printf("--workers %d ", o->workers);
-        if (o->partitions) printf("--partitions %d ", o->partitions);
-        if (o->rate) printf("--rate %d ", o->rate);
-        printf("\"");
+    printf("replay: make sim SEED=%llu SIM_ARGS=\"--show", (unsigned long long)seed);
+    if (o->has_faults) {
+        printf(" --faults ");
+        for (i = 0; i < F_COUNT; i++)
+            if (o->faults & (1u << i)) printf("%s%s", first ? "" : ",", fault_names[i]), first = 0;
+        if (first) printf("none");
     }
-    printf("\n");
+    if (o->duration_ms) printf(" --duration %llu", (unsigned long long)o->duration_ms);
+    if (o->workers) printf(" --workers %d", o->workers);
+    if (o->partitions) printf(" --partitions %d", o->partitions);
+    if (o->rate) printf(" --rate %d", o->rate);
+    if (o->batch) printf(" --batch %d", o->batch);
+    if (o->heartbeat_ms) printf(" --heartbeat %u", o->heartbeat_ms);
+    if (o->ttl_ms) printf(" --ttl %u", o->ttl_ms);
+    if (o->op_timeout_ms) printf(" --op-timeout %u", o->op_timeout_ms);
+    if (o->kv_memory) printf(" --kv-memory %d", o->kv_memory > 0);
+    if (o->stream_memory) printf(" --stream-memory %d", o->stream_memory > 0);
+    if (o->script[0]) printf(" --script '%s'", o->script);
+    printf("\"\n");
 }
 
 /* Keeps the first violated invariant while dropping fault kinds one at a
@@ -1605,6 +1715,134 @@ static void shrink(uint64_t seed, overrides o) {
     sim_run(&p, &r, NULL, 2);
 }
 
+/* The schedules review found on 0.2.0, each pinned as a scenario: the
+ * options (a script of faults), the invariants the schedule breaks today.
+ * `sim --scenarios` runs each on seeds 1..10 and fails when one no longer
+ * reproduces: either the library was fixed (then make it expect nothing and
+ * assert it stays clean) or the simulator lost the schedule. */
+typedef struct scenario {
+    const char *name, *what, *args, *expect;
+} scenario;
+
+static const scenario scenarios[] = {
+    {"own_backlog_on_graceful_takeover",
+     "a gaining worker with its own backlog and a message kept in progress takes over from a worker leaving gracefully",
+     "--workers 3 --partitions 12 --rate 40 --batch 20 --duration 15000 --faults verdicts "
+     "--script '3000 slow P1; 3000 slow P2; 8000 leave P0'",
+     "loss"},
+    {"position_read_after_owner_moved_on",
+     "a join moves partitions off busy workers, whose positions move on while the gainer reads them",
+     "--workers 2 --partitions 8 --rate 80 --batch 50 --duration 15000 --script '3000 slow P0; 3000 slow P1; 6000 join'",
+     "loss,graceful_dup"},
+    {"handoff_then_stream_recreated", "a graceful leave, then the stream is deleted and created again",
+     "--workers 3 --partitions 8 --rate 40 --duration 15000 --script '5000 leave P0; 6500 stream_recreate'",
+     "loss,graceful_dup"},
+    {"batch_longer_than_ttl", "a batch of slow messages takes longer than the member TTL",
+     "--workers 3 --partitions 6 --rate 60 --batch 50 --heartbeat 250 --ttl 1000 --duration 15000 "
+     "--script '3000 slow P0; 3000 slow P1; 3000 slow P2'",
+     "exclusive,id_unique,one_leader"},
+    {"pause_mid_batch", "a worker stops for twice the TTL in the middle of a batch",
+     "--workers 3 --partitions 6 --rate 60 --batch 50 --duration 15000 --script '3000 slow P0; 6000 pause_long P0 2'",
+     "exclusive,graceful_dup"},
+    {"upsert_fails_while_partition_moves", "the old owner's shrinking upsert keeps failing while its partitions move away",
+     "--workers 1 --partitions 8 --rate 40 --duration 15000 --script '4000 upsert_fail P0 30; 4100 join; 4200 join'",
+     "exclusive,graceful_dup,loss"},
+    {"degraded_while_kv_hangs", "every KV call of one worker hangs until its timeout for a long while",
+     "--workers 3 --partitions 8 --rate 40 --op-timeout 1000 --duration 15000 --script '4000 kv_hang P0 40'",
+     "exclusive,graceful_dup,id_unique,one_leader"},
+    {"members_bucket_lost", "a server restart loses the memory-storage buckets under a running group",
+     "--workers 3 --partitions 8 --rate 40 --kv-memory 1 --stream-memory 0 --duration 15000 --script '5000 restart'",
+     "liveness,loss,monotone"},
+    {"stale_leader_write_after_election",
+     "a leader's writes are held back, a new leader is elected, then the old writes land",
+     "--workers 3 --partitions 8 --rate 40 --duration 15000 --script '4000 kv_late P0 6; 4000 kv_late P1 6; "
+     "4000 kv_late P2 6; 4200 join'",
+     "one_leader,monotone,exclusive,liveness,graceful_dup"},
+    {"renewal_reply_lost", "a member key renewal is applied but its reply is lost",
+     "--workers 3 --partitions 8 --rate 40 --duration 15000 --script '4000 kv_lost_reply P1 1; 6000 kv_lost_reply P2 1'",
+     "id_kept"},
+    {"leave_after_keys_taken_over",
+     "a frozen worker whose keys were taken over is told to leave and deletes the new holders' keys",
+     "--workers 2 --partitions 8 --rate 40 --heartbeat 250 --ttl 1000 --duration 15000 "
+     "--script '4000 pause_long P1 3; 5600 join; 5690 kv_hang P1 1; 5700 leave P1'",
+     "id_kept"},
+};
+
+/* Splits args into argv (single quotes group words); returns argc. */
+static int split_args(char *buf, char **argv, int cap) {
+    int n = 0;
+    char *p = buf;
+    while (*p && n < cap) {
+        while (*p == ' ') p++;
+        if (!*p) break;
+        if (*p == '\'') {
+            argv[n++] = ++p;
+            while (*p && *p != '\'') p++;
+        } else {
+            argv[n++] = p;
+            while (*p && *p != ' ') p++;
+        }
+        if (*p) *p++ = 0;
+    }
+    return n;
+}
+
+static int run_scenarios(const char *only) {
+    int k, bad = 0, ran = 0;
+    for (k = 0; k < (int)(sizeof scenarios / sizeof scenarios[0]); k++) {
+        const scenario *sc = &scenarios[k];
+        char buf[1024], *argv[32];
+        overrides o;
+        int argc, i, found = -1;
+        uint64_t seed;
+        if (only && strcmp(only, sc->name) != 0) continue;
+        ran++;
+        memset(&o, 0, sizeof o);
+        snprintf(buf, sizeof buf, "%s", sc->args);
+        argc = split_args(buf, argv, 32);
+        for (i = 0; i + 1 < argc; i += 2)
+            if (!apply_option(&o, argv[i], argv[i + 1])) {
+                printf("scenario %s: bad option %s\n", sc->name, argv[i]);
+                return 1;
+            }
+        for (seed = 1; seed <= 10 && found < 0; seed++) {
+            sim_params p = params_for(seed, &o);
+            sim_result r;
+            sim_run(&p, &r, NULL, 0);
+            for (i = 0; i < I_COUNT; i++) {
+                char want[256], *t, *save = NULL;
+                if (!r.viol[i]) continue;
+                if (inv_asserted[i]) {
+                    printf("FAIL %s: seed %llu breaks the asserted %s\n", sc->name, (unsigned long long)seed,
+                           inv_names[i]);
+                    bad++;
+                }
+                snprintf(want, sizeof want, "%s", sc->expect);
+                for (t = strtok_r(want, ",", &save); t; t = strtok_r(NULL, ",", &save))
+                    if (strcmp(t, inv_names[i]) == 0 && found < 0) found = i;
+            }
+            if (found >= 0) {
+                printf("reproduced %-36s seed %llu breaks %-10s (%s)\n", sc->name, (unsigned long long)seed,
+                       inv_names[found], sc->what);
+                printf("    ");
+                print_replay(seed, &o);
+            }
+        }
+        if (found < 0) {
+            printf("FAIL %s: seeds 1..10 break none of {%s}: fixed? then expect a clean run and assert it; else the "
+                   "simulator lost this schedule\n",
+                   sc->name, sc->expect);
+            bad++;
+        }
+    }
+    if (only && !ran) {
+        printf("no scenario named %s\n", only);
+        return 2;
+    }
+    printf("%d scenarios, %d failed\n", ran, bad);
+    return bad ? 1 : 0;
+}
+
 static unsigned parse_faults(const char *list) {
     unsigned m = 0;
     char buf[512], *tok, *save = NULL;
@@ -1628,6 +1866,8 @@ static void usage(void) {
     int i;
     printf("usage: sim [--seed N | --seeds N [--first N] [--jobs N]] [--shrink] [--log] [--show]\n"
            "           [--faults k1,k2|all|none] [--workers N] [--partitions N] [--duration MS] [--rate N]\n"
+           "           [--batch N] [--heartbeat MS] [--ttl MS] [--op-timeout MS] [--kv-memory 0|1]\n"
+           "           [--stream-memory 0|1] [--script 'MS FAULT [Pn]; ...'] [--scenarios]\n"
            "fault kinds:\n");
     for (i = 0; i < F_COUNT; i++) printf("  %-16s %s\n", fault_names[i], fault_help[i]);
     printf("invariants:\n");
@@ -1692,14 +1932,12 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--seeds") == 0 && v) seeds = strtoull(v, NULL, 10), i++;
         else if (strcmp(a, "--first") == 0 && v) first = strtoull(v, NULL, 10), i++;
         else if (strcmp(a, "--jobs") == 0 && v) jobs = atoi(v), i++;
-        else if (strcmp(a, "--faults") == 0 && v) o.faults = parse_faults(v), o.has_faults = 1, i++;
-        else if (strcmp(a, "--workers") == 0 && v) o.workers = atoi(v), i++;
-        else if (strcmp(a, "--partitions") == 0 && v) o.partitions = atoi(v), i++;
-        else if (strcmp(a, "--duration") == 0 && v) o.duration_ms = strtoull(v, NULL, 10), i++;
-        else if (strcmp(a, "--rate") == 0 && v) o.rate = atoi(v), i++;
+        else if (apply_option(&o, a, v)) i++;
         else if (strcmp(a, "--shrink") == 0) do_shrink = 1;
         else if (strcmp(a, "--log") == 0) show_log = 1;
         else if (strcmp(a, "--show") == 0) show = 1;
+        else if (strcmp(a, "--scenarios") == 0) return run_scenarios(NULL);
+        else if (strcmp(a, "--scenario") == 0 && v) return run_scenarios(v);
         else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             usage();
             return 0;
