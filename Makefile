@@ -65,6 +65,7 @@ check: $(B)/unit $(B)/unit_clang $(B)/conformance_fake $(B)/conformance_nats $(B
 	@tests/run check demo-nats-server-kill-leader $(B)/demo --check --kill-leader
 	@tests/run check demo-fake $(B)/demo --check --fake
 	@tests/run check sim-$(SIM_SEEDS)-seeds $(B)/sim --seeds $(SIM_SEEDS) --jobs $(SIM_JOBS)
+	@tests/run check sim-no-faults-every-invariant $(B)/sim --seeds 100 --jobs $(SIM_JOBS) --faults none --assert-all
 	@tests/run check sim-same-seed-same-log tests/sim_replay.sh $(B)/sim
 	@tests/run check sim-review-scenarios $(B)/sim --scenarios
 	@tests/run check sim-scale-200-workers-10000-partitions $(B)/sim --seed 1 --workers 200 --partitions 10000 --rate 400 --duration 8000 --faults join,leave,crash,pause_short

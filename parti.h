@@ -24,7 +24,8 @@
  *     - the worker consumer (parti_consumer_*): one durable pull consumer per
  *       worker, updated in place, coalesced, retried with backoff, recreated
  *       when deleted, escalating repeated pull failures, handing partitions
- *       over without skipping their backlog, dead letters, health, metrics
+ *       over (not yet exclusive nor gap-free under faults: see README
+ *       "Guarantees" and docs/testing.md), dead letters, health, metrics
  *     - assignment strategies as pure functions (sticky bounded-load,
  *       consistent hashing, weighted, rendezvous, round robin, callback) and
  *       the compact assignment document

@@ -96,7 +96,7 @@ static const char *const inv_names[] = {
     SIM_INVARIANTS(SIM_INV_NAME)
 #undef SIM_INV_NAME
 };
-static const int inv_asserted[] = {
+static int inv_asserted[] = {
 #define SIM_INV_ASSERTED(name, asserted, help) asserted,
     SIM_INVARIANTS(SIM_INV_ASSERTED)
 #undef SIM_INV_ASSERTED
@@ -799,6 +799,7 @@ static parti_verdict on_message(void *user, const parti_msg *m, uint32_t *nak_de
     if (s->parts[part].in_handler == a->idx) s->parts[part].in_handler = -1;
     a->handling_partition = -1;
     if (a->dead) return PARTI_NAK; /* died inside the handler: its work does not count */
+    if (v != PARTI_ACK) s->res.faults[F_verdicts]++;
     if (v != PARTI_ACK)
         slog(s, "%s %s p%d #%d%s", a->name, v == PARTI_NAK ? "naks" : v == PARTI_TERM ? "terminates" : "keeps in progress",
              part, r->index, v == PARTI_NAK ? " (delayed)" : "");
@@ -1867,7 +1868,7 @@ static void usage(void) {
     printf("usage: sim [--seed N | --seeds N [--first N] [--jobs N]] [--shrink] [--log] [--show]\n"
            "           [--faults k1,k2|all|none] [--workers N] [--partitions N] [--duration MS] [--rate N]\n"
            "           [--batch N] [--heartbeat MS] [--ttl MS] [--op-timeout MS] [--kv-memory 0|1]\n"
-           "           [--stream-memory 0|1] [--script 'MS FAULT [Pn]; ...'] [--scenarios]\n"
+           "           [--stream-memory 0|1] [--script 'MS FAULT [Pn]; ...'] [--scenarios] [--assert-all]\n"
            "fault kinds:\n");
     for (i = 0; i < F_COUNT; i++) printf("  %-16s %s\n", fault_names[i], fault_help[i]);
     printf("invariants:\n");
@@ -1936,6 +1937,8 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--shrink") == 0) do_shrink = 1;
         else if (strcmp(a, "--log") == 0) show_log = 1;
         else if (strcmp(a, "--show") == 0) show = 1;
+        else if (strcmp(a, "--assert-all") == 0)
+            for (int k = 0; k < I_COUNT; k++) inv_asserted[k] = 1;
         else if (strcmp(a, "--scenarios") == 0) return run_scenarios(NULL);
         else if (strcmp(a, "--scenario") == 0 && v) return run_scenarios(v);
         else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
