@@ -1954,6 +1954,7 @@ PARTIDEF const char *parti_worker_id(const parti *p);          /* "" before join
 PARTIDEF int parti_is_leader(const parti *p);
 PARTIDEF uint64_t parti_epoch(const parti *p);                  /* the leader epoch this worker knows */
 PARTIDEF uint64_t parti_assignment_version_of(const parti *p);  /* the version it applies; 0 = none */
+PARTIDEF uint64_t parti_assignment_epoch_of(const parti *p);    /* the epoch of that document; 0 = none */
 /* The partitions (indexes into cfg.partitions, ascending) this worker owns
  * now; *out valid until the next poll. Returns the count. */
 PARTIDEF int parti_owned(const parti *p, const int **out);
@@ -8524,6 +8525,7 @@ PARTIDEF const char *parti_worker_id(const parti *p) { return p ? p->id : ""; }
 PARTIDEF int parti_is_leader(const parti *p) { return p ? p->leader : 0; }
 PARTIDEF uint64_t parti_epoch(const parti *p) { return p ? p->epoch : 0; }
 PARTIDEF uint64_t parti_assignment_version_of(const parti *p) { return p ? p->applied_version : 0; }
+PARTIDEF uint64_t parti_assignment_epoch_of(const parti *p) { return p ? p->applied_epoch : 0; }
 
 PARTIDEF int parti_owned(const parti *p, const int **out) {
     if (out) *out = p ? p->owned : NULL;

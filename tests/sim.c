@@ -81,7 +81,7 @@ static const char *const fault_help[] = {
     X(liveness, 0, "after the faults stopped, every message was handled within the stated bound")                  \
     X(id_unique, 0, "no two running workers held one worker ID at once")                                          \
     X(id_kept, 0, "no worker gave up its ID while its key was still its own on the server and no one else held it") \
-    X(one_leader, 0, "at most one running worker acted as leader at any instant")                                 \
+    X(one_leader, 0, "at most one worker acted as leader at any instant (ran as one, or had its document applied)") \
     X(monotone, 0, "the (epoch, version) each worker applied never went down")                                    \
     X(graceful_dup, 0, "graceful moves (join, leave, rebalance) caused no duplicate")
 
@@ -192,6 +192,8 @@ typedef struct sim sim;
 
 typedef struct late_write {
     uint64_t due;
+    int writer; /* actor index */
+    char writer_id[32]; /* its worker ID when it sent the write */
     int op; /* F_kv_late of: 0 create, 1 update, 2 put, 3 delete */
     char *bucket, *key;
     uint8_t *value;
@@ -219,6 +221,8 @@ typedef struct actor {
     uint64_t slow_until;
     int kv_fault, kv_fault_n, upsert_fail_n, pause_at_write;
     int cut;
+    int64_t skew;
+    uint64_t last_run, leader_since, last_consumer_fault;
     uint64_t last_crash, last_lease_fault, last_kv_fault, renewed_at;
     /* invariant bookkeeping */
     uint64_t last_epoch, last_version; /* the highest applied */
@@ -251,6 +255,10 @@ typedef struct part_state {
     uint64_t grant_time;
 } part_state;
 
+typedef struct doc_id {
+    uint64_t epoch, version;
+} doc_id;
+
 typedef struct timer_ev {
     uint64_t at;
     int kind; /* 0 heal cut, 1 recreate stream, 2 a scripted fault */
@@ -274,8 +282,9 @@ struct sim {
     const char **pkeyp;
     parti_config cfg;
     late_write *late; /* stb_ds */
+    doc_id *bad_docs; /* documents written by a worker that did not hold the leader key */
     timer_ev *timers; /* stb_ds */
-    uint64_t start, faults_end, end, producer_next, fault_next, live_bound, last_server_fault;
+    uint64_t start, faults_end, end, producer_next, fault_next, live_bound, last_server_fault, grant_epoch;
     int stream_up, phase_done, leaders_overlap;
     char assign_bucket[64], members_bucket[64];
     sim_result res;
@@ -338,6 +347,7 @@ static void actor_wait(actor *a, uint64_t until, int wakeable) {
          * again, so move the clock here and spare two thread switches */
         if (until > now_of(s)) parti_fake_advance(s->w, until - now_of(s));
         s->steps++;
+        a->last_run = now_of(s);
         check_control_plane(s, a);
         return;
     }
@@ -348,6 +358,7 @@ static void actor_wait(actor *a, uint64_t until, int wakeable) {
     pthread_cond_signal(&s->main_cv);
     while (s->current != a) pthread_cond_wait(&a->cv, &s->mu);
     pthread_mutex_unlock(&s->mu);
+    a->last_run = now_of(s);
 }
 
 static void fake_wait_hook(void *user, uint64_t until, int wakeable) {
@@ -420,14 +431,47 @@ static parti_err timeout_after(actor *a, uint64_t since, uint32_t timeout_ms) {
     return a->dead ? PARTI_ERR_NOT_CONNECTED : PARTI_ERR_TIMEOUT;
 }
 
-static void note_assignment(sim *s, const char *bucket, const char *key, const void *value, size_t len) {
+/* The worker the leader key names on the server now ("" when none). */
+static void leader_on_server(sim *s, char *out, size_t cap) {
+    parti_kv_entry e;
+    const char *p;
+    out[0] = 0;
+    memset(&e, 0, sizeof e);
+    if (s->prod.vt->kv_get(s->prod.self, s->members_bucket, "leader", 0, &e, 1000) != PARTI_ERR_OK) return;
+    if ((p = strstr((const char *)e.value, "\"worker\":\"")) != NULL) {
+        size_t n = 0;
+        p += 10;
+        while (p[n] && p[n] != '"' && n + 1 < cap) n++;
+        memcpy(out, p, n);
+        out[n] = 0;
+    }
+    parti_kv_entry_free(&e);
+}
+
+/* An assignment document landed: record what it grants, and whether its
+ * writer held the leader key on the server when it landed. */
+static void note_assignment(sim *s, const char *bucket, const char *key, const void *value, size_t len,
+                            const char *writer_id) {
     parti_assignment doc;
+    char leader[64];
     int i;
     if (strcmp(bucket, s->assign_bucket) != 0 || strcmp(key, "assignment") != 0) return;
     memset(&doc, 0, sizeof doc);
     if (parti_assignment_decode(&doc, (const char *)value, len, NULL, 0) != PARTI_ERR_OK) return;
-    slog(s, "assignment written: epoch %llu version %llu", (unsigned long long)doc.epoch,
-         (unsigned long long)doc.version);
+    leader_on_server(s, leader, sizeof leader);
+    slog(s, "assignment written by %s: epoch %llu version %llu (leader key: %s)", writer_id,
+         (unsigned long long)doc.epoch, (unsigned long long)doc.version, leader[0] ? leader : "none");
+    if (strcmp(leader, writer_id) != 0) {
+        doc_id d;
+        d.epoch = doc.epoch;
+        d.version = doc.version;
+        arrput(s->bad_docs, d);
+    }
+    if (doc.epoch < s->grant_epoch) { /* workers ignore it: it grants nothing */
+        parti_assignment_free(&doc);
+        return;
+    }
+    s->grant_epoch = doc.epoch;
     for (i = 0; i < doc.partition_count && i < s->prm.partitions; i++) {
         const char *id = parti_assignment_owner_id(&doc, i);
         int n = id && strncmp(id, "worker-", 7) == 0 ? atoi(id + 7) : -1;
@@ -444,6 +488,8 @@ static void queue_late(actor *a, int op, const char *bucket, const char *key, co
     late_write lw;
     memset(&lw, 0, sizeof lw);
     lw.due = now_of(a->s) + 500 + rng_next(&a->rng) % 7500;
+    lw.writer = a->idx;
+    snprintf(lw.writer_id, sizeof lw.writer_id, "%s", a->p ? parti_worker_id(a->p) : "");
     lw.op = op;
     lw.bucket = parti__strdup(bucket);
     lw.key = parti__strdup(key);
@@ -515,7 +561,7 @@ static parti_err kv_write(actor *a, int op, const char *bucket, const char *key,
     case 2: e = a->ft.vt->kv_put(a->ft.self, bucket, key, value, len, &rev, t); break;
     default: e = a->ft.vt->kv_delete(a->ft.self, bucket, key, t); break;
     }
-    if (e == PARTI_ERR_OK && op < 3) note_assignment(a->s, bucket, key, value, len);
+    if (e == PARTI_ERR_OK && op < 3) note_assignment(a->s, bucket, key, value, len, a->p ? parti_worker_id(a->p) : "");
     if (e == PARTI_ERR_OK && op < 3 && strcmp(bucket, a->s->members_bucket) == 0 && strncmp(key, "m.", 2) == 0)
         a->renewed_at = t0; /* the member key is this worker's until t0 + TTL, whatever the reply says */
     if (f == RF_LOST) {
@@ -735,17 +781,28 @@ static void check_exclusive(sim *s, actor *a, int part) {
     if (ps->nten < SIM_TENURES) ps->nten++;
 }
 
-/* The first fault that explains why b acks r, which another (or the same)
- * worker acked before. */
-static int dup_cause(sim *s, msg_rec *r, actor *b) {
-    actor *a = s->actors[r->first_acker];
-    uint64_t t1 = r->first_acked_at;
+/* The first fault that explains why b acks r again: a fault of the worker
+ * that acked it first, or of any worker that held its partition since, after
+ * the first ack; a stream deletion or a server restart after it. */
+static int actor_cause(const actor *a, uint64_t t1) {
     if (a->crashed && a->last_crash >= t1) return C_crash;
     if (a->last_lease_fault >= t1 || a->cut) return C_lease_loss;
-    if (s->last_server_fault >= t1) return C_server_fault;
-    (void)b;
+    if (a->last_consumer_fault >= t1) return C_server_fault;
     if (a->last_kv_fault >= t1) return C_kv_fault;
     return C_graceful;
+}
+
+static int dup_cause(sim *s, msg_rec *r, actor *b) {
+    const part_state *ps = &s->parts[r->partition];
+    uint64_t t1 = r->first_acked_at;
+    int best = actor_cause(s->actors[r->first_acker], t1), i;
+    for (i = 0; i < ps->nten; i++) {
+        int c = actor_cause(s->actors[ps->ten[i].actor], t1);
+        if (c < best) best = c;
+    }
+    if (best == C_graceful && actor_cause(b, t1) != C_graceful) best = actor_cause(b, t1);
+    if (best == C_graceful && s->last_server_fault >= t1) best = C_server_fault;
+    return best;
 }
 
 static parti_verdict on_message(void *user, const parti_msg *m, uint32_t *nak_delay) {
@@ -867,6 +924,7 @@ static void on_event(void *user, const parti_event *ev) {
         check_id_loss(a->s, a, ev->detail && *ev->detail ? ev->detail : ev->worker_id);
         a->last_lease_fault = now_of(a->s);
     }
+    if (ev->kind == PARTI_EVENT_BECAME_LEADER) a->leader_since = now_of(a->s);
     if (ev->kind == PARTI_EVENT_STATE_CHANGED && ev->state != PARTI_STATE_DEGRADED) return;
     slog(a->s, "%s event %s id=%s epoch=%llu version=%llu partitions=%d %s", a->name, parti_event_name(ev->kind),
          ev->worker_id, (unsigned long long)ev->epoch, (unsigned long long)ev->version, ev->partitions,
@@ -947,6 +1005,10 @@ static actor *spawn(sim *s) {
     a->wt.vt = &wrap_vt;
     a->wt.self = a;
     a->wake_at = now_of(s);
+    if (s->prm.faults & (1u << F_skew)) { /* hosts' clocks disagree by a constant */
+        a->skew = (int64_t)(rng_next(&s->rng) % 4001) - 2000;
+        parti_fake_skew_clock(s->w, &a->ft, a->skew);
+    }
     arrput(s->actors, a);
     pthread_create(&a->th, NULL, worker_main, a);
     a->started = 1;
@@ -1075,6 +1137,7 @@ static void inject_fault(sim *s, int f, actor *target, int count) {
         slog(s, "FAULT server restart");
         parti_fake_restart(s->w);
         s->last_server_fault = now;
+        if (s->prm.kv_memory) s->grant_epoch = 0; /* the document went with the bucket */
         if (s->prm.stream_memory) {
             mark_destroyed(s);
             create_stream(s);
@@ -1094,8 +1157,12 @@ static void inject_fault(sim *s, int f, actor *target, int count) {
     } else {
         if (!(a = target ? target : pick_alive(s)) || !alive(a)) return;
         switch (f) {
-        case F_leave: a->leave_req = 1; break;
+        case F_leave:
+            if (count_alive(s) <= 1) return; /* keep one worker, so the fault phase has a group to test */
+            a->leave_req = 1;
+            break;
         case F_crash:
+            if (count_alive(s) <= 1) return;
             a->dead = a->crashed = 1;
             a->last_crash = now;
             a->paused_until = 0;
@@ -1117,7 +1184,7 @@ static void inject_fault(sim *s, int f, actor *target, int count) {
             if (!*d) return;
             slog(s, "FAULT consumer %s deleted", d);
             parti_fake_delete_consumer(s->w, "SIM", d);
-            s->last_server_fault = now;
+            a->last_consumer_fault = now;
             if (a->wake_at > now) a->wake_at = now;
             break;
         }
@@ -1135,7 +1202,10 @@ static void inject_fault(sim *s, int f, actor *target, int count) {
             parti_fake_partition(s->w, &a->ft, 1);
             add_timer(s, now + ttl / 5 + rng_next(&s->rng) % (3 * ttl), 0, a->idx);
             break;
-        case F_skew: parti_fake_skew_clock(s->w, &a->ft, (int64_t)(rng_next(&s->rng) % 4001) - 2000); break;
+        case F_skew: /* a monotonic clock only jumps forward (a host that was suspended) */
+            a->skew += (int64_t)(rng_next(&s->rng) % 2001);
+            parti_fake_skew_clock(s->w, &a->ft, a->skew);
+            break;
         default: return;
         }
         if (f == F_pause_short || f == F_pause_long) a->last_lease_fault = a->paused_until;
@@ -1156,7 +1226,9 @@ static void apply_late(sim *s, late_write *lw) {
     default: e = s->prod.vt->kv_delete(s->prod.self, lw->bucket, lw->key, 1000); break;
     }
     slog(s, "late KV write %s/%s applied: %s", lw->bucket, lw->key, parti_error_name(e) + 10);
-    if (e == PARTI_ERR_OK && lw->op < 3) note_assignment(s, lw->bucket, lw->key, lw->value, lw->len);
+    if (e == PARTI_ERR_OK && lw->op < 3) note_assignment(s, lw->bucket, lw->key, lw->value, lw->len, lw->writer_id);
+    if (e == PARTI_ERR_OK && lw->op < 3 && strcmp(lw->bucket, s->members_bucket) == 0 && strncmp(lw->key, "m.", 2) == 0)
+        s->actors[lw->writer]->renewed_at = now_of(s);
     free(lw->bucket);
     free(lw->key);
     free(lw->value);
@@ -1175,18 +1247,27 @@ static void end_faults(sim *s) {
         a->paused_until = 0;
         a->kv_fault_n = a->upsert_fail_n = a->pause_at_write = 0;
         a->slow_until = 0;
-        if (a->ft.vt) parti_fake_skew_clock(s->w, &a->ft, 0);
     }
     arrsetlen(s->timers, 0); /* heals, re-creations and scripted faults: all done now */
+    for (i = 0; i < (int)arrlen(s->late); i++) { /* a late write would be a fault in the quiet phase */
+        slog(s, "late KV write %s/%s dropped", s->late[i].bucket, s->late[i].key);
+        free(s->late[i].bucket);
+        free(s->late[i].key);
+        free(s->late[i].value);
+    }
+    arrsetlen(s->late, 0);
     if (!s->stream_up) create_stream(s);
     while (count_alive(s) < need) spawn(s);
 }
 
 /* ---- invariants checked after every step of a worker ----------------------------------------- */
 
+/* A worker acting on its ID: a member, and not stale (a stale worker has
+ * stopped its consumer; white-box: the simulator is built with the
+ * implementation). */
 static int member_state(const actor *a) {
     parti_state st;
-    if (!a->p || a->dead || a->done) return 0;
+    if (!a->p || a->dead || a->done || a->p->stale) return 0;
     st = parti_state_of(a->p);
     return st == PARTI_STATE_WAITING || st == PARTI_STATE_STABLE || st == PARTI_STATE_REBALANCING ||
            st == PARTI_STATE_DEGRADED;
@@ -1196,7 +1277,7 @@ static void check_control_plane(sim *s, actor *a) {
     uint64_t now = now_of(s), ep, ver;
     int i, leaders = 0;
     if (!a->p || a->dead || a->done) return;
-    ep = parti_epoch(a->p);
+    ep = parti_assignment_epoch_of(a->p);
     ver = parti_assignment_version_of(a->p);
     /* each of these counts once per episode, not once per step. Version 0
      * means "nothing applied" (after an ID loss): only a document applied
@@ -1206,6 +1287,14 @@ static void check_control_plane(sim *s, actor *a) {
         violation(s, I_monotone, "%s applied (epoch %llu, version %llu) after (%llu, %llu)", a->name,
                   (unsigned long long)ep, (unsigned long long)ver, (unsigned long long)a->last_epoch,
                   (unsigned long long)a->last_version);
+    if (ver && (ep != a->seen_epoch || ver != a->seen_version)) {
+        for (i = 0; i < (int)arrlen(s->bad_docs); i++)
+            if (s->bad_docs[i].epoch == ep && s->bad_docs[i].version == ver) {
+                violation(s, I_one_leader, "%s applied (epoch %llu, version %llu), written by a worker that did not "
+                          "hold the leader key", a->name, (unsigned long long)ep, (unsigned long long)ver);
+                break;
+            }
+    }
     if (ver) {
         a->seen_epoch = ep;
         a->seen_version = ver;
@@ -1230,7 +1319,9 @@ static void check_control_plane(sim *s, actor *a) {
     if (parti_is_leader(a->p) && a->paused_until <= now) {
         for (i = 0; i < (int)arrlen(s->actors); i++) {
             actor *b = s->actors[i];
-            if (b->p && !b->dead && !b->done && b->paused_until <= now && parti_is_leader(b->p)) leaders++;
+            if (b == a || (b->p && !b->dead && !b->done && b->paused_until <= now && parti_is_leader(b->p) &&
+                           b->last_run > a->leader_since))
+                leaders++; /* b ran as leader after a was elected */
         }
         if (leaders > 1 && !s->leaders_overlap)
             violation(s, I_one_leader, "%d workers act as leader at once (one is %s)", leaders, a->name);
@@ -1531,6 +1622,7 @@ static void sim_run(const sim_params *prm, sim_result *out, FILE *log_out, int v
     arrfree(s->msgs);
     arrfree(s->late);
     arrfree(s->timers);
+    arrfree(s->bad_docs);
     parti_fake_disconnect(&s->prod);
     parti_fake_world_destroy(s->w);
     free(s->parts);
