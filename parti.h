@@ -197,7 +197,8 @@ typedef enum parti_category {
     X(VALUE_TOO_LARGE, INVALID_INPUT, "value larger than the bucket's max_value_size")               \
     X(ALREADY_EXISTS, INVALID_INPUT, "exists already with a different configuration")                \
     X(CLOSED, FATAL, "stopped: the worker left or hit a fatal error")                                  \
-    X(STREAM_MISMATCH, INVALID_INPUT, "the stream does not fit the configuration")
+    X(STREAM_MISMATCH, INVALID_INPUT, "the stream does not fit the configuration")                    \
+    X(MESSAGE_TOO_LARGE, TRANSIENT, "the next message is larger than the pull's max_bytes")
 
 typedef enum parti_err {
 #define PARTI__ENUM(name, cat, msg) PARTI_ERR_##name,
@@ -614,6 +615,10 @@ typedef struct parti_transport_vtable {
      *   PARTI_ERR_NO_MESSAGES    the pull is over (expired or batch/bytes done): start another
      *   PARTI_ERR_CONSUMER_DELETED, PARTI_ERR_NO_RESPONDERS (no such consumer),
      *   PARTI_ERR_MISSED_HEARTBEAT (no heartbeat for 2 x heartbeat_ms),
+     *   PARTI_ERR_MESSAGE_TOO_LARGE: the next message alone is larger than
+     *     max_bytes and this pull delivered nothing (pull it with no limit);
+     *     a message that does not fit after others ends the pull with
+     *     PARTI_ERR_NO_MESSAGES,
      *   PARTI_ERR_SERVER_SHUTDOWN, PARTI_ERR_NOT_CONNECTED: the pull is over */
     parti_err (*fetch_start)(void *self, const char *stream, const char *durable, const parti_fetch_opts *opts,
                              uint32_t timeout_ms);
@@ -695,7 +700,8 @@ PARTIDEF parti_err parti_js_api_error(int err_code, int code);
  * what fetch_next reports: 100 -> PARTI_ERR_OK (heartbeat, keep waiting),
  * 404/408 -> PARTI_ERR_NO_MESSAGES, 409 "Consumer Deleted" ->
  * PARTI_ERR_CONSUMER_DELETED, 409 "Server Shutdown" ->
- * PARTI_ERR_SERVER_SHUTDOWN, other 409 -> PARTI_ERR_NO_MESSAGES (re-pull),
+ * PARTI_ERR_SERVER_SHUTDOWN, 409 "Message Size Exceeds MaxBytes" ->
+ * PARTI_ERR_MESSAGE_TOO_LARGE, other 409 -> PARTI_ERR_NO_MESSAGES (re-pull),
  * 503 -> PARTI_ERR_NO_RESPONDERS, anything else -> PARTI_ERR_PROTOCOL. */
 PARTIDEF parti_err parti_js_pull_status(const char *status, const char *description);
 
@@ -905,6 +911,9 @@ PARTIDEF const char *parti_metric_type_name(parti_metric_type t);
       "Consumers recreated at the resume point of a partition that moved in from another worker.")              \
     X(consumer_handoff_skipped, counter, "parti_worker_consumer_handoff_skipped_total", 0, 0, 0,                   \
       "Messages skipped after a handoff rewind because they were processed before it.")                        \
+    /* A message larger than fetch_max_bytes: pulled alone, without the byte limit. */                            \
+    X(consumer_oversized_messages, counter, "parti_worker_consumer_oversized_messages_total", 0, 0, 0,             \
+      "Messages larger than fetch_max_bytes, pulled alone without the byte limit.")                              \
     /* ---- membership, leader, rebalance ---- */                                                                 \
     X(members_current, gauge, "parti_members_current", 0, 0, 0, "Live members of the group as this worker sees it.") \
     /* 1 while this worker is the leader (computes and publishes assignments), else 0. */                         \
@@ -2997,7 +3006,10 @@ PARTIDEF parti_err parti_js_pull_status(const char *status, const char *descript
             return PARTI_ERR_CONSUMER_DELETED;
         if (strstr(description, "Server Shutdown") || strstr(description, "server shutdown"))
             return PARTI_ERR_SERVER_SHUTDOWN;
-        return PARTI_ERR_NO_MESSAGES; /* leadership change, max bytes, batch completed: pull again */
+        /* the next message does not fit in what max_bytes leaves; when the pull
+         * delivered nothing it never will (the transport tells the two apart) */
+        if (strstr(description, "Message Size Exceeds MaxBytes")) return PARTI_ERR_MESSAGE_TOO_LARGE;
+        return PARTI_ERR_NO_MESSAGES; /* leadership change, batch completed: pull again */
     }
     return PARTI_ERR_PROTOCOL;
 }
@@ -4845,6 +4857,7 @@ struct parti_consumer {
     uint64_t retry_at;
     /* pulling */
     int fetch_active;
+    int pull_unlimited;          /* the next message is larger than fetch_max_bytes: pull it alone */
     int pull_failures;           /* in a row, for the gauge */
     uint64_t fail_times[PARTI__CONSUMER_MAX_FAILURES]; /* recent pull failures, a ring */
     int fail_next, fail_count;
@@ -5737,8 +5750,8 @@ static int parti__consumer_pull_step(parti_consumer *c, uint64_t now, uint64_t d
     if (!c->fetch_active) {
         parti_fetch_opts fo;
         if (now < c->pull_retry_at) return PARTI__PULL_IDLE;
-        fo.batch = c->cfg.fetch_batch;
-        fo.max_bytes = c->cfg.fetch_max_bytes;
+        fo.batch = c->pull_unlimited ? 1 : c->cfg.fetch_batch;
+        fo.max_bytes = c->pull_unlimited ? 0 : c->cfg.fetch_max_bytes;
         fo.expires_ms = c->cfg.fetch_expires_ms;
         fo.heartbeat_ms = c->cfg.fetch_heartbeat_ms;
         if ((e = c->t.vt->fetch_start(c->t.self, c->cfg.stream, c->durable, &fo, c->opts.op_timeout_ms)) !=
@@ -5747,6 +5760,7 @@ static int parti__consumer_pull_step(parti_consumer *c, uint64_t now, uint64_t d
             return PARTI__PULL_IDLE;
         }
         c->fetch_active = 1;
+        c->pull_unlimited = 0;
     }
     if (deadline < until) until = deadline;
     wait = until > now ? until - now : 0;
@@ -5763,6 +5777,12 @@ static int parti__consumer_pull_step(parti_consumer *c, uint64_t now, uint64_t d
     case PARTI_ERR_NO_MESSAGES: /* the pull ran its course */
         c->fetch_active = 0;
         parti__consumer_pull_ok(c);
+        return PARTI__PULL_WAITED;
+    case PARTI_ERR_MESSAGE_TOO_LARGE: /* it would block the partition for ever: take it alone, with no limit */
+        c->fetch_active = 0;
+        c->pull_unlimited = 1;
+        parti_counter_add(&c->metrics.consumer_oversized_messages, 1);
+        parti__consumer_fail(c, e, "pulling: a message is larger than fetch_max_bytes, taking it alone without the limit");
         return PARTI__PULL_WAITED;
     case PARTI_ERR_CONSUMER_DELETED:
         c->fetch_active = 0;

@@ -146,6 +146,8 @@ typedef struct parti_nats_options {
     uint32_t reconnect_jitter_ms;  /* up to this much random extra per attempt, so many workers do not
                                       reconnect in lockstep; 0 = 100 */
     const char *name;              /* connection name shown by the server; 0 = "parti" */
+    uint32_t write_deadline_ms;    /* a socket write that cannot finish in this long fails (the connection
+                                      then reconnects) instead of blocking; 0 = 1000 */
     int no_expiry_markers;         /* 1: never use subject delete markers (as on 2.10) */
 } parti_nats_options;
 
@@ -264,7 +266,7 @@ typedef struct parti__fwatch {
 typedef struct parti__fpull {
     char *stream, *consumer;
     uint64_t instance, expires_at, last_activity;
-    int active, remaining;
+    int active, remaining, delivered;
     int64_t bytes_left; /* < 0: no limit */
     uint32_t hb;
     parti_err terminal; /* status to report next, PARTI_ERR_OK if none */
@@ -1138,6 +1140,7 @@ static parti_err parti__fake_fetch_start(void *self, const char *stream, const c
     p->active = 1;
     p->instance = k ? k->instance : 0;
     p->remaining = opts->batch;
+    p->delivered = 0;
     p->bytes_left = opts->max_bytes ? opts->max_bytes : -1;
     p->expires_at = w->now + opts->expires_ms;
     p->hb = opts->heartbeat_ms;
@@ -1285,9 +1288,10 @@ static parti_err parti__fake_fetch_next(void *self, const char *stream, const ch
         }
         mi = parti__fake_pick(w, s, k, p->bytes_left, &deliveries);
         if (mi == -2) { /* the next message does not fit in what max_bytes leaves: the pull is complete */
+            e = p->delivered ? PARTI_ERR_NO_MESSAGES : PARTI_ERR_MESSAGE_TOO_LARGE; /* 409, as the server */
             p->active = 0;
-            parti__fake_log(w, c, "fetch_next", PARTI_ERR_NO_MESSAGES, "%s/%s max_bytes reached", stream, durable);
-            return PARTI_ERR_NO_MESSAGES;
+            parti__fake_log(w, c, "fetch_next", e, "%s/%s max_bytes reached", stream, durable);
+            return e;
         }
         if (mi >= 0) {
             parti__fdeliv *d = (parti__fdeliv *)PARTI_MALLOC(sizeof *d);
@@ -1295,6 +1299,7 @@ static parti_err parti__fake_fetch_next(void *self, const char *stream, const ch
             memset(d, 0, sizeof *d);
             parti__fake_fill_msg(s, k, mi, deliveries, out, d);
             p->remaining--;
+            p->delivered++;
             if (p->bytes_left > 0) p->bytes_left -= parti__fake_msg_size(&s->msgs[mi]);
             p->last_activity = w->now;
             k->last_active = w->now;
@@ -1626,7 +1631,7 @@ typedef struct parti__npull {
     char current[160];                 /* the reply subject of the pull request in flight */
     natsSubscription *sub;
     uint64_t id, expires_at, last_activity, reconnects;
-    int active, remaining;
+    int active, remaining, delivered;
     uint32_t hb;
 } parti__npull;
 
@@ -1648,7 +1653,7 @@ typedef struct parti__ndeliv {
 struct parti__nconn {
     natsConnection *nc;
     natsOptions *opts;
-    uint64_t reconnects; /* written by nats.c's thread through parti__nats_on_reconnect */
+    natsStatistics *stats; /* reused to read the reconnect count (no callback holds this object) */
     char version[32];
     uint32_t vnum;
     int markers;
@@ -1717,24 +1722,14 @@ static int parti__nats_connected(parti__nconn *n) {
     return natsConnection_Status(n->nc) == NATS_CONN_STATUS_CONNECTED;
 }
 
-/* Reconnects so far. nats.c counts them on its own thread; the callback
- * below keeps a copy that is cheap to read on every pulled message. */
+/* Reconnects so far, from the connection's own statistics. (A reconnected
+ * callback would have to point at this object, and nats.c may still run a
+ * queued callback after parti_nats_close freed it.) */
 static uint64_t parti__nats_reconnects(parti__nconn *n) {
-#if defined(__GNUC__) || defined(__clang__)
-    return __atomic_load_n(&n->reconnects, __ATOMIC_ACQUIRE);
-#else
-    return n->reconnects;
-#endif
-}
-
-static void parti__nats_on_reconnect(natsConnection *nc, void *closure) {
-    parti__nconn *n = (parti__nconn *)closure;
-    (void)nc;
-#if defined(__GNUC__) || defined(__clang__)
-    __atomic_add_fetch(&n->reconnects, 1, __ATOMIC_RELEASE);
-#else
-    n->reconnects++;
-#endif
+    uint64_t in_msgs = 0, in_bytes = 0, out_msgs = 0, out_bytes = 0, reconnects = 0;
+    if (natsConnection_GetStats(n->nc, n->stats) != NATS_OK) return 0;
+    natsStatistics_GetCounts(n->stats, &in_msgs, &in_bytes, &out_msgs, &out_bytes, &reconnects);
+    return reconnects;
 }
 
 /* ---- JSON request bodies --------------------------------------------------- */
@@ -2696,6 +2691,7 @@ static parti_err parti__nats_fetch_start(void *self, const char *stream, const c
     if (s != NATS_OK) return parti__nats_map(n, s, "pull request");
     p->active = 1;
     p->remaining = opts->batch;
+    p->delivered = 0;
     p->hb = opts->heartbeat_ms;
     p->last_activity = parti__nats_now_ms(n);
     p->expires_at = p->last_activity + opts->expires_ms;
@@ -2803,6 +2799,8 @@ static parti_err parti__nats_fetch_next(void *self, const char *stream, const ch
                 continue;
             }
             e = parti_js_pull_status(status, desc);
+            /* too large after others: the pull is just complete */
+            if (e == PARTI_ERR_MESSAGE_TOO_LARGE && p->delivered > 0) e = PARTI_ERR_NO_MESSAGES;
             if (e == PARTI_ERR_PROTOCOL) parti__nats_note(n, "pull status %s %s", status, desc ? desc : "");
             natsMsg_Destroy(m);
             p->last_activity = parti__nats_now_ms(n);
@@ -2817,6 +2815,7 @@ static parti_err parti__nats_fetch_next(void *self, const char *stream, const ch
         }
         p->last_activity = parti__nats_now_ms(n);
         p->remaining--;
+        p->delivered++;
         if (parti__nats_fill_msg(m, &meta, out) != PARTI_ERR_OK) {
             natsMsg_Destroy(m);
             return PARTI_ERR_NOMEM;
@@ -2964,6 +2963,7 @@ static void parti__nats_free(parti__nconn *n) {
         natsConnection_Destroy(n->nc);
     }
     natsOptions_Destroy(n->opts);
+    natsStatistics_Destroy(n->stats);
     PARTI_FREE(n);
 }
 
@@ -2995,7 +2995,10 @@ PARTIDEF parti_err parti_nats_connect(parti_transport *out, const char *url, con
     if (s == NATS_OK)
         s = natsOptions_SetReconnectJitter(n->opts, o.reconnect_jitter_ms ? o.reconnect_jitter_ms : 100,
                                            o.reconnect_jitter_ms ? o.reconnect_jitter_ms : 100);
-    if (s == NATS_OK) s = natsOptions_SetReconnectedCB(n->opts, parti__nats_on_reconnect, n);
+    /* a write that cannot complete (a hung server, full socket buffers) fails
+     * after this instead of blocking the caller for as long as TCP takes */
+    if (s == NATS_OK) s = natsOptions_SetWriteDeadline(n->opts, o.write_deadline_ms ? o.write_deadline_ms : 1000);
+    if (s == NATS_OK) s = natsStatistics_Create(&n->stats);
     if (s == NATS_OK) s = natsConnection_Connect(&n->nc, n->opts);
     if (s != NATS_OK) {
         e = parti__nats_map(n, s, "connect");

@@ -1936,6 +1936,41 @@ Test(pull, max_bytes_limits_the_pull) {
     cr_assert_eq(conf_pull_once(a, "ORDERS", "w1", &o, PARTI_ACK_ACK, conf_now(a), d, 8, &end), 5 - n);
 }
 
+/* nats-server answers 409 "Message Size Exceeds MaxBytes" when the next
+ * message does not fit: after others the pull is just complete, but when it
+ * is the first, no pull with that limit will ever get past it. */
+Test(pull, a_message_larger_than_max_bytes_is_reported_not_looped) {
+    parti_transport *a = conf_connect();
+    conf_delivery d[8];
+    parti_err end;
+    parti_fetch_opts o = conf_opts(10, 2000, 0);
+    char small[51], big[1001];
+    int k;
+    memset(small, 's', 50);
+    small[50] = 0;
+    memset(big, 'b', 1000);
+    big[1000] = 0;
+    conf_orders(a);
+    conf_pub(a, "orders.a", small);
+    conf_pub(a, "orders.a", big);
+    conf_pub(a, "orders.a", small);
+    conf_consumer(a, "ORDERS", "w1", LIST("orders.a"), 30000);
+    o.max_bytes = 500;
+    cr_assert_eq(conf_pull_once(a, "ORDERS", "w1", &o, PARTI_ACK_ACK, conf_now(a), d, 8, &end), 1);
+    CONF_EXPECT(end, PARTI_ERR_NO_MESSAGES); /* the small one came first: complete */
+    for (k = 0; k < 2; k++) { /* and again: the big one is next each time */
+        cr_assert_eq(conf_pull_once(a, "ORDERS", "w1", &o, PARTI_ACK_ACK, conf_now(a), d, 8, &end), 0);
+        CONF_EXPECT(end, PARTI_ERR_MESSAGE_TOO_LARGE);
+    }
+    o.max_bytes = 0;
+    o.batch = 1;
+    cr_assert_eq(conf_pull_once(a, "ORDERS", "w1", &o, PARTI_ACK_ACK, conf_now(a), d, 8, &end), 1);
+    cr_assert_eq(d[0].data[0], 'b', "the big message comes alone without the limit");
+    o.max_bytes = 500;
+    o.batch = 10;
+    cr_assert_eq(conf_pull_once(a, "ORDERS", "w1", &o, PARTI_ACK_ACK, conf_now(a), d, 8, &end), 1);
+}
+
 Test(pull, fetch_on_a_missing_consumer_is_an_error) {
     parti_transport *a = conf_connect();
     static const char *const streams[] = {"ORDERS", "NOPE"};

@@ -1216,3 +1216,31 @@ Test(consumer, fail_fast_stops_at_the_first_failure_without_retrying) {
     cr_assert_eq(count_log("consumer_upsert", NULL), 1, "no retry");
     cr_assert_eq(count_events(PARTI_EVENT_CONSUMER_UNHEALTHY), 1);
 }
+
+/* A message larger than fetch_max_bytes would stop its partition for ever
+ * (every pull ends at once with 409 Message Size Exceeds MaxBytes); the
+ * consumer pulls it alone without the limit, counts it, and goes on in order. */
+static int handled_three(void) { return hd.handled >= 3; }
+
+Test(consumer, a_message_larger_than_fetch_max_bytes_is_taken_alone_and_counted) {
+    static const int a[] = {0};
+    static char big[2001];
+    parti_pub_ack pa;
+    uint64_t pulls_before;
+    memset(big, 'b', 2000);
+    parti_consumer_destroy(c);
+    cfg.fetch_max_bytes = 500;
+    make_consumer();
+    update("w1", a, 1);
+    settle();
+    publish("orders.p0");
+    cr_assert_eq(ob.vt->publish(ob.self, "orders.p0", NULL, 0, big, 2000, &pa, 1000), PARTI_ERR_OK);
+    publish("orders.p0");
+    pulls_before = (uint64_t)count_log("fetch_start", NULL);
+    cr_assert(poll_until(handled_three, 10000), "handled %d of 3", hd.handled);
+    cr_assert(hd.seqs[0] < hd.seqs[1] && hd.seqs[1] < hd.seqs[2], "in stream order");
+    cr_assert_eq(parti_consumer_metrics(c)->consumer_oversized_messages.value, 1);
+    cr_assert_eq(parti_consumer_last_error(c), PARTI_ERR_MESSAGE_TOO_LARGE);
+    /* no pull storm: a handful of pulls, not one per millisecond */
+    cr_assert_lt((uint64_t)count_log("fetch_start", NULL) - pulls_before, 10);
+}

@@ -664,6 +664,7 @@ static const struct {
     {"parti_worker_consumer_refreshes_total", "counter"},
     {"parti_worker_consumer_handoff_rewinds_total", "counter"},
     {"parti_worker_consumer_handoff_skipped_total", "counter"},
+    {"parti_worker_consumer_oversized_messages_total", "counter"},
     {"parti_members_current", "gauge"},
     {"parti_is_leader", "gauge"},
     {"parti_leader_elections_total", "counter"},

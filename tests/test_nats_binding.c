@@ -316,3 +316,50 @@ Test(binding_connect, permission_errors_are_typed_and_bounded) {
     srv = NULL;
     nats_Close();
 }
+
+/* Closing a transport while nats.c is reconnecting it, or just after it did,
+ * must not touch freed memory (ASan): no callback of nats.c holds the
+ * transport object. */
+Test(binding_faults, closing_during_and_right_after_reconnects_is_safe) {
+    int i;
+    for (i = 0; i < 4; i++) {
+        parti_transport c;
+        uint64_t t0;
+        cr_assert_eq(parti_nats_connect(&c, nats_server_url(srv), NULL, msg, sizeof msg), PARTI_ERR_OK, "%s", msg);
+        cr_assert_eq(nats_server_restart(srv, NULL, 0), 0);
+        if (i % 2) { /* close while it may still be reconnecting */
+            parti_nats_close(&c);
+            continue;
+        }
+        t0 = ms_now();
+        while (!c.vt->connected(c.self) && ms_now() - t0 < 15000) nanosleep(&(struct timespec){0, 20000000}, NULL);
+        cr_assert(c.vt->connected(c.self), "no reconnect within 15 s");
+        parti_nats_close(&c);
+    }
+}
+
+/* A hung server (SIGSTOP) stops reading: once the socket buffers are full a
+ * write would block for as long as TCP takes. With the write deadline every
+ * publish returns within its timeout plus the deadline. */
+Test(binding_faults, publishing_to_a_hung_server_is_bounded) {
+    static char big[64 * 1024];
+    parti_pub_ack pa;
+    uint64_t worst = 0, t0 = 0;
+    int i;
+    make_stream_and_consumer();
+    memset(big, 'x', sizeof big);
+    cr_assert_eq(nats_server_suspend(srv, NULL, 0), 0);
+    for (i = 0; i < 200; i++) { /* 12.5 MiB: far more than the socket buffers hold */
+        uint64_t t1 = ms_now(), d;
+        parti_err e = t.vt->publish(t.self, "orders.1", NULL, 0, big, sizeof big, &pa, 200);
+        d = ms_now() - t1;
+        if (d > worst) worst = d;
+        cr_assert_neq(e, PARTI_ERR_OK, "a publish to a stopped server succeeded");
+        if (!t0) t0 = t1;
+        if (ms_now() - t0 > 20000) break;
+    }
+    cr_assert_eq(nats_server_resume(srv, NULL, 0), 0);
+    printf("publish to a hung server: %d calls, worst %llu ms (timeout 200 + write deadline 1000)\n", i,
+           (unsigned long long)worst);
+    cr_assert_leq(worst, 200 + 1000 + 500, "a publish took %llu ms", (unsigned long long)worst);
+}
