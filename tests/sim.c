@@ -209,6 +209,8 @@ typedef struct actor {
     pthread_cond_t cv;
     int started, done, joined;
     uint64_t wake_at, paused_until;
+    uint64_t due, tie; /* run-queue key: max(wake_at, paused_until), then a tie key from the seed */
+    int rq_pos;        /* index in the run queue, -1 when not in it */
     int wakeable;
     int dead;            /* crashed or shut down: every call fails, nothing counts */
     int crashed, leave_req, left, stopped_err;
@@ -275,6 +277,8 @@ struct sim {
     pthread_cond_t main_cv;
     actor *current; /* holds the baton; NULL = the scheduler */
     actor **actors; /* stb_ds */
+    actor **rq;     /* stb_ds: the run queue, a binary heap by (due, tie) */
+    int *id_owner;  /* stb_ds: worker number -> actor index last seen running as it, -1 none */
     msg_rec *msgs;  /* stb_ds; index = message id */
     part_state *parts;
     parti_partition *pdefs;
@@ -340,8 +344,73 @@ static uint64_t now_of(sim *s) { return parti_fake_now(s->w); }
 static uint64_t next_event_besides(sim *s, const actor *self);
 static void check_control_plane(sim *s, actor *a);
 
+/* ---- the run queue: workers by the time they are due, in a binary heap;
+ * equal times are ordered by a tie key drawn from the seed, so the seed
+ * decides the interleaving of workers due at one instant ---------------- */
+
+static int rq_less(const actor *x, const actor *y) { return x->due < y->due || (x->due == y->due && x->tie < y->tie); }
+
+static void rq_swap(sim *s, int i, int j) {
+    actor *t = s->rq[i];
+    s->rq[i] = s->rq[j];
+    s->rq[j] = t;
+    s->rq[i]->rq_pos = i;
+    s->rq[j]->rq_pos = j;
+}
+
+static void rq_fix(sim *s, int i) {
+    int n = (int)arrlen(s->rq);
+    while (i > 0 && rq_less(s->rq[i], s->rq[(i - 1) / 2])) {
+        rq_swap(s, i, (i - 1) / 2);
+        i = (i - 1) / 2;
+    }
+    for (;;) {
+        int l = 2 * i + 1, r = l + 1, m = i;
+        if (l < n && rq_less(s->rq[l], s->rq[m])) m = l;
+        if (r < n && rq_less(s->rq[r], s->rq[m])) m = r;
+        if (m == i) return;
+        rq_swap(s, i, m);
+        i = m;
+    }
+}
+
+static void rq_remove(sim *s, actor *a) {
+    int i = a->rq_pos, last = (int)arrlen(s->rq) - 1;
+    if (i < 0) return;
+    rq_swap(s, i, last);
+    arrpop(s->rq);
+    a->rq_pos = -1;
+    if (i < last) rq_fix(s, i);
+}
+
+/* After a's wake_at or paused_until changed. */
+static void rq_update(sim *s, actor *a) {
+    uint64_t d = a->wake_at > a->paused_until ? a->wake_at : a->paused_until;
+    if (a->done) {
+        rq_remove(s, a);
+        return;
+    }
+    if (a->rq_pos >= 0 && d == a->due) return;
+    a->due = d;
+    a->tie = rng_next(&s->rng);
+    if (a->rq_pos < 0) {
+        a->rq_pos = (int)arrlen(s->rq);
+        arrput(s->rq, a);
+    }
+    rq_fix(s, a->rq_pos);
+}
+
+/* a is due at now at the latest (a publish for it, a crash, a fault). */
+static void wake_now(sim *s, actor *a) {
+    if (a->wake_at > now_of(s)) a->wake_at = now_of(s);
+    rq_update(s, a);
+}
+
 static void actor_wait(actor *a, uint64_t until, int wakeable) {
     sim *s = a->s;
+    a->wake_at = until;
+    a->wakeable = wakeable;
+    rq_update(s, a);
     if (until < next_event_besides(s, a)) {
         /* nothing else is due before: the scheduler would pick this worker
          * again, so move the clock here and spare two thread switches */
@@ -352,8 +421,6 @@ static void actor_wait(actor *a, uint64_t until, int wakeable) {
         return;
     }
     pthread_mutex_lock(&s->mu);
-    a->wake_at = until;
-    a->wakeable = wakeable;
     s->current = NULL;
     pthread_cond_signal(&s->main_cv);
     while (s->current != a) pthread_cond_wait(&a->cv, &s->mu);
@@ -951,7 +1018,7 @@ static void *worker_main(void *arg) {
     o.cold_start_ms = 1000;
     o.op_timeout_ms = s->prm.op_timeout_ms;
     o.memory_storage = s->prm.kv_memory;
-    o.max_workers = 64;
+    o.max_workers = s->prm.max_workers * 2 > 64 ? s->prm.max_workers * 2 : 64;
     o.consumer.op_timeout_ms = s->prm.op_timeout_ms;
     o.consumer.dead_letter_subject = "dlq.sim";
     if ((e = parti_create(&a->p, &a->wt, &s->cfg, &o, msg, sizeof msg)) != PARTI_ERR_OK) {
@@ -987,6 +1054,7 @@ static void *worker_main(void *arg) {
     }
     pthread_mutex_lock(&s->mu);
     a->done = 1;
+    rq_remove(s, a);
     s->current = NULL;
     pthread_cond_signal(&s->main_cv);
     pthread_mutex_unlock(&s->mu);
@@ -1005,11 +1073,13 @@ static actor *spawn(sim *s) {
     a->wt.vt = &wrap_vt;
     a->wt.self = a;
     a->wake_at = now_of(s);
+    a->rq_pos = -1;
     if (s->prm.faults & (1u << F_skew)) { /* hosts' clocks disagree by a constant */
         a->skew = (int64_t)(rng_next(&s->rng) % 4001) - 2000;
         parti_fake_skew_clock(s->w, &a->ft, a->skew);
     }
     arrput(s->actors, a);
+    rq_update(s, a);
     pthread_create(&a->th, NULL, worker_main, a);
     a->started = 1;
     s->res.workers_started++;
@@ -1035,25 +1105,28 @@ static int count_alive(sim *s) {
     return n;
 }
 
-/* A message was published on subject: workers waiting in a fetch whose filter
- * holds it look again (the others would not get it anyway). */
+/* A message was published on subject: the worker the partition is assigned
+ * to, waiting in a fetch whose filter holds it, looks again. Any other worker
+ * that still has it in its filter sees it when its fetch wait ends (at most
+ * one poll slice later), as one that was not waiting would. */
 static void wake_readers(sim *s, const char *subject) {
-    int i;
-    for (i = 0; i < (int)arrlen(s->actors); i++) {
-        actor *a = s->actors[i];
-        const parti_subjects *sub;
-        int lo, hi;
-        if (a->done || !a->wakeable || !a->p || a == s->current) continue;
-        sub = parti_consumer_subjects(parti_consumer_of(a->p));
-        for (lo = 0, hi = sub ? sub->count - 1 : -1; lo <= hi;) {
-            int mid = (lo + hi) / 2, c = strcmp(sub->items[mid], subject);
-            if (c == 0) {
-                if (a->wake_at > now_of(s)) a->wake_at = now_of(s);
-                break;
-            }
-            if (c < 0) lo = mid + 1;
-            else hi = mid - 1;
+    const parti_subjects *sub;
+    actor *a;
+    int k, owner, lo, hi;
+    if (strncmp(subject, "sim.p", 5) != 0 || (k = atoi(subject + 5)) < 0 || k >= s->prm.partitions) return;
+    owner = s->parts[k].grant_owner;
+    if (owner < 0 || owner >= (int)arrlen(s->id_owner) || s->id_owner[owner] < 0) return;
+    a = s->actors[s->id_owner[owner]];
+    if (a->done || !a->wakeable || !a->p || a == s->current) return;
+    sub = parti_consumer_subjects(parti_consumer_of(a->p));
+    for (lo = 0, hi = sub ? sub->count - 1 : -1; lo <= hi;) {
+        int mid = (lo + hi) / 2, c = strcmp(sub->items[mid], subject);
+        if (c == 0) {
+            wake_now(s, a);
+            return;
         }
+        if (c < 0) lo = mid + 1;
+        else hi = mid - 1;
     }
 }
 
@@ -1143,7 +1216,7 @@ static void inject_fault(sim *s, int f, actor *target, int count) {
             create_stream(s);
         }
         for (int i = 0; i < (int)arrlen(s->actors); i++)
-            if (s->actors[i]->wakeable && s->actors[i]->wake_at > now) s->actors[i]->wake_at = now;
+            if (s->actors[i]->wakeable && !s->actors[i]->done) wake_now(s, s->actors[i]);
     } else if (f == F_stream_recreate) {
         if (!s->stream_up) return;
         slog(s, "FAULT stream deleted");
@@ -1153,7 +1226,7 @@ static void inject_fault(sim *s, int f, actor *target, int count) {
         mark_destroyed(s);
         add_timer(s, now + rng_next(&s->rng) % 3000, 1, -1);
         for (int i = 0; i < (int)arrlen(s->actors); i++)
-            if (s->actors[i]->wakeable && s->actors[i]->wake_at > now) s->actors[i]->wake_at = now;
+            if (s->actors[i]->wakeable && !s->actors[i]->done) wake_now(s, s->actors[i]);
     } else {
         if (!(a = target ? target : pick_alive(s)) || !alive(a)) return;
         switch (f) {
@@ -1166,11 +1239,15 @@ static void inject_fault(sim *s, int f, actor *target, int count) {
             a->dead = a->crashed = 1;
             a->last_crash = now;
             a->paused_until = 0;
-            if (a->wake_at > now) a->wake_at = now;
+            wake_now(s, a);
             break;
-        case F_pause_short: a->paused_until = now + ttl / 5 + rng_next(&s->rng) % (ttl * 3 / 5); break;
+        case F_pause_short:
+            a->paused_until = now + ttl / 5 + rng_next(&s->rng) % (ttl * 3 / 5);
+            rq_update(s, a);
+            break;
         case F_pause_long:
             a->paused_until = count ? now + ttl * (uint64_t)count : now + ttl * 6 / 5 + rng_next(&s->rng) % (ttl * 9 / 5);
+            rq_update(s, a);
             break;
         case F_pause_at_write: a->pause_at_write = 1; break;
         case F_slow:
@@ -1185,7 +1262,7 @@ static void inject_fault(sim *s, int f, actor *target, int count) {
             slog(s, "FAULT consumer %s deleted", d);
             parti_fake_delete_consumer(s->w, "SIM", d);
             a->last_consumer_fault = now;
-            if (a->wake_at > now) a->wake_at = now;
+            if (a->wakeable) wake_now(s, a);
             break;
         }
         case F_kv_hang: a->kv_fault = RF_HANG; a->kv_fault_n = count ? count : 1 + (int)(rng_next(&s->rng) % 3); break;
@@ -1245,6 +1322,7 @@ static void end_faults(sim *s) {
             a->cut = 0;
         }
         a->paused_until = 0;
+        if (!a->done) rq_update(s, a);
         a->kv_fault_n = a->upsert_fail_n = a->pause_at_write = 0;
         a->slow_until = 0;
     }
@@ -1275,7 +1353,7 @@ static int member_state(const actor *a) {
 
 static void check_control_plane(sim *s, actor *a) {
     uint64_t now = now_of(s), ep, ver;
-    int i, leaders = 0;
+    int i, k, leaders = 0;
     if (!a->p || a->dead || a->done) return;
     ep = parti_assignment_epoch_of(a->p);
     ver = parti_assignment_version_of(a->p);
@@ -1303,18 +1381,19 @@ static void check_control_plane(sim *s, actor *a) {
         a->last_epoch = ep;
         a->last_version = ver;
     }
-    if (member_state(a) && a->paused_until <= now) {
+    if (member_state(a) && a->paused_until <= now && (k = worker_number(a->p)) >= 0) {
+        /* the actor last seen running as this worker number, if it still does */
         int twin = -1;
-        for (i = 0; i < (int)arrlen(s->actors) && twin < 0; i++) {
-            actor *b = s->actors[i];
-            if (b != a && member_state(b) && b->paused_until <= now &&
-                strcmp(parti_worker_id(a->p), parti_worker_id(b->p)) == 0)
-                twin = i;
+        while ((int)arrlen(s->id_owner) <= k) arrput(s->id_owner, -1);
+        if (s->id_owner[k] >= 0 && s->id_owner[k] != a->idx) {
+            actor *b = s->actors[s->id_owner[k]];
+            if (member_state(b) && b->paused_until <= now && worker_number(b->p) == k) twin = b->idx;
         }
         if (twin >= 0 && a->id_twin != twin + 1)
             violation(s, I_id_unique, "%s and %s both run as %s", a->name, s->actors[twin]->name,
                       parti_worker_id(a->p));
         a->id_twin = twin + 1;
+        if (twin < 0) s->id_owner[k] = a->idx;
     }
     if (parti_is_leader(a->p) && a->paused_until <= now) {
         for (i = 0; i < (int)arrlen(s->actors); i++) {
@@ -1344,13 +1423,17 @@ static uint64_t next_event_besides(sim *s, const actor *self) {
         if (s->timers[i].at < t) t = s->timers[i].at;
     for (i = 0; i < (int)arrlen(s->late); i++)
         if (s->late[i].due < t) t = s->late[i].due;
-    for (i = 0; i < (int)arrlen(s->actors); i++) {
-        const actor *x = s->actors[i];
-        uint64_t w;
-        if (x == self || !x->started || x->done) continue;
-        w = x->wake_at > x->paused_until ? x->wake_at : x->paused_until;
-        if (w < t) t = w < now ? now : w;
+    {
+        /* the earliest other worker: the heap's top, or one of its children when self is on top */
+        int n = (int)arrlen(s->rq), k;
+        const actor *x = NULL;
+        if (n > 0 && s->rq[0] != self) x = s->rq[0];
+        else
+            for (k = 1; k <= 2 && k < n; k++)
+                if (!x || rq_less(s->rq[k], x)) x = s->rq[k];
+        if (x && x->due < t) t = x->due < now ? now : x->due;
     }
+    (void)i;
     return t;
 }
 
@@ -1367,7 +1450,7 @@ static double wall_seconds(const struct timespec *t0) {
 static void run_loop(sim *s) {
     for (;;) {
         uint64_t best = UINT64_MAX, now = now_of(s);
-        int kind = EV_NONE, ties = 0, i, pick = -1;
+        int kind = EV_NONE, i, pick = -1;
         actor *a = NULL;
         /* main-side events first at equal times */
         if (!s->phase_done && s->faults_end < best) best = s->faults_end, kind = EV_PHASE;
@@ -1379,20 +1462,10 @@ static void run_loop(sim *s) {
             if (s->timers[i].at < best) best = s->timers[i].at, kind = EV_TIMER, pick = i;
         for (i = 0; i < (int)arrlen(s->late); i++)
             if (s->late[i].due < best) best = s->late[i].due, kind = EV_LATE, pick = i;
-        for (i = 0; i < (int)arrlen(s->actors); i++) {
-            actor *x = s->actors[i];
-            uint64_t t;
-            if (!x->started || x->done) continue;
-            t = x->wake_at > x->paused_until ? x->wake_at : x->paused_until;
-            if (t < now) t = now;
-            if (t < best) {
-                best = t;
-                kind = EV_ACTOR;
-                a = x;
-                ties = 1;
-            } else if (t == best && kind == EV_ACTOR && rng_next(&s->rng) % (uint64_t)(++ties) == 0) {
-                a = x; /* reservoir choice among equals: the seed decides the interleaving */
-            }
+        if (arrlen(s->rq) > 0) {
+            actor *x = s->rq[0];
+            uint64_t t = x->due < now ? now : x->due;
+            if (t < best) best = t, kind = EV_ACTOR, a = x;
         }
         if (best > now) parti_fake_advance(s->w, best - now);
         s->steps++;
@@ -1435,6 +1508,8 @@ static void run_loop(sim *s) {
         }
         case EV_ACTOR:
             a->paused_until = 0;
+            a->due = 0; /* it runs now; it takes a new key when it next waits */
+            rq_fix(s, a->rq_pos);
             run_actor(s, a);
             check_control_plane(s, a);
             break;
@@ -1581,6 +1656,7 @@ static void sim_run(const sim_params *prm, sim_result *out, FILE *log_out, int v
         a->dead = 1;
         a->paused_until = 0;
         while (a->started && !a->done) run_actor(s, a);
+        rq_remove(s, a);
         pthread_join(a->th, NULL);
     }
     if (!s->viol[I_progress]) finish_checks(s);
@@ -1619,6 +1695,8 @@ static void sim_run(const sim_params *prm, sim_result *out, FILE *log_out, int v
         free(s->actors[i]);
     }
     arrfree(s->actors);
+    arrfree(s->rq);
+    arrfree(s->id_owner);
     arrfree(s->msgs);
     arrfree(s->late);
     arrfree(s->timers);
@@ -1669,7 +1747,7 @@ static int failed(const sim_result *r) {
 
 static void print_summary(const sim_result *r, double wall_s) {
     int i;
-    printf("simulated %llu seeds: %.0f virtual s in %.1f wall s on this run (%.0f virtual s per wall s per core), "
+    printf("simulated %llu seeds: %.0f virtual s in %.1f wall s on this run (%.1f virtual s per wall s per core), "
            "%llu scheduler steps, %llu workers started\n",
            (unsigned long long)r->seeds, (double)r->virtual_ms / 1000.0, wall_s,
            (double)r->virtual_ms / 1000.0 / ((double)r->wall_us / 1e6 + 1e-9), (unsigned long long)r->steps,
