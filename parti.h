@@ -198,7 +198,8 @@ typedef enum parti_category {
     X(ALREADY_EXISTS, INVALID_INPUT, "exists already with a different configuration")                \
     X(CLOSED, FATAL, "stopped: the worker left or hit a fatal error")                                  \
     X(STREAM_MISMATCH, INVALID_INPUT, "the stream does not fit the configuration")                    \
-    X(MESSAGE_TOO_LARGE, TRANSIENT, "the next message is larger than the pull's max_bytes")
+    X(MESSAGE_TOO_LARGE, TRANSIENT, "the next message is larger than the pull's max_bytes")           \
+    X(LIMIT_REACHED, TRANSIENT, "a server or account limit was reached (storage, consumers, streams, request rate)")
 
 typedef enum parti_err {
 #define PARTI__ENUM(name, cat, msg) PARTI_ERR_##name,
@@ -692,8 +693,13 @@ typedef struct parti_js_ack_meta {
 PARTIDEF parti_err parti_js_ack_parse(const char *reply, size_t len, parti_js_ack_meta *out);
 
 /* Maps a JetStream API error (its "err_code" and HTTP-like "code") to a
- * parti_err, e.g. 10059 -> PARTI_ERR_STREAM_NOT_FOUND, 10071 ->
- * PARTI_ERR_WRONG_REVISION. Unknown errors map by code class. */
+ * parti_err by what the caller should do: fix the call (INVALID_CONFIG,
+ * INVALID_SUBJECT, ...), retry later (LIMIT_REACHED for account, storage,
+ * consumer and stream limits and 429; NOT_CONNECTED while JetStream has no
+ * leader; PROTOCOL for other server-side failures), or give up (UNSUPPORTED,
+ * PERMISSION_DENIED). E.g. 10059 -> PARTI_ERR_STREAM_NOT_FOUND, 10071 ->
+ * PARTI_ERR_WRONG_REVISION, 10026 -> PARTI_ERR_LIMIT_REACHED. Unknown errors
+ * map by code class. */
 PARTIDEF parti_err parti_js_api_error(int err_code, int code);
 
 /* Maps a pull status message ("Status" header value and "Description") to
@@ -2979,20 +2985,32 @@ PARTIDEF parti_err parti_js_api_error(int err_code, int code) {
     case 10059: return PARTI_ERR_STREAM_NOT_FOUND;
     case 10014: case 10149: return PARTI_ERR_CONSUMER_NOT_FOUND;
     case 10071: case 10164: return PARTI_ERR_WRONG_REVISION;
-    case 10058: case 10065: case 10148: case 10013: case 10012: return PARTI_ERR_ALREADY_EXISTS;
-    case 10136: case 10138: case 10139: case 10052: case 10025: return PARTI_ERR_INVALID_CONFIG;
-    case 10093: case 10133: case 10131: return PARTI_ERR_INVALID_SUBJECT;
+    case 10058: case 10065: case 10148: case 10013: return PARTI_ERR_ALREADY_EXISTS;
+    case 10136: case 10138: case 10139: case 10052: case 10025: case 10133: case 10122: case 10113:
+        return PARTI_ERR_INVALID_CONFIG;
+    case 10093: case 10131: return PARTI_ERR_INVALID_SUBJECT;
     case 10054: return PARTI_ERR_VALUE_TOO_LARGE;
     case 10039: case 10076: return PARTI_ERR_UNSUPPORTED;
-    case 10008: return PARTI_ERR_NOT_CONNECTED; /* JetStream not ready / no leader */
+    /* limits: the call was fine; retry later (or raise the limit) */
+    case 10002: /* account resources exceeded */
+    case 10023: /* insufficient resources */
+    case 10026: /* maximum consumers */
+    case 10027: /* maximum streams */
+    case 10028: /* memory resources */
+    case 10047: /* storage resources */
+    case 10167: /* too many requests */
+        return PARTI_ERR_LIMIT_REACHED;
+    /* JetStream temporarily unavailable: no leader, offline, incomplete */
+    case 10008: case 10009: case 10004: case 10118: case 10119: return PARTI_ERR_NOT_CONNECTED;
     default: break;
     }
     if (code == 403) return PARTI_ERR_PERMISSION_DENIED;
     if (code == 404) return PARTI_ERR_KEY_NOT_FOUND;
     if (code == 408) return PARTI_ERR_TIMEOUT;
+    if (code == 429) return PARTI_ERR_LIMIT_REACHED;
     if (code == 503) return PARTI_ERR_NO_RESPONDERS;
     if (code >= 400 && code < 500) return PARTI_ERR_INVALID_CONFIG;
-    return PARTI_ERR_PROTOCOL;
+    return PARTI_ERR_PROTOCOL; /* 500s (e.g. 10012, a consumer create that failed on the server): transient */
 }
 
 PARTIDEF parti_err parti_js_pull_status(const char *status, const char *description) {

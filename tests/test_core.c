@@ -725,3 +725,46 @@ Test(contract, stream_check_names_the_setting_that_does_not_fit) {
     cr_assert_eq(parti_stream_check(NULL, &cfg, msg, sizeof msg), PARTI_ERR_INVALID_ARGUMENT);
     cr_assert_str_eq(parti_error_name(PARTI_ERR_STREAM_MISMATCH), "PARTI_ERR_STREAM_MISMATCH");
 }
+
+/* JetStream API errors map to what the caller should do: fix the call,
+ * retry later, or give up. */
+Test(core, js_api_errors_are_classified_by_what_to_do) {
+    static const struct {
+        int err_code, code;
+        parti_err want;
+    } t[] = {
+        {10059, 404, PARTI_ERR_STREAM_NOT_FOUND},  {10014, 404, PARTI_ERR_CONSUMER_NOT_FOUND},
+        {10071, 400, PARTI_ERR_WRONG_REVISION},    {10164, 400, PARTI_ERR_WRONG_REVISION},
+        {10148, 400, PARTI_ERR_ALREADY_EXISTS},    {10058, 400, PARTI_ERR_ALREADY_EXISTS},
+        {10002, 400, PARTI_ERR_LIMIT_REACHED},     {10026, 400, PARTI_ERR_LIMIT_REACHED},
+        {10027, 400, PARTI_ERR_LIMIT_REACHED},     {10047, 500, PARTI_ERR_LIMIT_REACHED},
+        {10028, 500, PARTI_ERR_LIMIT_REACHED},     {10023, 503, PARTI_ERR_LIMIT_REACHED},
+        {10167, 429, PARTI_ERR_LIMIT_REACHED},     {99999, 429, PARTI_ERR_LIMIT_REACHED},
+        {10012, 500, PARTI_ERR_PROTOCOL},          {10133, 400, PARTI_ERR_INVALID_CONFIG},
+        {10138, 400, PARTI_ERR_INVALID_CONFIG},    {10093, 400, PARTI_ERR_INVALID_SUBJECT},
+        {10008, 503, PARTI_ERR_NOT_CONNECTED},     {10009, 500, PARTI_ERR_NOT_CONNECTED},
+        {10076, 503, PARTI_ERR_UNSUPPORTED},       {0, 403, PARTI_ERR_PERMISSION_DENIED},
+        {0, 408, PARTI_ERR_TIMEOUT},               {0, 503, PARTI_ERR_NO_RESPONDERS},
+        {0, 418, PARTI_ERR_INVALID_CONFIG},        {0, 500, PARTI_ERR_PROTOCOL},
+    };
+    size_t i;
+    for (i = 0; i < sizeof t / sizeof t[0]; i++)
+        cr_assert_eq(parti_js_api_error(t[i].err_code, t[i].code), t[i].want, "%d/%d: %s, want %s", t[i].err_code,
+                     t[i].code, parti_error_name(parti_js_api_error(t[i].err_code, t[i].code)),
+                     parti_error_name(t[i].want));
+    cr_assert_eq(parti_error_category(PARTI_ERR_LIMIT_REACHED), PARTI_CAT_TRANSIENT);
+    cr_assert_eq(parti_error_category(PARTI_ERR_MESSAGE_TOO_LARGE), PARTI_CAT_TRANSIENT);
+}
+
+Test(core, pull_statuses_are_typed) {
+    cr_assert_eq(parti_js_pull_status("100", "Idle Heartbeat"), PARTI_ERR_OK);
+    cr_assert_eq(parti_js_pull_status("404", "No Messages"), PARTI_ERR_NO_MESSAGES);
+    cr_assert_eq(parti_js_pull_status("408", "Request Timeout"), PARTI_ERR_NO_MESSAGES);
+    cr_assert_eq(parti_js_pull_status("409", "Consumer Deleted"), PARTI_ERR_CONSUMER_DELETED);
+    cr_assert_eq(parti_js_pull_status("409", "Server Shutdown"), PARTI_ERR_SERVER_SHUTDOWN);
+    cr_assert_eq(parti_js_pull_status("409", "Message Size Exceeds MaxBytes"), PARTI_ERR_MESSAGE_TOO_LARGE);
+    cr_assert_eq(parti_js_pull_status("409", "Leadership Change"), PARTI_ERR_NO_MESSAGES);
+    cr_assert_eq(parti_js_pull_status("503", NULL), PARTI_ERR_NO_RESPONDERS);
+    cr_assert_eq(parti_js_pull_status("999", "?"), PARTI_ERR_PROTOCOL);
+    cr_assert_eq(parti_js_pull_status(NULL, NULL), PARTI_ERR_PROTOCOL);
+}

@@ -363,3 +363,53 @@ Test(binding_faults, publishing_to_a_hung_server_is_bounded) {
            (unsigned long long)worst);
     cr_assert_leq(worst, 200 + 1000 + 500, "a publish took %llu ms", (unsigned long long)worst);
 }
+
+/* Account limits: the call was right, the server is full. Each comes back as
+ * PARTI_ERR_LIMIT_REACHED (transient: retry later), never as a configuration
+ * error that would stop retries (a dead letter that cannot be stored now can
+ * be later). */
+static const char limits_config[] =
+    "accounts: {\n"
+    "  L: { jetstream: { max_mem: 64K, max_file: 64K, max_streams: 2, max_consumers: 1 },\n"
+    "       users: [ {user: l, password: l} ] }\n"
+    "}\n"
+    "no_auth_user: l\n";
+
+Test(binding_connect, account_limits_are_limit_reached) {
+    static const char *const s1[] = {"a.>"}, *const s2[] = {"b.>"}, *const s3[] = {"c.>"}, *const f[] = {"a.1"};
+    static char big[4096];
+    nats_server_options o;
+    parti_stream_config sc;
+    parti_consumer_config cc;
+    char err[512];
+    parti_err e = PARTI_ERR_OK;
+    int i;
+    memset(&o, 0, sizeof o);
+    o.config = limits_config;
+    cr_assert_eq(nats_server_start(&srv, &o, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(parti_nats_connect(&t, nats_server_url(srv), NULL, msg, sizeof msg), PARTI_ERR_OK, "%s", msg);
+    memset(&sc, 0, sizeof sc);
+    sc.subject_count = 1;
+    sc.name = "A", sc.subjects = s1;
+    cr_assert_eq(t.vt->stream_create(t.self, &sc, 5000), PARTI_ERR_OK, "%s", parti_nats_last_error(&t));
+    sc.name = "B", sc.subjects = s2;
+    cr_assert_eq(t.vt->stream_create(t.self, &sc, 5000), PARTI_ERR_OK, "%s", parti_nats_last_error(&t));
+    sc.name = "C", sc.subjects = s3;
+    e = t.vt->stream_create(t.self, &sc, 5000);
+    cr_assert_eq(e, PARTI_ERR_LIMIT_REACHED, "%s: %s", parti_error_name(e), parti_nats_last_error(&t));
+    memset(&cc, 0, sizeof cc);
+    cc.stream = "A", cc.durable = "d1", cc.filter_subjects = f, cc.filter_count = 1;
+    cr_assert_eq(t.vt->consumer_upsert(t.self, &cc, 5000), PARTI_ERR_OK, "%s", parti_nats_last_error(&t));
+    cc.durable = "d2";
+    e = t.vt->consumer_upsert(t.self, &cc, 5000);
+    cr_assert_eq(e, PARTI_ERR_LIMIT_REACHED, "%s: %s", parti_error_name(e), parti_nats_last_error(&t));
+    for (i = 0; i < 64 && e != PARTI_ERR_LIMIT_REACHED; i++)
+        e = t.vt->publish(t.self, "a.1", NULL, 0, big, sizeof big, NULL, 5000);
+    cr_assert_eq(e, PARTI_ERR_LIMIT_REACHED, "64 KiB of storage, 4 KiB messages: %s after %d: %s", parti_error_name(e),
+                 i, parti_nats_last_error(&t));
+    cr_assert_eq(parti_error_category(e), PARTI_CAT_TRANSIENT);
+    parti_nats_close(&t);
+    nats_server_stop(srv, NULL, 0);
+    srv = NULL;
+    nats_Close();
+}
