@@ -140,6 +140,7 @@ typedef struct sim_params {
     unsigned faults;        /* bit per fault kind */
     uint32_t fault_every_ms;/* mean time between faults */
     int quiet_log;          /* keep no event log text (scale runs) */
+    double wall_budget_s;   /* a seed that takes longer breaks progress; 0 = 120 */
     const char *script;     /* "MS FAULT [Pn]; ...": these faults at these times, and no random ones */
 } sim_params;
 
@@ -1588,7 +1589,7 @@ static void sim_run(const sim_params *prm, sim_result *out, FILE *log_out, int v
     s->prm = *prm;
     s->rng = prm->seed * 0x2545F4914F6CDD1DULL + 3;
     s->log_out = log_out;
-    s->wall_budget_s = 120;
+    s->wall_budget_s = prm->wall_budget_s > 0 ? prm->wall_budget_s : 120;
     clock_gettime(CLOCK_MONOTONIC, &s->wall0);
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->main_cv, NULL);
@@ -1773,6 +1774,7 @@ typedef struct overrides {
     uint64_t duration_ms;
     uint32_t heartbeat_ms, ttl_ms, op_timeout_ms;
     unsigned faults;
+    double wall_budget_s;
     char script[512];
 } overrides;
 
@@ -1790,6 +1792,7 @@ static sim_params params_for(uint64_t seed, const overrides *o) {
     if (o->kv_memory) p.kv_memory = o->kv_memory > 0;
     if (o->stream_memory) p.stream_memory = o->stream_memory > 0;
     if (o->has_faults) p.faults = o->faults;
+    if (o->wall_budget_s > 0) p.wall_budget_s = o->wall_budget_s;
     if (o->script[0]) {
         p.script = o->script;
         if (!o->has_faults) p.faults = 0;
@@ -1815,6 +1818,7 @@ static int apply_option(overrides *o, const char *a, const char *v) {
     else if (strcmp(a, "--kv-memory") == 0) o->kv_memory = atoi(v) ? 1 : -1;
     else if (strcmp(a, "--stream-memory") == 0) o->stream_memory = atoi(v) ? 1 : -1;
     else if (strcmp(a, "--script") == 0) snprintf(o->script, sizeof o->script, "%s", v);
+    else if (strcmp(a, "--wall-budget") == 0) o->wall_budget_s = atof(v);
     else return 0;
     return 1;
 }
@@ -2039,6 +2043,7 @@ static void usage(void) {
            "           [--faults k1,k2|all|none] [--workers N] [--partitions N] [--duration MS] [--rate N]\n"
            "           [--batch N] [--heartbeat MS] [--ttl MS] [--op-timeout MS] [--kv-memory 0|1]\n"
            "           [--stream-memory 0|1] [--script 'MS FAULT [Pn]; ...'] [--scenarios] [--assert-all]\n"
+           "           [--wall-budget SECONDS]\n"
            "fault kinds:\n");
     for (i = 0; i < F_COUNT; i++) printf("  %-16s %s\n", fault_names[i], fault_help[i]);
     printf("invariants:\n");
