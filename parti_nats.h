@@ -22,7 +22,9 @@
  *     client off and heal it, restart the server (pending pulls end with
  *     SERVER_SHUTDOWN; file-storage streams, consumers and KV survive,
  *     memory-storage ones are lost), expire a key early, skew one client's
- *     clock. A wait hook lets a scheduler run many clients on threads, one
+ *     clock, and the ambiguous writes of real servers: a write applied whose
+ *     reply is lost (the caller sees TIMEOUT), and a KV write applied late
+ *     (a stalled process's buffered write landing after the world moved on). A wait hook lets a scheduler run many clients on threads, one
  *     at a time, on the shared virtual clock (the whole-group simulator).
  *
  *     Time: nothing happens until time moves. parti_fake_advance moves the
@@ -106,6 +108,17 @@ PARTIDEF void parti_fake_drop_heartbeats(parti_fake_world *w, parti_transport *c
 PARTIDEF parti_err parti_fake_fail_next(parti_fake_world *w, parti_transport *client, const char *op, int n,
                                         parti_err status);
 PARTIDEF parti_err parti_fake_set_latency(parti_fake_world *w, parti_transport *client, const char *op, uint32_t ms);
+/* Ambiguous writes, as a real server produces them. The next n calls of op
+ * (kv_create, kv_update, kv_put, kv_delete, publish, consumer_upsert or
+ * consumer_delete) are applied, but their replies are lost: each call waits
+ * its whole timeout and returns PARTI_ERR_TIMEOUT. */
+PARTIDEF parti_err parti_fake_lose_replies(parti_fake_world *w, parti_transport *client, const char *op, int n);
+/* The next n KV writes of op (kv_create, kv_update, kv_put or kv_delete) wait
+ * their whole timeout and return PARTI_ERR_TIMEOUT, and are applied delay_ms
+ * after they were sent (with the expected revision they carried): the
+ * buffered writes of a stalled process arriving after the world moved on. */
+PARTIDEF parti_err parti_fake_apply_late(parti_fake_world *w, parti_transport *client, const char *op, int n,
+                                         uint32_t delay_ms);
 PARTIDEF void parti_fake_partition(parti_fake_world *w, parti_transport *client, int cut);
 /* Restarts the server: pending pulls end with SERVER_SHUTDOWN; file-storage
  * streams (with their consumers) and buckets survive, memory-storage ones are
@@ -289,12 +302,26 @@ struct parti__fclient {
     int fail_n[PARTI__FOP_COUNT];
     parti_err fail_status[PARTI__FOP_COUNT];
     uint32_t latency[PARTI__FOP_COUNT];
+    int lose_n[PARTI__FOP_COUNT];    /* replies to lose */
+    int late_n[PARTI__FOP_COUNT];    /* writes to apply late */
+    uint32_t late_ms[PARTI__FOP_COUNT];
     parti__fpull *pulls;             /* stb_ds array */
     parti__fwatch **watchers;        /* stb_ds array */
 };
 
+typedef struct parti__flate {
+    uint64_t due, expected;
+    int op;
+    char *bucket, *key;
+    uint8_t *value;
+    size_t len;
+} parti__flate; /* a KV write held back by parti_fake_apply_late */
+
 struct parti_fake_world {
     uint64_t now, seed, instances;
+    parti__flate *late;       /* stb_ds array */
+    parti__fclient *ghost;    /* applies the late writes: no faults, no pulls */
+    int applying_late;
     int auto_advance, markers, keep_log, next_client;
     void (*wait)(void *wait_user, uint64_t until_ms, int wakeable);
     void *wait_user;
@@ -555,11 +582,14 @@ static void parti__fake_run_inactivity(parti_fake_world *w) {
     }
 }
 
+static void parti__fake_apply_due_late(parti_fake_world *w);
+
 static void parti__fake_set_time(parti_fake_world *w, uint64_t t) {
     if (t <= w->now) return;
     w->now = t;
     parti__fake_run_kv_expiry(w);
     parti__fake_run_inactivity(w);
+    parti__fake_apply_due_late(w);
 }
 
 /* A client waits until time until: the scheduler's hook runs the other
@@ -567,6 +597,38 @@ static void parti__fake_set_time(parti_fake_world *w, uint64_t t) {
 static void parti__fake_wait(parti_fake_world *w, uint64_t until, int wakeable) {
     if (w->wait) w->wait(w->wait_user, until, wakeable);
     else if (w->auto_advance) parti__fake_set_time(w, until);
+}
+
+/* The end of a call that reached the server: its reply may be lost. */
+static parti_err parti__fake_reply(parti__fclient *c, int op, parti_err e, uint32_t timeout_ms) {
+    if (c->lose_n[op] <= 0) return e;
+    c->lose_n[op]--;
+    parti__fake_log(c->w, c, parti__fake_op_names[op], PARTI_ERR_TIMEOUT, "applied (%s), reply lost",
+                    parti_error_name(e) + 10);
+    parti__fake_wait(c->w, c->w->now + timeout_ms, 0);
+    return PARTI_ERR_TIMEOUT;
+}
+
+/* A KV write to hold back (parti_fake_apply_late): queued, and the caller
+ * waits out its timeout. Returns 1 when held. */
+static int parti__fake_hold(parti__fclient *c, int op, const char *bucket, const char *key, const void *value,
+                            size_t len, uint64_t expected, uint32_t timeout_ms) {
+    parti__flate l;
+    if (c->late_n[op] <= 0) return 0;
+    c->late_n[op]--;
+    memset(&l, 0, sizeof l);
+    l.due = c->w->now + c->late_ms[op];
+    l.op = op;
+    l.expected = expected;
+    l.bucket = parti__strdup(bucket);
+    l.key = parti__strdup(key);
+    l.value = (uint8_t *)parti__memdup(value ? value : "", len);
+    l.len = len;
+    arrput(c->w->late, l);
+    parti__fake_log(c->w, c, parti__fake_op_names[op], PARTI_ERR_TIMEOUT, "%s/%s held back until %llu", bucket, key,
+                    (unsigned long long)l.due);
+    parti__fake_wait(c->w, c->w->now + timeout_ms, 0);
+    return 1;
 }
 
 /* ---- the client side: fault gate ------------------------------------------ */
@@ -786,7 +848,7 @@ static parti_err parti__fake_publish(void *self, const char *subject, const part
         ack->duplicate = 0;
     }
     parti__fake_log(w, c, "publish", PARTI_ERR_OK, "%s seq=%llu", subject, (unsigned long long)m.seq);
-    return PARTI_ERR_OK;
+    return parti__fake_reply(c, PARTI__FOP_publish, PARTI_ERR_OK, timeout_ms);
 }
 
 /* ---- key/value ---------------------------------------------------------------- */
@@ -831,12 +893,13 @@ static parti_err parti__fake_kv_create(void *self, const char *bucket, const cha
     uint64_t rev = 0;
     PARTI__FAKE_BEGIN(kv_create, timeout_ms)
     if ((e = parti__fake_kv_args(w, bucket, key, value, len, &b)) != PARTI_ERR_OK) return e;
+    if (parti__fake_hold(c, PARTI__FOP_kv_create, bucket, key, value, len, 0, timeout_ms)) return PARTI_ERR_TIMEOUT;
     r = parti__fake_latest(b, key);
     e = r && r->op == PARTI_KV_PUT ? PARTI_ERR_KEY_EXISTS
                                    : parti__fake_append(w, b, key, value, len, PARTI_KV_PUT, w->now, &rev);
     if (revision && e == PARTI_ERR_OK) *revision = rev;
     parti__fake_log(w, c, "kv_create", e, "%s/%s rev=%llu", bucket, key, (unsigned long long)rev);
-    return e;
+    return parti__fake_reply(c, PARTI__FOP_kv_create, e, timeout_ms);
 }
 
 static parti_err parti__fake_kv_update(void *self, const char *bucket, const char *key, const void *value, size_t len,
@@ -846,13 +909,14 @@ static parti_err parti__fake_kv_update(void *self, const char *bucket, const cha
     uint64_t rev = 0;
     PARTI__FAKE_BEGIN(kv_update, timeout_ms)
     if ((e = parti__fake_kv_args(w, bucket, key, value, len, &b)) != PARTI_ERR_OK) return e;
+    if (parti__fake_hold(c, PARTI__FOP_kv_update, bucket, key, value, len, expected, timeout_ms)) return PARTI_ERR_TIMEOUT;
     r = parti__fake_latest(b, key);
     e = (r ? r->rev : 0) != expected ? PARTI_ERR_WRONG_REVISION
                                      : parti__fake_append(w, b, key, value, len, PARTI_KV_PUT, w->now, &rev);
     if (revision && e == PARTI_ERR_OK) *revision = rev;
     parti__fake_log(w, c, "kv_update", e, "%s/%s expected=%llu rev=%llu", bucket, key, (unsigned long long)expected,
                     (unsigned long long)rev);
-    return e;
+    return parti__fake_reply(c, PARTI__FOP_kv_update, e, timeout_ms);
 }
 
 static parti_err parti__fake_kv_put(void *self, const char *bucket, const char *key, const void *value, size_t len,
@@ -861,10 +925,11 @@ static parti_err parti__fake_kv_put(void *self, const char *bucket, const char *
     uint64_t rev = 0;
     PARTI__FAKE_BEGIN(kv_put, timeout_ms)
     if ((e = parti__fake_kv_args(w, bucket, key, value, len, &b)) != PARTI_ERR_OK) return e;
+    if (parti__fake_hold(c, PARTI__FOP_kv_put, bucket, key, value, len, 0, timeout_ms)) return PARTI_ERR_TIMEOUT;
     e = parti__fake_append(w, b, key, value, len, PARTI_KV_PUT, w->now, &rev);
     if (revision && e == PARTI_ERR_OK) *revision = rev;
     parti__fake_log(w, c, "kv_put", e, "%s/%s rev=%llu", bucket, key, (unsigned long long)rev);
-    return e;
+    return parti__fake_reply(c, PARTI__FOP_kv_put, e, timeout_ms);
 }
 
 static parti_err parti__fake_entry_from(const parti__frec *r, parti_kv_entry *out) {
@@ -903,9 +968,10 @@ static parti_err parti__fake_kv_delete(void *self, const char *bucket, const cha
     parti__fbucket *b;
     PARTI__FAKE_BEGIN(kv_delete, timeout_ms)
     if ((e = parti__fake_kv_args(w, bucket, key, NULL, 0, &b)) != PARTI_ERR_OK) return e;
+    if (parti__fake_hold(c, PARTI__FOP_kv_delete, bucket, key, NULL, 0, 0, timeout_ms)) return PARTI_ERR_TIMEOUT;
     e = parti__fake_append(w, b, key, "", 0, PARTI_KV_DELETE, w->now, NULL);
     parti__fake_log(w, c, "kv_delete", e, "%s/%s", bucket, key);
-    return e;
+    return parti__fake_reply(c, PARTI__FOP_kv_delete, e, timeout_ms);
 }
 
 static parti_err parti__fake_kv_keys(void *self, const char *bucket, char ***keys, int *count, uint32_t timeout_ms) {
@@ -1054,7 +1120,7 @@ static parti_err parti__fake_consumer_upsert(void *self, const parti_consumer_co
     parti__fake_log(w, c, "consumer_upsert", PARTI_ERR_OK, "%s/%s %s filters=%d position=%llu", cfg->stream,
                     cfg->durable, created ? "created" : "updated", cfg->filter_count,
                     (unsigned long long)k->position);
-    return PARTI_ERR_OK;
+    return parti__fake_reply(c, PARTI__FOP_consumer_upsert, PARTI_ERR_OK, timeout_ms);
 }
 
 static uint64_t parti__fake_num_pending(const parti__fstream *s, const parti__fconsumer *k) {
@@ -1106,7 +1172,7 @@ static parti_err parti__fake_consumer_delete(void *self, const char *stream, con
         return PARTI_ERR_INVALID_NAME;
     e = parti_fake_delete_consumer(w, stream, durable);
     parti__fake_log(w, c, "consumer_delete", e, "%s/%s", stream, durable);
-    return e;
+    return parti__fake_reply(c, PARTI__FOP_consumer_delete, e, timeout_ms);
 }
 
 /* ---- pull -------------------------------------------------------------------------- */
@@ -1378,6 +1444,32 @@ static void parti__fake_msg_release(void *self, parti_msg *m) {
     memset(m, 0, sizeof *m);
 }
 
+/* Applies the held-back writes that are due, through the world's own client
+ * (their senders may be gone by now). */
+static void parti__fake_apply_due_late(parti_fake_world *w) {
+    int i;
+    if (w->applying_late || !w->ghost) return;
+    w->applying_late = 1;
+    for (i = 0; i < (int)arrlen(w->late); i++) {
+        parti__flate l = w->late[i];
+        if (l.due > w->now) continue;
+        arrdel(w->late, i);
+        i--;
+        switch (l.op) {
+        case PARTI__FOP_kv_create: parti__fake_kv_create(w->ghost, l.bucket, l.key, l.value, l.len, NULL, 0); break;
+        case PARTI__FOP_kv_update:
+            parti__fake_kv_update(w->ghost, l.bucket, l.key, l.value, l.len, l.expected, NULL, 0);
+            break;
+        case PARTI__FOP_kv_put: parti__fake_kv_put(w->ghost, l.bucket, l.key, l.value, l.len, NULL, 0); break;
+        default: parti__fake_kv_delete(w->ghost, l.bucket, l.key, 0); break;
+        }
+        PARTI_FREE(l.bucket);
+        PARTI_FREE(l.key);
+        PARTI_FREE(l.value);
+    }
+    w->applying_late = 0;
+}
+
 static const parti_transport_vtable parti__fake_vtable = {
     parti__fake_now_ms,        parti__fake_random,        parti__fake_stream_create, parti__fake_stream_info,
     parti__fake_stream_delete, parti__fake_kv_open,       parti__fake_kv_create,     parti__fake_kv_update,
@@ -1402,6 +1494,13 @@ PARTIDEF parti_err parti_fake_world_create(parti_fake_world **out, const parti_f
     w->keep_log = !(opts && opts->no_log);
     w->wait = opts ? opts->wait : NULL;
     w->wait_user = opts ? opts->wait_user : NULL;
+    if (!(w->ghost = (parti__fclient *)PARTI_MALLOC(sizeof *w->ghost))) {
+        PARTI_FREE(w);
+        return PARTI_ERR_NOMEM;
+    }
+    memset(w->ghost, 0, sizeof *w->ghost);
+    w->ghost->w = w;
+    w->ghost->name = parti__strdup("late");
     *out = w;
     return PARTI_ERR_OK;
 }
@@ -1424,6 +1523,13 @@ PARTIDEF void parti_fake_world_destroy(parti_fake_world *w) {
     if (!w) return;
     for (i = 0; i < (int)arrlen(w->clients); i++) parti__fake_free_client(w->clients[i]);
     arrfree(w->clients);
+    if (w->ghost) parti__fake_free_client(w->ghost);
+    for (i = 0; i < (int)arrlen(w->late); i++) {
+        PARTI_FREE(w->late[i].bucket);
+        PARTI_FREE(w->late[i].key);
+        PARTI_FREE(w->late[i].value);
+    }
+    arrfree(w->late);
     for (i = 0; i < (int)arrlen(w->streams); i++) parti__fake_free_stream(w->streams[i]);
     arrfree(w->streams);
     for (i = 0; i < (int)arrlen(w->buckets); i++) parti__fake_free_bucket(w->buckets[i]);
@@ -1535,6 +1641,41 @@ PARTIDEF parti_err parti_fake_set_latency(parti_fake_world *w, parti_transport *
     for (i = 0; i < (int)arrlen(w->clients); i++)
         if (!client || parti__fake_client_of(w, client) == w->clients[i]) w->clients[i]->latency[idx] = ms;
     return PARTI_ERR_OK;
+}
+
+/* Sets a per-op counter on one client or on all. */
+static parti_err parti__fake_arm(parti_fake_world *w, parti_transport *client, int idx, int n, int late,
+                                 uint32_t delay_ms) {
+    int i;
+    if (!w || idx < 0 || n < 0 || (client && !parti__fake_client_of(w, client))) return PARTI_ERR_INVALID_ARGUMENT;
+    for (i = 0; i < (int)arrlen(w->clients); i++) {
+        if (client && parti__fake_client_of(w, client) != w->clients[i]) continue;
+        if (late) {
+            w->clients[i]->late_n[idx] = n;
+            w->clients[i]->late_ms[idx] = delay_ms;
+        } else {
+            w->clients[i]->lose_n[idx] = n;
+        }
+    }
+    return PARTI_ERR_OK;
+}
+
+PARTIDEF parti_err parti_fake_lose_replies(parti_fake_world *w, parti_transport *client, const char *op, int n) {
+    int idx = parti__fake_op_index(op);
+    if (idx != PARTI__FOP_kv_create && idx != PARTI__FOP_kv_update && idx != PARTI__FOP_kv_put &&
+        idx != PARTI__FOP_kv_delete && idx != PARTI__FOP_publish && idx != PARTI__FOP_consumer_upsert &&
+        idx != PARTI__FOP_consumer_delete)
+        return PARTI_ERR_INVALID_ARGUMENT;
+    return parti__fake_arm(w, client, idx, n, 0, 0);
+}
+
+PARTIDEF parti_err parti_fake_apply_late(parti_fake_world *w, parti_transport *client, const char *op, int n,
+                                         uint32_t delay_ms) {
+    int idx = parti__fake_op_index(op);
+    if (idx != PARTI__FOP_kv_create && idx != PARTI__FOP_kv_update && idx != PARTI__FOP_kv_put &&
+        idx != PARTI__FOP_kv_delete)
+        return PARTI_ERR_INVALID_ARGUMENT;
+    return parti__fake_arm(w, client, idx, n, 1, delay_ms);
 }
 
 PARTIDEF void parti_fake_partition(parti_fake_world *w, parti_transport *client, int cut) {

@@ -1389,6 +1389,35 @@ Test(kv_watch, sees_puts_and_deletes_in_revision_order) {
     conf_expect_no_event(a, w, 300);
 }
 
+/* A timed-out compare-and-swap may have been applied: the caller must read
+ * back before concluding anything (retrying the same CAS then fails). */
+Test(kv, a_timed_out_compare_and_swap_may_have_been_applied) {
+    parti_transport *a;
+    parti_kv_entry e;
+    uint64_t r1, r2, t0;
+    parti_err err;
+    int applied = 0;
+    if (!env->lose_reply) cr_skip_test("env %s cannot lose a reply", env->name);
+    a = conf_connect();
+    conf_kv_open(a, "ids");
+    CONF_OK(conf_create(a, "ids", "worker-0", "v1", &r1));
+    env->lose_reply(env, a, "kv_update", 1);
+    err = a->vt->kv_update(a->self, "ids", "worker-0", "v2", 2, r1, &r2, 300);
+    env->lose_reply(env, a, "kv_update", 0);
+    CONF_EXPECT(err, PARTI_ERR_TIMEOUT);
+    for (t0 = conf_now(a); !applied && conf_now(a) - t0 < 10000; env->advance(env, CONF_STEP)) {
+        memset(&e, 0, sizeof e);
+        if (a->vt->kv_get(a->self, "ids", "worker-0", 0, &e, 1000) != PARTI_ERR_OK) continue;
+        applied = e.len == 2 && memcmp(e.value, "v2", 2) == 0;
+        r2 = e.revision;
+        parti_kv_entry_free(&e);
+    }
+    cr_assert(applied, "the timed-out update was not applied within 10 s");
+    cr_assert_gt(r2, r1);
+    /* the same CAS again fails: the revision moved on */
+    CONF_EXPECT(a->vt->kv_update(a->self, "ids", "worker-0", "v2", 2, r1, NULL, 2000), PARTI_ERR_WRONG_REVISION);
+}
+
 Test(kv_watch, create_and_update_are_seen_as_puts) {
     parti_transport *a = conf_connect();
     parti_kv_watcher *w;

@@ -25,6 +25,11 @@ struct conf_env {
     void (*partition)(conf_env *env, parti_transport *t, int cut); /* cut = 1 isolates the client, 0 heals */
     void (*fail_next)(conf_env *env, parti_transport *t, const char *op, int n, parti_err status);
     void (*expire_key)(conf_env *env, const char *bucket, const char *key);
+    /* on = 1: the next call of op by t reaches the server but its reply does
+     * not come back within the call's timeout; on = 0: replies flow again
+     * (the fake loses one reply; a real server is stopped, then continued,
+     * and handles the request it had buffered) */
+    void (*lose_reply)(conf_env *env, parti_transport *t, const char *op, int on);
     int kv_expiry_markers;              /* 1 when TTL expiry is seen by watchers (PARTI_KV_EXPIRED) */
     void *impl;
 };

@@ -56,6 +56,11 @@ static void fake_expire_key(conf_env *env, const char *bucket, const char *key) 
     parti_fake_expire_key(world, bucket, key);
 }
 
+static void fake_lose_reply(conf_env *env, parti_transport *t, const char *op, int on) {
+    (void)env;
+    if (on && parti_fake_lose_replies(world, t, op, 1) != PARTI_ERR_OK) abort(); /* a bug in the test */
+}
+
 /* LeakSanitizer runs at exit: free the last test's world. */
 __attribute__((destructor)) static void fake_cleanup(void) {
     parti_fake_world_destroy(world);
@@ -64,6 +69,6 @@ __attribute__((destructor)) static void fake_cleanup(void) {
 
 static conf_env fake_env = {"fake",          fake_reset,     fake_connect,   fake_disconnect,
                             fake_advance,    fake_drop_heartbeats, fake_restart, fake_partition,
-                            fake_fail_next,  fake_expire_key, 1,             NULL};
+                            fake_fail_next,  fake_expire_key, fake_lose_reply, 1,           NULL};
 
 conf_env *conformance_env(void) { return &fake_env; }

@@ -19,6 +19,9 @@
  *                    on their own; pending pulls are lost; file-stored
  *                    streams, consumers and KV survive (memory-stored streams
  *                    do NOT survive a real restart).
+ *   lose_reply       SIGSTOP (on): the next request waits in the server's
+ *                    socket and the call times out; SIGCONT (off): the
+ *                    server handles it then. Every client is affected.
  *   partition, fail_next, expire_key: NULL (a real server cannot do them;
  *                    those cases skip).
  *   kv_expiry_markers 1 when the server is >= 2.11 (subject delete markers),
@@ -127,6 +130,15 @@ static void nats_env_restart(conf_env *env) {
     cr_assert_eq(rc, 0, "conformance env nats-server: restart: %s", err);
 }
 
+/* A lost reply: the server is stopped, so the request waits in its socket
+ * and the call times out; continued, it handles the request (the reply goes
+ * to an inbox nobody reads any more). */
+static void nats_env_lose_reply(conf_env *env, parti_transport *t, const char *op, int on) {
+    (void)t;
+    (void)op;
+    nats_env_drop_heartbeats(env, t, on);
+}
+
 /* Stops this process's server at exit (LeakSanitizer runs after this) and
  * removes directories of test processes that crashed. */
 __attribute__((destructor)) static void nats_env_cleanup(void) {
@@ -145,6 +157,7 @@ static conf_env nats_env = {"nats-server",
                             NULL, /* partition */
                             NULL, /* fail_next */
                             NULL, /* expire_key */
+                            nats_env_lose_reply,
                             0,    /* kv_expiry_markers: set by reset from the server's version */
                             NULL};
 

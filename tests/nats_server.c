@@ -931,6 +931,23 @@ int nats_server_restart(nats_server *s, char *err, size_t err_size) {
     return -1;
 }
 
+/* 1 once /proc/<pid>/stat shows the process in state want, within ms. */
+static int ns_wait_state(pid_t pid, char want, uint32_t ms) {
+    char path[64], buf[512], *p;
+    uint32_t waited;
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    for (waited = 0; waited <= ms; waited++) {
+        FILE *f = fopen(path, "r");
+        size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+        if (f) fclose(f);
+        buf[n] = 0;
+        /* "pid (comm) S ...": the state follows the last ')' */
+        if ((p = strrchr(buf, ')')) != NULL && p[1] == ' ' && p[2] == want) return 1;
+        nanosleep(&(struct timespec){0, 1000000}, NULL);
+    }
+    return 0;
+}
+
 int nats_server_suspend(nats_server *s, char *err, size_t err_size) {
     if (!s || !s->pid || s->owner != getpid()) {
         ns_err(err, err_size, "no running server to suspend");
@@ -941,6 +958,12 @@ int nats_server_suspend(nats_server *s, char *err, size_t err_size) {
         return -1;
     }
     s->suspended = 1;
+    /* the signal is delivered asynchronously: return only once the process is
+     * stopped (state T in /proc), so nothing sent after this is handled */
+    if (!ns_wait_state(s->pid, 'T', 2000)) {
+        ns_err(err, err_size, "SIGSTOP: the server was not stopped within 2 s");
+        return -1;
+    }
     return 0;
 }
 

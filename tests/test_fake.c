@@ -422,3 +422,47 @@ Test(fake, a_partitioned_client_is_not_connected) {
     parti_fake_disconnect(&t);
     parti_fake_world_destroy(w);
 }
+
+/* A held-back write times out for its sender, lands delay_ms later with the
+ * revision it expected, and watchers see it then; a lost reply is applied at
+ * once. Both wait out the caller's timeout. */
+Test(fake, writes_can_be_applied_late_or_lose_their_reply) {
+    parti_kv_config kc;
+    parti_kv_entry e;
+    parti_kv_watcher *wt;
+    uint64_t r1 = 0, r2 = 0, t0;
+    memset(&kc, 0, sizeof kc);
+    kc.bucket = "ids";
+    cr_assert_eq(a.vt->kv_open(a.self, &kc, 1000), PARTI_ERR_OK);
+    cr_assert_eq(a.vt->kv_create(a.self, "ids", "k", "v1", 2, &r1, 1000), PARTI_ERR_OK);
+    cr_assert_eq(b.vt->kv_watch(b.self, "ids", "", &wt, 1000), PARTI_ERR_OK);
+    /* late: TIMEOUT after the timeout, nothing yet, applied 2 s after it was sent */
+    cr_assert_eq(parti_fake_apply_late(w, &a, "kv_update", 1, 2000), PARTI_ERR_OK);
+    t0 = parti_fake_now(w);
+    cr_assert_eq(a.vt->kv_update(a.self, "ids", "k", "v2", 2, r1, &r2, 500), PARTI_ERR_TIMEOUT);
+    cr_assert_eq(parti_fake_now(w) - t0, 500);
+    cr_assert_eq(b.vt->kv_get(b.self, "ids", "k", 0, &e, 1000), PARTI_ERR_OK);
+    cr_assert(e.len == 2 && memcmp(e.value, "v1", 2) == 0);
+    parti_kv_entry_free(&e);
+    parti_fake_advance(w, 1499);
+    cr_assert_eq(b.vt->kv_watch_next(b.self, wt, &e), PARTI_ERR_NO_MESSAGES);
+    parti_fake_advance(w, 1);
+    cr_assert_eq(b.vt->kv_watch_next(b.self, wt, &e), PARTI_ERR_OK);
+    cr_assert(e.len == 2 && memcmp(e.value, "v2", 2) == 0 && e.revision > r1);
+    r2 = e.revision;
+    parti_kv_entry_free(&e);
+    /* lost reply: applied now, TIMEOUT after the timeout; a retry of the same CAS fails */
+    cr_assert_eq(parti_fake_lose_replies(w, &a, "kv_update", 1), PARTI_ERR_OK);
+    t0 = parti_fake_now(w);
+    cr_assert_eq(a.vt->kv_update(a.self, "ids", "k", "v3", 2, r2, NULL, 300), PARTI_ERR_TIMEOUT);
+    cr_assert_eq(parti_fake_now(w) - t0, 300);
+    cr_assert_eq(a.vt->kv_update(a.self, "ids", "k", "v3", 2, r2, NULL, 300), PARTI_ERR_WRONG_REVISION);
+    cr_assert_eq(b.vt->kv_get(b.self, "ids", "k", 0, &e, 1000), PARTI_ERR_OK);
+    cr_assert(e.len == 2 && memcmp(e.value, "v3", 2) == 0);
+    parti_kv_entry_free(&e);
+    /* only writes can be held back; reads have no reply to lose here */
+    cr_assert_eq(parti_fake_apply_late(w, &a, "kv_get", 1, 10), PARTI_ERR_INVALID_ARGUMENT);
+    cr_assert_eq(parti_fake_lose_replies(w, &a, "kv_get", 1), PARTI_ERR_INVALID_ARGUMENT);
+    cr_assert_eq(parti_fake_lose_replies(w, &a, "nope", 1), PARTI_ERR_INVALID_ARGUMENT);
+    b.vt->kv_watch_stop(b.self, wt);
+}
