@@ -1771,7 +1771,7 @@ typedef struct parti__npull {
     char *stream, *consumer, *inbox;   /* replies arrive on "<inbox>.<pull id>" */
     char current[160];                 /* the reply subject of the pull request in flight */
     natsSubscription *sub;
-    uint64_t id, expires_at, last_activity, reconnects;
+    uint64_t id, expires_at, last_activity, reconnects, last_used;
     int active, remaining, delivered;
     uint32_t hb;
 } parti__npull;
@@ -1861,6 +1861,14 @@ static parti_err parti__nats_map(parti__nconn *n, natsStatus s, const char *what
 
 static int parti__nats_connected(parti__nconn *n) {
     return natsConnection_Status(n->nc) == NATS_CONN_STATUS_CONNECTED;
+}
+
+/* What is left of a call's budget that ends at deadline: 0 when spent. A
+ * call that makes several requests gives each what is left, so the whole
+ * call stays within its timeout. */
+static uint32_t parti__nats_left(parti__nconn *n, uint64_t deadline) {
+    uint64_t now = parti__nats_now_ms(n);
+    return now >= deadline ? 0 : (uint32_t)(deadline - now);
 }
 
 /* Reconnects so far, from the connection's own statistics. (A reconnected
@@ -2362,12 +2370,14 @@ static parti_err parti__nats_kv_create(void *self, const char *bucket, const cha
     parti__nconn *n = (parti__nconn *)self;
     parti__nkv k;
     natsMsg *latest = NULL;
-    uint64_t seq;
+    uint64_t seq, deadline = parti__nats_now_ms(n) + timeout_ms;
     parti_err e = parti__nats_kv_update(self, bucket, key, value, len, 0, revision, timeout_ms);
     if (e != PARTI_ERR_WRONG_REVISION) return e;
-    /* the subject has entries: create still succeeds over a delete, purge or expiry marker */
+    /* the subject has entries: create still succeeds over a delete, purge or
+     * expiry marker (up to three requests, all within timeout_ms) */
     parti__nats_kv_names(bucket, key, &k);
-    if ((e = parti__nats_kv_raw_get(n, &k, 0, &latest, timeout_ms)) != PARTI_ERR_OK)
+    if (!parti__nats_left(n, deadline)) return PARTI_ERR_TIMEOUT;
+    if ((e = parti__nats_kv_raw_get(n, &k, 0, &latest, parti__nats_left(n, deadline))) != PARTI_ERR_OK)
         return e == PARTI_ERR_KEY_NOT_FOUND ? PARTI_ERR_KEY_EXISTS : e;
     seq = parti__nats_header_u64(latest, "Nats-Sequence");
     if (parti__nats_kv_op(latest) == PARTI_KV_PUT) {
@@ -2375,7 +2385,8 @@ static parti_err parti__nats_kv_create(void *self, const char *bucket, const cha
         return PARTI_ERR_KEY_EXISTS;
     }
     natsMsg_Destroy(latest);
-    e = parti__nats_kv_update(self, bucket, key, value, len, seq, revision, timeout_ms);
+    if (!parti__nats_left(n, deadline)) return PARTI_ERR_TIMEOUT;
+    e = parti__nats_kv_update(self, bucket, key, value, len, seq, revision, parti__nats_left(n, deadline));
     return e == PARTI_ERR_WRONG_REVISION ? PARTI_ERR_KEY_EXISTS : e;
 }
 
@@ -2455,12 +2466,14 @@ static parti_err parti__nats_kv_keys(void *self, const char *bucket, char ***key
     parti__nats_keys_req req;
     char subject[128];
     size_t prefix_len;
+    uint64_t deadline;
     parti_err e;
     int page;
     if (!n || !keys || !count) return PARTI_ERR_INVALID_ARGUMENT;
     *keys = NULL;
     *count = 0;
     if ((e = parti__nats_kv_names(bucket, NULL, &k)) != PARTI_ERR_OK) return e;
+    deadline = parti__nats_now_ms(n) + timeout_ms; /* every request below shares this budget */
     parti__nats_subject(subject, sizeof subject, "$JS.API.STREAM.INFO.", k.stream);
     prefix_len = strlen(k.subject) - 1; /* "$KV.<bucket>." */
     req.filter = k.subject;
@@ -2473,7 +2486,8 @@ static parti_err parti__nats_kv_keys(void *self, const char *bucket, char ***key
         int64_t total = 0;
         int subs, node, got = 0;
         if ((e = parti__nats_json(parti__nats_build_keys, &req, &body, &len)) != PARTI_ERR_OK) break;
-        e = parti__nats_api(n, subject, body, len, timeout_ms, &doc);
+        e = parti__nats_left(n, deadline) ? parti__nats_api(n, subject, body, len, parti__nats_left(n, deadline), &doc)
+                                          : PARTI_ERR_TIMEOUT;
         PARTI_FREE(body);
         if (e == PARTI_ERR_STREAM_NOT_FOUND) e = PARTI_ERR_BUCKET_NOT_FOUND;
         if (e != PARTI_ERR_OK) break;
@@ -2495,8 +2509,10 @@ static parti_err parti__nats_kv_keys(void *self, const char *bucket, char ***key
         for (i = 0; i < live.count; i++) {
             natsMsg *m = NULL;
             parti__nkv kk;
-            parti_err ge = parti__nats_kv_names(bucket, live.items[i], &kk);
-            if (ge == PARTI_ERR_OK) ge = parti__nats_kv_raw_get(n, &kk, 0, &m, timeout_ms);
+            parti_err ge = e != PARTI_ERR_OK ? e : parti__nats_kv_names(bucket, live.items[i], &kk);
+            if (ge == PARTI_ERR_OK)
+                ge = parti__nats_left(n, deadline) ? parti__nats_kv_raw_get(n, &kk, 0, &m, parti__nats_left(n, deadline))
+                                                   : PARTI_ERR_TIMEOUT; /* the first timeout ends the listing */
             if (ge == PARTI_ERR_OK && parti__nats_kv_op(m) == PARTI_KV_PUT) live.items[w++] = live.items[i];
             else PARTI_FREE(live.items[i]);
             if (m) natsMsg_Destroy(m);
@@ -2766,6 +2782,8 @@ static parti_err parti__nats_consumer_info(void *self, const char *stream, const
     return e;
 }
 
+static void parti__nats_pull_forget(parti__nconn *n, const char *stream, const char *consumer, uint64_t idle_ms);
+
 static parti_err parti__nats_consumer_delete(void *self, const char *stream, const char *durable, uint32_t timeout_ms) {
     parti__nconn *n = (parti__nconn *)self;
     char subject[256];
@@ -2777,10 +2795,37 @@ static parti_err parti__nats_consumer_delete(void *self, const char *stream, con
     snprintf(subject, sizeof subject, "$JS.API.CONSUMER.DELETE.%s.%s", stream, durable);
     e = parti__nats_api(n, subject, NULL, 0, timeout_ms, &doc);
     parti_json_doc_free(&doc);
+    if (e == PARTI_ERR_OK || e == PARTI_ERR_CONSUMER_NOT_FOUND) parti__nats_pull_forget(n, stream, durable, 0);
     return e;
 }
 
 /* ---- pull ------------------------------------------------------------------------- */
+
+static void parti__nats_pull_free(parti__npull *p) {
+    if (p->sub) {
+        natsSubscription_Unsubscribe(p->sub);
+        natsSubscription_Destroy(p->sub);
+    }
+    PARTI_FREE(p->stream);
+    PARTI_FREE(p->consumer);
+    PARTI_FREE(p->inbox);
+}
+
+/* Drops the pull subscription of a durable (consumer NULL: of every durable
+ * not pulled for idle_ms), so the subscriptions of old worker IDs' consumers
+ * do not accumulate on the connection. */
+static void parti__nats_pull_forget(parti__nconn *n, const char *stream, const char *consumer, uint64_t idle_ms) {
+    uint64_t now = parti__nats_now_ms(n);
+    int i;
+    for (i = (int)arrlen(n->pulls) - 1; i >= 0; i--) {
+        parti__npull *p = &n->pulls[i];
+        int drop = consumer ? strcmp(p->stream, stream) == 0 && strcmp(p->consumer, consumer) == 0
+                            : !p->active && now - p->last_used > idle_ms;
+        if (!drop) continue;
+        parti__nats_pull_free(p);
+        arrdel(n->pulls, i);
+    }
+}
 
 static parti__npull *parti__nats_pull(parti__nconn *n, const char *stream, const char *consumer, int create) {
     parti__npull p;
@@ -2820,8 +2865,10 @@ static parti_err parti__nats_fetch_start(void *self, const char *stream, const c
     if (parti_name_check(stream, NULL, 0) != PARTI_ERR_OK || parti_name_check(durable, NULL, 0) != PARTI_ERR_OK)
         return PARTI_ERR_INVALID_NAME;
     if (!parti__nats_connected(n)) return PARTI_ERR_NOT_CONNECTED;
+    parti__nats_pull_forget(n, NULL, NULL, 60000);
     if (!(p = parti__nats_pull(n, stream, durable, 1))) return PARTI_ERR_NOMEM;
     p->id++;
+    p->last_used = parti__nats_now_ms(n);
     snprintf(subject, sizeof subject, "$JS.API.CONSUMER.MSG.NEXT.%s.%s", stream, durable);
     snprintf(reply, sizeof reply, "%s.%llu", p->inbox, (unsigned long long)p->id);
     snprintf(p->current, sizeof p->current, "%s", reply);
@@ -3093,10 +3140,9 @@ static parti_err parti__nats_server_info(const char *url, uint32_t timeout_ms, c
 static void parti__nats_free(parti__nconn *n) {
     int i;
     for (i = 0; i < (int)arrlen(n->pulls); i++) {
-        natsSubscription_Destroy(n->pulls[i].sub);
-        PARTI_FREE(n->pulls[i].stream);
-        PARTI_FREE(n->pulls[i].consumer);
-        PARTI_FREE(n->pulls[i].inbox);
+        natsSubscription_Destroy(n->pulls[i].sub); /* the connection closes below: no unsubscribe needed */
+        n->pulls[i].sub = NULL;
+        parti__nats_pull_free(&n->pulls[i]);
     }
     arrfree(n->pulls);
     if (n->nc) {

@@ -413,3 +413,88 @@ Test(binding_connect, account_limits_are_limit_reached) {
     srv = NULL;
     nats_Close();
 }
+
+/* Each durable pulled gets a subscription on the connection; deleting the
+ * consumer drops it (white-box: the test is built with the implementation),
+ * so a worker that changes IDs many times does not leave one per old ID. */
+Test(binding_faults, deleting_a_consumer_drops_its_pull_subscription) {
+    static const char *const filters[] = {"orders.1"};
+    parti_consumer_config cc;
+    parti_fetch_opts fo;
+    char name[16];
+    int i;
+    make_stream_and_consumer();
+    memset(&cc, 0, sizeof cc);
+    cc.stream = "orders";
+    cc.filter_subjects = filters;
+    cc.filter_count = 1;
+    fo.batch = 1, fo.max_bytes = 0, fo.expires_ms = 1000, fo.heartbeat_ms = 0;
+    for (i = 0; i < 20; i++) {
+        snprintf(name, sizeof name, "old-%d", i);
+        cc.durable = name;
+        cr_assert_eq(t.vt->consumer_upsert(t.self, &cc, 5000), PARTI_ERR_OK, "%s", parti_nats_last_error(&t));
+        cr_assert_eq(t.vt->fetch_start(t.self, "orders", name, &fo, 5000), PARTI_ERR_OK);
+        cr_assert_eq(t.vt->consumer_delete(t.self, "orders", name, 5000), PARTI_ERR_OK);
+    }
+    cr_assert_eq(arrlen(((parti__nconn *)t.self)->pulls), 0, "%d pull subscriptions left",
+                 (int)arrlen(((parti__nconn *)t.self)->pulls));
+}
+
+/* The timing contract against a hung server (SIGSTOP): every call returns
+ * within its timeout plus the write deadline (1 s) and scheduling slack;
+ * kv_watch_next, non-blocking, returns at once. Prints each call's time. */
+Test(binding_faults, every_call_to_a_hung_server_is_bounded) {
+    parti_kv_config kc;
+    parti_kv_watcher *wt;
+    parti_kv_entry e;
+    parti_consumer_info ci;
+    parti_stream_info si;
+    parti_fetch_opts fo;
+    parti_msg m;
+    char **keys;
+    int nkeys, i;
+    uint64_t rev = 0, t0, d, worst = 0;
+    const uint32_t timeout = 300, bound = 300 + 1000 + 300;
+    make_stream_and_consumer();
+    memset(&kc, 0, sizeof kc);
+    kc.bucket = "members";
+    cr_assert_eq(t.vt->kv_open(t.self, &kc, 5000), PARTI_ERR_OK);
+    for (i = 0; i < 20; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "m.w%d", i);
+        cr_assert_eq(t.vt->kv_put(t.self, "members", key, "x", 1, &rev, 5000), PARTI_ERR_OK);
+    }
+    cr_assert_eq(t.vt->kv_watch(t.self, "members", "", &wt, 5000), PARTI_ERR_OK);
+    cr_assert_eq(t.vt->publish(t.self, "orders.1", NULL, 0, "x", 1, NULL, 5000), PARTI_ERR_OK);
+    fo.batch = 1, fo.max_bytes = 0, fo.expires_ms = 5000, fo.heartbeat_ms = 0;
+    cr_assert_eq(t.vt->fetch_start(t.self, "orders", "w1", &fo, 5000), PARTI_ERR_OK);
+    cr_assert_eq(t.vt->fetch_next(t.self, "orders", "w1", &m, 5000), PARTI_ERR_OK);
+    cr_assert_eq(nats_server_suspend(srv, NULL, 0), 0);
+#define TIMED(what, call)                                                                                          \
+    do {                                                                                                           \
+        parti_err r_;                                                                                              \
+        t0 = ms_now();                                                                                             \
+        r_ = (call);                                                                                               \
+        d = ms_now() - t0;                                                                                         \
+        printf("hung server: %-16s %5llu ms -> %s\n", what, (unsigned long long)d, parti_error_name(r_));          \
+        if (d > worst) worst = d;                                                                                  \
+        cr_assert_leq(d, bound, "%s took %llu ms (timeout %u)", what, (unsigned long long)d, timeout);             \
+    } while (0)
+    TIMED("kv_keys", t.vt->kv_keys(t.self, "members", &keys, &nkeys, timeout));
+    TIMED("kv_create", t.vt->kv_create(t.self, "members", "m.new", "x", 1, NULL, timeout));
+    TIMED("kv_update", t.vt->kv_update(t.self, "members", "m.w1", "y", 1, rev, NULL, timeout));
+    TIMED("kv_put", t.vt->kv_put(t.self, "members", "m.w2", "y", 1, NULL, timeout));
+    TIMED("kv_get", t.vt->kv_get(t.self, "members", "m.w3", 0, &e, timeout));
+    TIMED("kv_delete", t.vt->kv_delete(t.self, "members", "m.w4", timeout));
+    TIMED("kv_watch_next", t.vt->kv_watch_next(t.self, wt, &e));
+    TIMED("consumer_info", t.vt->consumer_info(t.self, "orders", "w1", &ci, timeout));
+    TIMED("stream_info", t.vt->stream_info(t.self, "orders", &si, timeout));
+    TIMED("ack", t.vt->ack(t.self, &m, PARTI_ACK_ACK, 0, timeout));
+    TIMED("fetch_start", t.vt->fetch_start(t.self, "orders", "w1", &fo, timeout));
+    TIMED("publish", t.vt->publish(t.self, "orders.1", NULL, 0, "x", 1, NULL, timeout));
+#undef TIMED
+    cr_assert_eq(nats_server_resume(srv, NULL, 0), 0);
+    printf("hung server: worst call %llu ms (timeout %u ms, bound %u ms)\n", (unsigned long long)worst, timeout, bound);
+    t.vt->msg_release(t.self, &m);
+    t.vt->kv_watch_stop(t.self, wt);
+}
