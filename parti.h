@@ -711,6 +711,18 @@ PARTIDEF parti_err parti_js_api_error(int err_code, int code);
  * 503 -> PARTI_ERR_NO_RESPONDERS, anything else -> PARTI_ERR_PROTOCOL. */
 PARTIDEF parti_err parti_js_pull_status(const char *status, const char *description);
 
+/* Parses an RFC 3339 timestamp as nats-server writes them ("Nats-Time-Stamp":
+ * "2026-12-03T06:10:24.123456789Z", or with a +hh:mm / -hh:mm offset; 0 to 9
+ * fraction digits) into nanoseconds since the Unix epoch. Untrusted input,
+ * exactly len bytes (no NUL needed): PARTI_ERR_INVALID_ARGUMENT for anything
+ * else (out of range fields, dates before 1970 or after 2262). */
+PARTIDEF parti_err parti_rfc3339_parse(const char *s, size_t len, uint64_t *ns);
+
+/* A server wall-clock time (ns since the epoch) on a transport's clock:
+ * transport_now_ms - (wall_now_ns - wall_ns) / 1e6, clamped at 0 and at
+ * transport_now_ms (a time from the future is now). Pure. */
+PARTIDEF uint64_t parti_wall_to_transport_ms(uint64_t wall_ns, uint64_t wall_now_ns, uint64_t transport_now_ms);
+
 /* Parses "2.10.27" (or "v2.15.1-beta") into a comparable number
  * major*1000000 + minor*1000 + patch; 0 when unparsable. */
 PARTIDEF uint32_t parti_version_number(const char *version);
@@ -3030,6 +3042,73 @@ PARTIDEF parti_err parti_js_pull_status(const char *status, const char *descript
         return PARTI_ERR_NO_MESSAGES; /* leadership change, batch completed: pull again */
     }
     return PARTI_ERR_PROTOCOL;
+}
+
+/* Days from 1970-01-01 to y-m-d (proleptic Gregorian), for y >= 1970. */
+static int64_t parti__days_from_civil(int64_t y, unsigned m, unsigned d) {
+    int64_t era;
+    unsigned yoe, doy, doe;
+    y -= m <= 2;
+    era = y / 400;
+    yoe = (unsigned)(y - era * 400);
+    doy = (153 * (m + (m > 2 ? (unsigned)-3 : 9)) + 2) / 5 + d - 1;
+    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (int64_t)doe - 719468;
+}
+
+/* n decimal digits at s into *out; 0 when one is not a digit. */
+static int parti__digits(const char *s, int n, unsigned *out) {
+    int i;
+    *out = 0;
+    for (i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') return 0;
+        *out = *out * 10 + (unsigned)(s[i] - '0');
+    }
+    return 1;
+}
+
+PARTIDEF parti_err parti_rfc3339_parse(const char *s, size_t len, uint64_t *ns) {
+    static const unsigned mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    unsigned y, mo, d, h, mi, sec, oh = 0, om = 0, frac = 0;
+    size_t i = 19, nfrac = 0;
+    int64_t days, secs;
+    int sign = 0;
+    if (ns) *ns = 0;
+    if (!s || !ns || len < 20 || len > 35) return PARTI_ERR_INVALID_ARGUMENT;
+    if (!parti__digits(s, 4, &y) || s[4] != '-' || !parti__digits(s + 5, 2, &mo) || s[7] != '-' ||
+        !parti__digits(s + 8, 2, &d) || (s[10] != 'T' && s[10] != 't') || !parti__digits(s + 11, 2, &h) ||
+        s[13] != ':' || !parti__digits(s + 14, 2, &mi) || s[16] != ':' || !parti__digits(s + 17, 2, &sec))
+        return PARTI_ERR_INVALID_ARGUMENT;
+    if (s[i] == '.') {
+        for (i++; i < len && s[i] >= '0' && s[i] <= '9'; i++, nfrac++) {
+            if (nfrac >= 9) return PARTI_ERR_INVALID_ARGUMENT;
+            frac = frac * 10 + (unsigned)(s[i] - '0');
+        }
+        if (!nfrac) return PARTI_ERR_INVALID_ARGUMENT;
+        for (; nfrac < 9; nfrac++) frac *= 10;
+    }
+    if (i < len && (s[i] == 'Z' || s[i] == 'z') && i + 1 == len) {
+        sign = 0;
+    } else if (i + 6 == len && (s[i] == '+' || s[i] == '-') && parti__digits(s + i + 1, 2, &oh) && s[i + 3] == ':' &&
+               parti__digits(s + i + 4, 2, &om) && oh <= 23 && om <= 59) {
+        sign = s[i] == '+' ? 1 : -1;
+    } else {
+        return PARTI_ERR_INVALID_ARGUMENT;
+    }
+    if (y < 1970 || y > 2262 || mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || h > 23 || mi > 59 || sec > 60)
+        return PARTI_ERR_INVALID_ARGUMENT;
+    if (mo == 2 && d == 29 && !(y % 4 == 0 && (y % 100 != 0 || y % 400 == 0))) return PARTI_ERR_INVALID_ARGUMENT;
+    days = parti__days_from_civil((int64_t)y, mo, d);
+    secs = days * 86400 + (int64_t)h * 3600 + (int64_t)mi * 60 + (int64_t)sec - sign * ((int64_t)oh * 3600 + om * 60);
+    /* keep within what an int64_t of nanoseconds holds (to 2262-04-11T23:47:16.854775807Z) */
+    if (secs < 0 || secs > 9223372036LL || (secs == 9223372036LL && frac > 854775807u)) return PARTI_ERR_INVALID_ARGUMENT;
+    *ns = (uint64_t)secs * 1000000000u + frac;
+    return PARTI_ERR_OK;
+}
+
+PARTIDEF uint64_t parti_wall_to_transport_ms(uint64_t wall_ns, uint64_t wall_now_ns, uint64_t transport_now_ms) {
+    uint64_t age_ms = wall_now_ns > wall_ns ? (wall_now_ns - wall_ns) / 1000000u : 0;
+    return age_ms >= transport_now_ms ? 0 : transport_now_ms - age_ms;
 }
 
 PARTIDEF uint32_t parti_version_number(const char *version) {

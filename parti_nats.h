@@ -1810,6 +1810,18 @@ static uint64_t parti__nats_now_ms(void *self) {
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+/* Wall-clock nanoseconds now, to put the server's timestamps on the
+ * transport clock (CLOCK_MONOTONIC, which now_ms reads). */
+static uint64_t parti__nats_wall_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t parti__nats_server_time(uint64_t wall_ns) {
+    return parti_wall_to_transport_ms(wall_ns, parti__nats_wall_ns(), parti__nats_now_ms(NULL));
+}
+
 static void parti__nats_sleep_ms(void *self, uint32_t ms) {
     struct timespec ts;
     (void)self;
@@ -2438,8 +2450,16 @@ static parti_err parti__nats_kv_get(void *self, const char *bucket, const char *
     memset(out, 0, sizeof *out);
     if ((e = parti__nats_kv_names(bucket, key, &k)) != PARTI_ERR_OK) return e;
     if ((e = parti__nats_kv_raw_get(n, &k, revision, &m, timeout_ms)) != PARTI_ERR_OK) return e;
-    if (parti__nats_kv_op(m) != PARTI_KV_PUT) e = PARTI_ERR_KEY_NOT_FOUND;
-    else e = parti__nats_entry(m, key, parti__nats_header_u64(m, "Nats-Sequence"), 0, out);
+    if (parti__nats_kv_op(m) != PARTI_KV_PUT) {
+        e = PARTI_ERR_KEY_NOT_FOUND;
+    } else {
+        const char *stamp = NULL;
+        uint64_t wall = 0;
+        natsMsgHeader_Get(m, "Nats-Time-Stamp", &stamp);
+        if (stamp && parti_rfc3339_parse(stamp, strlen(stamp), &wall) != PARTI_ERR_OK) wall = 0;
+        e = parti__nats_entry(m, key, parti__nats_header_u64(m, "Nats-Sequence"), wall ? parti__nats_server_time(wall) : 0,
+                              out);
+    }
     natsMsg_Destroy(m);
     return e;
 }
@@ -2690,7 +2710,7 @@ static parti_err parti__nats_kv_watch_next(void *self, parti_kv_watcher *handle,
             natsMsg_Destroy(m);
             continue;
         }
-        e = parti__nats_entry(m, subj + plen, meta.stream_seq, meta.timestamp_ns / 1000000, out);
+        e = parti__nats_entry(m, subj + plen, meta.stream_seq, parti__nats_server_time(meta.timestamp_ns), out);
         natsMsg_Destroy(m);
         return e;
     }
@@ -2909,7 +2929,7 @@ static void parti__nats_fill_common(natsMsg *m, const parti_js_ack_meta *meta, p
     out->consumer_seq = meta->consumer_seq;
     out->delivery_count = (uint32_t)meta->delivered;
     out->num_pending = meta->pending;
-    out->timestamp_ms = meta->timestamp_ns / 1000000;
+    out->timestamp_ms = parti__nats_server_time(meta->timestamp_ns);
 }
 
 /* Builds a parti_msg over a delivered natsMsg (headers included). */

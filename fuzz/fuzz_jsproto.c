@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define CHECK(c) do { if (!(c)) __builtin_trap(); } while (0)
 
@@ -49,6 +50,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     memcpy(s, data + 1, size - 1);
     memcpy(z, data + 1, size - 1);
     z[size - 1] = 0;
+    if (data[0] % 8 == 7) { /* RFC 3339 timestamps: a parsed one formats back (libc's calendar) to itself */
+        uint64_t ns = 0, again = 0;
+        if (parti_rfc3339_parse(s, size - 1, &ns) == PARTI_ERR_OK) {
+            time_t secs = (time_t)(ns / 1000000000u);
+            struct tm tm;
+            char buf[64];
+            size_t n;
+            CHECK(gmtime_r(&secs, &tm) != NULL);
+            n = strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+            CHECK(n == 19);
+            snprintf(buf + n, sizeof buf - n, ".%09uZ", (unsigned)(ns % 1000000000u));
+            CHECK(parti_rfc3339_parse(buf, strlen(buf), &again) == PARTI_ERR_OK && again == ns);
+        } else {
+            CHECK(ns == 0);
+        }
+        free(s);
+        free(z);
+        return 0;
+    }
     switch (data[0] % 4) {
     case 0: check_ack(s, size - 1); break;
     case 1: {
@@ -56,7 +76,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         const char *desc = z + strlen(z) + 1 <= z + size - 1 ? z + strlen(z) + 1 : "";
         parti_err e = parti_js_pull_status(z, desc);
         CHECK(e == PARTI_ERR_OK || e == PARTI_ERR_NO_MESSAGES || e == PARTI_ERR_CONSUMER_DELETED ||
-              e == PARTI_ERR_SERVER_SHUTDOWN || e == PARTI_ERR_NO_RESPONDERS || e == PARTI_ERR_PROTOCOL);
+              e == PARTI_ERR_SERVER_SHUTDOWN || e == PARTI_ERR_NO_RESPONDERS || e == PARTI_ERR_PROTOCOL ||
+              e == PARTI_ERR_MESSAGE_TOO_LARGE);
         CHECK(parti_js_api_error((int)(data[0] * 41), (int)size) != PARTI_ERR_OK);
         break;
     }

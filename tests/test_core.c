@@ -768,3 +768,30 @@ Test(core, pull_statuses_are_typed) {
     cr_assert_eq(parti_js_pull_status("999", "?"), PARTI_ERR_PROTOCOL);
     cr_assert_eq(parti_js_pull_status(NULL, NULL), PARTI_ERR_PROTOCOL);
 }
+
+Test(core, rfc3339_timestamps_parse_strictly) {
+    uint64_t ns = 1;
+    cr_assert_eq(parti_rfc3339_parse("1970-01-01T00:00:00Z", 20, &ns), PARTI_ERR_OK);
+    cr_assert_eq(ns, 0);
+    cr_assert_eq(parti_rfc3339_parse("2026-12-03T06:10:24.123456789Z", 30, &ns), PARTI_ERR_OK);
+    cr_assert_eq(ns, 1796278224123456789ULL);
+    cr_assert_eq(parti_rfc3339_parse("2026-12-03T07:10:24.5+01:00", 27, &ns), PARTI_ERR_OK);
+    cr_assert_eq(ns, 1796278224500000000ULL);
+    cr_assert_eq(parti_rfc3339_parse("2024-02-29T00:00:00Z", 20, &ns), PARTI_ERR_OK);
+    cr_assert_eq(ns, 1709164800000000000ULL);
+    cr_assert_eq(parti_rfc3339_parse("2023-02-29T00:00:00Z", 20, &ns), PARTI_ERR_INVALID_ARGUMENT);
+    cr_assert_eq(ns, 0);
+    cr_assert_eq(parti_rfc3339_parse("2026-13-01T00:00:00Z", 20, &ns), PARTI_ERR_INVALID_ARGUMENT);
+    cr_assert_eq(parti_rfc3339_parse("2026-12-03T24:00:00Z", 20, &ns), PARTI_ERR_INVALID_ARGUMENT);
+    cr_assert_eq(parti_rfc3339_parse("2026-12-03T06:10:24.Z", 21, &ns), PARTI_ERR_INVALID_ARGUMENT);
+    cr_assert_eq(parti_rfc3339_parse("2026-12-03T06:10:24.1234567890Z", 31, &ns), PARTI_ERR_INVALID_ARGUMENT);
+    cr_assert_eq(parti_rfc3339_parse("1969-12-31T23:59:59Z", 20, &ns), PARTI_ERR_INVALID_ARGUMENT);
+    cr_assert_eq(parti_rfc3339_parse("2026-12-03T06:10:24", 19, &ns), PARTI_ERR_INVALID_ARGUMENT);
+    cr_assert_eq(parti_rfc3339_parse("2026-12-03T06:10:24Zjunk", 24, &ns), PARTI_ERR_INVALID_ARGUMENT);
+    cr_assert_eq(parti_rfc3339_parse("2026-12-03T06:10:24Z", 19, &ns), PARTI_ERR_INVALID_ARGUMENT); /* len counts */
+    cr_assert_eq(parti_rfc3339_parse(NULL, 20, &ns), PARTI_ERR_INVALID_ARGUMENT);
+    /* a server time 250 ms ago is 250 ms before the transport's now; the future is now */
+    cr_assert_eq(parti_wall_to_transport_ms(1000000000000ULL, 1000250000000ULL, 5000), 4750);
+    cr_assert_eq(parti_wall_to_transport_ms(1000500000000ULL, 1000250000000ULL, 5000), 5000);
+    cr_assert_eq(parti_wall_to_transport_ms(0, 1000250000000ULL, 5000), 0);
+}

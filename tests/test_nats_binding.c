@@ -498,3 +498,31 @@ Test(binding_faults, every_call_to_a_hung_server_is_bounded) {
     t.vt->msg_release(t.self, &m);
     t.vt->kv_watch_stop(t.self, wt);
 }
+
+/* Server times (a message's stored time, a KV entry's write time) come on the
+ * transport's own clock, as the contract says, so now_ms - timestamp is an age. */
+Test(binding_faults, server_times_are_on_the_transport_clock) {
+    parti_kv_config kc;
+    parti_kv_entry e;
+    parti_fetch_opts fo;
+    parti_msg m;
+    uint64_t now;
+    make_stream_and_consumer();
+    cr_assert_eq(t.vt->publish(t.self, "orders.1", NULL, 0, "x", 1, NULL, 5000), PARTI_ERR_OK);
+    fo.batch = 1, fo.max_bytes = 0, fo.expires_ms = 5000, fo.heartbeat_ms = 0;
+    cr_assert_eq(t.vt->fetch_start(t.self, "orders", "w1", &fo, 5000), PARTI_ERR_OK);
+    cr_assert_eq(t.vt->fetch_next(t.self, "orders", "w1", &m, 5000), PARTI_ERR_OK);
+    now = t.vt->now_ms(t.self);
+    cr_assert(m.timestamp_ms <= now && now - m.timestamp_ms < 5000, "message stored at %llu, now %llu",
+              (unsigned long long)m.timestamp_ms, (unsigned long long)now);
+    t.vt->msg_release(t.self, &m);
+    memset(&kc, 0, sizeof kc);
+    kc.bucket = "members";
+    cr_assert_eq(t.vt->kv_open(t.self, &kc, 5000), PARTI_ERR_OK);
+    cr_assert_eq(t.vt->kv_put(t.self, "members", "k", "v", 1, NULL, 5000), PARTI_ERR_OK);
+    cr_assert_eq(t.vt->kv_get(t.self, "members", "k", 0, &e, 5000), PARTI_ERR_OK);
+    now = t.vt->now_ms(t.self);
+    cr_assert(e.created_ms > 0 && e.created_ms <= now && now - e.created_ms < 5000, "entry written at %llu, now %llu",
+              (unsigned long long)e.created_ms, (unsigned long long)now);
+    parti_kv_entry_free(&e);
+}
