@@ -147,7 +147,8 @@ endif
 # the long runs: 100,000 seeds, and one group of 1,000 workers over 100,000 partitions
 sim-long: $(B)/sim_fast
 	$(B)/sim_fast --seeds 100000 --jobs $(SIM_JOBS) $(SIM_ARGS)
-	$(B)/sim_fast --seed 1 --workers 1000 --partitions 100000 --rate 2000 --duration 10000 --faults join,leave,crash,pause_short
+	$(B)/sim_fast --seed 1 --workers 1000 --partitions 100000 --rate 2000 --duration 10000 --heartbeat 1000 \
+	    --ttl 5000 --op-timeout 2000 --faults join,leave,crash,pause_short --wall-budget 1800
 
 $(B)/fuzz/fuzz_%: fuzz/fuzz_%.c $(HEADERS)
 	@mkdir -p $(B)/fuzz
