@@ -1959,7 +1959,11 @@ PARTIDEF parti_err parti_create(parti **out, const parti_transport *t, const par
 
 /* Runs everything that is due: joining, heartbeats, election, watches, the
  * leader's rebalances, the worker consumer (pulls and the handler), for
- * timeout_ms of transport time. Server failures are handled inside (retries,
+ * timeout_ms of transport time. It returns within timeout_ms plus one op
+ * timeout (the larger of options.op_timeout_ms and the consumer's) plus the
+ * time the handler takes, also when the server hangs: every server call of
+ * the poll gets only what is left of that budget. parti_leave keeps every
+ * call within its own timeout_ms the same way. Server failures are handled inside (retries,
  * degraded mode) and reported through events, metrics and health; poll
  * returns PARTI_ERR_OK, PARTI_ERR_INVALID_ARGUMENT (NULL), PARTI_ERR_CLOSED
  * after parti_leave, or the error that stopped the worker (e.g.
@@ -4913,6 +4917,7 @@ PARTIDEF int parti_log_limiter_allow(parti_log_limiter *l, uint64_t now_ms, part
 
 struct parti_consumer {
     parti_transport t;
+    uint64_t call_deadline;      /* server calls end by then (0: no poll running: op_timeout_ms each) */
     parti_config cfg;            /* defaults applied; strings and partitions point into owned copies */
     parti_consumer_options opts; /* defaults applied */
     parti_metrics metrics;
@@ -5007,6 +5012,17 @@ static void parti__log(parti_log_fn fn, void *user, parti_log_level min, parti_l
         all[k++].value = rep;
     }
     fn(user, level, message, all, k);
+}
+
+/* The timeout of the consumer's next server call: op_timeout_ms, cut so the
+ * call ends by the running poll's deadline plus one op timeout (at least
+ * 1 ms). This is what bounds a poll when the server hangs. */
+static uint32_t parti__consumer_budget(const parti_consumer *c) {
+    uint64_t now;
+    if (!c->call_deadline) return c->opts.op_timeout_ms;
+    now = c->t.vt->now_ms(c->t.self);
+    if (now + 1 >= c->call_deadline) return 1;
+    return c->call_deadline - now < c->opts.op_timeout_ms ? (uint32_t)(c->call_deadline - now) : c->opts.op_timeout_ms;
 }
 
 static void parti__consumer_log(parti_consumer *c, parti_log_level level, const char *message, parti_err e,
@@ -5333,7 +5349,7 @@ static parti_err parti__consumer_upsert(parti_consumer *c, const char *durable, 
     cc.ack_wait_ms = c->cfg.ack_wait_ms;
     cc.max_deliver = c->cfg.max_deliver;
     cc.max_ack_pending = c->cfg.max_ack_pending;
-    return c->t.vt->consumer_upsert(c->t.self, &cc, c->opts.op_timeout_ms);
+    return c->t.vt->consumer_upsert(c->t.self, &cc, parti__consumer_budget(c));
 }
 
 /* Everything up to the returned sequence was acked or terminated, as far as
@@ -5412,7 +5428,7 @@ static int parti__consumer_adopt_start(parti_consumer *c, const char *durable) {
     parti_consumer_info ci;
     int changed;
     memset(&ci, 0, sizeof ci);
-    if (c->t.vt->consumer_info(c->t.self, c->cfg.stream, durable, &ci, c->opts.op_timeout_ms) != PARTI_ERR_OK) return 0;
+    if (c->t.vt->consumer_info(c->t.self, c->cfg.stream, durable, &ci, parti__consumer_budget(c)) != PARTI_ERR_OK) return 0;
     changed = ci.deliver_policy != c->deliver || ci.opt_start_seq != c->start_seq;
     c->deliver = ci.deliver_policy;
     c->start_seq = ci.opt_start_seq;
@@ -5437,7 +5453,7 @@ static parti_err parti__consumer_rewind(parti_consumer *c, const char *durable) 
     c->skip_max = 0;
     if (!start || !c->t.vt->consumer_delete) return PARTI_ERR_OK;
     memset(&ci, 0, sizeof ci);
-    if ((e = c->t.vt->consumer_info(c->t.self, c->cfg.stream, durable, &ci, c->opts.op_timeout_ms)) != PARTI_ERR_OK)
+    if ((e = c->t.vt->consumer_info(c->t.self, c->cfg.stream, durable, &ci, parti__consumer_budget(c))) != PARTI_ERR_OK)
         return e == PARTI_ERR_CONSUMER_NOT_FOUND ? PARTI_ERR_OK : e; /* gone: the upsert creates it */
     floor = ci.ack_floor_stream_seq;
     if (ci.ack_floor_stream_seq > c->ack_floor) c->ack_floor = ci.ack_floor_stream_seq;
@@ -5451,7 +5467,7 @@ static parti_err parti__consumer_rewind(parti_consumer *c, const char *durable) 
         parti_stream_info si;
         memset(&si, 0, sizeof si);
         if (c->t.vt->stream_info && start > ci.delivered_stream_seq &&
-            c->t.vt->stream_info(c->t.self, c->cfg.stream, &si, c->opts.op_timeout_ms) == PARTI_ERR_OK) {
+            c->t.vt->stream_info(c->t.self, c->cfg.stream, &si, parti__consumer_budget(c)) == PARTI_ERR_OK) {
             uint64_t last = si.last_seq;
             parti_stream_info_free(&si);
             if (start > last) { /* nothing stored at or after it yet: growing in place loses nothing */
@@ -5468,7 +5484,7 @@ static parti_err parti__consumer_rewind(parti_consumer *c, const char *durable) 
         else skip[i] = c->pending_from[i] ? c->pending_from[i] : start; /* gained: the previous owner's */
         if (skip[i] > c->skip_max) c->skip_max = skip[i];
     }
-    e = c->t.vt->consumer_delete(c->t.self, c->cfg.stream, durable, c->opts.op_timeout_ms);
+    e = c->t.vt->consumer_delete(c->t.self, c->cfg.stream, durable, parti__consumer_budget(c));
     if (e != PARTI_ERR_OK && e != PARTI_ERR_CONSUMER_NOT_FOUND) {
         PARTI_FREE(skip);
         c->skip_max = 0;
@@ -5498,7 +5514,7 @@ static parti_err parti__consumer_first_start(parti_consumer *c, const char *dura
     c->skip_below = NULL;
     c->skip_max = 0;
     memset(&ci, 0, sizeof ci);
-    e = c->t.vt->consumer_info(c->t.self, c->cfg.stream, durable, &ci, c->opts.op_timeout_ms);
+    e = c->t.vt->consumer_info(c->t.self, c->cfg.stream, durable, &ci, parti__consumer_budget(c));
     if (e == PARTI_ERR_OK) { /* an earlier process's: keep its start, rewind if needed */
         c->deliver = ci.deliver_policy;
         c->start_seq = ci.opt_start_seq;
@@ -5621,7 +5637,7 @@ static void parti__consumer_check_exists(parti_consumer *c, uint64_t now) {
     parti_err e;
     c->next_info_check = now + c->opts.info_interval_ms;
     memset(&ci, 0, sizeof ci);
-    e = c->t.vt->consumer_info(c->t.self, c->cfg.stream, c->durable, &ci, c->opts.op_timeout_ms);
+    e = c->t.vt->consumer_info(c->t.self, c->cfg.stream, c->durable, &ci, parti__consumer_budget(c));
     if (e == PARTI_ERR_OK) {
         if (ci.ack_floor_stream_seq > c->ack_floor) c->ack_floor = ci.ack_floor_stream_seq;
         parti_consumer_info_free(&ci);
@@ -5652,7 +5668,7 @@ static void parti__consumer_refresh(parti_consumer *c, uint64_t now) {
     parti_consumer_info ci;
     parti_err e;
     memset(&ci, 0, sizeof ci);
-    e = c->t.vt->consumer_info(c->t.self, c->cfg.stream, c->durable, &ci, c->opts.op_timeout_ms);
+    e = c->t.vt->consumer_info(c->t.self, c->cfg.stream, c->durable, &ci, parti__consumer_budget(c));
     if (e == PARTI_ERR_OK) {
         if (ci.ack_floor_stream_seq > c->ack_floor) c->ack_floor = ci.ack_floor_stream_seq;
         parti_consumer_info_free(&ci);
@@ -5764,7 +5780,7 @@ static parti_err parti__consumer_dead_letter(parti_consumer *c, const parti_msg 
     h[n].name = "Parti-Delivery-Count", h[n++].value = dc;
     h[n].name = "Nats-Msg-Id", h[n++].value = id;
     for (attempt = 0; attempt < 3; attempt++) {
-        e = c->t.vt->publish(c->t.self, c->dead_letter, h, n, m->data, m->len, NULL, c->opts.op_timeout_ms);
+        e = c->t.vt->publish(c->t.self, c->dead_letter, h, n, m->data, m->len, NULL, parti__consumer_budget(c));
         if (e == PARTI_ERR_OK || parti_error_category(e) == PARTI_CAT_INVALID_INPUT) break;
     }
     PARTI_FREE(h);
@@ -5786,7 +5802,7 @@ static void parti__consumer_handle(parti_consumer *c, parti_msg *m) {
             /* processed before the handoff rewind (here or by the previous owner) */
             parti_counter_add(&c->metrics.consumer_handoff_skipped, 1);
             parti__consumer_settled(c, m->stream_seq, 1);
-            if (c->t.vt->ack(c->t.self, m, PARTI_ACK_ACK, 0, c->opts.op_timeout_ms) != PARTI_ERR_OK)
+            if (c->t.vt->ack(c->t.self, m, PARTI_ACK_ACK, 0, parti__consumer_budget(c)) != PARTI_ERR_OK)
                 parti__consumer_fail(c, PARTI_ERR_TIMEOUT, "acknowledging a message");
             c->t.vt->msg_release(c->t.self, m);
             return;
@@ -5828,7 +5844,7 @@ static void parti__consumer_handle(parti_consumer *c, parti_msg *m) {
         parti_counter_add(&c->metrics.consumer_messages_nak, 1);
         break;
     }
-    if ((e = c->t.vt->ack(c->t.self, m, kind, kind == PARTI_ACK_NAK ? delay : 0, c->opts.op_timeout_ms)) !=
+    if ((e = c->t.vt->ack(c->t.self, m, kind, kind == PARTI_ACK_NAK ? delay : 0, parti__consumer_budget(c))) !=
         PARTI_ERR_OK)
         parti__consumer_fail(c, e, "acknowledging a message"); /* ack_wait redelivers it */
     parti__consumer_settled(c, m->stream_seq, e == PARTI_ERR_OK && (kind == PARTI_ACK_ACK || kind == PARTI_ACK_TERM));
@@ -5851,7 +5867,7 @@ static int parti__consumer_pull_step(parti_consumer *c, uint64_t now, uint64_t d
         fo.max_bytes = c->pull_unlimited ? 0 : c->cfg.fetch_max_bytes;
         fo.expires_ms = c->cfg.fetch_expires_ms;
         fo.heartbeat_ms = c->cfg.fetch_heartbeat_ms;
-        if ((e = c->t.vt->fetch_start(c->t.self, c->cfg.stream, c->durable, &fo, c->opts.op_timeout_ms)) !=
+        if ((e = c->t.vt->fetch_start(c->t.self, c->cfg.stream, c->durable, &fo, parti__consumer_budget(c))) !=
             PARTI_ERR_OK) {
             parti__consumer_pull_failed(c, now, e);
             return PARTI__PULL_IDLE;
@@ -5910,13 +5926,24 @@ static uint64_t parti__consumer_wake(const parti_consumer *c, uint64_t deadline)
     return t;
 }
 
+static parti_err parti__consumer_poll_until(parti_consumer *c, uint64_t now, uint64_t deadline);
+
 PARTIDEF parti_err parti_consumer_poll(parti_consumer *c, uint32_t timeout_ms) {
-    uint64_t now, deadline;
-    int guard, handled = 0;
+    uint64_t now, outer;
+    parti_err e;
     if (!c) return PARTI_ERR_INVALID_ARGUMENT;
     if (c->failed) return c->failed;
     now = parti__consumer_now(c);
-    deadline = now + timeout_ms;
+    outer = c->call_deadline; /* a group's poll may have set a budget already */
+    c->call_deadline = now + timeout_ms + c->opts.op_timeout_ms;
+    if (outer && outer < c->call_deadline) c->call_deadline = outer;
+    e = parti__consumer_poll_until(c, now, now + timeout_ms);
+    c->call_deadline = outer;
+    return e;
+}
+
+static parti_err parti__consumer_poll_until(parti_consumer *c, uint64_t now, uint64_t deadline) {
+    int guard, handled = 0;
     for (guard = 0; guard < 100000 && !c->failed; guard++) {
         int r;
         parti__consumer_run_due(c, now);
@@ -7597,6 +7624,7 @@ typedef struct parti__gmember {
 
 struct parti {
     parti_transport t;
+    uint64_t call_deadline;      /* KV calls end by then (0: op_timeout_ms each) */
     parti_options opts;
     parti_consumer *c;           /* owns the copied config (c->cfg) */
     parti_metrics gm;            /* the group's rows */
@@ -7671,6 +7699,17 @@ PARTIDEF const char *parti_event_name(parti_event_kind kind) {
 }
 
 static uint64_t parti__g_now(const parti *p) { return p->t.vt->now_ms(p->t.self); }
+
+/* The timeout of the group's next KV call: op_timeout_ms, cut so the call
+ * ends by the running poll's (or leave's) deadline plus one op timeout (at
+ * least 1 ms), so a hung server cannot hold a poll for many timeouts. */
+static uint32_t parti__g_budget(const parti *p) {
+    uint64_t now;
+    if (!p->call_deadline) return p->opts.op_timeout_ms;
+    now = parti__g_now(p);
+    if (now + 1 >= p->call_deadline) return 1;
+    return p->call_deadline - now < p->opts.op_timeout_ms ? (uint32_t)(p->call_deadline - now) : p->opts.op_timeout_ms;
+}
 
 static uint64_t parti__g_rng(void *user) {
     parti *p = (parti *)user;
@@ -7928,7 +7967,7 @@ static void parti__g_try_elect(parti *p, uint64_t now) {
     parti_err e;
     snprintf(v, sizeof v, "{\"worker\":\"%s\",\"instance\":\"%016llx\",\"epoch\":0}", p->id,
              (unsigned long long)p->instance);
-    e = p->t.vt->kv_create(p->t.self, p->members_bucket, "leader", v, strlen(v), &rev, p->opts.op_timeout_ms);
+    e = p->t.vt->kv_create(p->t.self, p->members_bucket, "leader", v, strlen(v), &rev, parti__g_budget(p));
     if (e == PARTI_ERR_KEY_EXISTS) {
         p->leader_missing = 0;
         return;
@@ -7940,7 +7979,7 @@ static void parti__g_try_elect(parti *p, uint64_t now) {
     /* the create's revision is the epoch: write it into the value for the others */
     snprintf(v, sizeof v, "{\"worker\":\"%s\",\"instance\":\"%016llx\",\"epoch\":%llu}", p->id,
              (unsigned long long)p->instance, (unsigned long long)rev);
-    if (p->t.vt->kv_update(p->t.self, p->members_bucket, "leader", v, strlen(v), rev, &rev2, p->opts.op_timeout_ms) !=
+    if (p->t.vt->kv_update(p->t.self, p->members_bucket, "leader", v, strlen(v), rev, &rev2, parti__g_budget(p)) !=
         PARTI_ERR_OK)
         rev2 = rev;
     p->leader = 1;
@@ -7965,7 +8004,7 @@ static void parti__g_renew_leader(parti *p, uint64_t now) {
     snprintf(v, sizeof v, "{\"worker\":\"%s\",\"instance\":\"%016llx\",\"epoch\":%llu}", p->id,
              (unsigned long long)p->instance, (unsigned long long)p->epoch);
     e = p->t.vt->kv_update(p->t.self, p->members_bucket, "leader", v, strlen(v), p->leader_rev, &rev,
-                           p->opts.op_timeout_ms);
+                           parti__g_budget(p));
     if (e == PARTI_ERR_OK) {
         p->leader_rev = rev;
         p->lease_until = now + p->opts.member_ttl_ms - p->opts.heartbeat_ms;
@@ -7986,15 +8025,15 @@ static parti_err parti__g_open(parti *p) {
     kc.bucket = p->members_bucket;
     kc.ttl_ms = p->opts.member_ttl_ms;
     kc.memory_storage = p->opts.memory_storage;
-    if ((e = p->t.vt->kv_open(p->t.self, &kc, p->opts.op_timeout_ms)) != PARTI_ERR_OK) return e;
+    if ((e = p->t.vt->kv_open(p->t.self, &kc, parti__g_budget(p))) != PARTI_ERR_OK) return e;
     kc.bucket = p->assign_bucket;
     kc.ttl_ms = 0;
     kc.max_value_size = 4u << 20;
-    if ((e = p->t.vt->kv_open(p->t.self, &kc, p->opts.op_timeout_ms)) != PARTI_ERR_OK) return e;
-    if (!p->wm && (e = p->t.vt->kv_watch(p->t.self, p->members_bucket, "", &p->wm, p->opts.op_timeout_ms)) !=
+    if ((e = p->t.vt->kv_open(p->t.self, &kc, parti__g_budget(p))) != PARTI_ERR_OK) return e;
+    if (!p->wm && (e = p->t.vt->kv_watch(p->t.self, p->members_bucket, "", &p->wm, parti__g_budget(p))) !=
                       PARTI_ERR_OK)
         return e;
-    if (!p->wa && (e = p->t.vt->kv_watch(p->t.self, p->assign_bucket, "assignment", &p->wa, p->opts.op_timeout_ms)) !=
+    if (!p->wa && (e = p->t.vt->kv_watch(p->t.self, p->assign_bucket, "assignment", &p->wa, parti__g_budget(p))) !=
                       PARTI_ERR_OK)
         return e;
     p->buckets_open = 1;
@@ -8012,10 +8051,10 @@ static void parti__g_join(parti *p, uint64_t now) {
         parti_stream_info si;
         char m[300];
         memset(&si, 0, sizeof si);
-        e = p->t.vt->stream_info(p->t.self, p->c->cfg.stream, &si, p->opts.op_timeout_ms);
+        e = p->t.vt->stream_info(p->t.self, p->c->cfg.stream, &si, parti__g_budget(p));
         if (e == PARTI_ERR_STREAM_NOT_FOUND && p->opts.create_stream) {
-            e = p->t.vt->stream_create(p->t.self, p->opts.create_stream, p->opts.op_timeout_ms);
-            if (e == PARTI_ERR_OK) e = p->t.vt->stream_info(p->t.self, p->c->cfg.stream, &si, p->opts.op_timeout_ms);
+            e = p->t.vt->stream_create(p->t.self, p->opts.create_stream, parti__g_budget(p));
+            if (e == PARTI_ERR_OK) e = p->t.vt->stream_info(p->t.self, p->c->cfg.stream, &si, parti__g_budget(p));
         }
         if (e != PARTI_ERR_OK) {
             parti__g_fail(p, e, e == PARTI_ERR_STREAM_NOT_FOUND ? "waiting for the stream" : "checking the stream");
@@ -8039,7 +8078,7 @@ static void parti__g_join(parti *p, uint64_t now) {
         parti__g_fail(p, e, "opening the group's buckets");
         goto retry;
     }
-    if ((e = p->t.vt->kv_keys(p->t.self, p->members_bucket, &keys, &nkeys, p->opts.op_timeout_ms)) != PARTI_ERR_OK) {
+    if ((e = p->t.vt->kv_keys(p->t.self, p->members_bucket, &keys, &nkeys, parti__g_budget(p))) != PARTI_ERR_OK) {
         parti__g_fail(p, e, "listing the members");
         goto retry;
     }
@@ -8058,7 +8097,7 @@ static void parti__g_join(parti *p, uint64_t now) {
         if (found) continue;
         tries++;
         e = p->t.vt->kv_create(p->t.self, p->members_bucket, key, p->value, strlen(p->value), &rev,
-                               p->opts.op_timeout_ms);
+                               parti__g_budget(p));
         if (e == PARTI_ERR_KEY_EXISTS) continue; /* someone was faster */
         if (e != PARTI_ERR_OK) {
             parti__g_fail(p, e, "claiming a worker ID");
@@ -8131,7 +8170,7 @@ static void parti__g_heartbeat(parti *p, uint64_t now) {
     parti_err e;
     p->next_heartbeat = now + p->opts.heartbeat_ms;
     e = p->t.vt->kv_update(p->t.self, p->members_bucket, p->key, p->value, strlen(p->value), p->my_rev, &rev,
-                           p->opts.op_timeout_ms);
+                           parti__g_budget(p));
     if (e == PARTI_ERR_WRONG_REVISION || e == PARTI_ERR_KEY_NOT_FOUND || e == PARTI_ERR_BUCKET_NOT_FOUND) {
         /* (a missing bucket: a memory-storage server restarted and lost it) */
         parti__g_lose_id(p, e);
@@ -8208,7 +8247,7 @@ static void parti__g_resume_points(parti *p, const parti_assignment *a) {
         cached_from = 1;
         if (parti_consumer_name(p->c->cfg.consumer_prefix, prev, durable, sizeof durable, NULL, 0) == PARTI_ERR_OK) {
             memset(&ci, 0, sizeof ci);
-            e = p->t.vt->consumer_info(p->t.self, p->c->cfg.stream, durable, &ci, p->opts.op_timeout_ms);
+            e = p->t.vt->consumer_info(p->t.self, p->c->cfg.stream, durable, &ci, parti__g_budget(p));
             if (e == PARTI_ERR_OK) {
                 cached_from = ci.ack_floor_stream_seq + 1;
                 parti_consumer_info_free(&ci);
@@ -8298,7 +8337,7 @@ static void parti__g_read_doc(parti *p) {
     parti_kv_entry e;
     parti_err err;
     memset(&e, 0, sizeof e);
-    err = p->t.vt->kv_get(p->t.self, p->assign_bucket, "assignment", 0, &e, p->opts.op_timeout_ms);
+    err = p->t.vt->kv_get(p->t.self, p->assign_bucket, "assignment", 0, &e, parti__g_budget(p));
     if (err == PARTI_ERR_OK) {
         parti__g_consider(p, e.value, e.len, e.revision);
         parti_kv_entry_free(&e);
@@ -8333,7 +8372,7 @@ static void parti__g_list_members(parti *p, uint64_t now) {
     int joined = 0, left = 0, first = arrlen(p->members) == 0; /* a new leader's first look: no news */
     parti_err e;
     p->next_listing = now + p->opts.heartbeat_ms;
-    if ((e = p->t.vt->kv_keys(p->t.self, p->members_bucket, &keys, &nkeys, p->opts.op_timeout_ms)) != PARTI_ERR_OK) {
+    if ((e = p->t.vt->kv_keys(p->t.self, p->members_bucket, &keys, &nkeys, parti__g_budget(p))) != PARTI_ERR_OK) {
         parti__g_fail(p, e, "listing the members");
         return;
     }
@@ -8349,7 +8388,7 @@ static void parti__g_list_members(parti *p, uint64_t now) {
         } else {
             parti_kv_entry ent;
             memset(&ent, 0, sizeof ent);
-            if (p->t.vt->kv_get(p->t.self, p->members_bucket, keys[i], 0, &ent, p->opts.op_timeout_ms) ==
+            if (p->t.vt->kv_get(p->t.self, p->members_bucket, keys[i], 0, &ent, parti__g_budget(p)) ==
                 PARTI_ERR_OK) {
                 m.capacity = parti__g_member_capacity(ent.value, ent.len);
                 parti_kv_entry_free(&ent);
@@ -8437,9 +8476,9 @@ static void parti__g_rebalance(parti *p, uint64_t now) {
     if ((e = parti_assignment_encode(&a, buf, need, NULL)) != PARTI_ERR_OK) goto fail;
     if (p->doc_rev)
         e = p->t.vt->kv_update(p->t.self, p->assign_bucket, "assignment", buf, need - 1, p->doc_rev, &rev,
-                               p->opts.op_timeout_ms);
+                               parti__g_budget(p));
     else
-        e = p->t.vt->kv_create(p->t.self, p->assign_bucket, "assignment", buf, need - 1, &rev, p->opts.op_timeout_ms);
+        e = p->t.vt->kv_create(p->t.self, p->assign_bucket, "assignment", buf, need - 1, &rev, parti__g_budget(p));
     if (e == PARTI_ERR_WRONG_REVISION || e == PARTI_ERR_KEY_EXISTS) {
         /* someone wrote since: read it; a higher epoch means this leader is stale */
         parti__g_read_doc(p);
@@ -8530,7 +8569,7 @@ static void parti__g_step(parti *p, uint64_t now) {
         parti_err err;
         p->next_leader_check = now + p->opts.heartbeat_ms;
         memset(&e, 0, sizeof e);
-        err = p->t.vt->kv_get(p->t.self, p->members_bucket, "leader", 0, &e, p->opts.op_timeout_ms);
+        err = p->t.vt->kv_get(p->t.self, p->members_bucket, "leader", 0, &e, parti__g_budget(p));
         if (err == PARTI_ERR_OK) {
             uint64_t ep = parti__g_leader_epoch(&e);
             if (ep > p->epoch) {
@@ -8569,13 +8608,25 @@ static uint64_t parti__g_next(const parti *p) {
     return t;
 }
 
+static void parti__g_poll_until(parti *p, uint64_t now, uint64_t deadline);
+
 PARTIDEF parti_err parti_poll(parti *p, uint32_t timeout_ms) {
     uint64_t now, deadline;
-    int guard;
     if (!p) return PARTI_ERR_INVALID_ARGUMENT;
     if (p->state == PARTI_STATE_STOPPED) return p->fatal ? p->fatal : PARTI_ERR_CLOSED;
     now = parti__g_now(p);
     deadline = now + timeout_ms;
+    /* every server call of this poll (the group's and the consumer's) ends by
+     * the deadline plus one op timeout */
+    p->call_deadline = deadline + p->opts.op_timeout_ms;
+    p->c->call_deadline = p->call_deadline;
+    parti__g_poll_until(p, now, deadline);
+    p->call_deadline = p->c->call_deadline = 0;
+    return p->state == PARTI_STATE_STOPPED && p->fatal ? p->fatal : PARTI_ERR_OK;
+}
+
+static void parti__g_poll_until(parti *p, uint64_t now, uint64_t deadline) {
+    int guard;
     for (guard = 0; guard < 100000; guard++) {
         uint64_t next, slice;
         parti__g_step(p, now);
@@ -8600,7 +8651,6 @@ PARTIDEF parti_err parti_poll(parti *p, uint32_t timeout_ms) {
             break;
         }
     }
-    return p->state == PARTI_STATE_STOPPED && p->fatal ? p->fatal : PARTI_ERR_OK;
 }
 
 PARTIDEF parti_err parti_leave(parti *p, uint32_t timeout_ms) {
@@ -8612,6 +8662,7 @@ PARTIDEF parti_err parti_leave(parti *p, uint32_t timeout_ms) {
     c = p->c;
     now = parti__g_now(p);
     deadline = now + timeout_ms;
+    p->call_deadline = p->c->call_deadline = deadline; /* every call of the leave ends by then */
     parti__g_set_state(p, PARTI_STATE_LEAVING);
     /* 1. stop taking new messages; handle what already arrived. Whatever the
      * pending pull still brings stays unacked above this consumer's ack
@@ -8627,13 +8678,14 @@ PARTIDEF parti_err parti_leave(parti *p, uint32_t timeout_ms) {
     parti__g_stop_consumer(p);
     /* 2. leadership and the member key: the others see both at once */
     if (p->leader) {
-        p->t.vt->kv_delete(p->t.self, p->members_bucket, "leader", p->opts.op_timeout_ms);
+        p->t.vt->kv_delete(p->t.self, p->members_bucket, "leader", parti__g_budget(p));
         parti__g_step_down(p, PARTI_ERR_OK, "leaving");
     }
-    if (p->id[0]) p->t.vt->kv_delete(p->t.self, p->members_bucket, p->key, p->opts.op_timeout_ms);
+    if (p->id[0]) p->t.vt->kv_delete(p->t.self, p->members_bucket, p->key, parti__g_budget(p));
     arrsetlen(p->owned, 0);
     parti_gauge_set(&p->gm.partitions_owned, 0);
     parti__g_set_state(p, PARTI_STATE_STOPPED);
+    p->call_deadline = p->c->call_deadline = 0;
     return PARTI_ERR_OK;
 }
 

@@ -648,3 +648,37 @@ Test(group, two_groups_share_one_connection) {
     cr_assert_eq(parti_owned(ws[0].p, NULL), NP);
     parti_destroy(second);
 }
+
+/* The timing contract of parti_poll: with every KV and consumer call of a
+ * worker hanging past its timeout, poll(t) still returns within t plus one
+ * op timeout (each call gets what is left of that budget), on the leader and
+ * on a follower, over many polls. */
+Test(group, a_poll_returns_within_its_timeout_plus_one_op_timeout_while_the_server_hangs) {
+    static const char *const ops[] = {"kv_create", "kv_update", "kv_put",          "kv_get",        "kv_delete",
+                                      "kv_keys",   "kv_open",   "consumer_upsert", "consumer_info", "stream_info",
+                                      "publish",   "fetch_start", "ack"};
+    int who, k, i;
+    uint64_t worst = 0;
+    for (who = 0; who < 2; who++) {
+        int target;
+        g_world(7 + (uint64_t)who);
+        gopts.op_timeout_ms = 400;
+        gopts.consumer.op_timeout_ms = 400;
+        for (i = 0; i < 3; i++) g_start(i);
+        g_run(6000);
+        cr_assert(g_assignment_ok(3));
+        target = who == 0 ? g_find_leader() : (g_find_leader() + 1) % 3;
+        for (k = 0; k < (int)(sizeof ops / sizeof ops[0]); k++)
+            cr_assert_eq(parti_fake_set_latency(gw, &ws[target].t, ops[k], 60000), PARTI_ERR_OK);
+        for (i = 0; i < 40; i++) {
+            uint64_t t0 = parti_fake_now(gw), d;
+            parti_poll(ws[target].p, 100);
+            d = parti_fake_now(gw) - t0;
+            if (d > worst) worst = d;
+            cr_assert_leq(d, 100 + 400 + 50, "%s poll %d took %llu ms", who ? "follower" : "leader", i,
+                          (unsigned long long)d);
+        }
+        g_teardown();
+    }
+    printf("poll(100) with a hung server and op timeouts of 400 ms: worst %llu ms\n", (unsigned long long)worst);
+}
