@@ -44,7 +44,8 @@
  *       parti_fake_world_destroy(w);
  *
  *     Not modelled (on purpose): clustering and replicas, stream limits other
- *     than max_msgs, purge, consumer pause,
+ *     than max_msgs (a message max_msgs removes stops being pending, as on
+ *     the server), purge, consumer pause,
  *     subject transforms, mirrors and sources, message size limits of
  *     streams. Acks are fire-and-forget, as natsMsg_Ack: an ack of a message
  *     whose consumer is gone succeeds and does nothing.
@@ -840,8 +841,17 @@ static parti_err parti__fake_publish(void *self, const char *subject, const part
         arrput(s->dedupe, d);
     }
     if (s->max_msgs && (uint64_t)arrlen(s->msgs) > s->max_msgs) {
+        uint64_t gone = s->msgs[0].seq;
+        int k, q;
         parti__fake_free_msg(&s->msgs[0]);
         arrdel(s->msgs, 0);
+        /* like the server: a delivered message the limits removed is no longer pending */
+        for (k = 0; k < (int)arrlen(s->consumers); k++)
+            for (q = 0; q < (int)arrlen(s->consumers[k]->pend); q++)
+                if (s->consumers[k]->pend[q].seq == gone) {
+                    arrdel(s->consumers[k]->pend, q);
+                    break;
+                }
     }
     if (ack) {
         ack->stream_seq = m.seq;

@@ -2000,6 +2000,32 @@ Test(pull, a_message_larger_than_max_bytes_is_reported_not_looped) {
     cr_assert_eq(conf_pull_once(a, "ORDERS", "w1", &o, PARTI_ACK_ACK, conf_now(a), d, 8, &end), 1);
 }
 
+/* A delivered message that the stream's limits remove is no longer pending:
+ * it does not hold a max_ack_pending slot until ack_wait. */
+Test(pull, a_message_dropped_by_the_stream_limit_frees_its_pending_slot) {
+    parti_transport *a = conf_connect();
+    parti_consumer_config cc;
+    parti_consumer_info ci;
+    conf_delivery d[8];
+    parti_err end;
+    parti_fetch_opts o = conf_opts(1, 1000, 0);
+    int i;
+    conf_stream_full(a, "LIMITED", LIST("lim.>"), conf_memory(), 0, 2);
+    cc = conf_ccfg("LIMITED", "w1", LIST("lim.a"));
+    cc.ack_wait_ms = 60000;
+    cc.max_ack_pending = 1;
+    CONF_OK(a->vt->consumer_upsert(a->self, &cc, CONF_TO));
+    conf_pub(a, "lim.a", "m1");
+    cr_assert_eq(conf_pull_once(a, "LIMITED", "w1", &o, -1, conf_now(a), d, 8, &end), 1); /* not acked */
+    for (i = 0; i < 3; i++) conf_pub(a, "lim.a", "later"); /* m1 falls out of the 2-message stream */
+    ci = conf_cinfo(a, "LIMITED", "w1");
+    cr_assert_eq(ci.num_ack_pending, 0, "the dropped message still counts as pending: %llu",
+                 (unsigned long long)ci.num_ack_pending);
+    parti_consumer_info_free(&ci);
+    cr_assert_eq(conf_pull_once(a, "LIMITED", "w1", &o, PARTI_ACK_ACK, conf_now(a), d, 8, &end), 1,
+                 "the consumer is blocked by a message that no longer exists");
+}
+
 Test(pull, fetch_on_a_missing_consumer_is_an_error) {
     parti_transport *a = conf_connect();
     static const char *const streams[] = {"ORDERS", "NOPE"};
