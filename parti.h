@@ -701,6 +701,12 @@ PARTIDEF parti_err parti_js_ack_parse(const char *reply, size_t len, parti_js_ac
  * PARTI_ERR_WRONG_REVISION, 10026 -> PARTI_ERR_LIMIT_REACHED. Unknown errors
  * map by code class. */
 PARTIDEF parti_err parti_js_api_error(int err_code, int code);
+/* The same, with the error's description (may be NULL): the server reports
+ * some refusals only in the text of a generic code, e.g. 10012 "deliver
+ * policy can not be updated" (a consumer that exists with another
+ * configuration: PARTI_ERR_ALREADY_EXISTS) where 10012 alone is a transient
+ * server-side failure. */
+PARTIDEF parti_err parti_js_api_error_described(int err_code, int code, const char *description);
 
 /* Maps a pull status message ("Status" header value and "Description") to
  * what fetch_next reports: 100 -> PARTI_ERR_OK (heartbeat, keep waiting),
@@ -3027,6 +3033,12 @@ PARTIDEF parti_err parti_js_api_error(int err_code, int code) {
     if (code == 503) return PARTI_ERR_NO_RESPONDERS;
     if (code >= 400 && code < 500) return PARTI_ERR_INVALID_CONFIG;
     return PARTI_ERR_PROTOCOL; /* 500s (e.g. 10012, a consumer create that failed on the server): transient */
+}
+
+PARTIDEF parti_err parti_js_api_error_described(int err_code, int code, const char *description) {
+    if (description && (strstr(description, "can not be updated") || strstr(description, "cannot be updated")))
+        return PARTI_ERR_ALREADY_EXISTS;
+    return parti_js_api_error(err_code, code);
 }
 
 PARTIDEF parti_err parti_js_pull_status(const char *status, const char *description) {

@@ -2107,7 +2107,7 @@ static parti_err parti__nats_reply_json(parti__nconn *n, natsMsg *reply, parti_j
         parti_json_get_string(doc, err, "description", desc, sizeof desc, NULL);
         parti__nats_note(n, "JetStream error %lld/%lld: %s", (long long)code, (long long)err_code, desc);
         parti_json_doc_free(doc);
-        return parti_js_api_error((int)err_code, (int)code);
+        return parti_js_api_error_described((int)err_code, (int)code, desc);
     }
     return PARTI_ERR_OK;
 }

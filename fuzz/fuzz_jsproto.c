@@ -79,6 +79,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
               e == PARTI_ERR_SERVER_SHUTDOWN || e == PARTI_ERR_NO_RESPONDERS || e == PARTI_ERR_PROTOCOL ||
               e == PARTI_ERR_MESSAGE_TOO_LARGE);
         CHECK(parti_js_api_error((int)(data[0] * 41), (int)size) != PARTI_ERR_OK);
+        CHECK(parti_js_api_error_described((int)(data[0] * 41), (int)size, z) != PARTI_ERR_OK);
         break;
     }
     case 3: {

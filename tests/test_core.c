@@ -752,6 +752,10 @@ Test(core, js_api_errors_are_classified_by_what_to_do) {
         cr_assert_eq(parti_js_api_error(t[i].err_code, t[i].code), t[i].want, "%d/%d: %s, want %s", t[i].err_code,
                      t[i].code, parti_error_name(parti_js_api_error(t[i].err_code, t[i].code)),
                      parti_error_name(t[i].want));
+    cr_assert_eq(parti_js_api_error_described(10012, 500, "deliver policy can not be updated"),
+                 PARTI_ERR_ALREADY_EXISTS);
+    cr_assert_eq(parti_js_api_error_described(10012, 500, "consumer create failed"), PARTI_ERR_PROTOCOL);
+    cr_assert_eq(parti_js_api_error_described(10026, 400, NULL), PARTI_ERR_LIMIT_REACHED);
     cr_assert_eq(parti_error_category(PARTI_ERR_LIMIT_REACHED), PARTI_CAT_TRANSIENT);
     cr_assert_eq(parti_error_category(PARTI_ERR_MESSAGE_TOO_LARGE), PARTI_CAT_TRANSIENT);
 }
