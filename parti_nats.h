@@ -1791,9 +1791,19 @@ typedef struct parti__nconn parti__nconn;
 typedef struct parti__nwatch {
     parti__nconn *n;
     char *bucket, *prefix, *consumer;
-    natsSubscription *sub;
+    natsSubscription *sub;        /* the push consumer's deliveries */
+    natsSubscription *ctl;        /* replies to the watcher's own API requests, "<ctl_inbox>.<gen>" */
+    char *ctl_inbox;
+    char created[64];             /* the bucket stream's creation time: another one = the bucket was re-created */
+    int phase;                    /* PARTI__WATCH_ACTIVE, _INFO (stream info asked), _CREATE (consumer asked) */
+    uint64_t gen, phase_since, retry_at, last_activity;
     uint64_t last_rev, reconnects;
 } parti__nwatch;
+
+enum { PARTI__WATCH_ACTIVE = 0, PARTI__WATCH_INFO, PARTI__WATCH_CREATE, PARTI__WATCH_RETRY };
+/* The watch consumer's idle heartbeat; three missed mean it is gone (e.g. with
+ * its bucket) and the watcher is set up again. */
+#define PARTI__WATCH_HB_MS 2000u
 
 typedef struct parti__ndeliv {
     natsMsg *msg;
@@ -2584,6 +2594,8 @@ static void parti__nats_build_watch(parti_json_writer *w, const void *arg) {
     parti_json_string(w, "none");
     parti_json_key(w, "filter_subject");
     parti_json_string(w, r->filter);
+    parti_json_key(w, "idle_heartbeat");
+    parti_json_int(w, parti__ns(PARTI__WATCH_HB_MS));
     parti_json_key(w, "mem_storage");
     parti_json_bool(w, 1);
     parti_json_key(w, "num_replicas");
@@ -2594,7 +2606,43 @@ static void parti__nats_build_watch(parti_json_writer *w, const void *arg) {
     parti_json_object_end(w);
 }
 
-static void parti__nats_watch_drop(parti__nwatch *wt, uint32_t timeout_ms) {
+/* Sends a JetStream API request whose reply comes to the watcher's control
+ * inbox (not waited for: watch_next picks it up). */
+static parti_err parti__nats_watch_ask(parti__nwatch *wt, const char *subject, const char *body, size_t len) {
+    char reply[192];
+    natsStatus s;
+    wt->gen++;
+    snprintf(reply, sizeof reply, "%s.%llu", wt->ctl_inbox, (unsigned long long)wt->gen);
+    s = natsConnection_PublishRequest(wt->n->nc, subject, reply, body ? body : "", (int)len);
+    wt->phase_since = parti__nats_now_ms(wt->n);
+    return parti__nats_map(wt->n, s, subject);
+}
+
+/* The reply to the current request, if it came: PARTI_ERR_OK with *doc, the
+ * request's JetStream error, or PARTI_ERR_NO_MESSAGES (not yet). */
+static parti_err parti__nats_watch_answer(parti__nwatch *wt, parti_json_doc *doc) {
+    char want[192];
+    int guard;
+    memset(doc, 0, sizeof *doc);
+    snprintf(want, sizeof want, "%s.%llu", wt->ctl_inbox, (unsigned long long)wt->gen);
+    for (guard = 0; guard < 64; guard++) {
+        natsMsg *m = NULL;
+        parti_err e;
+        if (natsSubscription_NextMsg(&m, wt->ctl, 0) != NATS_OK) return PARTI_ERR_NO_MESSAGES;
+        if (strcmp(natsMsg_GetSubject(m), want) != 0) { /* an answer to an earlier request */
+            natsMsg_Destroy(m);
+            continue;
+        }
+        e = parti__nats_reply_json(wt->n, m, doc);
+        natsMsg_Destroy(m);
+        return e;
+    }
+    return PARTI_ERR_NO_MESSAGES;
+}
+
+/* Forgets the push consumer: unsubscribes, and asks the server to delete it
+ * without waiting (its inactive threshold removes it anyway). */
+static void parti__nats_watch_drop(parti__nwatch *wt) {
     if (wt->sub) {
         natsSubscription_Unsubscribe(wt->sub);
         natsSubscription_Destroy(wt->sub);
@@ -2602,100 +2650,196 @@ static void parti__nats_watch_drop(parti__nwatch *wt, uint32_t timeout_ms) {
     }
     if (wt->consumer) {
         char subject[256];
-        parti_json_doc doc;
         parti__nkv k;
         parti__nats_kv_names(wt->bucket, NULL, &k);
         snprintf(subject, sizeof subject, "$JS.API.CONSUMER.DELETE.%s.%s", k.stream, wt->consumer);
-        if (parti__nats_connected(wt->n)) parti__nats_api(wt->n, subject, NULL, 0, timeout_ms, &doc);
-        parti_json_doc_free(&doc);
+        if (parti__nats_connected(wt->n)) parti__nats_watch_ask(wt, subject, NULL, 0);
         PARTI_FREE(wt->consumer);
         wt->consumer = NULL;
     }
 }
 
-static parti_err parti__nats_watch_start(parti__nwatch *wt, uint32_t timeout_ms) {
-    parti__nconn *n = wt->n;
+/* Step 1 of (re)starting: ask for the bucket stream's info. */
+static void parti__nats_watch_restart(parti__nwatch *wt) {
+    char subject[128];
+    parti__nkv k;
+    parti__nats_watch_drop(wt);
+    parti__nats_kv_names(wt->bucket, NULL, &k);
+    parti__nats_subject(subject, sizeof subject, "$JS.API.STREAM.INFO.", k.stream);
+    wt->phase = parti__nats_watch_ask(wt, subject, NULL, 0) == PARTI_ERR_OK ? PARTI__WATCH_INFO : PARTI__WATCH_RETRY;
+    wt->retry_at = parti__nats_now_ms(wt->n) + 1000;
+}
+
+/* Step 2: a new deliver inbox, and the consumer from the first revision not
+ * seen (from the start when the bucket was re-created). */
+static parti_err parti__nats_watch_create(parti__nwatch *wt) {
     parti__nats_watch_req req;
     parti__nkv k;
     natsInbox *inbox = NULL;
     char subject[128], *body = NULL;
     size_t len = 0;
-    parti_json_doc doc;
-    parti_err e;
     natsStatus s;
+    parti_err e;
     parti__nats_kv_names(wt->bucket, NULL, &k);
-    if ((s = natsInbox_Create(&inbox)) != NATS_OK) return parti__nats_map(n, s, "inbox");
-    s = natsConnection_SubscribeSync(&wt->sub, n->nc, inbox);
+    if ((s = natsInbox_Create(&inbox)) != NATS_OK) return parti__nats_map(wt->n, s, "inbox");
+    s = natsConnection_SubscribeSync(&wt->sub, wt->n->nc, inbox);
     if (s != NATS_OK) {
         natsInbox_Destroy(inbox);
-        return parti__nats_map(n, s, "watch subscribe");
+        return parti__nats_map(wt->n, s, "watch subscribe");
     }
     req.stream = k.stream;
     req.deliver = inbox;
     req.filter = k.subject;
-    req.start = wt->last_rev + 1; /* the first revision this watcher has not seen */
+    req.start = wt->last_rev + 1;
     parti__nats_subject(subject, sizeof subject, "$JS.API.CONSUMER.CREATE.", k.stream);
     e = parti__nats_json(parti__nats_build_watch, &req, &body, &len);
     natsInbox_Destroy(inbox);
-    if (e == PARTI_ERR_OK) e = parti__nats_api(n, subject, body, len, timeout_ms, &doc);
+    if (e == PARTI_ERR_OK) e = parti__nats_watch_ask(wt, subject, body, len);
     PARTI_FREE(body);
-    if (e == PARTI_ERR_OK) {
-        wt->consumer = parti__nats_dup_str(&doc, parti_json_get(&doc, parti_json_root(&doc), "name"));
-        parti_json_doc_free(&doc);
-    }
-    if (e == PARTI_ERR_STREAM_NOT_FOUND) e = PARTI_ERR_BUCKET_NOT_FOUND;
-    if (e != PARTI_ERR_OK) parti__nats_watch_drop(wt, timeout_ms);
-    wt->reconnects = parti__nats_reconnects(n);
     return e;
 }
 
+/* Reads a stream info reply: remembers the creation time, and starts from
+ * the beginning when the stream is another one than before. */
+static void parti__nats_watch_stream(parti__nwatch *wt, const parti_json_doc *doc) {
+    char created[64] = "";
+    uint64_t last = 0;
+    parti_json_get_string(doc, parti_json_root(doc), "created", created, sizeof created, NULL);
+    parti_json_get_uint64(doc, parti_json_get(doc, parti_json_root(doc), "state"), "last_seq", &last);
+    if (wt->created[0] && (strcmp(created, wt->created) != 0 || last < wt->last_rev)) wt->last_rev = 0;
+    memcpy(wt->created, created, sizeof created);
+}
+
+/* Moves a restart along without blocking; PARTI_ERR_OK once active again. */
+static parti_err parti__nats_watch_progress(parti__nwatch *wt) {
+    parti__nconn *n = wt->n;
+    parti_json_doc doc;
+    parti_err e;
+    uint64_t now = parti__nats_now_ms(n);
+    if (wt->phase == PARTI__WATCH_RETRY) {
+        if (now < wt->retry_at) return PARTI_ERR_NO_MESSAGES;
+        parti__nats_watch_restart(wt);
+        return PARTI_ERR_NO_MESSAGES;
+    }
+    e = parti__nats_watch_answer(wt, &doc);
+    if (e == PARTI_ERR_NO_MESSAGES) {
+        if (now - wt->phase_since > 5000) parti__nats_watch_restart(wt); /* the request or its reply was lost */
+        return PARTI_ERR_NO_MESSAGES;
+    }
+    if (e != PARTI_ERR_OK) { /* e.g. the bucket is gone: try again in a second */
+        wt->phase = PARTI__WATCH_RETRY;
+        wt->retry_at = now + 1000;
+        return e == PARTI_ERR_STREAM_NOT_FOUND ? PARTI_ERR_BUCKET_NOT_FOUND : e;
+    }
+    if (wt->phase == PARTI__WATCH_INFO) {
+        parti__nats_watch_stream(wt, &doc);
+        parti_json_doc_free(&doc);
+        if ((e = parti__nats_watch_create(wt)) != PARTI_ERR_OK) {
+            wt->phase = PARTI__WATCH_RETRY;
+            wt->retry_at = now + 1000;
+            return e;
+        }
+        wt->phase = PARTI__WATCH_CREATE;
+        return PARTI_ERR_NO_MESSAGES;
+    }
+    wt->consumer = parti__nats_dup_str(&doc, parti_json_get(&doc, parti_json_root(&doc), "name"));
+    parti_json_doc_free(&doc);
+    wt->phase = PARTI__WATCH_ACTIVE;
+    wt->last_activity = now;
+    wt->reconnects = parti__nats_reconnects(n);
+    return PARTI_ERR_OK;
+}
+
+static void parti__nats_watch_free(parti__nwatch *wt) {
+    parti__nats_watch_drop(wt);
+    if (wt->ctl) {
+        natsSubscription_Unsubscribe(wt->ctl);
+        natsSubscription_Destroy(wt->ctl);
+    }
+    PARTI_FREE(wt->ctl_inbox);
+    PARTI_FREE(wt->bucket);
+    PARTI_FREE(wt->prefix);
+    PARTI_FREE(wt);
+}
+
+/* kv_watch may block (within timeout_ms): it reads the bucket's last revision
+ * and creates the consumer, waiting for both answers. */
 static parti_err parti__nats_kv_watch(void *self, const char *bucket, const char *prefix, parti_kv_watcher **out,
                                       uint32_t timeout_ms) {
     parti__nconn *n = (parti__nconn *)self;
     parti__nwatch *wt;
     parti__nkv k;
     parti_json_doc doc;
-    char subject[128];
+    natsInbox *inbox = NULL;
+    char subject[128], wildcard[192];
+    uint64_t deadline;
     parti_err e;
     if (!n || !bucket || !out) return PARTI_ERR_INVALID_ARGUMENT;
     *out = NULL;
     if (!prefix) prefix = "";
     if ((e = parti__nats_kv_names(bucket, NULL, &k)) != PARTI_ERR_OK) return e;
-    /* the watch starts after the bucket's last revision, so nothing older is replayed */
+    deadline = parti__nats_now_ms(n) + timeout_ms;
     if (!(wt = (parti__nwatch *)PARTI_MALLOC(sizeof *wt))) return PARTI_ERR_NOMEM;
     memset(wt, 0, sizeof *wt);
     wt->n = n;
     wt->bucket = parti__strdup(bucket);
     wt->prefix = parti__strdup(prefix);
+    if (natsInbox_Create(&inbox) == NATS_OK) wt->ctl_inbox = parti__strdup(inbox);
+    natsInbox_Destroy(inbox);
+    if (!wt->bucket || !wt->prefix || !wt->ctl_inbox) {
+        parti__nats_watch_free(wt);
+        return PARTI_ERR_NOMEM;
+    }
+    snprintf(wildcard, sizeof wildcard, "%s.*", wt->ctl_inbox);
+    if ((e = parti__nats_map(n, natsConnection_SubscribeSync(&wt->ctl, n->nc, wildcard), "watch control")) !=
+        PARTI_ERR_OK) {
+        parti__nats_watch_free(wt);
+        return e;
+    }
+    /* the watch starts after the bucket's last revision, so nothing older is replayed */
     parti__nats_subject(subject, sizeof subject, "$JS.API.STREAM.INFO.", k.stream);
     e = parti__nats_api(n, subject, NULL, 0, timeout_ms, &doc);
     if (e == PARTI_ERR_OK) {
         parti_json_get_uint64(&doc, parti_json_get(&doc, parti_json_root(&doc), "state"), "last_seq", &wt->last_rev);
+        parti__nats_watch_stream(wt, &doc);
         parti_json_doc_free(&doc);
-        e = parti__nats_watch_start(wt, timeout_ms);
+        e = parti__nats_watch_create(wt);
+        wt->phase = PARTI__WATCH_CREATE;
+    }
+    while (e == PARTI_ERR_OK && wt->phase != PARTI__WATCH_ACTIVE) { /* wait for the create's answer */
+        e = parti__nats_watch_progress(wt);
+        if (e == PARTI_ERR_NO_MESSAGES) {
+            e = parti__nats_left(n, deadline) ? PARTI_ERR_OK : PARTI_ERR_TIMEOUT;
+            if (e == PARTI_ERR_OK) parti__nats_sleep_ms(n, 2);
+        }
     }
     if (e == PARTI_ERR_STREAM_NOT_FOUND) e = PARTI_ERR_BUCKET_NOT_FOUND;
     if (e != PARTI_ERR_OK) {
-        PARTI_FREE(wt->bucket);
-        PARTI_FREE(wt->prefix);
-        PARTI_FREE(wt);
+        parti__nats_watch_free(wt);
         return e;
     }
     *out = (parti_kv_watcher *)wt;
     return PARTI_ERR_OK;
 }
 
+/* Non-blocking. A watcher whose push consumer may be gone (after a reconnect,
+ * or three idle heartbeats missed, e.g. because the bucket was deleted) is set
+ * up again in steps, one per call, never waiting for the server; a re-created
+ * bucket is watched from its first revision. */
 static parti_err parti__nats_kv_watch_next(void *self, parti_kv_watcher *handle, parti_kv_entry *out) {
     parti__nconn *n = (parti__nconn *)self;
     parti__nwatch *wt = (parti__nwatch *)handle;
+    uint64_t now;
     int guard;
     if (!n || !wt || !out || wt->n != n) return PARTI_ERR_INVALID_ARGUMENT;
     memset(out, 0, sizeof *out);
     if (!parti__nats_connected(n)) return PARTI_ERR_NOT_CONNECTED;
-    /* a push consumer may be gone after a reconnect: start again after the last revision seen */
-    if (!wt->sub || wt->reconnects != parti__nats_reconnects(n)) {
-        parti__nats_watch_drop(wt, 1000);
-        parti_err e = parti__nats_watch_start(wt, 2000);
+    now = parti__nats_now_ms(n);
+    if (wt->phase == PARTI__WATCH_ACTIVE &&
+        (wt->reconnects != parti__nats_reconnects(n) || now - wt->last_activity > 3 * PARTI__WATCH_HB_MS))
+        parti__nats_watch_restart(wt);
+    if (wt->phase != PARTI__WATCH_ACTIVE) {
+        parti_err e = parti__nats_watch_progress(wt);
         if (e != PARTI_ERR_OK) return e;
     }
     for (guard = 0; guard < 1024; guard++) {
@@ -2707,6 +2851,7 @@ static parti_err parti__nats_kv_watch_next(void *self, parti_kv_watcher *handle,
         parti_err e;
         if (s == NATS_TIMEOUT) return PARTI_ERR_NO_MESSAGES;
         if (s != NATS_OK) return parti__nats_map(n, s, "watch");
+        wt->last_activity = parti__nats_now_ms(n); /* entries and idle heartbeats alike */
         subj = natsMsg_GetSubject(m);
         reply = natsMsg_GetReply(m);
         /* heartbeats and other status messages carry no ack subject */
@@ -2728,13 +2873,8 @@ static parti_err parti__nats_kv_watch_next(void *self, parti_kv_watcher *handle,
 }
 
 static void parti__nats_kv_watch_stop(void *self, parti_kv_watcher *handle) {
-    parti__nwatch *wt = (parti__nwatch *)handle;
     (void)self;
-    if (!wt) return;
-    parti__nats_watch_drop(wt, 1000);
-    PARTI_FREE(wt->bucket);
-    PARTI_FREE(wt->prefix);
-    PARTI_FREE(wt);
+    if (handle) parti__nats_watch_free((parti__nwatch *)handle);
 }
 
 /* ---- consumers ------------------------------------------------------------------ */

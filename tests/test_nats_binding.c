@@ -526,3 +526,47 @@ Test(binding_faults, server_times_are_on_the_transport_clock) {
               (unsigned long long)e.created_ms, (unsigned long long)now);
     parti_kv_entry_free(&e);
 }
+
+/* A bucket deleted and created again (an operator, or memory storage lost in a
+ * restart) starts its revisions at 1 again and takes the watch consumer with
+ * it. The watcher notices (missed idle heartbeats), sets itself up again
+ * without blocking a call, and sees the new bucket's entries from its start. */
+Test(binding_faults, a_watcher_survives_its_bucket_being_recreated) {
+    parti_kv_config kc;
+    parti_kv_watcher *wt;
+    parti_kv_entry e;
+    uint64_t t0, worst = 0;
+    int seen = 0;
+    memset(&kc, 0, sizeof kc);
+    kc.bucket = "members";
+    kc.memory_storage = 1;
+    cr_assert_eq(t.vt->kv_open(t.self, &kc, 5000), PARTI_ERR_OK);
+    for (seen = 0; seen < 5; seen++) {
+        char key[16];
+        snprintf(key, sizeof key, "old%d", seen);
+        cr_assert_eq(t.vt->kv_put(t.self, "members", key, "x", 1, NULL, 5000), PARTI_ERR_OK);
+    }
+    cr_assert_eq(t.vt->kv_watch(t.self, "members", "", &wt, 5000), PARTI_ERR_OK, "%s", parti_nats_last_error(&t));
+    cr_assert_eq(other.vt->stream_delete(other.self, "KV_members", 5000), PARTI_ERR_OK);
+    cr_assert_eq(other.vt->kv_open(other.self, &kc, 5000), PARTI_ERR_OK);
+    cr_assert_eq(other.vt->kv_put(other.self, "members", "new", "y", 1, NULL, 5000), PARTI_ERR_OK);
+    seen = 0;
+    t0 = ms_now();
+    while (!seen && ms_now() - t0 < 20000) {
+        uint64_t t1 = ms_now(), d;
+        parti_err r = t.vt->kv_watch_next(t.self, wt, &e);
+        d = ms_now() - t1;
+        if (d > worst) worst = d;
+        if (r == PARTI_ERR_OK) {
+            seen = strcmp(e.key, "new") == 0 && e.revision == 1;
+            parti_kv_entry_free(&e);
+        } else {
+            nanosleep(&(struct timespec){0, 20000000}, NULL);
+        }
+    }
+    printf("re-created bucket: its first entry seen after %llu ms; slowest kv_watch_next %llu ms\n",
+           (unsigned long long)(ms_now() - t0), (unsigned long long)worst);
+    cr_assert(seen, "the watcher never saw the re-created bucket's first entry (revision 1)");
+    cr_assert_lt(worst, 100, "kv_watch_next blocked for %llu ms", (unsigned long long)worst);
+    t.vt->kv_watch_stop(t.self, wt);
+}
