@@ -570,3 +570,53 @@ Test(binding_faults, a_watcher_survives_its_bucket_being_recreated) {
     cr_assert_lt(worst, 100, "kv_watch_next blocked for %llu ms", (unsigned long long)worst);
     t.vt->kv_watch_stop(t.self, wt);
 }
+
+/* parti_poll(t) against a stopped server returns within t plus one op
+ * timeout (plus scheduling slack), whatever the group and its consumer were
+ * doing when the server stopped. */
+static parti_verdict poll_bound_on_message(void *user, const parti_msg *m, uint32_t *nak) {
+    (void)user, (void)m, (void)nak;
+    return PARTI_ACK;
+}
+
+Test(binding_faults, parti_poll_is_bounded_while_the_server_hangs) {
+    static const char *const k[4][1] = {{"1"}, {"2"}, {"3"}, {"4"}};
+    parti_partition parts[4];
+    parti_config cfg;
+    parti_options o;
+    parti *p;
+    uint64_t t0, worst = 0;
+    int i;
+    make_stream_and_consumer();
+    for (i = 0; i < 4; i++) parts[i].keys = k[i], parts[i].key_count = 1, parts[i].weight = 1;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.stream = "orders";
+    cfg.subject_template = "orders.{0}";
+    cfg.partitions = parts;
+    cfg.partition_count = 4;
+    cfg.fetch_expires_ms = 2000;
+    cfg.fetch_heartbeat_ms = 500;
+    memset(&o, 0, sizeof o);
+    o.on_message = poll_bound_on_message;
+    o.heartbeat_ms = 250;
+    o.member_ttl_ms = 1500;
+    o.cold_start_ms = 300;
+    o.op_timeout_ms = 500;
+    o.consumer.op_timeout_ms = 500;
+    o.memory_storage = 1;
+    cr_assert_eq(parti_create(&p, &t, &cfg, &o, msg, sizeof msg), PARTI_ERR_OK, "%s", msg);
+    for (t0 = ms_now(); ms_now() - t0 < 15000 && parti_state_of(p) != PARTI_STATE_STABLE;) parti_poll(p, 50);
+    cr_assert_eq(parti_state_of(p), PARTI_STATE_STABLE, "the worker did not become stable");
+    cr_assert_eq(nats_server_suspend(srv, NULL, 0), 0);
+    for (i = 0; i < 20; i++) {
+        uint64_t t1 = ms_now(), d;
+        parti_poll(p, 100);
+        d = ms_now() - t1;
+        if (d > worst) worst = d;
+    }
+    cr_assert_eq(nats_server_resume(srv, NULL, 0), 0);
+    printf("parti_poll(100) with the server stopped, op timeouts 500 ms: worst %llu ms over 20 polls\n",
+           (unsigned long long)worst);
+    cr_assert_leq(worst, 100 + 500 + 300, "a poll took %llu ms", (unsigned long long)worst);
+    parti_destroy(p);
+}
