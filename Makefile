@@ -46,7 +46,8 @@ test: setup
 	@$(MAKE) --no-print-directory check
 
 check: $(B)/unit $(B)/unit_clang $(B)/conformance_fake $(B)/conformance_nats $(B)/test_nats_server $(B)/test_nats_binding $(B)/test_consumer_nats $(B)/link_two_tu $(B)/link_static $(B)/cpp_gxx $(B)/cpp_clangxx \
-       $(B)/readme_example $(B)/demo $(B)/health_server $(B)/test_health_http $(B)/sim $(addprefix $(B)/fuzz/fuzz_,$(FUZZ_TARGETS))
+       $(B)/readme_example $(B)/demo $(B)/health_server $(B)/test_health_http $(B)/sim $(B)/tsan_hostile \
+       $(addprefix $(B)/fuzz/fuzz_,$(FUZZ_TARGETS))
 	@tests/run criterion unit-gcc $(B)/unit --jobs 2
 	@tests/run criterion unit-clang $(B)/unit_clang --jobs 2
 	@tests/run criterion conformance-fake $(B)/conformance_fake --jobs 2
@@ -55,6 +56,7 @@ check: $(B)/unit $(B)/unit_clang $(B)/conformance_fake $(B)/conformance_nats $(B
 	@PARTI_CONF_STORAGE=file tests/run criterion conformance-nats-server-file $(B)/conformance_nats --jobs 2
 	@tests/run criterion nats-binding $(B)/test_nats_binding --jobs 2
 	@tests/run criterion consumer-nats-server $(B)/test_consumer_nats --jobs 2
+	@TSAN_OPTIONS=halt_on_error=1 tests/run check tsan-hostile-server $(B)/tsan_hostile
 	@HEALTH_SERVER_BIN=$(B)/health_server tests/run criterion health-http $(B)/test_health_http
 	@tests/run check link-two-translation-units $(B)/link_two_tu
 	@tests/run check link-parti-static $(B)/link_static
@@ -104,6 +106,11 @@ $(B)/test_nats_binding: tests/test_nats_binding.c $(SERVER_SRC) $(HEADERS)
 $(B)/test_consumer_nats: tests/test_consumer_nats.c $(SERVER_SRC) $(HEADERS)
 	@mkdir -p $(B)
 	$(CC) $(STRICT) $(SAN) -Itests -I. tests/test_consumer_nats.c tests/nats_server.c -lnats -lcriterion -o $@
+
+# ThreadSanitizer (a plain program: Criterion's sandbox does not start under TSan)
+$(B)/tsan_hostile: tests/tsan_hostile.c $(SERVER_SRC) $(HEADERS)
+	@mkdir -p $(B)
+	$(CLANG) -std=c99 -Wall -Wextra -Werror -g -O1 -fsanitize=thread -Itests -I. tests/tsan_hostile.c tests/nats_server.c -lnats -o $@
 
 $(B)/link_two_tu: tests/link/impl.c tests/link/user.c $(HEADERS)
 	@mkdir -p $(B)
