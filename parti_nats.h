@@ -147,8 +147,16 @@ PARTIDEF const char *parti_fake_log(const parti_fake_world *w, size_t *len);
  * consumers (full config JSON on every upsert, as nats.c 3.4 cannot express
  * filter_subjects), KV (a stream KV_<bucket> on subjects $KV.<bucket>.>, as
  * every NATS client lays it out), pulls (raw pull requests with idle
- * heartbeats, so every status is seen) and watchers (a push consumer that is
- * re-created from the last seen revision after a reconnect).
+ * heartbeats, so every status is seen) and watchers (a push consumer with
+ * idle heartbeats; after a reconnect, or three missed heartbeats, it is set
+ * up again from the last seen revision, or from revision 1 when the bucket
+ * was re-created, in steps that never block kv_watch_next).
+ * Timing: every call returns within its timeout_ms; calls of several
+ * requests (kv_keys, kv_create) share one budget; socket writes fail after
+ * write_deadline_ms instead of blocking on a hung server, which bounds ack
+ * and fetch_start (one publish each). Server times (message timestamps, KV
+ * write times) are converted to the transport clock. JetStream errors map to
+ * typed errors by what to do (see parti_js_api_error_described).
  * The implementation needs POSIX (sockets, clock_gettime): compile it with
  * -D_POSIX_C_SOURCE=200809L or in gnu mode. */
 #ifndef PARTI_NATS_NO_NATSC
