@@ -610,6 +610,33 @@ static parti_err w_kv_open(void *self, const parti_kv_config *cfg, uint32_t t) {
     return call_end(A) ? e : PARTI_ERR_NOT_CONNECTED;
 }
 
+/* The revision of key's latest entry on the server (0 when none). */
+static uint64_t kv_revision_now(sim *s, const char *bucket, const char *key) {
+    parti_kv_entry e;
+    uint64_t rev = 0;
+    memset(&e, 0, sizeof e);
+    if (s->prod.vt->kv_get(s->prod.self, bucket, key, 0, &e, 1000) == PARTI_ERR_OK) rev = e.revision;
+    parti_kv_entry_free(&e);
+    return rev;
+}
+
+static parti_err kv_call(actor *a, int op, const char *bucket, const char *key, const void *value, size_t len,
+                         uint64_t expected, uint64_t *rev, uint32_t t) {
+    switch (op) {
+    case 0: return a->ft.vt->kv_create(a->ft.self, bucket, key, value, len, rev, t);
+    case 1: return a->ft.vt->kv_update(a->ft.self, bucket, key, value, len, expected, rev, t);
+    case 2: return a->ft.vt->kv_put(a->ft.self, bucket, key, value, len, rev, t);
+    default: return a->ft.vt->kv_delete(a->ft.self, bucket, key, t);
+    }
+}
+
+/* A write of a took effect: what it grants, and a member key renewal. */
+static void note_write(actor *a, uint64_t sent, const char *bucket, const char *key, const void *value, size_t len) {
+    note_assignment(a->s, bucket, key, value, len, a->p ? parti_worker_id(a->p) : "");
+    if (strcmp(bucket, a->s->members_bucket) == 0 && strncmp(key, "m.", 2) == 0)
+        a->renewed_at = sent; /* the member key is this worker's until sent + TTL, whatever the reply says */
+}
+
 /* The KV writes share one shape: op 0 create, 1 update, 2 put, 3 delete. */
 static parti_err kv_write(actor *a, int op, const char *bucket, const char *key, const void *value, size_t len,
                           uint64_t expected, uint64_t *revision, uint32_t t) {
@@ -623,19 +650,19 @@ static parti_err kv_write(actor *a, int op, const char *bucket, const char *key,
         queue_late(a, op, bucket, key, value, len, expected);
         return timeout_after(a, t0, t);
     }
-    switch (op) {
-    case 0: e = a->ft.vt->kv_create(a->ft.self, bucket, key, value, len, &rev, t); break;
-    case 1: e = a->ft.vt->kv_update(a->ft.self, bucket, key, value, len, expected, &rev, t); break;
-    case 2: e = a->ft.vt->kv_put(a->ft.self, bucket, key, value, len, &rev, t); break;
-    default: e = a->ft.vt->kv_delete(a->ft.self, bucket, key, t); break;
+    if (f == RF_LOST) { /* the fake's own fault: applied, then the reply is lost (it waits out t) */
+        static const char *const ops[] = {"kv_create", "kv_update", "kv_put", "kv_delete"};
+        uint64_t before = kv_revision_now(a->s, bucket, key);
+        parti_fake_lose_replies(a->s->w, &a->ft, ops[op], 1);
+        kv_call(a, op, bucket, key, value, len, expected, &rev, t);
+        /* whether it took effect, read back on the server (the caller cannot tell) */
+        e = op < 3 && kv_revision_now(a->s, bucket, key) > before ? PARTI_ERR_OK : PARTI_ERR_WRONG_REVISION;
+        slog(a->s, "%s KV write %s/%s reply lost (%s)", a->name, bucket, key, e ? "not applied" : "applied");
+        if (e == PARTI_ERR_OK) note_write(a, t0, bucket, key, value, len);
+        return a->dead ? PARTI_ERR_NOT_CONNECTED : PARTI_ERR_TIMEOUT;
     }
-    if (e == PARTI_ERR_OK && op < 3) note_assignment(a->s, bucket, key, value, len, a->p ? parti_worker_id(a->p) : "");
-    if (e == PARTI_ERR_OK && op < 3 && strcmp(bucket, a->s->members_bucket) == 0 && strncmp(key, "m.", 2) == 0)
-        a->renewed_at = t0; /* the member key is this worker's until t0 + TTL, whatever the reply says */
-    if (f == RF_LOST) {
-        slog(a->s, "%s KV write %s/%s applied (%s), reply lost", a->name, bucket, key, parti_error_name(e) + 10);
-        return timeout_after(a, t0, t);
-    }
+    e = kv_call(a, op, bucket, key, value, len, expected, &rev, t);
+    if (e == PARTI_ERR_OK && op < 3) note_write(a, t0, bucket, key, value, len);
     if (revision) *revision = rev;
     return call_end(a) ? e : PARTI_ERR_NOT_CONNECTED;
 }
