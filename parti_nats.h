@@ -2377,12 +2377,26 @@ static uint64_t parti__nats_header_u64(natsMsg *m, const char *name) {
 }
 
 /* A KV write: publish to the key's subject with headers, read the ack. */
+/* A KV write that nobody answered: the bucket is gone, or (in a cluster) its
+ * stream has no leader for a moment. Only the stream's info tells which; a
+ * lost ID must not be concluded from an election. */
+static parti_err parti__nats_kv_unanswered(parti__nconn *n, const parti__nkv *k, uint64_t deadline) {
+    char subject[128];
+    parti_json_doc doc;
+    parti_err e;
+    if (!parti__nats_left(n, deadline)) return PARTI_ERR_NO_RESPONDERS;
+    parti__nats_subject(subject, sizeof subject, "$JS.API.STREAM.INFO.", k->stream);
+    e = parti__nats_api(n, subject, NULL, 0, parti__nats_left(n, deadline), &doc);
+    parti_json_doc_free(&doc);
+    return e == PARTI_ERR_STREAM_NOT_FOUND ? PARTI_ERR_BUCKET_NOT_FOUND : PARTI_ERR_NO_RESPONDERS;
+}
+
 static parti_err parti__nats_kv_write(parti__nconn *n, const parti__nkv *k, const parti_header *hdrs, int nhdr,
                                       const void *value, size_t len, uint64_t *revision, uint32_t timeout_ms) {
     natsMsg *reply = NULL;
-    uint64_t seq = 0;
+    uint64_t seq = 0, deadline = parti__nats_now_ms(n) + timeout_ms;
     parti_err e = parti__nats_request(n, k->subject, hdrs, nhdr, value, len, timeout_ms, &reply);
-    if (e == PARTI_ERR_NO_RESPONDERS) return PARTI_ERR_BUCKET_NOT_FOUND;
+    if (e == PARTI_ERR_NO_RESPONDERS) return parti__nats_kv_unanswered(n, k, deadline);
     if (e != PARTI_ERR_OK) return e;
     e = parti__nats_pub_ack(n, reply, &seq, NULL);
     natsMsg_Destroy(reply);
