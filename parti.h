@@ -8009,6 +8009,21 @@ static void parti__g_try_elect(parti *p, uint64_t now) {
     parti__g_schedule_rebalance(p, now, p->doc_rev ? p->opts.emergency_grace_ms : p->opts.cold_start_ms, 1);
 }
 
+/* A compare-and-swap on key failed: was it our own earlier write, applied on
+ * the server while its reply was lost (a timeout)? The key still holds
+ * exactly our value (it names this process's instance) when it was. Then
+ * *rev is its revision, to renew from. */
+static int parti__g_still_mine(parti *p, const char *key, const char *value, uint64_t *rev) {
+    parti_kv_entry e;
+    int mine;
+    memset(&e, 0, sizeof e);
+    if (p->t.vt->kv_get(p->t.self, p->members_bucket, key, 0, &e, parti__g_budget(p)) != PARTI_ERR_OK) return 0;
+    mine = e.len == strlen(value) && memcmp(e.value, value, e.len) == 0;
+    if (mine) *rev = e.revision;
+    parti_kv_entry_free(&e);
+    return mine;
+}
+
 static void parti__g_renew_leader(parti *p, uint64_t now) {
     char v[160];
     uint64_t rev = 0;
@@ -8017,7 +8032,10 @@ static void parti__g_renew_leader(parti *p, uint64_t now) {
              (unsigned long long)p->instance, (unsigned long long)p->epoch);
     e = p->t.vt->kv_update(p->t.self, p->members_bucket, "leader", v, strlen(v), p->leader_rev, &rev,
                            parti__g_budget(p));
-    if (e == PARTI_ERR_OK) {
+    if (e == PARTI_ERR_WRONG_REVISION && parti__g_still_mine(p, "leader", v, &rev)) {
+        p->leader_rev = rev; /* an earlier renewal landed, its reply was lost: renew from it next time */
+        p->next_heartbeat = now;
+    } else if (e == PARTI_ERR_OK) {
         p->leader_rev = rev;
         p->lease_until = now + p->opts.member_ttl_ms - p->opts.heartbeat_ms;
     } else if (e == PARTI_ERR_WRONG_REVISION || e == PARTI_ERR_KEY_NOT_FOUND) {
@@ -8183,6 +8201,13 @@ static void parti__g_heartbeat(parti *p, uint64_t now) {
     p->next_heartbeat = now + p->opts.heartbeat_ms;
     e = p->t.vt->kv_update(p->t.self, p->members_bucket, p->key, p->value, strlen(p->value), p->my_rev, &rev,
                            parti__g_budget(p));
+    if (e == PARTI_ERR_WRONG_REVISION && parti__g_still_mine(p, p->key, p->value, &rev)) {
+        /* an earlier renewal landed and its reply was lost: the ID is still ours;
+         * renew from its revision at once (the lease counts from a renewal we saw) */
+        p->my_rev = rev;
+        p->next_heartbeat = now;
+        return;
+    }
     if (e == PARTI_ERR_WRONG_REVISION || e == PARTI_ERR_KEY_NOT_FOUND || e == PARTI_ERR_BUCKET_NOT_FOUND) {
         /* (a missing bucket: a memory-storage server restarted and lost it) */
         parti__g_lose_id(p, e);

@@ -1960,9 +1960,9 @@ static const scenario scenarios[] = {
      "--workers 3 --partitions 8 --rate 40 --duration 15000 --script '4000 kv_late P0 6; 4000 kv_late P1 6; "
      "4000 kv_late P2 6; 4200 join'",
      "one_leader,monotone,exclusive,liveness,graceful_dup"},
-    {"renewal_reply_lost", "a member key renewal is applied but its reply is lost",
+    {"renewal_reply_lost", "a member key renewal is applied but its reply is lost (fixed: the worker reads its key back)",
      "--workers 3 --partitions 8 --rate 40 --duration 15000 --script '4000 kv_lost_reply P1 1; 6000 kv_lost_reply P2 1'",
-     "id_kept"},
+     ""},
     {"leave_after_keys_taken_over",
      "a frozen worker whose keys were taken over is told to leave and deletes the new holders' keys",
      "--workers 2 --partitions 8 --rate 40 --heartbeat 250 --ttl 1000 --duration 15000 "
@@ -2007,6 +2007,23 @@ static int run_scenarios(const char *only) {
                 printf("scenario %s: bad option %s\n", sc->name, argv[i]);
                 return 1;
             }
+        if (!*sc->expect) { /* fixed: every invariant holds on every seed */
+            int dirty = 0;
+            for (seed = 1; seed <= 10; seed++) {
+                sim_params p = params_for(seed, &o);
+                sim_result r;
+                sim_run(&p, &r, NULL, 0);
+                for (i = 0; i < I_COUNT; i++)
+                    if (r.viol[i] && !dirty++) {
+                        printf("FAIL %s: seed %llu breaks %s, which this schedule no longer may\n    ", sc->name,
+                               (unsigned long long)seed, inv_names[i]);
+                        print_replay(seed, &o);
+                    }
+            }
+            if (dirty) bad++;
+            else printf("clean      %-36s seeds 1..10 break nothing (%s)\n", sc->name, sc->what);
+            continue;
+        }
         for (seed = 1; seed <= 10 && found < 0; seed++) {
             sim_params p = params_for(seed, &o);
             sim_result r;

@@ -682,3 +682,34 @@ Test(group, a_poll_returns_within_its_timeout_plus_one_op_timeout_while_the_serv
     }
     printf("poll(100) with a hung server and op timeouts of 400 ms: worst %llu ms\n", (unsigned long long)worst);
 }
+
+/* A renewal applied on the server whose reply was lost: the next renewal's
+ * compare-and-swap fails, and the worker reads its key back before
+ * concluding anything. Its value names this process, so the ID is still
+ * its own: no ID_LOST, same ID, same partitions, leader or not. */
+Test(group, a_renewal_whose_reply_was_lost_keeps_the_id) {
+    uint64_t seed;
+    for (seed = 1; seed <= 10; seed++) {
+        int who;
+        g_world(seed * 13);
+        gopts.heartbeat_ms = 250;
+        gopts.member_ttl_ms = 1000;
+        gopts.op_timeout_ms = 200; /* the lost reply is waited out; these tests poll in lockstep */
+        for (who = 0; who < 3; who++) g_start(who);
+        g_run(5000);
+        cr_assert(g_assignment_ok(3));
+        for (who = 0; who < 3; who++) {
+            char id[32];
+            snprintf(id, sizeof id, "%s", parti_worker_id(ws[who].p));
+            cr_assert_eq(parti_fake_lose_replies(gw, &ws[who].t, "kv_update", 1), PARTI_ERR_OK);
+            g_run(2000);
+            cr_assert_str_eq(parti_worker_id(ws[who].p), id, "seed %llu: worker %d changed its ID",
+                             (unsigned long long)seed, who);
+            cr_assert_eq(ws[who].events[PARTI_EVENT_ID_LOST - 100], 0, "seed %llu: worker %d lost its ID",
+                         (unsigned long long)seed, who);
+        }
+        cr_assert(g_assignment_ok(3));
+        cr_assert_eq(g_leaders(), 1);
+        g_teardown();
+    }
+}
