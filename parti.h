@@ -8128,6 +8128,9 @@ static void parti__g_join(parti *p, uint64_t now) {
         tries++;
         e = p->t.vt->kv_create(p->t.self, p->members_bucket, key, p->value, strlen(p->value), &rev,
                                parti__g_budget(p));
+        /* a claim that timed out may have landed: then the key holds our own value */
+        if ((e == PARTI_ERR_TIMEOUT || e == PARTI_ERR_KEY_EXISTS) && parti__g_still_mine(p, key, p->value, &rev))
+            e = PARTI_ERR_OK;
         if (e == PARTI_ERR_KEY_EXISTS) continue; /* someone was faster */
         if (e != PARTI_ERR_OK) {
             parti__g_fail(p, e, "claiming a worker ID");

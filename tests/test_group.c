@@ -713,3 +713,18 @@ Test(group, a_renewal_whose_reply_was_lost_keeps_the_id) {
         g_teardown();
     }
 }
+
+/* An ID claim (create-if-absent) whose reply was lost landed all the same:
+ * the worker reads the key back, finds its own value, and keeps that ID
+ * instead of leaving a second key of its own behind until its TTL. */
+Test(group, a_claim_whose_reply_was_lost_takes_that_id) {
+    g_world(5);
+    gopts.op_timeout_ms = 200;
+    g_start(0);
+    cr_assert_eq(parti_fake_lose_replies(gw, &ws[0].t, "kv_create", 1), PARTI_ERR_OK);
+    g_run(3000);
+    cr_assert_str_eq(parti_worker_id(ws[0].p), "worker-0");
+    cr_assert(g_assignment_ok(1));
+    cr_assert_eq(parti_metrics_of(ws[0].p)->members_current.value, 1, "members: %g",
+                 parti_metrics_of(ws[0].p)->members_current.value);
+}
