@@ -106,6 +106,16 @@
  *   PARTI_HISTOGRAM_MAX_BUCKETS (16, 13..1024).
  *
  * VERSION HISTORY
+ *   unreleased  bounded calls: parti_poll(t) returns within t + one op timeout
+ *          while the server hangs; renewals and ID claims whose reply was
+ *          lost are read back (parti_assignment_epoch_of, the errors
+ *          MESSAGE_TOO_LARGE and LIMIT_REACHED, parti_js_api_error_described,
+ *          parti_rfc3339_parse, parti_wall_to_transport_ms are new);
+ *          parti_nats.h: a write deadline, typed 409 and limit errors,
+ *          watchers that survive a re-created bucket, server times on the
+ *          transport clock, and in the fake a wait hook for the whole-group
+ *          simulator (tests/sim.c), lost replies and late writes, memory
+ *          storage lost on restart
  *   0.2.0  the worker consumer, assignment strategies and document, the group
  *          (membership, leader election, rebalancing, degraded mode); the
  *          vtable gained sleep_ms, consumer info the deliver policy
