@@ -7647,6 +7647,9 @@ typedef struct parti__gmember {
 struct parti {
     parti_transport t;
     uint64_t call_deadline;      /* KV calls end by then (0: op_timeout_ms each) */
+    int renew_leader_due;        /* the leader key's renewal waits for a poll with time for it */
+    int elect_due;               /* so does an election found necessary */
+    int readback_due;            /* a renewal failed and reading the key back was inconclusive */
     parti_options opts;
     parti_consumer *c;           /* owns the copied config (c->cfg) */
     parti_metrics gm;            /* the group's rows */
@@ -7731,6 +7734,14 @@ static uint32_t parti__g_budget(const parti *p) {
     now = parti__g_now(p);
     if (now + 1 >= p->call_deadline) return 1;
     return p->call_deadline - now < p->opts.op_timeout_ms ? (uint32_t)(p->call_deadline - now) : p->opts.op_timeout_ms;
+}
+
+/* 1 when a lease call (the member key's renewal, the leader key's, an
+ * election) can have its whole op timeout within the poll's budget. Lease
+ * calls are never cut short: past the poll's deadline they wait for the next
+ * poll, where they come first, rather than fail for want of time. */
+static int parti__g_lease_ok(const parti *p) {
+    return !p->call_deadline || parti__g_now(p) + p->opts.op_timeout_ms <= p->call_deadline;
 }
 
 static uint64_t parti__g_rng(void *user) {
@@ -7960,6 +7971,7 @@ static void parti__g_step_down(parti *p, parti_err why, const char *detail) {
     if (!p->leader) return;
     p->leader = 0;
     p->rb_pending = 0;
+    p->renew_leader_due = 0;
     parti_gauge_set(&p->gm.is_leader, 0);
     parti__g_event(p, PARTI_EVENT_LOST_LEADERSHIP, why, 0, detail);
 }
@@ -8021,13 +8033,17 @@ static void parti__g_try_elect(parti *p, uint64_t now) {
 
 /* A compare-and-swap on key failed: was it our own earlier write, applied on
  * the server while its reply was lost (a timeout)? The key still holds
- * exactly our value (it names this process's instance) when it was. Then
- * *rev is its revision, to renew from. */
+ * exactly our value (it names this process's instance) when it was: 1, with
+ * *rev its revision to renew from. 0 when the key is gone or another's; -1
+ * when the read got no answer (keep the key, try again). */
 static int parti__g_still_mine(parti *p, const char *key, const char *value, uint64_t *rev) {
     parti_kv_entry e;
+    parti_err err;
     int mine;
     memset(&e, 0, sizeof e);
-    if (p->t.vt->kv_get(p->t.self, p->members_bucket, key, 0, &e, parti__g_budget(p)) != PARTI_ERR_OK) return 0;
+    err = p->t.vt->kv_get(p->t.self, p->members_bucket, key, 0, &e, parti__g_budget(p));
+    if (err == PARTI_ERR_KEY_NOT_FOUND || err == PARTI_ERR_BUCKET_NOT_FOUND) return 0;
+    if (err != PARTI_ERR_OK) return -1; /* no answer: nothing can be concluded */
     mine = e.len == strlen(value) && memcmp(e.value, value, e.len) == 0;
     if (mine) *rev = e.revision;
     parti_kv_entry_free(&e);
@@ -8038,13 +8054,17 @@ static void parti__g_renew_leader(parti *p, uint64_t now) {
     char v[160];
     uint64_t rev = 0;
     parti_err e;
+    int mine;
     snprintf(v, sizeof v, "{\"worker\":\"%s\",\"instance\":\"%016llx\",\"epoch\":%llu}", p->id,
              (unsigned long long)p->instance, (unsigned long long)p->epoch);
     e = p->t.vt->kv_update(p->t.self, p->members_bucket, "leader", v, strlen(v), p->leader_rev, &rev,
                            parti__g_budget(p));
-    if (e == PARTI_ERR_WRONG_REVISION && parti__g_still_mine(p, "leader", v, &rev)) {
-        p->leader_rev = rev; /* an earlier renewal landed, its reply was lost: renew from it next time */
-        p->next_heartbeat = now;
+    if (e == PARTI_ERR_WRONG_REVISION && (mine = parti__g_still_mine(p, "leader", v, &rev)) != 0) {
+        /* 1: an earlier renewal landed, its reply was lost: renew from its revision;
+         * -1: unknown yet: keep leading until the lease says otherwise, and retry */
+        if (mine > 0) p->leader_rev = rev;
+        else parti__g_fail(p, PARTI_ERR_TIMEOUT, "reading the leader key back");
+        p->renew_leader_due = 1;
     } else if (e == PARTI_ERR_OK) {
         p->leader_rev = rev;
         p->lease_until = now + p->opts.member_ttl_ms - p->opts.heartbeat_ms;
@@ -8187,6 +8207,7 @@ static void parti__g_lose_id(parti *p, parti_err e) {
     p->id[0] = 0;
     p->key[0] = 0;
     p->degraded = p->stale = 0;
+    p->elect_due = p->readback_due = 0;
     parti_gauge_set(&p->gm.degraded, 0);
     /* open the buckets and the watches again: they may be new ones */
     if (p->wm) p->t.vt->kv_watch_stop(p->t.self, p->wm);
@@ -8211,15 +8232,36 @@ static void parti__g_apply_owned(parti *p, int with_handoff) {
 static void parti__g_heartbeat(parti *p, uint64_t now) {
     uint64_t rev = 0;
     parti_err e;
+    int mine = 1;
+    if (!parti__g_lease_ok(p)) return; /* still due: the next poll renews first */
     p->next_heartbeat = now + p->opts.heartbeat_ms;
-    e = p->t.vt->kv_update(p->t.self, p->members_bucket, p->key, p->value, strlen(p->value), p->my_rev, &rev,
-                           parti__g_budget(p));
-    if (e == PARTI_ERR_WRONG_REVISION && parti__g_still_mine(p, p->key, p->value, &rev)) {
-        /* an earlier renewal landed and its reply was lost: the ID is still ours;
-         * renew from its revision at once (the lease counts from a renewal we saw) */
-        p->my_rev = rev;
-        p->next_heartbeat = now;
-        return;
+    if (p->readback_due) { /* the last renewal failed and the key could not be read back then */
+        mine = parti__g_still_mine(p, p->key, p->value, &rev);
+        if (mine > 0) p->my_rev = rev;
+        if (mine > 0 && !parti__g_lease_ok(p)) {
+            p->readback_due = 0;
+            p->next_heartbeat = now; /* the renewal itself at the next poll */
+            return;
+        }
+    }
+    if (mine > 0) {
+        p->readback_due = 0;
+        e = p->t.vt->kv_update(p->t.self, p->members_bucket, p->key, p->value, strlen(p->value), p->my_rev, &rev,
+                               parti__g_budget(p));
+        if (e == PARTI_ERR_WRONG_REVISION) mine = parti__g_still_mine(p, p->key, p->value, &rev);
+        if (e == PARTI_ERR_WRONG_REVISION && mine > 0) {
+            /* an earlier renewal landed and its reply was lost: the ID is still ours;
+             * renew from its revision soon (the lease counts from a renewal we saw) */
+            p->my_rev = rev;
+            p->next_heartbeat = now;
+            return;
+        }
+    } else {
+        e = mine == 0 ? PARTI_ERR_WRONG_REVISION : PARTI_ERR_TIMEOUT;
+    }
+    if (e == PARTI_ERR_WRONG_REVISION && mine < 0) { /* inconclusive: not a lost ID yet */
+        p->readback_due = 1;
+        e = PARTI_ERR_TIMEOUT;
     }
     if (e == PARTI_ERR_WRONG_REVISION || e == PARTI_ERR_KEY_NOT_FOUND || e == PARTI_ERR_BUCKET_NOT_FOUND) {
         /* (a missing bucket: a memory-storage server restarted and lost it) */
@@ -8243,7 +8285,10 @@ static void parti__g_heartbeat(parti *p, uint64_t now) {
         p->next_doc_check = now;
         parti__g_set_state(p, p->applied_version ? PARTI_STATE_STABLE : PARTI_STATE_WAITING);
     }
-    if (p->leader) parti__g_renew_leader(p, now);
+    if (p->leader) {
+        if (parti__g_lease_ok(p)) parti__g_renew_leader(p, now);
+        else p->renew_leader_due = 1;
+    }
 }
 
 /* Degraded mode: renewals failing. Keep processing until max_stale_ms, then
@@ -8611,6 +8656,15 @@ static void parti__g_step(parti *p, uint64_t now) {
     }
     parti__g_drain_watches(p, now);
     if (!p->id[0]) return;
+    /* lease work a previous poll had no time left for comes first */
+    if (p->leader && p->renew_leader_due && parti__g_lease_ok(p)) {
+        p->renew_leader_due = 0;
+        parti__g_renew_leader(p, now);
+    }
+    if (!p->leader && p->elect_due && !p->degraded && parti__g_lease_ok(p)) {
+        p->elect_due = 0;
+        parti__g_try_elect(p, now);
+    }
     if (now >= p->next_heartbeat) parti__g_heartbeat(p, now);
     if (!p->id[0]) return; /* lost it */
     parti__g_check_staleness(p, now);
@@ -8629,7 +8683,8 @@ static void parti__g_step(parti *p, uint64_t now) {
             p->leader_missing = 0;
             parti_kv_entry_free(&e);
         } else if (err == PARTI_ERR_KEY_NOT_FOUND) {
-            parti__g_try_elect(p, now);
+            if (parti__g_lease_ok(p)) parti__g_try_elect(p, now);
+            else p->elect_due = 1; /* first thing at the next poll */
         }
     }
     if (now >= p->next_doc_check) {

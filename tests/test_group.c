@@ -448,8 +448,10 @@ Test(group, an_outage_past_the_staleness_limit_stops_processing_then_resyncs) {
     g_run(2000); /* past max_stale_ms, before its key can expire */
     cr_assert_gt(parti_owned(ws[v].p, &own), 0, "still assigned");
     cr_assert(parti_consumer_is_paused(parti_consumer_of(ws[v].p)), "a stale worker must stop processing");
-    g_run(15000);
-    /* its key expired meanwhile: the others took its partitions; it joined again */
+    /* its key expired meanwhile: the others took its partitions. It concludes
+     * that only once it can read its key back (each failing read is retried at
+     * the next heartbeat: the 12 injected failures take 12 s), then joins again */
+    g_run(30000);
     cr_assert(g_assignment_ok(3), "after the outage");
     g_publish_all(2);
     g_run(3000);
@@ -727,4 +729,65 @@ Test(group, a_claim_whose_reply_was_lost_takes_that_id) {
     cr_assert(g_assignment_ok(1));
     cr_assert_eq(parti_metrics_of(ws[0].p)->members_current.value, 1, "members: %g",
                  parti_metrics_of(ws[0].p)->members_current.value);
+}
+
+/* Small polls against a slow KV: each poll has time for one lease call, not
+ * two. The leader's renewal and an election wait for the next poll rather
+ * than run with a starved timeout, so the group keeps one leader (found by
+ * review: with the budget alone, the leader's renewal timed out every time
+ * and the group ended without a leader). */
+Test(group, small_polls_with_slow_kv_keep_one_leader) {
+    static const char *const ops[] = {"kv_create", "kv_update", "kv_put", "kv_get", "kv_delete", "kv_keys"};
+    static const uint32_t lat[] = {220, 300};
+    static const uint32_t pt[] = {1, 100};
+    int a, b, k, r, i;
+    for (a = 0; a < 2; a++)
+        for (b = 0; b < 2; b++) {
+            int leaders_seen = 0, lost = 0;
+            g_world(21 + (uint64_t)(a * 2 + b));
+            gopts.op_timeout_ms = 400;
+            gopts.consumer.op_timeout_ms = 400;
+            gopts.heartbeat_ms = 1000;
+            gopts.member_ttl_ms = 5000;
+            for (i = 0; i < 3; i++) g_start(i);
+            g_run(6000);
+            cr_assert(g_assignment_ok(3));
+            for (k = 0; k < 6; k++) cr_assert_eq(parti_fake_set_latency(gw, NULL, ops[k], lat[a]), PARTI_ERR_OK);
+            for (r = 0; r < 600; r++)
+                for (i = 0; i < 3; i++) parti_poll(ws[i].p, pt[b]);
+            for (i = 0; i < 3; i++) {
+                leaders_seen += parti_is_leader(ws[i].p);
+                lost += ws[i].events[PARTI_EVENT_ID_LOST - 100];
+            }
+            cr_assert_eq(leaders_seen, 1, "latency %u ms, polls of %u ms: %d leaders after %llu virtual s", lat[a],
+                         pt[b], leaders_seen, (unsigned long long)(parti_fake_now(gw) / 1000));
+            cr_assert_eq(lost, 0, "latency %u, polls of %u: %d ID losses", lat[a], pt[b], lost);
+            g_teardown();
+        }
+}
+
+/* A renewal's compare-and-swap fails (its earlier reply was lost) and the
+ * read-back gets no answer either: nothing can be concluded, so the worker
+ * keeps its ID and reads back again at its next heartbeat (review finding). */
+Test(group, an_inconclusive_read_back_keeps_the_id) {
+    uint64_t seed;
+    for (seed = 1; seed <= 5; seed++) {
+        int who;
+        g_world(seed * 17);
+        gopts.heartbeat_ms = 250;
+        gopts.member_ttl_ms = 1000;
+        gopts.op_timeout_ms = 100;
+        for (who = 0; who < 3; who++) g_start(who);
+        g_run(5000);
+        cr_assert(g_assignment_ok(3));
+        for (who = 0; who < 3; who++) {
+            cr_assert_eq(parti_fake_lose_replies(gw, &ws[who].t, "kv_update", 1), PARTI_ERR_OK);
+            cr_assert_eq(parti_fake_fail_next(gw, &ws[who].t, "kv_get", 3, PARTI_ERR_NOT_CONNECTED), PARTI_ERR_OK);
+            g_run(3000);
+            cr_assert_eq(ws[who].events[PARTI_EVENT_ID_LOST - 100], 0, "seed %llu: worker %d lost its ID",
+                         (unsigned long long)seed, who);
+        }
+        cr_assert(g_assignment_ok(3));
+        g_teardown();
+    }
 }
