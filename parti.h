@@ -7995,12 +7995,17 @@ static void parti__g_schedule_rebalance(parti *p, uint64_t now, uint64_t delay, 
         p->rb_due = p->rb_last + p->opts.min_rebalance_interval_ms;
 }
 
+/* The leader key's value: who leads, which process, under which epoch. */
+static void parti__g_leader_value(const parti *p, uint64_t epoch, char *v, size_t cap) {
+    snprintf(v, cap, "{\"worker\":\"%s\",\"instance\":\"%016llx\",\"epoch\":%llu}", p->id,
+             (unsigned long long)p->instance, (unsigned long long)epoch);
+}
+
 static void parti__g_try_elect(parti *p, uint64_t now) {
     char v[160];
     uint64_t rev = 0, rev2 = 0;
     parti_err e;
-    snprintf(v, sizeof v, "{\"worker\":\"%s\",\"instance\":\"%016llx\",\"epoch\":0}", p->id,
-             (unsigned long long)p->instance);
+    parti__g_leader_value(p, 0, v, sizeof v);
     e = p->t.vt->kv_create(p->t.self, p->members_bucket, "leader", v, strlen(v), &rev, parti__g_budget(p));
     if (e == PARTI_ERR_KEY_EXISTS) {
         p->leader_missing = 0;
@@ -8011,8 +8016,7 @@ static void parti__g_try_elect(parti *p, uint64_t now) {
         return;
     }
     /* the create's revision is the epoch: write it into the value for the others */
-    snprintf(v, sizeof v, "{\"worker\":\"%s\",\"instance\":\"%016llx\",\"epoch\":%llu}", p->id,
-             (unsigned long long)p->instance, (unsigned long long)rev);
+    parti__g_leader_value(p, rev, v, sizeof v);
     if (p->t.vt->kv_update(p->t.self, p->members_bucket, "leader", v, strlen(v), rev, &rev2, parti__g_budget(p)) !=
         PARTI_ERR_OK)
         rev2 = rev;
@@ -8055,8 +8059,7 @@ static void parti__g_renew_leader(parti *p, uint64_t now) {
     uint64_t rev = 0;
     parti_err e;
     int mine;
-    snprintf(v, sizeof v, "{\"worker\":\"%s\",\"instance\":\"%016llx\",\"epoch\":%llu}", p->id,
-             (unsigned long long)p->instance, (unsigned long long)p->epoch);
+    parti__g_leader_value(p, p->epoch, v, sizeof v);
     e = p->t.vt->kv_update(p->t.self, p->members_bucket, "leader", v, strlen(v), p->leader_rev, &rev,
                            parti__g_budget(p));
     if (e == PARTI_ERR_WRONG_REVISION && (mine = parti__g_still_mine(p, "leader", v, &rev)) != 0) {
@@ -8782,11 +8785,22 @@ PARTIDEF parti_err parti_leave(parti *p, uint32_t timeout_ms) {
     }
     parti__g_stop_consumer(p);
     /* 2. leadership and the member key: the others see both at once */
+    /* delete only keys still ours: a process that was frozen may find its ID
+     * and the leadership taken over by now (the read leaves a short window; a
+     * delete with an expected revision would close it) */
     if (p->leader) {
-        p->t.vt->kv_delete(p->t.self, p->members_bucket, "leader", parti__g_budget(p));
+        char v[160];
+        uint64_t rev;
+        parti__g_leader_value(p, p->epoch, v, sizeof v);
+        if (parti__g_still_mine(p, "leader", v, &rev) > 0)
+            p->t.vt->kv_delete(p->t.self, p->members_bucket, "leader", parti__g_budget(p));
         parti__g_step_down(p, PARTI_ERR_OK, "leaving");
     }
-    if (p->id[0]) p->t.vt->kv_delete(p->t.self, p->members_bucket, p->key, parti__g_budget(p));
+    if (p->id[0]) {
+        uint64_t rev;
+        if (parti__g_still_mine(p, p->key, p->value, &rev) > 0)
+            p->t.vt->kv_delete(p->t.self, p->members_bucket, p->key, parti__g_budget(p));
+    }
     arrsetlen(p->owned, 0);
     parti_gauge_set(&p->gm.partitions_owned, 0);
     parti__g_set_state(p, PARTI_STATE_STOPPED);
