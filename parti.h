@@ -1978,9 +1978,11 @@ PARTIDEF parti_err parti_create(parti **out, const parti_transport *t, const par
  * timeout_ms of transport time. It returns within timeout_ms plus one op
  * timeout (the larger of options.op_timeout_ms and the consumer's) plus the
  * time the handler takes, also when the server hangs: every server call of
- * the poll gets only what is left of that budget. parti_leave keeps every
- * call within its own timeout_ms the same way. Server failures are handled inside (retries,
- * degraded mode) and reported through events, metrics and health; poll
+ * the poll gets only what is left of that budget (lease calls, never cut
+ * short, wait for the next poll instead). parti_leave keeps every call
+ * within its own timeout_ms the same way. Server failures are handled
+ * inside (retries, degraded mode) and reported through events, metrics and
+ * health; poll
  * returns PARTI_ERR_OK, PARTI_ERR_INVALID_ARGUMENT (NULL), PARTI_ERR_CLOSED
  * after parti_leave, or the error that stopped the worker (e.g.
  * PARTI_ERR_STREAM_MISMATCH; health's last error message names the setting). */
