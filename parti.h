@@ -5038,15 +5038,18 @@ static void parti__log(parti_log_fn fn, void *user, parti_log_level min, parti_l
     fn(user, level, message, all, k);
 }
 
-/* The timeout of the consumer's next server call: op_timeout_ms, cut so the
- * call ends by the running poll's deadline plus one op timeout (at least
- * 1 ms). This is what bounds a poll when the server hangs. */
+/* The timeout of a server call made at now: op_timeout_ms, cut so the call
+ * ends by call_deadline (0: no poll running, no cut), at least 1 ms. This is
+ * what bounds a poll when the server hangs. */
+static uint32_t parti__budget(uint64_t now, uint64_t call_deadline, uint32_t op_timeout_ms) {
+    if (!call_deadline) return op_timeout_ms;
+    if (now + 1 >= call_deadline) return 1;
+    return call_deadline - now < op_timeout_ms ? (uint32_t)(call_deadline - now) : op_timeout_ms;
+}
+
+/* The timeout of the consumer's next server call (see parti__budget). */
 static uint32_t parti__consumer_budget(const parti_consumer *c) {
-    uint64_t now;
-    if (!c->call_deadline) return c->opts.op_timeout_ms;
-    now = c->t.vt->now_ms(c->t.self);
-    if (now + 1 >= c->call_deadline) return 1;
-    return c->call_deadline - now < c->opts.op_timeout_ms ? (uint32_t)(c->call_deadline - now) : c->opts.op_timeout_ms;
+    return parti__budget(c->call_deadline ? c->t.vt->now_ms(c->t.self) : 0, c->call_deadline, c->opts.op_timeout_ms);
 }
 
 static void parti__consumer_log(parti_consumer *c, parti_log_level level, const char *message, parti_err e,
@@ -7731,11 +7734,7 @@ static uint64_t parti__g_now(const parti *p) { return p->t.vt->now_ms(p->t.self)
  * ends by the running poll's (or leave's) deadline plus one op timeout (at
  * least 1 ms), so a hung server cannot hold a poll for many timeouts. */
 static uint32_t parti__g_budget(const parti *p) {
-    uint64_t now;
-    if (!p->call_deadline) return p->opts.op_timeout_ms;
-    now = parti__g_now(p);
-    if (now + 1 >= p->call_deadline) return 1;
-    return p->call_deadline - now < p->opts.op_timeout_ms ? (uint32_t)(p->call_deadline - now) : p->opts.op_timeout_ms;
+    return parti__budget(p->call_deadline ? parti__g_now(p) : 0, p->call_deadline, p->opts.op_timeout_ms);
 }
 
 /* 1 when a lease call (the member key's renewal, the leader key's, an
@@ -8236,37 +8235,24 @@ static void parti__g_apply_owned(parti *p, int with_handoff) {
 
 static void parti__g_heartbeat(parti *p, uint64_t now) {
     uint64_t rev = 0;
-    parti_err e;
-    int mine = 1;
+    parti_err e = PARTI_ERR_WRONG_REVISION; /* after an inconclusive read-back: read again first */
+    int mine;
     if (!parti__g_lease_ok(p)) return; /* still due: the next poll renews first */
     p->next_heartbeat = now + p->opts.heartbeat_ms;
-    if (p->readback_due) { /* the last renewal failed and the key could not be read back then */
-        mine = parti__g_still_mine(p, p->key, p->value, &rev);
-        if (mine > 0) p->my_rev = rev;
-        if (mine > 0 && !parti__g_lease_ok(p)) {
-            p->readback_due = 0;
-            p->next_heartbeat = now; /* the renewal itself at the next poll */
-            return;
-        }
-    }
-    if (mine > 0) {
-        p->readback_due = 0;
+    if (!p->readback_due)
         e = p->t.vt->kv_update(p->t.self, p->members_bucket, p->key, p->value, strlen(p->value), p->my_rev, &rev,
                                parti__g_budget(p));
-        if (e == PARTI_ERR_WRONG_REVISION) mine = parti__g_still_mine(p, p->key, p->value, &rev);
-        if (e == PARTI_ERR_WRONG_REVISION && mine > 0) {
+    if (e == PARTI_ERR_WRONG_REVISION) { /* read the key back before concluding anything */
+        mine = parti__g_still_mine(p, p->key, p->value, &rev);
+        p->readback_due = mine < 0;
+        if (mine > 0) {
             /* an earlier renewal landed and its reply was lost: the ID is still ours;
              * renew from its revision soon (the lease counts from a renewal we saw) */
             p->my_rev = rev;
             p->next_heartbeat = now;
             return;
         }
-    } else {
-        e = mine == 0 ? PARTI_ERR_WRONG_REVISION : PARTI_ERR_TIMEOUT;
-    }
-    if (e == PARTI_ERR_WRONG_REVISION && mine < 0) { /* inconclusive: not a lost ID yet */
-        p->readback_due = 1;
-        e = PARTI_ERR_TIMEOUT;
+        if (mine < 0) e = PARTI_ERR_TIMEOUT; /* no answer: not a lost ID yet */
     }
     if (e == PARTI_ERR_WRONG_REVISION || e == PARTI_ERR_KEY_NOT_FOUND || e == PARTI_ERR_BUCKET_NOT_FOUND) {
         /* (a missing bucket: a memory-storage server restarted and lost it) */

@@ -24,8 +24,9 @@
  *     memory-storage ones are lost), expire a key early, skew one client's
  *     clock, and the ambiguous writes of real servers: a write applied whose
  *     reply is lost (the caller sees TIMEOUT), and a KV write applied late
- *     (a stalled process's buffered write landing after the world moved on). A wait hook lets a scheduler run many clients on threads, one
- *     at a time, on the shared virtual clock (the whole-group simulator).
+ *     (a stalled process's buffered write landing after the world moved on).
+ *     A wait hook lets a scheduler run many clients on threads, one at a
+ *     time, on the shared virtual clock (the whole-group simulator).
  *
  *     Time: nothing happens until time moves. parti_fake_advance moves the
  *     clock and runs what falls due (KV expiry, consumer inactivity). With
@@ -2681,6 +2682,12 @@ static void parti__nats_watch_drop(parti__nwatch *wt) {
     }
 }
 
+/* A step failed: start over in a second. */
+static void parti__nats_watch_retry_later(parti__nwatch *wt) {
+    wt->phase = PARTI__WATCH_RETRY;
+    wt->retry_at = parti__nats_now_ms(wt->n) + 1000;
+}
+
 /* Step 1 of (re)starting: ask for the bucket stream's info. */
 static void parti__nats_watch_restart(parti__nwatch *wt) {
     char subject[128];
@@ -2688,8 +2695,8 @@ static void parti__nats_watch_restart(parti__nwatch *wt) {
     parti__nats_watch_drop(wt);
     parti__nats_kv_names(wt->bucket, NULL, &k);
     parti__nats_subject(subject, sizeof subject, "$JS.API.STREAM.INFO.", k.stream);
-    wt->phase = parti__nats_watch_ask(wt, subject, NULL, 0) == PARTI_ERR_OK ? PARTI__WATCH_INFO : PARTI__WATCH_RETRY;
-    wt->retry_at = parti__nats_now_ms(wt->n) + 1000;
+    if (parti__nats_watch_ask(wt, subject, NULL, 0) == PARTI_ERR_OK) wt->phase = PARTI__WATCH_INFO;
+    else parti__nats_watch_retry_later(wt);
 }
 
 /* Step 2: a new deliver inbox, and the consumer from the first revision not
@@ -2749,16 +2756,14 @@ static parti_err parti__nats_watch_progress(parti__nwatch *wt) {
         return PARTI_ERR_NO_MESSAGES;
     }
     if (e != PARTI_ERR_OK) { /* e.g. the bucket is gone: try again in a second */
-        wt->phase = PARTI__WATCH_RETRY;
-        wt->retry_at = now + 1000;
+        parti__nats_watch_retry_later(wt);
         return e == PARTI_ERR_STREAM_NOT_FOUND ? PARTI_ERR_BUCKET_NOT_FOUND : e;
     }
     if (wt->phase == PARTI__WATCH_INFO) {
         parti__nats_watch_stream(wt, &doc);
         parti_json_doc_free(&doc);
         if ((e = parti__nats_watch_create(wt)) != PARTI_ERR_OK) {
-            wt->phase = PARTI__WATCH_RETRY;
-            wt->retry_at = now + 1000;
+            parti__nats_watch_retry_later(wt);
             return e;
         }
         wt->phase = PARTI__WATCH_CREATE;
