@@ -139,7 +139,6 @@ typedef struct sim_params {
     int stream_memory, kv_memory;
     unsigned faults;        /* bit per fault kind */
     uint32_t fault_every_ms;/* mean time between faults */
-    int quiet_log;          /* keep no event log text (scale runs) */
     double wall_budget_s;   /* a seed that takes longer breaks progress; 0 = 120 */
     const char *script;     /* "MS FAULT [Pn]; ...": these faults at these times, and no random ones */
 } sim_params;
@@ -231,7 +230,6 @@ typedef struct actor {
     uint64_t last_epoch, last_version; /* the highest applied */
     uint64_t seen_epoch, seen_version; /* the last applied (a violation counts once) */
     int id_twin, was_leader;
-    int handling_partition; /* -1 when not inside the handler */
     uint64_t rng;
 } actor;
 
@@ -316,7 +314,6 @@ static void slog(sim *s, const char *fmt, ...) {
     va_end(ap);
     s->log_hash ^= parti_hash64(line, strlen(line));
     s->log_hash *= 0x100000001B3ULL;
-    if (s->prm.quiet_log) return;
     memcpy(s->ring[s->ring_n++ % 64], line, sizeof line);
     if (s->log_out) fprintf(s->log_out, "%s\n", line);
 }
@@ -481,6 +478,8 @@ static int call_end(actor *a) {
 }
 
 enum { RF_NONE = 0, RF_HANG, RF_LOST, RF_LATE };
+/* What the scheduler runs next: a worker, or one of its own events. */
+enum { EV_NONE, EV_ACTOR, EV_PRODUCE, EV_FAULT, EV_TIMER, EV_LATE, EV_PHASE, EV_END };
 
 /* The reply fault for this KV call, if one is armed. */
 static int kv_fault_take(actor *a, int is_write) {
@@ -925,7 +924,6 @@ static parti_verdict on_message(void *user, const parti_msg *m, uint32_t *nak_de
     slog(s, "%s handle p%d #%d seq %llu delivery %u", a->name, part, r->index, (unsigned long long)m->stream_seq,
          m->delivery_count);
     s->parts[part].in_handler = a->idx;
-    a->handling_partition = part;
     /* how long the handler takes: slow spells, and rarely longer than the TTL */
     if (now < s->faults_end) {
         if (a->slow_until > now) d = a->slow_ms;
@@ -949,7 +947,6 @@ static parti_verdict on_message(void *user, const parti_msg *m, uint32_t *nak_de
         r = &s->msgs[id]; /* the array may have grown meanwhile */
     }
     if (s->parts[part].in_handler == a->idx) s->parts[part].in_handler = -1;
-    a->handling_partition = -1;
     if (a->dead) return PARTI_NAK; /* died inside the handler: its work does not count */
     if (v != PARTI_ACK) s->res.faults[F_verdicts]++;
     if (v != PARTI_ACK)
@@ -1095,7 +1092,6 @@ static actor *spawn(sim *s) {
     a->idx = (int)arrlen(s->actors);
     snprintf(a->name, sizeof a->name, "P%d", a->idx);
     a->rng = s->prm.seed * 1000003ULL + (uint64_t)a->idx * 7919ULL + 1;
-    a->handling_partition = -1;
     pthread_cond_init(&a->cv, NULL);
     parti_fake_connect(s->w, a->name, &a->ft);
     a->wt.vt = &wrap_vt;
@@ -1117,9 +1113,10 @@ static actor *spawn(sim *s) {
 
 static int alive(const actor *a) { return a->started && !a->done && !a->dead && !a->leave_req; }
 
+static int count_alive(sim *s);
+
 static actor *pick_alive(sim *s) {
-    int n = 0, i, k;
-    for (i = 0; i < (int)arrlen(s->actors); i++) n += alive(s->actors[i]);
+    int n = count_alive(s), i, k;
     if (!n) return NULL;
     k = (int)(rng_next(&s->rng) % (uint64_t)n);
     for (i = 0; i < (int)arrlen(s->actors); i++)
@@ -1439,35 +1436,41 @@ static void check_control_plane(sim *s, actor *a) {
     a->was_leader = parti_is_leader(a->p);
 }
 
-/* The earliest time anything but self is due: the scheduler's events and
- * the other workers' wake-ups. */
-static uint64_t next_event_besides(sim *s, const actor *self) {
-    uint64_t t = s->end, now = now_of(s);
+/* The scheduler's own next event (the phase change, the end, a publish, a
+ * fault, a timer, a late write), earliest first and in that order at equal
+ * times: its time, and its kind and index into timers or late. */
+static uint64_t next_operator_event(const sim *s, int *kind, int *pick) {
+    uint64_t best = UINT64_MAX;
     int i;
-    if (!s->phase_done && s->faults_end < t) t = s->faults_end;
-    if (!s->phase_done && s->fault_next < t) t = s->fault_next;
-    if (s->producer_next < t && s->producer_next < s->end - s->live_bound) t = s->producer_next;
+    *kind = EV_NONE;
+    *pick = -1;
+    if (!s->phase_done && s->faults_end < best) best = s->faults_end, *kind = EV_PHASE;
+    if (s->end < best) best = s->end, *kind = EV_END;
+    if (s->producer_next < s->end - s->live_bound && s->producer_next < best) best = s->producer_next, *kind = EV_PRODUCE;
+    if (!s->phase_done && s->fault_next < best) best = s->fault_next, *kind = EV_FAULT;
     for (i = 0; i < (int)arrlen(s->timers); i++)
-        if (s->timers[i].at < t) t = s->timers[i].at;
+        if (s->timers[i].at < best) best = s->timers[i].at, *kind = EV_TIMER, *pick = i;
     for (i = 0; i < (int)arrlen(s->late); i++)
-        if (s->late[i].due < t) t = s->late[i].due;
-    {
-        /* the earliest other worker: the heap's top, or one of its children when self is on top */
-        int n = (int)arrlen(s->rq), k;
-        const actor *x = NULL;
-        if (n > 0 && s->rq[0] != self) x = s->rq[0];
-        else
-            for (k = 1; k <= 2 && k < n; k++)
-                if (!x || rq_less(s->rq[k], x)) x = s->rq[k];
-        if (x && x->due < t) t = x->due < now ? now : x->due;
-    }
-    (void)i;
+        if (s->late[i].due < best) best = s->late[i].due, *kind = EV_LATE, *pick = i;
+    return best;
+}
+
+/* The earliest time anything but self is due: the scheduler's events and
+ * the other workers' wake-ups (the heap's top, or one of its children when
+ * self is on top). */
+static uint64_t next_event_besides(sim *s, const actor *self) {
+    int kind, pick, n = (int)arrlen(s->rq), k;
+    uint64_t t = next_operator_event(s, &kind, &pick), now = now_of(s);
+    const actor *x = NULL;
+    if (n > 0 && s->rq[0] != self) x = s->rq[0];
+    else
+        for (k = 1; k <= 2 && k < n; k++)
+            if (!x || rq_less(s->rq[k], x)) x = s->rq[k];
+    if (x && x->due < t) t = x->due < now ? now : x->due;
     return t;
 }
 
 /* ---- the scheduler ------------------------------------------------------------------------------ */
-
-enum { EV_NONE, EV_ACTOR, EV_PRODUCE, EV_FAULT, EV_TIMER, EV_LATE, EV_PHASE, EV_END };
 
 static double wall_seconds(const struct timespec *t0) {
     struct timespec t;
@@ -1477,19 +1480,10 @@ static double wall_seconds(const struct timespec *t0) {
 
 static void run_loop(sim *s) {
     for (;;) {
-        uint64_t best = UINT64_MAX, now = now_of(s);
-        int kind = EV_NONE, i, pick = -1;
+        uint64_t now = now_of(s), best;
+        int kind, pick;
         actor *a = NULL;
-        /* main-side events first at equal times */
-        if (!s->phase_done && s->faults_end < best) best = s->faults_end, kind = EV_PHASE;
-        if (s->end < best) best = s->end, kind = EV_END;
-        if (s->producer_next < s->end - s->live_bound && s->producer_next < best)
-            best = s->producer_next, kind = EV_PRODUCE;
-        if (!s->phase_done && s->fault_next < best) best = s->fault_next, kind = EV_FAULT;
-        for (i = 0; i < (int)arrlen(s->timers); i++)
-            if (s->timers[i].at < best) best = s->timers[i].at, kind = EV_TIMER, pick = i;
-        for (i = 0; i < (int)arrlen(s->late); i++)
-            if (s->late[i].due < best) best = s->late[i].due, kind = EV_LATE, pick = i;
+        best = next_operator_event(s, &kind, &pick); /* the scheduler's events first at equal times */
         if (arrlen(s->rq) > 0) {
             actor *x = s->rq[0];
             uint64_t t = x->due < now ? now : x->due;
