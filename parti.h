@@ -650,6 +650,12 @@ typedef struct parti_transport_vtable {
     /* 1 while connected to a server, 0 while not (reconnecting). May be NULL
      * (health then infers it from the errors calls give). */
     int (*connected)(void *self);
+
+    /* delete only when the key's last revision is expected (>= 1):
+     * PARTI_ERR_WRONG_REVISION otherwise, and nothing is written. May be NULL:
+     * the group then reads the key back before an unconditional delete */
+    parti_err (*kv_delete_if)(void *self, const char *bucket, const char *key, uint64_t expected,
+                              uint32_t timeout_ms);
 } parti_transport_vtable;
 
 typedef struct parti_transport {
@@ -971,6 +977,14 @@ PARTIDEF const char *parti_metric_type_name(parti_metric_type t);
     /* Partitions whose owner changed, summed over this leader's rebalances. */                                   \
     X(partitions_moved, counter, "parti_partitions_moved_total", 0, 0, 0,                                          \
       "Partitions that changed owner in rebalances run by this worker.")                                          \
+    /* Documents on the assignment key this worker did not apply: garbage, another partition list, or */           \
+    /* an epoch the leader key did not hold when read (a stale or foreign writer; the leader replaces them). */    \
+    X(assignments_rejected, counter, "parti_assignments_rejected_total", 0, 0, 0,                                  \
+      "Assignment documents rejected: malformed, for another partition list, or not fenced by the leader key.")   \
+    /* Leader: partitions its last assignment left without an owner, because the workers' consumers */            \
+    /* cannot hold them (partitions > workers x max_subjects). Also a health reason. */                            \
+    X(partitions_unassigned, gauge, "parti_partitions_unassigned", 0, 0, 0,                                        \
+      "Partitions the leader's last assignment left unowned: more than the workers can hold (max_subjects).")    \
     X(heartbeat_failures, counter, "parti_heartbeat_failures_total", 0, 0, 0,                                      \
       "Heartbeats of this worker that failed to reach the KV bucket.")                                            \
     /* Another live process was found holding this worker's ID (its compare-and-swap renewal lost). */            \
@@ -4942,6 +4956,8 @@ PARTIDEF int parti_log_limiter_allow(parti_log_limiter *l, uint64_t now_ms, part
 struct parti_consumer {
     parti_transport t;
     uint64_t call_deadline;      /* server calls end by then (0: no poll running: op_timeout_ms each) */
+    uint64_t lease_until;        /* in a group: no message reaches the handler from then on (0: no lease) */
+    int lease_lapsed;            /* a message was held back because the lease had run out */
     parti_config cfg;            /* defaults applied; strings and partitions point into owned copies */
     parti_consumer_options opts; /* defaults applied */
     parti_metrics metrics;
@@ -5819,6 +5835,17 @@ static void parti__consumer_handle(parti_consumer *c, parti_msg *m) {
     parti_ack_kind kind;
     parti_verdict verdict;
     parti_err e;
+    if (c->lease_until && parti__consumer_now(c) >= c->lease_until) {
+        /* the worker's lease ran out (checked before every message, with a
+         * fresh clock): hand nothing more to the handler; the message stays
+         * unacked and comes back after ack_wait */
+        c->t.vt->msg_release(c->t.self, m);
+        c->lease_lapsed = 1;
+        c->paused = 1;
+        c->fetch_active = 0;
+        parti__consumer_event(c, PARTI_EVENT_CONSUMER_PAUSED, PARTI_ERR_TIMEOUT, c->durable);
+        return;
+    }
     if (c->applied.count && m->subject) {
         int k = parti__subjects_find(&c->applied, m->subject), j;
         for (j = 0; k < 0 && j < c->applied.count; j++) /* a wildcard partition ("orders.{0}.>") */
@@ -6229,6 +6256,14 @@ static void parti__breaker_msg_release(void *self, parti_msg *m) {
     if (b->inner.vt->msg_release) b->inner.vt->msg_release(b->inner.self, m);
 }
 
+static parti_err parti__breaker_kv_delete_if(void *self, const char *bucket, const char *key, uint64_t expected,
+                                             uint32_t timeout_ms) {
+    parti_breaker *b = (parti_breaker *)self;
+    if (!b->inner.vt->kv_delete_if) return PARTI_ERR_UNSUPPORTED;
+    if (!parti__breaker_allow(b)) return PARTI_ERR_CIRCUIT_OPEN;
+    return parti__breaker_record(b, b->inner.vt->kv_delete_if(b->inner.self, bucket, key, expected, timeout_ms));
+}
+
 static void parti__breaker_sleep_ms(void *self, uint32_t ms) {
     parti_breaker *b = (parti_breaker *)self;
     if (b->inner.vt->sleep_ms) b->inner.vt->sleep_ms(b->inner.self, ms);
@@ -6262,6 +6297,7 @@ PARTIDEF parti_err parti_breaker_wrap(parti_breaker **out, parti_transport *wrap
     b->vt.kv_put = inner->vt->kv_put ? parti__breaker_kv_put : NULL;
     b->vt.kv_get = inner->vt->kv_get ? parti__breaker_kv_get : NULL;
     b->vt.kv_delete = inner->vt->kv_delete ? parti__breaker_kv_delete : NULL;
+    b->vt.kv_delete_if = inner->vt->kv_delete_if ? parti__breaker_kv_delete_if : NULL;
     b->vt.kv_keys = inner->vt->kv_keys ? parti__breaker_kv_keys : NULL;
     b->vt.kv_watch = inner->vt->kv_watch ? parti__breaker_kv_watch : NULL;
     b->vt.consumer_upsert = inner->vt->consumer_upsert ? parti__breaker_consumer_upsert : NULL;
@@ -7677,6 +7713,9 @@ struct parti {
     uint64_t leader_rev;         /* revision of the leader key this worker last wrote */
     uint64_t epoch;              /* the highest leader epoch seen (own when leader) */
     uint64_t lease_until;        /* leader: act as leader until then unless renewed */
+    int epoch_written;           /* leader: the leader key holds p->epoch (documents may be published) */
+    uint64_t key_epoch;          /* the epoch the leader key held when last read or watched (0: none/unknown) */
+    uint64_t key_instance;       /* and the process that held it */
     int leader_missing;          /* the leader key was seen deleted or expired */
     uint64_t next_leader_check;
     /* watchers */
@@ -7691,6 +7730,9 @@ struct parti {
     /* the assignment */
     parti_assignment doc;        /* the last applied document */
     uint64_t doc_rev;            /* its KV revision (0: none seen) */
+    uint64_t kv_doc_rev;         /* the assignment key's latest revision seen, whatever it held (the leader's CAS base) */
+    uint64_t wrote_doc_rev;      /* leader: the revision of the document it last wrote */
+    int unassignable;            /* leader: partitions its last document could not place (over capacity) */
     uint64_t applied_epoch, applied_version;
     int *owned;                  /* stb_ds array of partition indexes */
     uint64_t *owned_from;        /* stb_ds array, aligned: where a gained partition resumes (0 = kept) */
@@ -7816,9 +7858,37 @@ static void parti__g_stop_consumer(parti *p) {
 
 /* ---- values ------------------------------------------------------------ */
 
+/* The member key's value: which process, its capacity, and the highest
+ * leader epoch it has seen (a leader raises its own epoch above it, so no
+ * worker is left on a higher epoch after the buckets were lost). */
 static void parti__g_member_value(parti *p) {
-    snprintf(p->value, sizeof p->value, "{\"instance\":\"%016llx\",\"capacity\":%u}",
-             (unsigned long long)p->instance, p->opts.capacity);
+    snprintf(p->value, sizeof p->value, "{\"instance\":\"%016llx\",\"capacity\":%u,\"epoch\":%llu}",
+             (unsigned long long)p->instance, p->opts.capacity, (unsigned long long)p->epoch);
+}
+
+/* The worker learned of a higher epoch: remember it (and say so in its
+ * member key at the next renewal). */
+static void parti__g_saw_epoch(parti *p, uint64_t epoch) {
+    if (epoch <= p->epoch) return;
+    p->epoch = epoch;
+    parti_gauge_set(&p->gm.leader_epoch, (double)epoch);
+    parti__g_member_value(p);
+}
+
+/* Reads "instance" (16 hex digits) of a member or leader value (untrusted);
+ * 0 when absent or bad. */
+static uint64_t parti__g_value_instance(const uint8_t *value, size_t len) {
+    parti_json_doc doc;
+    char hex[24];
+    uint64_t v = 0;
+    int i = 0;
+    if (!value || parti_json_parse(&doc, (const char *)value, len, NULL, NULL, 0) != PARTI_ERR_OK) return 0;
+    if (parti_json_get_string(&doc, parti_json_root(&doc), "instance", hex, sizeof hex, NULL) == PARTI_ERR_OK &&
+        strlen(hex) == 16)
+        for (i = 0; i < 16 && parti__lhex(hex + i, 1, 0); i++)
+            v = v << 4 | (uint64_t)(hex[i] <= '9' ? hex[i] - '0' : hex[i] - 'a' + 10);
+    parti_json_doc_free(&doc);
+    return i == 16 ? v : 0;
 }
 
 /* Reads the "epoch" of a leader value (untrusted); 0 when absent or bad. */
@@ -7996,18 +8066,30 @@ static void parti__g_schedule_rebalance(parti *p, uint64_t now, uint64_t delay, 
         p->rb_due = p->rb_last + p->opts.min_rebalance_interval_ms;
 }
 
+static int parti__g_still_mine(parti *p, const char *key, uint64_t *rev);
+static void parti__g_renew_leader(parti *p, uint64_t now);
+
 /* The leader key's value: who leads, which process, under which epoch. */
 static void parti__g_leader_value(const parti *p, uint64_t epoch, char *v, size_t cap) {
     snprintf(v, cap, "{\"worker\":\"%s\",\"instance\":\"%016llx\",\"epoch\":%llu}", p->id,
              (unsigned long long)p->instance, (unsigned long long)epoch);
 }
 
+/* The election. The leader key is created (create-if-absent) and then
+ * stamped with the epoch: above its create revision (unique while the bucket
+ * lives), above every epoch this worker saw or applied (so above the last
+ * document's, even when the bucket was lost and made again). Until the stamp
+ * is on the server (epoch_written) the leader publishes nothing: workers only
+ * apply a document whose epoch the leader key holds. */
 static void parti__g_try_elect(parti *p, uint64_t now) {
     char v[160];
-    uint64_t rev = 0, rev2 = 0;
+    uint64_t rev = 0, epoch;
     parti_err e;
     parti__g_leader_value(p, 0, v, sizeof v);
     e = p->t.vt->kv_create(p->t.self, p->members_bucket, "leader", v, strlen(v), &rev, parti__g_budget(p));
+    /* a create whose reply was lost may have landed: the key names this process then */
+    if ((e == PARTI_ERR_TIMEOUT || e == PARTI_ERR_KEY_EXISTS) && parti__g_still_mine(p, "leader", &rev) > 0)
+        e = PARTI_ERR_OK;
     if (e == PARTI_ERR_KEY_EXISTS) {
         p->leader_missing = 0;
         return;
@@ -8016,32 +8098,32 @@ static void parti__g_try_elect(parti *p, uint64_t now) {
         parti__g_fail(p, e, "leader election");
         return;
     }
-    /* the create's revision is the epoch: write it into the value for the others */
-    parti__g_leader_value(p, rev, v, sizeof v);
-    if (p->t.vt->kv_update(p->t.self, p->members_bucket, "leader", v, strlen(v), rev, &rev2, parti__g_budget(p)) !=
-        PARTI_ERR_OK)
-        rev2 = rev;
+    epoch = rev;
+    if (p->epoch >= epoch) epoch = p->epoch + 1;
+    if (p->applied_epoch >= epoch) epoch = p->applied_epoch + 1;
     p->leader = 1;
     p->leader_missing = 0;
-    p->leader_rev = rev2;
-    p->epoch = rev;
+    p->leader_rev = rev;
+    p->epoch_written = 0;
+    parti__g_saw_epoch(p, epoch);
     p->lease_until = now + p->opts.member_ttl_ms - p->opts.heartbeat_ms;
     parti_counter_add(&p->gm.leader_elections, 1);
     parti_gauge_set(&p->gm.is_leader, 1);
-    parti_gauge_set(&p->gm.leader_epoch, (double)p->epoch);
     p->next_listing = now; /* learn the members at once */
     parti__g_event(p, PARTI_EVENT_BECAME_LEADER, PARTI_ERR_OK, 0, p->id);
     /* no assignment yet: give the group the cold-start window to gather;
      * otherwise publish one under the new epoch soon (fencing the old leader) */
     parti__g_schedule_rebalance(p, now, p->doc_rev ? p->opts.emergency_grace_ms : p->opts.cold_start_ms, 1);
+    /* stamp the epoch (a failure is retried by the renewal, which writes it too) */
+    parti__g_renew_leader(p, now);
 }
 
-/* A compare-and-swap on key failed: was it our own earlier write, applied on
- * the server while its reply was lost (a timeout)? The key still holds
- * exactly our value (it names this process's instance) when it was: 1, with
- * *rev its revision to renew from. 0 when the key is gone or another's; -1
- * when the read got no answer (keep the key, try again). */
-static int parti__g_still_mine(parti *p, const char *key, const char *value, uint64_t *rev) {
+/* A write on key failed or went unanswered: was it our own earlier write,
+ * applied on the server while its reply was lost? The key names this
+ * process's instance when it was: 1, with *rev its revision to renew from.
+ * 0 when the key is gone or another's; -1 when the read got no answer (keep
+ * the key, try again). */
+static int parti__g_still_mine(parti *p, const char *key, uint64_t *rev) {
     parti_kv_entry e;
     parti_err err;
     int mine;
@@ -8049,12 +8131,13 @@ static int parti__g_still_mine(parti *p, const char *key, const char *value, uin
     err = p->t.vt->kv_get(p->t.self, p->members_bucket, key, 0, &e, parti__g_budget(p));
     if (err == PARTI_ERR_KEY_NOT_FOUND || err == PARTI_ERR_BUCKET_NOT_FOUND) return 0;
     if (err != PARTI_ERR_OK) return -1; /* no answer: nothing can be concluded */
-    mine = e.len == strlen(value) && memcmp(e.value, value, e.len) == 0;
+    mine = parti__g_value_instance(e.value, e.len) == p->instance;
     if (mine) *rev = e.revision;
     parti_kv_entry_free(&e);
     return mine;
 }
 
+/* Renews the leader key (and with it writes the leader's current epoch). */
 static void parti__g_renew_leader(parti *p, uint64_t now) {
     char v[160];
     uint64_t rev = 0;
@@ -8063,21 +8146,47 @@ static void parti__g_renew_leader(parti *p, uint64_t now) {
     parti__g_leader_value(p, p->epoch, v, sizeof v);
     e = p->t.vt->kv_update(p->t.self, p->members_bucket, "leader", v, strlen(v), p->leader_rev, &rev,
                            parti__g_budget(p));
-    if (e == PARTI_ERR_WRONG_REVISION && (mine = parti__g_still_mine(p, "leader", v, &rev)) != 0) {
-        /* 1: an earlier renewal landed, its reply was lost: renew from its revision;
-         * -1: unknown yet: keep leading until the lease says otherwise, and retry */
+    if ((e == PARTI_ERR_WRONG_REVISION || e == PARTI_ERR_TIMEOUT) &&
+        (mine = parti__g_still_mine(p, "leader", &rev)) != 0) {
+        /* 1: the key is still this process's (an earlier write landed with its
+         * reply lost): renew from its revision; -1: unknown yet: keep leading
+         * until the lease says otherwise, and retry */
         if (mine > 0) p->leader_rev = rev;
         else parti__g_fail(p, PARTI_ERR_TIMEOUT, "reading the leader key back");
         p->renew_leader_due = 1;
     } else if (e == PARTI_ERR_OK) {
         p->leader_rev = rev;
         p->lease_until = now + p->opts.member_ttl_ms - p->opts.heartbeat_ms;
+        p->key_epoch = p->epoch;
+        p->key_instance = p->instance;
+        if (!p->epoch_written) {
+            p->epoch_written = 1;
+            parti_gauge_set(&p->gm.leader_epoch, (double)p->epoch);
+        }
     } else if (e == PARTI_ERR_WRONG_REVISION || e == PARTI_ERR_KEY_NOT_FOUND) {
         parti__g_fail(p, e, "renewing the leader key");
         parti__g_step_down(p, e, "the leader key was taken or expired");
     } else {
         parti__g_fail(p, e, "renewing the leader key");
+        p->renew_leader_due = !p->epoch_written; /* the epoch must reach the key before anything is published */
     }
+}
+
+/* The member lease: the worker acts on its ID (hands messages to the
+ * handler) only until the send time of its last successful renewal plus
+ * max_stale_ms, and never past the TTL less half a heartbeat: the server
+ * removes the key no earlier than TTL after the renewal arrived, which is
+ * after it was sent, so by then this worker has stopped. */
+static uint64_t parti__g_lease_end(const parti *p) {
+    uint64_t span = p->opts.member_ttl_ms - p->opts.heartbeat_ms / 2;
+    if (p->opts.max_stale_ms < span) span = p->opts.max_stale_ms;
+    return p->last_renew_ok + span;
+}
+
+static void parti__g_renewed(parti *p, uint64_t sent) {
+    p->last_renew_ok = sent;
+    p->c->lease_until = parti__g_lease_end(p);
+    p->c->lease_lapsed = 0;
 }
 
 /* ---- membership ------------------------------------------------------------ */
@@ -8163,7 +8272,7 @@ static void parti__g_join(parti *p, uint64_t now) {
         e = p->t.vt->kv_create(p->t.self, p->members_bucket, key, p->value, strlen(p->value), &rev,
                                parti__g_budget(p));
         /* a claim that timed out may have landed: then the key holds our own value */
-        if ((e == PARTI_ERR_TIMEOUT || e == PARTI_ERR_KEY_EXISTS) && parti__g_still_mine(p, key, p->value, &rev))
+        if ((e == PARTI_ERR_TIMEOUT || e == PARTI_ERR_KEY_EXISTS) && parti__g_still_mine(p, key, &rev) > 0)
             e = PARTI_ERR_OK;
         if (e == PARTI_ERR_KEY_EXISTS) continue; /* someone was faster */
         if (e != PARTI_ERR_OK) {
@@ -8174,7 +8283,7 @@ static void parti__g_join(parti *p, uint64_t now) {
         memcpy(p->key, key, strlen(key) + 1);
         snprintf(p->id, sizeof p->id, "worker-%d", n);
         p->my_rev = rev;
-        p->last_renew_ok = now;
+        parti__g_renewed(p, now);
         p->next_heartbeat = now + p->opts.heartbeat_ms;
         p->next_leader_check = now;
         p->next_doc_check = now;
@@ -8219,10 +8328,14 @@ static void parti__g_lose_id(parti *p, parti_err e) {
     p->wm = p->wa = NULL;
     p->buckets_open = 0;
     p->stream_ok = 0;
-    if (e == PARTI_ERR_BUCKET_NOT_FOUND) { /* everything was lost: the old document too */
+    /* the buckets may be new ones: trust nothing read from the old ones but
+     * the highest epoch seen, which the member key reports to the next
+     * leader (it raises its epoch above it, so this worker is not stranded) */
+    p->kv_doc_rev = p->wrote_doc_rev = 0;
+    p->key_epoch = p->key_instance = 0;
+    if (e == PARTI_ERR_BUCKET_NOT_FOUND) {
         parti_assignment_free(&p->doc);
         p->doc_rev = 0;
-        p->epoch = 0;
     }
     parti__g_set_state(p, PARTI_STATE_JOINING);
 }
@@ -8243,7 +8356,7 @@ static void parti__g_heartbeat(parti *p, uint64_t now) {
         e = p->t.vt->kv_update(p->t.self, p->members_bucket, p->key, p->value, strlen(p->value), p->my_rev, &rev,
                                parti__g_budget(p));
     if (e == PARTI_ERR_WRONG_REVISION) { /* read the key back before concluding anything */
-        mine = parti__g_still_mine(p, p->key, p->value, &rev);
+        mine = parti__g_still_mine(p, p->key, &rev);
         p->readback_due = mine < 0;
         if (mine > 0) {
             /* an earlier renewal landed and its reply was lost: the ID is still ours;
@@ -8265,7 +8378,7 @@ static void parti__g_heartbeat(parti *p, uint64_t now) {
         return;
     }
     p->my_rev = rev;
-    p->last_renew_ok = now;
+    parti__g_renewed(p, now);
     if (p->degraded) { /* the control plane is back */
         p->degraded = 0;
         parti_gauge_set(&p->gm.degraded, 0);
@@ -8282,8 +8395,9 @@ static void parti__g_heartbeat(parti *p, uint64_t now) {
     }
 }
 
-/* Degraded mode: renewals failing. Keep processing until max_stale_ms, then
- * stop (another worker may own the partitions by now). */
+/* Degraded mode: renewals failing. Keep processing inside the lease, then
+ * stop (another worker may own the partitions by now). now must be a fresh
+ * reading, taken after any call that could block. */
 static void parti__g_check_staleness(parti *p, uint64_t now) {
     uint64_t silent = now - p->last_renew_ok;
     if (!p->id[0]) return;
@@ -8292,9 +8406,15 @@ static void parti__g_check_staleness(parti *p, uint64_t now) {
         parti_gauge_set(&p->gm.degraded, 1);
         parti__g_set_state(p, PARTI_STATE_DEGRADED);
     }
-    if (p->degraded && !p->stale && silent > p->opts.max_stale_ms) {
+    if (!p->stale && (now >= parti__g_lease_end(p) || p->c->lease_lapsed)) {
+        if (!p->degraded) {
+            p->degraded = 1;
+            parti_gauge_set(&p->gm.degraded, 1);
+            parti__g_set_state(p, PARTI_STATE_DEGRADED);
+        }
         p->stale = 1;
         parti__g_stop_consumer(p);
+        p->next_heartbeat = now; /* find out at once whether the ID is still this worker's */
     }
     if (p->leader && now >= p->lease_until) /* before anyone else can win */
         parti__g_step_down(p, PARTI_ERR_TIMEOUT, "leader key not renewed in time");
@@ -8343,30 +8463,75 @@ static void parti__g_resume_points(parti *p, const parti_assignment *a) {
     }
 }
 
-/* Considers a document read from KV (untrusted). */
-static void parti__g_consider(parti *p, const uint8_t *data, size_t len, uint64_t rev) {
+/* Reads the leader key: 1 when it holds epoch (the key is then recorded), 0
+ * when it is gone or holds another epoch, -1 when the read got no answer. */
+static int parti__g_leader_holds(parti *p, uint64_t epoch) {
+    parti_kv_entry e;
+    parti_err err;
+    memset(&e, 0, sizeof e);
+    err = p->t.vt->kv_get(p->t.self, p->members_bucket, "leader", 0, &e, parti__g_budget(p));
+    if (err == PARTI_ERR_KEY_NOT_FOUND || err == PARTI_ERR_BUCKET_NOT_FOUND) {
+        p->key_epoch = p->key_instance = 0;
+        return 0;
+    }
+    if (err != PARTI_ERR_OK) return -1;
+    p->key_epoch = parti__g_leader_epoch(&e);
+    p->key_instance = parti__g_value_instance(e.value, e.len);
+    parti_kv_entry_free(&e);
+    parti__g_saw_epoch(p, p->key_epoch);
+    return p->key_epoch == epoch && p->key_instance != 0;
+}
+
+/* A document on the assignment key that is not to be applied (garbage,
+ * another partition list, a stale or unfenced leader's): workers keep the
+ * last good one; the leader writes a good one over it. */
+static void parti__g_doc_rejected(parti *p, uint64_t rev, parti_err e, const char *why) {
+    parti_counter_add(&p->gm.assignments_rejected, 1);
+    parti__g_fail(p, e, why);
+    if (p->leader && rev != p->wrote_doc_rev) parti__g_schedule_rebalance(p, parti__g_now(p), 0, 1);
+}
+
+/* Considers a document read from KV (untrusted). A document is applied only
+ * when it is newer than the applied one AND the leader key holds its epoch
+ * when it is read (fencing: a leader that lost the key cannot have a late
+ * write applied). own: written by this worker as leader. */
+static void parti__g_consider(parti *p, const uint8_t *data, size_t len, uint64_t rev, int own) {
     parti_assignment a;
     char m[160];
-    int me, n, changed, i;
+    int me, n, changed, i, held;
     parti_err e;
     memset(&a, 0, sizeof a);
+    if (rev > p->kv_doc_rev) p->kv_doc_rev = rev;
     if ((e = parti_assignment_decode(&a, (const char *)data, len, m, sizeof m)) != PARTI_ERR_OK) {
-        parti__g_fail(p, e, "reading the assignment");
+        parti__g_doc_rejected(p, rev, e, "reading the assignment");
         return;
     }
     if (a.partitions_fingerprint != parti_partitions_fingerprint(p->c->cfg.partitions, p->c->cfg.partition_count) ||
         a.partition_count != p->c->cfg.partition_count) {
-        parti__g_fail(p, PARTI_ERR_INVALID_CONFIG, "the assignment is for another partition list");
         parti_assignment_free(&a);
+        parti__g_doc_rejected(p, rev, PARTI_ERR_INVALID_CONFIG, "the assignment is for another partition list");
         return;
     }
     if (a.epoch < p->epoch || a.epoch < p->applied_epoch ||
         (a.epoch == p->applied_epoch && a.version <= p->applied_version)) {
-        if (rev > p->doc_rev && a.epoch >= p->applied_epoch) p->doc_rev = rev;
+        /* already applied, or an older leader's; one written over the leader's own is replaced */
+        if (p->leader && rev > p->wrote_doc_rev && rev != p->doc_rev)
+            parti__g_doc_rejected(p, rev, PARTI_ERR_WRONG_REVISION, "an older leader wrote the assignment");
         parti_assignment_free(&a);
-        return; /* stale leader or already applied */
+        return;
     }
-    if (a.epoch > p->epoch) p->epoch = a.epoch;
+    if (!own && (held = parti__g_leader_holds(p, a.epoch)) != 1) {
+        parti_assignment_free(&a);
+        if (held < 0) { /* cannot tell now: keep the last one, read again soon */
+            p->next_doc_check = parti__g_now(p) + p->opts.heartbeat_ms;
+            parti__g_fail(p, PARTI_ERR_TIMEOUT, "checking the assignment's epoch against the leader key");
+            return;
+        }
+        parti__g_doc_rejected(p, rev, PARTI_ERR_WRONG_REVISION,
+                              "the assignment's epoch is not the leader key's (a stale or foreign writer)");
+        return;
+    }
+    parti__g_saw_epoch(p, a.epoch);
     parti__g_resume_points(p, &a);
     parti_assignment_free(&p->doc);
     p->doc = a;
@@ -8425,9 +8590,12 @@ static void parti__g_read_doc(parti *p) {
     memset(&e, 0, sizeof e);
     err = p->t.vt->kv_get(p->t.self, p->assign_bucket, "assignment", 0, &e, parti__g_budget(p));
     if (err == PARTI_ERR_OK) {
-        parti__g_consider(p, e.value, e.len, e.revision);
+        parti__g_consider(p, e.value, e.len, e.revision, 0);
         parti_kv_entry_free(&e);
-    } else if (err != PARTI_ERR_KEY_NOT_FOUND) {
+    } else if (err == PARTI_ERR_KEY_NOT_FOUND) {
+        p->kv_doc_rev = 0; /* deleted or never written: the leader creates it */
+        if (p->leader && p->doc_rev) parti__g_schedule_rebalance(p, parti__g_now(p), 0, 1);
+    } else {
         parti__g_fail(p, err, "reading the assignment");
     }
 }
@@ -8516,6 +8684,37 @@ static void parti__g_list_members(parti *p, uint64_t now) {
     }
 }
 
+/* A worker's consumer holds at most max_subjects partitions: partitions
+ * placed beyond that are left unowned (and reported) rather than given to a
+ * worker whose consumer update must then fail for all of them. */
+static void parti__g_cap_owners(parti *p, int *owner, int pc, int nm) {
+    int *count = (int *)PARTI_MALLOC(sizeof(int) * (size_t)(nm + 1)), i, cap = p->c->cfg.max_subjects, left = 0;
+    char names[160];
+    size_t used = 0;
+    if (!count) return;
+    memset(count, 0, sizeof(int) * (size_t)(nm + 1));
+    names[0] = 0;
+    for (i = 0; i < pc; i++) {
+        if (owner[i] < 0 || owner[i] >= nm || cap <= 0) continue;
+        if (++count[owner[i]] <= cap) continue;
+        owner[i] = -1;
+        if (left++ < 8 && used + 16 < sizeof names)
+            used += (size_t)snprintf(names + used, sizeof names - used, "%s%d", used ? "," : "", i);
+    }
+    PARTI_FREE(count);
+    if (left != p->unassignable) {
+        char m[400];
+        if (left) {
+            snprintf(m, sizeof m, "%d partitions left unowned: %d workers hold at most %d each (max_subjects); "
+                     "partitions %s%s", left, nm, cap, names, left > 8 ? ",..." : "");
+            parti__g_fail(p, PARTI_ERR_TOO_MANY_SUBJECTS, m);
+            parti__msg(p->last_msg, sizeof p->last_msg, "%.255s", m);
+        }
+    }
+    p->unassignable = left;
+    parti_gauge_set(&p->gm.partitions_unassigned, (double)left);
+}
+
 /* Computes and publishes the next assignment. */
 static void parti__g_rebalance(parti *p, uint64_t now) {
     parti_assign_input in;
@@ -8553,6 +8752,7 @@ static void parti__g_rebalance(parti *p, uint64_t now) {
     in.previous_owner = prev;
     if ((e = parti_assign(&in, &p->opts.assign, owner, m, sizeof m)) != PARTI_ERR_OK) goto fail;
     moved = parti_assign_moved(&in, owner);
+    parti__g_cap_owners(p, owner, pc, nm);
     if ((e = parti_assignment_build(&a, &in, owner, p->epoch, p->doc.version + 1)) != PARTI_ERR_OK) goto fail;
     if ((e = parti_assignment_encode(&a, NULL, 0, &need)) != PARTI_ERR_BUFFER_TOO_SMALL && e != PARTI_ERR_OK) goto fail;
     if (!(buf = (char *)PARTI_MALLOC(need))) {
@@ -8560,21 +8760,41 @@ static void parti__g_rebalance(parti *p, uint64_t now) {
         goto fail;
     }
     if ((e = parti_assignment_encode(&a, buf, need, NULL)) != PARTI_ERR_OK) goto fail;
-    if (p->doc_rev)
-        e = p->t.vt->kv_update(p->t.self, p->assign_bucket, "assignment", buf, need - 1, p->doc_rev, &rev,
+    /* the lease is checked at the write, not only at the top of the step (a
+     * pause in between must not let a deposed leader write; workers also
+     * check the leader key when they read the document) */
+    if (!p->leader || parti__g_now(p) >= p->lease_until) goto done;
+    if (p->kv_doc_rev)
+        e = p->t.vt->kv_update(p->t.self, p->assign_bucket, "assignment", buf, need - 1, p->kv_doc_rev, &rev,
                                parti__g_budget(p));
     else
         e = p->t.vt->kv_create(p->t.self, p->assign_bucket, "assignment", buf, need - 1, &rev, parti__g_budget(p));
     if (e == PARTI_ERR_WRONG_REVISION || e == PARTI_ERR_KEY_EXISTS) {
-        /* someone wrote since: read it; a higher epoch means this leader is stale */
-        parti__g_read_doc(p);
-        if (p->epoch > p->applied_epoch || p->doc.epoch > a.epoch) {
-            parti__g_step_down(p, e, "a newer leader wrote the assignment");
+        /* someone wrote since. Only the leader key says who leads: step down
+         * when it shows another holder or a higher epoch, otherwise write
+         * again over what is there (an old leader's late write, garbage) */
+        parti_kv_entry cur;
+        int held;
+        memset(&cur, 0, sizeof cur);
+        if (p->t.vt->kv_get(p->t.self, p->assign_bucket, "assignment", 0, &cur, parti__g_budget(p)) == PARTI_ERR_OK) {
+            if (cur.revision > p->kv_doc_rev) p->kv_doc_rev = cur.revision;
+            parti_kv_entry_free(&cur);
+        }
+        held = parti__g_leader_holds(p, p->epoch);
+        if (held == 0 && p->key_instance != p->instance) {
+            parti__g_step_down(p, e, "another worker holds the leader key");
             goto done;
         }
-        goto fail;
+        if (held == 0 && p->key_epoch > p->epoch) {
+            parti__g_step_down(p, e, "the leader key holds a higher epoch");
+            goto done;
+        }
+        parti__g_fail(p, e, "publishing the assignment (raced with an older write; writing again)");
+        p->rb_due = now; /* at once, over the revision just read */
+        goto done;
     }
     if (e != PARTI_ERR_OK) goto fail;
+    p->wrote_doc_rev = rev;
     parti_counter_add(&p->gm.rebalances_success, 1);
     parti_counter_add(&p->gm.partitions_moved, (uint64_t)(moved > 0 ? moved : 0));
     parti_histogram_observe(&p->gm.rebalance_duration, (double)(now - p->rb_change_at) / 1000.0);
@@ -8583,7 +8803,7 @@ static void parti__g_rebalance(parti *p, uint64_t now) {
     p->rb_last = now;
     parti_backoff_reset(&p->rb_backoff);
     parti__g_event(p, PARTI_EVENT_REBALANCED, PARTI_ERR_OK, moved, "");
-    parti__g_consider(p, (const uint8_t *)buf, need - 1, rev); /* the leader is a worker too */
+    parti__g_consider(p, (const uint8_t *)buf, need - 1, rev, 1); /* the leader is a worker too */
     goto done;
 fail:
     parti_counter_add(&p->gm.rebalances_failure, 1);
@@ -8607,20 +8827,32 @@ static void parti__g_drain_watches(parti *p, uint64_t now) {
         memset(&e, 0, sizeof e);
         if (p->t.vt->kv_watch_next(p->t.self, p->wm, &e) != PARTI_ERR_OK) break;
         if (e.key && strcmp(e.key, "leader") == 0) {
-            if (e.op == PARTI_KV_PUT) {
-                uint64_t ep = parti__g_leader_epoch(&e);
-                if (ep > p->epoch) {
-                    p->epoch = ep;
-                    parti_gauge_set(&p->gm.leader_epoch, (double)ep);
-                    if (p->leader) parti__g_step_down(p, PARTI_ERR_WRONG_REVISION, "a newer leader was elected");
-                }
+            if (p->leader && e.revision < p->leader_rev) {
+                /* older than this leader's own key: history */
+            } else if (e.op == PARTI_KV_PUT) {
+                p->key_epoch = parti__g_leader_epoch(&e);
+                p->key_instance = parti__g_value_instance(e.value, e.len);
+                parti__g_saw_epoch(p, p->key_epoch);
+                /* the KV decides who leads: another holder deposes this one */
+                if (p->leader && p->key_instance != p->instance)
+                    parti__g_step_down(p, PARTI_ERR_WRONG_REVISION, "another worker holds the leader key");
                 p->leader_missing = 0;
             } else {
+                p->key_epoch = p->key_instance = 0;
                 p->leader_missing = 1; /* deleted (graceful) or expired: elect at once */
                 p->next_leader_check = now;
             }
         } else if (e.key && strncmp(e.key, "m.", 2) == 0 && p->leader) {
             int known = parti__g_member_find(p, e.key + 2) >= 0;
+            uint64_t seen = e.op == PARTI_KV_PUT ? parti__g_leader_epoch(&e) : 0;
+            if (seen > p->epoch) {
+                /* a member saw a higher epoch (the buckets were lost and made
+                 * again): raise this leader's above it, stamp it, publish again */
+                parti__g_saw_epoch(p, seen + 1);
+                p->epoch_written = 0;
+                p->renew_leader_due = 1;
+                parti__g_schedule_rebalance(p, now, 0, 1);
+            }
             if (e.op == PARTI_KV_PUT && !known) {
                 p->next_listing = now; /* a join: list and debounce */
             } else if (e.op != PARTI_KV_PUT && known) {
@@ -8632,8 +8864,13 @@ static void parti__g_drain_watches(parti *p, uint64_t now) {
     for (guard = 0; p->wa && guard < 10000; guard++) {
         memset(&e, 0, sizeof e);
         if (p->t.vt->kv_watch_next(p->t.self, p->wa, &e) != PARTI_ERR_OK) break;
-        if (e.op == PARTI_KV_PUT && e.key && strcmp(e.key, "assignment") == 0)
-            parti__g_consider(p, e.value, e.len, e.revision);
+        if (e.key && strcmp(e.key, "assignment") == 0) {
+            if (e.op == PARTI_KV_PUT) parti__g_consider(p, e.value, e.len, e.revision, 0);
+            else if (p->leader) { /* deleted or purged: the leader writes it again */
+                p->kv_doc_rev = 0;
+                parti__g_schedule_rebalance(p, now, 0, 1);
+            }
+        }
         parti_kv_entry_free(&e);
     }
 }
@@ -8645,6 +8882,7 @@ static void parti__g_step(parti *p, uint64_t now) {
         parti__g_join(p, now);
         if (p->state == PARTI_STATE_JOINING) return;
     }
+    if (p->id[0]) parti__g_check_staleness(p, now); /* a pause may have outlived the lease */
     parti__g_drain_watches(p, now);
     if (!p->id[0]) return;
     /* lease work a previous poll had no time left for comes first */
@@ -8658,7 +8896,7 @@ static void parti__g_step(parti *p, uint64_t now) {
     }
     if (now >= p->next_heartbeat) parti__g_heartbeat(p, now);
     if (!p->id[0]) return; /* lost it */
-    parti__g_check_staleness(p, now);
+    parti__g_check_staleness(p, parti__g_now(p)); /* fresh: the heartbeat may have blocked */
     if (!p->leader && (p->leader_missing || now >= p->next_leader_check) && !p->degraded) {
         parti_kv_entry e;
         parti_err err;
@@ -8666,11 +8904,9 @@ static void parti__g_step(parti *p, uint64_t now) {
         memset(&e, 0, sizeof e);
         err = p->t.vt->kv_get(p->t.self, p->members_bucket, "leader", 0, &e, parti__g_budget(p));
         if (err == PARTI_ERR_OK) {
-            uint64_t ep = parti__g_leader_epoch(&e);
-            if (ep > p->epoch) {
-                p->epoch = ep;
-                parti_gauge_set(&p->gm.leader_epoch, (double)ep);
-            }
+            p->key_epoch = parti__g_leader_epoch(&e);
+            p->key_instance = parti__g_value_instance(e.value, e.len);
+            parti__g_saw_epoch(p, p->key_epoch);
             p->leader_missing = 0;
             parti_kv_entry_free(&e);
         } else if (err == PARTI_ERR_KEY_NOT_FOUND) {
@@ -8684,7 +8920,7 @@ static void parti__g_step(parti *p, uint64_t now) {
     }
     if (p->leader) {
         if (now >= p->next_listing) parti__g_list_members(p, now);
-        if (p->rb_pending && now >= p->rb_due) parti__g_rebalance(p, now);
+        if (p->rb_pending && now >= p->rb_due && p->epoch_written) parti__g_rebalance(p, now);
     }
     if (p->state == PARTI_STATE_REBALANCING && !p->c->has_pending) parti__g_set_state(p, PARTI_STATE_STABLE);
 }
@@ -8722,18 +8958,23 @@ PARTIDEF parti_err parti_poll(parti *p, uint32_t timeout_ms) {
 }
 
 static void parti__g_poll_until(parti *p, uint64_t now, uint64_t deadline) {
-    int guard;
+    int guard, overran;
     for (guard = 0; guard < 100000; guard++) {
         uint64_t next, slice;
         parti__g_step(p, now);
         if (p->state == PARTI_STATE_STOPPED) break;
         now = parti__g_now(p);
-        if (now >= deadline) break;
+        overran = now >= deadline;
+        if (overran && guard > 0) break;
         /* the consumer runs until the group's next timer, in slices short
-         * enough that watch events are seen promptly */
+         * enough that watch events are seen promptly. It always gets its
+         * share: when the control plane's calls took the whole poll (a
+         * hanging KV), it still runs one short slice (inside the lease, which
+         * it checks before every message) */
         next = parti__g_next(p);
         slice = next > now ? next - now : 0;
-        if (slice > deadline - now) slice = deadline - now;
+        if (now >= deadline) slice = 10;
+        else if (slice > deadline - now) slice = deadline - now;
         if (slice > 50) slice = 50;
         if (slice == 0) slice = 1;
         if (p->state == PARTI_STATE_STOPPED) break;
@@ -8743,9 +8984,25 @@ static void parti__g_poll_until(parti *p, uint64_t now, uint64_t deadline) {
         }
         now = parti__g_now(p);
         if (now >= deadline) {
-            parti__g_step(p, now);
+            if (!overran) parti__g_step(p, now);
             break;
         }
+    }
+}
+
+/* Deletes key (of the members bucket) only while it is this process's: with
+ * the revision it last wrote (read back once when that is stale: a renewal
+ * whose reply was lost), so another process's key is never deleted. Without
+ * kv_delete_if, the key is read back first (a short window remains). */
+static void parti__g_delete_mine(parti *p, const char *key, uint64_t rev) {
+    parti_err e = PARTI_ERR_WRONG_REVISION;
+    uint64_t cur = 0;
+    if (p->t.vt->kv_delete_if) {
+        if (rev) e = p->t.vt->kv_delete_if(p->t.self, p->members_bucket, key, rev, parti__g_budget(p));
+        if ((e == PARTI_ERR_WRONG_REVISION || e == PARTI_ERR_TIMEOUT) && parti__g_still_mine(p, key, &cur) > 0)
+            p->t.vt->kv_delete_if(p->t.self, p->members_bucket, key, cur, parti__g_budget(p));
+    } else if (parti__g_still_mine(p, key, &cur) > 0) {
+        p->t.vt->kv_delete(p->t.self, p->members_bucket, key, parti__g_budget(p));
     }
 }
 
@@ -8772,23 +9029,14 @@ PARTIDEF parti_err parti_leave(parti *p, uint32_t timeout_ms) {
         now = parti__g_now(p);
     }
     parti__g_stop_consumer(p);
-    /* 2. leadership and the member key: the others see both at once */
-    /* delete only keys still ours: a process that was frozen may find its ID
-     * and the leadership taken over by now (the read leaves a short window; a
-     * delete with an expected revision would close it) */
+    /* 2. leadership and the member key: the others see both at once. Only
+     * keys still this process's are deleted: a process that was frozen may
+     * find its ID and the leadership taken over by now */
     if (p->leader) {
-        char v[160];
-        uint64_t rev;
-        parti__g_leader_value(p, p->epoch, v, sizeof v);
-        if (parti__g_still_mine(p, "leader", v, &rev) > 0)
-            p->t.vt->kv_delete(p->t.self, p->members_bucket, "leader", parti__g_budget(p));
+        parti__g_delete_mine(p, "leader", p->leader_rev);
         parti__g_step_down(p, PARTI_ERR_OK, "leaving");
     }
-    if (p->id[0]) {
-        uint64_t rev;
-        if (parti__g_still_mine(p, p->key, p->value, &rev) > 0)
-            p->t.vt->kv_delete(p->t.self, p->members_bucket, p->key, parti__g_budget(p));
-    }
+    if (p->id[0]) parti__g_delete_mine(p, p->key, p->my_rev);
     arrsetlen(p->owned, 0);
     parti_gauge_set(&p->gm.partitions_owned, 0);
     parti__g_set_state(p, PARTI_STATE_STOPPED);
@@ -8798,7 +9046,9 @@ PARTIDEF parti_err parti_leave(parti *p, uint32_t timeout_ms) {
 
 PARTIDEF parti_state parti_state_of(const parti *p) { return p ? p->state : PARTI_STATE_STOPPED; }
 PARTIDEF const char *parti_worker_id(const parti *p) { return p ? p->id : ""; }
-PARTIDEF int parti_is_leader(const parti *p) { return p ? p->leader : 0; }
+/* Only inside the leader lease: a leader that was paused past it does not
+ * report leadership, even before its next poll finds out. */
+PARTIDEF int parti_is_leader(const parti *p) { return p && p->leader && parti__g_now(p) < p->lease_until; }
 PARTIDEF uint64_t parti_epoch(const parti *p) { return p ? p->epoch : 0; }
 PARTIDEF uint64_t parti_assignment_version_of(const parti *p) { return p ? p->applied_version : 0; }
 PARTIDEF uint64_t parti_assignment_epoch_of(const parti *p) { return p ? p->applied_epoch : 0; }

@@ -983,14 +983,23 @@ static parti_err parti__fake_kv_get(void *self, const char *bucket, const char *
     return e;
 }
 
-static parti_err parti__fake_kv_delete(void *self, const char *bucket, const char *key, uint32_t timeout_ms) {
+/* kv_delete (expected 0) and kv_delete_if share the op's faults */
+static parti_err parti__fake_kv_delete_if(void *self, const char *bucket, const char *key, uint64_t expected,
+                                          uint32_t timeout_ms) {
     parti__fbucket *b;
+    parti__frec *r;
     PARTI__FAKE_BEGIN(kv_delete, timeout_ms)
     if ((e = parti__fake_kv_args(w, bucket, key, NULL, 0, &b)) != PARTI_ERR_OK) return e;
-    if (parti__fake_hold(c, PARTI__FOP_kv_delete, bucket, key, NULL, 0, 0, timeout_ms)) return PARTI_ERR_TIMEOUT;
-    e = parti__fake_append(w, b, key, "", 0, PARTI_KV_DELETE, w->now, NULL);
-    parti__fake_log(w, c, "kv_delete", e, "%s/%s", bucket, key);
+    if (parti__fake_hold(c, PARTI__FOP_kv_delete, bucket, key, NULL, 0, expected, timeout_ms)) return PARTI_ERR_TIMEOUT;
+    r = parti__fake_latest(b, key);
+    e = expected && (r ? r->rev : 0) != expected ? PARTI_ERR_WRONG_REVISION
+                                                 : parti__fake_append(w, b, key, "", 0, PARTI_KV_DELETE, w->now, NULL);
+    parti__fake_log(w, c, "kv_delete", e, "%s/%s expected=%llu", bucket, key, (unsigned long long)expected);
     return parti__fake_reply(c, PARTI__FOP_kv_delete, e, timeout_ms);
+}
+
+static parti_err parti__fake_kv_delete(void *self, const char *bucket, const char *key, uint32_t timeout_ms) {
+    return parti__fake_kv_delete_if(self, bucket, key, 0, timeout_ms);
 }
 
 static parti_err parti__fake_kv_keys(void *self, const char *bucket, char ***keys, int *count, uint32_t timeout_ms) {
@@ -1480,7 +1489,7 @@ static void parti__fake_apply_due_late(parti_fake_world *w) {
             parti__fake_kv_update(w->ghost, l.bucket, l.key, l.value, l.len, l.expected, NULL, 0);
             break;
         case PARTI__FOP_kv_put: parti__fake_kv_put(w->ghost, l.bucket, l.key, l.value, l.len, NULL, 0); break;
-        default: parti__fake_kv_delete(w->ghost, l.bucket, l.key, 0); break;
+        default: parti__fake_kv_delete_if(w->ghost, l.bucket, l.key, l.expected, 0); break;
         }
         PARTI_FREE(l.bucket);
         PARTI_FREE(l.key);
@@ -1496,7 +1505,7 @@ static const parti_transport_vtable parti__fake_vtable = {
     parti__fake_kv_watch,      parti__fake_kv_watch_next, parti__fake_kv_watch_stop, parti__fake_consumer_upsert,
     parti__fake_consumer_info, parti__fake_consumer_delete, parti__fake_fetch_start, parti__fake_fetch_next,
     parti__fake_ack,           parti__fake_msg_release,   parti__fake_publish,       parti__fake_sleep_ms,
-    parti__fake_connected};
+    parti__fake_connected,     parti__fake_kv_delete_if};
 
 /* ---- the world --------------------------------------------------------------------- */
 
@@ -2467,6 +2476,24 @@ static parti_err parti__nats_kv_delete(void *self, const char *bucket, const cha
     return parti__nats_kv_write(n, &k, &h, 1, NULL, 0, NULL, timeout_ms);
 }
 
+/* A delete marker written only when the key's last revision is expected. */
+static parti_err parti__nats_kv_delete_if(void *self, const char *bucket, const char *key, uint64_t expected,
+                                          uint32_t timeout_ms) {
+    parti__nconn *n = (parti__nconn *)self;
+    parti__nkv k;
+    parti_header h[2];
+    char num[24];
+    parti_err e;
+    if (!n || !key || !expected) return PARTI_ERR_INVALID_ARGUMENT;
+    if ((e = parti__nats_kv_names(bucket, key, &k)) != PARTI_ERR_OK) return e;
+    snprintf(num, sizeof num, "%llu", (unsigned long long)expected);
+    h[0].name = "KV-Operation";
+    h[0].value = "DEL";
+    h[1].name = "Nats-Expected-Last-Subject-Sequence";
+    h[1].value = num;
+    return parti__nats_kv_write(n, &k, h, 2, NULL, 0, NULL, timeout_ms);
+}
+
 static parti_err parti__nats_entry(natsMsg *m, const char *key, uint64_t rev, uint64_t created_ms,
                                    parti_kv_entry *out) {
     size_t len = (size_t)natsMsg_GetDataLength(m);
@@ -3258,7 +3285,7 @@ static const parti_transport_vtable parti__nats_vtable = {
     parti__nats_kv_watch,       parti__nats_kv_watch_next, parti__nats_kv_watch_stop, parti__nats_consumer_upsert,
     parti__nats_consumer_info,  parti__nats_consumer_delete, parti__nats_fetch_start, parti__nats_fetch_next,
     parti__nats_ack,            parti__nats_msg_release,   parti__nats_publish,       parti__nats_sleep_ms,
-    parti__nats_is_connected};
+    parti__nats_is_connected,   parti__nats_kv_delete_if};
 
 /* ---- connect: and read the server's INFO line for its version ------------------ */
 

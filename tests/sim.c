@@ -625,7 +625,8 @@ static parti_err kv_call(actor *a, int op, const char *bucket, const char *key, 
     case 0: return a->ft.vt->kv_create(a->ft.self, bucket, key, value, len, rev, t);
     case 1: return a->ft.vt->kv_update(a->ft.self, bucket, key, value, len, expected, rev, t);
     case 2: return a->ft.vt->kv_put(a->ft.self, bucket, key, value, len, rev, t);
-    default: return a->ft.vt->kv_delete(a->ft.self, bucket, key, t);
+    case 3: return a->ft.vt->kv_delete(a->ft.self, bucket, key, t);
+    default: return a->ft.vt->kv_delete_if(a->ft.self, bucket, key, expected, t);
     }
 }
 
@@ -636,7 +637,7 @@ static void note_write(actor *a, uint64_t sent, const char *bucket, const char *
         a->renewed_at = sent; /* the member key is this worker's until sent + TTL, whatever the reply says */
 }
 
-/* The KV writes share one shape: op 0 create, 1 update, 2 put, 3 delete. */
+/* The KV writes share one shape: op 0 create, 1 update, 2 put, 3 delete, 4 delete if at a revision. */
 static parti_err kv_write(actor *a, int op, const char *bucket, const char *key, const void *value, size_t len,
                           uint64_t expected, uint64_t *revision, uint32_t t) {
     parti_err e;
@@ -650,7 +651,7 @@ static parti_err kv_write(actor *a, int op, const char *bucket, const char *key,
         return timeout_after(a, t0, t);
     }
     if (f == RF_LOST) { /* the fake's own fault: applied, then the reply is lost (it waits out t) */
-        static const char *const ops[] = {"kv_create", "kv_update", "kv_put", "kv_delete"};
+        static const char *const ops[] = {"kv_create", "kv_update", "kv_put", "kv_delete", "kv_delete"};
         uint64_t before = kv_revision_now(a->s, bucket, key);
         parti_fake_lose_replies(a->s->w, &a->ft, ops[op], 1);
         kv_call(a, op, bucket, key, value, len, expected, &rev, t);
@@ -679,6 +680,9 @@ static parti_err w_kv_put(void *self, const char *b, const char *k, const void *
 }
 static parti_err w_kv_delete(void *self, const char *b, const char *k, uint32_t t) {
     return kv_write(A, 3, b, k, NULL, 0, 0, NULL, t);
+}
+static parti_err w_kv_delete_if(void *self, const char *b, const char *k, uint64_t x, uint32_t t) {
+    return kv_write(A, 4, b, k, NULL, 0, x, NULL, t);
 }
 static parti_err w_kv_get(void *self, const char *b, const char *k, uint64_t rev, parti_kv_entry *out, uint32_t t) {
     parti_err e;
@@ -823,7 +827,7 @@ static const parti_transport_vtable wrap_vt = {
     w_kv_create,       w_kv_update,    w_kv_put,        w_kv_get,          w_kv_delete,     w_kv_keys,
     w_kv_watch,        w_kv_watch_next, w_kv_watch_stop, w_consumer_upsert, w_consumer_info, w_consumer_delete,
     w_fetch_start,     w_fetch_next,   w_ack,           w_msg_release,     w_publish,       w_sleep_ms,
-    w_connected};
+    w_connected,       w_kv_delete_if};
 
 /* ---- what the handlers see ------------------------------------------------------------- */
 
@@ -1325,7 +1329,8 @@ static void apply_late(sim *s, late_write *lw) {
         e = s->prod.vt->kv_update(s->prod.self, lw->bucket, lw->key, lw->value, lw->len, lw->expected, &rev, 1000);
         break;
     case 2: e = s->prod.vt->kv_put(s->prod.self, lw->bucket, lw->key, lw->value, lw->len, &rev, 1000); break;
-    default: e = s->prod.vt->kv_delete(s->prod.self, lw->bucket, lw->key, 1000); break;
+    case 3: e = s->prod.vt->kv_delete(s->prod.self, lw->bucket, lw->key, 1000); break;
+    default: e = s->prod.vt->kv_delete_if(s->prod.self, lw->bucket, lw->key, lw->expected, 1000); break;
     }
     slog(s, "late KV write %s/%s applied: %s", lw->bucket, lw->key, parti_error_name(e) + 10);
     if (e == PARTI_ERR_OK && lw->op < 3) note_assignment(s, lw->bucket, lw->key, lw->value, lw->len, lw->writer_id);
@@ -1985,6 +1990,38 @@ static int split_args(char *buf, char **argv, int cap) {
     return n;
 }
 
+/* For each scenario: which invariants seeds 1..10 break, and on how many seeds
+ * (what the docs' table of fault costs and fixes is made from). */
+static int report_scenarios(void) {
+    int k, i;
+    for (k = 0; k < (int)(sizeof scenarios / sizeof scenarios[0]); k++) {
+        const scenario *sc = &scenarios[k];
+        char buf[1024], *argv[32];
+        overrides o;
+        int argc, seeds_broken[I_COUNT];
+        uint64_t seed, total[I_COUNT];
+        memset(&o, 0, sizeof o);
+        memset(seeds_broken, 0, sizeof seeds_broken);
+        memset(total, 0, sizeof total);
+        snprintf(buf, sizeof buf, "%s", sc->args);
+        argc = split_args(buf, argv, 32);
+        for (i = 0; i + 1 < argc; i += 2) apply_option(&o, argv[i], argv[i + 1]);
+        for (seed = 1; seed <= 10; seed++) {
+            sim_params p = params_for(seed, &o);
+            sim_result r;
+            sim_run(&p, &r, NULL, 0);
+            for (i = 0; i < I_COUNT; i++)
+                if (r.viol[i]) seeds_broken[i]++, total[i] += r.viol[i];
+        }
+        printf("%-36s", sc->name);
+        for (i = 0; i < I_COUNT; i++)
+            if (seeds_broken[i])
+                printf(" %s=%llu/%d", inv_names[i], (unsigned long long)total[i], seeds_broken[i]);
+        printf("\n");
+    }
+    return 0;
+}
+
 static int run_scenarios(const char *only) {
     int k, bad = 0, ran = 0;
     for (k = 0; k < (int)(sizeof scenarios / sizeof scenarios[0]); k++) {
@@ -2094,7 +2131,7 @@ static void usage(void) {
     printf("usage: sim [--seed N | --seeds N [--first N] [--jobs N]] [--shrink] [--log] [--show]\n"
            "           [--faults k1,k2|all|none] [--workers N] [--partitions N] [--duration MS] [--rate N]\n"
            "           [--batch N] [--heartbeat MS] [--ttl MS] [--op-timeout MS] [--kv-memory 0|1]\n"
-           "           [--stream-memory 0|1] [--script 'MS FAULT [Pn]; ...'] [--scenarios] [--assert-all]\n"
+           "           [--stream-memory 0|1] [--script 'MS FAULT [Pn]; ...'] [--scenarios] [--scenario-report] [--assert-all]\n"
            "           [--wall-budget SECONDS]\n"
            "fault kinds:\n");
     for (i = 0; i < F_COUNT; i++) printf("  %-16s %s\n", fault_names[i], fault_help[i]);
@@ -2167,6 +2204,7 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--assert-all") == 0)
             for (int k = 0; k < I_COUNT; k++) inv_asserted[k] = 1;
         else if (strcmp(a, "--scenarios") == 0) return run_scenarios(NULL);
+        else if (strcmp(a, "--scenario-report") == 0) return report_scenarios();
         else if (strcmp(a, "--scenario") == 0 && v) return run_scenarios(v);
         else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             usage();

@@ -396,7 +396,50 @@ Test(group, a_stale_leaders_assignment_is_ignored) {
     parti_assignment_free(&a);
     g_run(3000);
     cr_assert(g_assignment_ok(3), "a lower epoch must not be applied");
-    for (i = 0; i < 3; i++) cr_assert_eq(parti_assignment_version_of(ws[i].p), v);
+    /* and the leader wrote a good document over it, the next version of its own */
+    memset(&e, 0, sizeof e);
+    cr_assert_eq(gob.vt->kv_get(gob.self, "parti-orders-assign", "assignment", 0, &e, 1000), PARTI_ERR_OK);
+    memset(&a, 0, sizeof a);
+    cr_assert_eq(parti_assignment_decode(&a, (const char *)e.value, e.len, NULL, 0), PARTI_ERR_OK);
+    cr_assert_eq(a.epoch, parti_epoch(ws[0].p));
+    cr_assert_eq(a.version, v + 1);
+    parti_kv_entry_free(&e);
+    parti_assignment_free(&a);
+    for (i = 0; i < 3; i++) cr_assert_eq(parti_assignment_version_of(ws[i].p), v + 1);
+}
+
+Test(group, garbage_on_the_assignment_key_is_replaced_by_the_leader) {
+    int i, j;
+    uint64_t rev = 0, before;
+    parti_kv_entry e;
+    static const char *const junk[] = {"{\"not\":\"an assignment\"", "{}", "\xff\xfe"};
+    for (j = 0; j < 3; j++) {
+        g_world(3);
+        for (i = 0; i < 3; i++) g_start(i);
+        g_run(4000);
+        cr_assert(g_assignment_ok(3));
+        before = parti_metrics_of(ws[1].p)->assignments_rejected.value;
+        memset(&e, 0, sizeof e);
+        cr_assert_eq(gob.vt->kv_get(gob.self, "parti-orders-assign", "assignment", 0, &e, 1000), PARTI_ERR_OK);
+        cr_assert_eq(gob.vt->kv_update(gob.self, "parti-orders-assign", "assignment", junk[j], strlen(junk[j]),
+                                       e.revision, &rev, 1000), PARTI_ERR_OK);
+        parti_kv_entry_free(&e);
+        g_run(3000);
+        cr_assert(g_assignment_ok(3));
+        cr_assert_gt(parti_metrics_of(ws[1].p)->assignments_rejected.value, before);
+        /* a worker joining now finds a good document */
+        memset(&e, 0, sizeof e);
+        cr_assert_eq(gob.vt->kv_get(gob.self, "parti-orders-assign", "assignment", 0, &e, 1000), PARTI_ERR_OK);
+        cr_assert_gt(e.revision, rev, "the leader did not write over the garbage");
+        {
+            parti_assignment a;
+            memset(&a, 0, sizeof a);
+            cr_assert_eq(parti_assignment_decode(&a, (const char *)e.value, e.len, NULL, 0), PARTI_ERR_OK);
+            parti_assignment_free(&a);
+        }
+        parti_kv_entry_free(&e);
+        g_teardown();
+    }
 }
 
 Test(group, a_kv_outage_degrades_keeps_processing_and_recovers) {

@@ -674,6 +674,8 @@ static const struct {
     {"parti_rebalances_total", "counter"},
     {"parti_rebalance_duration_seconds", "histogram"},
     {"parti_partitions_moved_total", "counter"},
+    {"parti_assignments_rejected_total", "counter"},
+    {"parti_partitions_unassigned", "gauge"},
     {"parti_heartbeat_failures_total", "counter"},
     {"parti_worker_id_conflicts_total", "counter"},
     {"parti_degraded", "gauge"},
