@@ -2015,6 +2015,11 @@ PARTIDEF void parti_destroy(parti *p);
 PARTIDEF parti_state parti_state_of(const parti *p);
 PARTIDEF const char *parti_worker_id(const parti *p);          /* "" before joining */
 PARTIDEF int parti_is_leader(const parti *p);
+/* 1 while this worker's member lease holds: it was renewed recently enough
+ * that no other process can hold its ID. Messages reach the handler only
+ * while it does (checked before each one); a handler that runs long can
+ * call it before committing side effects. */
+PARTIDEF int parti_lease_valid(const parti *p);
 PARTIDEF uint64_t parti_epoch(const parti *p);                  /* the leader epoch this worker knows */
 PARTIDEF uint64_t parti_assignment_version_of(const parti *p);  /* the version it applies; 0 = none */
 PARTIDEF uint64_t parti_assignment_epoch_of(const parti *p);    /* the epoch of that document; 0 = none */
@@ -7734,6 +7739,8 @@ struct parti {
     uint64_t wrote_doc_rev;      /* leader: the revision of the document it last wrote */
     int unassignable;            /* leader: partitions its last document could not place (over capacity) */
     uint64_t applied_epoch, applied_version;
+    uint64_t top_epoch, top_version; /* the highest (epoch, version) ever applied, kept across ID losses */
+    int last_id;                 /* the worker number last held (-1: none): a rejoin claims it first */
     int *owned;                  /* stb_ds array of partition indexes */
     uint64_t *owned_from;        /* stb_ds array, aligned: where a gained partition resumes (0 = kept) */
     uint64_t *resume;            /* stb_ds array, per partition: scratch of parti__g_resume_points */
@@ -7862,8 +7869,24 @@ static void parti__g_stop_consumer(parti *p) {
  * leader epoch it has seen (a leader raises its own epoch above it, so no
  * worker is left on a higher epoch after the buckets were lost). */
 static void parti__g_member_value(parti *p) {
-    snprintf(p->value, sizeof p->value, "{\"instance\":\"%016llx\",\"capacity\":%u,\"epoch\":%llu}",
-             (unsigned long long)p->instance, p->opts.capacity, (unsigned long long)p->epoch);
+    snprintf(p->value, sizeof p->value,
+             "{\"instance\":\"%016llx\",\"capacity\":%u,\"epoch\":%llu,\"applied\":[%llu,%llu]}",
+             (unsigned long long)p->instance, p->opts.capacity, (unsigned long long)p->epoch,
+             (unsigned long long)p->top_epoch, (unsigned long long)p->top_version);
+}
+
+/* Reads "applied": [epoch, version] of a member value (untrusted); 0, 0 when absent or bad. */
+static void parti__g_member_applied(const uint8_t *value, size_t len, uint64_t *epoch, uint64_t *version) {
+    parti_json_doc doc;
+    int arr;
+    *epoch = *version = 0;
+    if (!value || parti_json_parse(&doc, (const char *)value, len, NULL, NULL, 0) != PARTI_ERR_OK) return;
+    arr = parti_json_get(&doc, parti_json_root(&doc), "applied");
+    if (arr >= 0 && parti_json_type_of(&doc, arr) == PARTI_JSON_ARRAY && parti_json_count(&doc, arr) == 2 &&
+        (parti_json_as_uint64(&doc, parti_json_at(&doc, arr, 0), epoch) != PARTI_ERR_OK ||
+         parti_json_as_uint64(&doc, parti_json_at(&doc, arr, 1), version) != PARTI_ERR_OK))
+        *epoch = *version = 0;
+    parti_json_doc_free(&doc);
 }
 
 /* The worker learned of a higher epoch: remember it (and say so in its
@@ -8010,6 +8033,7 @@ PARTIDEF parti_err parti_create(parti **out, const parti_transport *t, const par
     parti_backoff_init(&p->backoff, d.backoff_base_ms, d.backoff_cap_ms, 0);
     parti_backoff_init(&p->rb_backoff, d.backoff_base_ms, d.backoff_cap_ms, 0);
     p->instance = t->vt->random(t->self);
+    p->last_id = -1;
     parti__g_member_value(p);
     p->state = PARTI_STATE_JOINING;
     *out = p;
@@ -8255,9 +8279,14 @@ static void parti__g_join(parti *p, uint64_t now) {
         parti__g_fail(p, e, "listing the members");
         goto retry;
     }
-    for (n = 0; n < p->opts.max_workers && tries < 16; n++) {
-        int lo = 0, hi = nkeys - 1, found = 0;
-        snprintf(key, sizeof key, "m.worker-%d", n);
+    /* a worker that lost its ID (an expiry, a lost bucket) claims the same
+     * number first: IDs stay stable, and after a lost bucket the workers do
+     * not take each other's numbers while the old holders still run */
+    n = p->last_id >= 0 && p->last_id < p->opts.max_workers ? -1 : 0;
+    for (; n < p->opts.max_workers && tries < 16; n++) {
+        int lo = 0, hi = nkeys - 1, found = 0, num = n < 0 ? p->last_id : n;
+        if (n >= 0 && n == p->last_id) continue; /* tried first */
+        snprintf(key, sizeof key, "m.worker-%d", num);
         while (lo <= hi) { /* keys are sorted */
             int mid = (lo + hi) / 2, c = strcmp(keys[mid], key);
             if (c == 0) {
@@ -8281,7 +8310,8 @@ static void parti__g_join(parti *p, uint64_t now) {
         }
         parti_strings_free(keys, nkeys);
         memcpy(p->key, key, strlen(key) + 1);
-        snprintf(p->id, sizeof p->id, "worker-%d", n);
+        snprintf(p->id, sizeof p->id, "worker-%d", num);
+        p->last_id = num;
         p->my_rev = rev;
         parti__g_renewed(p, now);
         p->next_heartbeat = now + p->opts.heartbeat_ms;
@@ -8532,6 +8562,11 @@ static void parti__g_consider(parti *p, const uint8_t *data, size_t len, uint64_
         return;
     }
     parti__g_saw_epoch(p, a.epoch);
+    if (a.epoch > p->top_epoch || (a.epoch == p->top_epoch && a.version > p->top_version)) {
+        p->top_epoch = a.epoch;
+        p->top_version = a.version;
+        parti__g_member_value(p);
+    }
     parti__g_resume_points(p, &a);
     parti_assignment_free(&p->doc);
     p->doc = a;
@@ -8844,8 +8879,14 @@ static void parti__g_drain_watches(parti *p, uint64_t now) {
             }
         } else if (e.key && strncmp(e.key, "m.", 2) == 0 && p->leader) {
             int known = parti__g_member_find(p, e.key + 2) >= 0;
-            uint64_t seen = e.op == PARTI_KV_PUT ? parti__g_leader_epoch(&e) : 0;
-            if (seen > p->epoch) {
+            uint64_t seen = e.op == PARTI_KV_PUT ? parti__g_leader_epoch(&e) : 0, ae = 0, av = 0;
+            if (e.op == PARTI_KV_PUT) parti__g_member_applied(e.value, e.len, &ae, &av);
+            if (ae > seen) seen = ae;
+            /* the next document is (epoch, doc.version + 1): a member that
+             * applied that or more did so under a leadership in a lost bucket
+             * whose epoch this one repeats */
+            if (seen > p->epoch || (ae == p->epoch && av > p->doc.version)) {
+                if (seen < p->epoch) seen = p->epoch;
                 /* a member saw a higher epoch (the buckets were lost and made
                  * again): raise this leader's above it, stamp it, publish again */
                 parti__g_saw_epoch(p, seen + 1);
@@ -9049,6 +9090,9 @@ PARTIDEF const char *parti_worker_id(const parti *p) { return p ? p->id : ""; }
 /* Only inside the leader lease: a leader that was paused past it does not
  * report leadership, even before its next poll finds out. */
 PARTIDEF int parti_is_leader(const parti *p) { return p && p->leader && parti__g_now(p) < p->lease_until; }
+PARTIDEF int parti_lease_valid(const parti *p) {
+    return p && p->id[0] && !p->stale && parti__g_now(p) < parti__g_lease_end(p);
+}
 PARTIDEF uint64_t parti_epoch(const parti *p) { return p ? p->epoch : 0; }
 PARTIDEF uint64_t parti_assignment_version_of(const parti *p) { return p ? p->applied_version : 0; }
 PARTIDEF uint64_t parti_assignment_epoch_of(const parti *p) { return p ? p->applied_epoch : 0; }

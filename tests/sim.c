@@ -1370,12 +1370,12 @@ static void end_faults(sim *s) {
 
 /* ---- invariants checked after every step of a worker ----------------------------------------- */
 
-/* A worker acting on its ID: a member, and not stale (a stale worker has
- * stopped its consumer; white-box: the simulator is built with the
- * implementation). */
+/* A worker acting on its ID: a member inside its lease (past it, the
+ * library hands no message to the handler, writes nothing under the ID and
+ * applies no assignment until a renewal succeeds; parti_lease_valid). */
 static int member_state(const actor *a) {
     parti_state st;
-    if (!a->p || a->dead || a->done || a->p->stale) return 0;
+    if (!a->p || a->dead || a->done || !parti_lease_valid(a->p)) return 0;
     st = parti_state_of(a->p);
     return st == PARTI_STATE_WAITING || st == PARTI_STATE_STABLE || st == PARTI_STATE_REBALANCING ||
            st == PARTI_STATE_DEGRADED;
