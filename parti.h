@@ -7741,6 +7741,8 @@ struct parti {
     uint64_t applied_epoch, applied_version;
     uint64_t top_epoch, top_version; /* the highest (epoch, version) ever applied, kept across ID losses */
     int last_id;                 /* the worker number last held (-1: none): a rejoin claims it first */
+    uint64_t quiet_until;        /* after an ID loss: no other number claimed, no election, until then */
+    int led_at_loss;             /* it was the leader when it lost its ID: it may stand again at once */
     int *owned;                  /* stb_ds array of partition indexes */
     uint64_t *owned_from;        /* stb_ds array, aligned: where a gained partition resumes (0 = kept) */
     uint64_t *resume;            /* stb_ds array, per partition: scratch of parti__g_resume_points */
@@ -8109,6 +8111,7 @@ static void parti__g_try_elect(parti *p, uint64_t now) {
     char v[160];
     uint64_t rev = 0, epoch;
     parti_err e;
+    if (now < p->quiet_until && !p->led_at_loss) return; /* the old leader's lease may still hold */
     parti__g_leader_value(p, 0, v, sizeof v);
     e = p->t.vt->kv_create(p->t.self, p->members_bucket, "leader", v, strlen(v), &rev, parti__g_budget(p));
     /* a create whose reply was lost may have landed: the key names this process then */
@@ -8286,6 +8289,11 @@ static void parti__g_join(parti *p, uint64_t now) {
     for (; n < p->opts.max_workers && tries < 16; n++) {
         int lo = 0, hi = nkeys - 1, found = 0, num = n < 0 ? p->last_id : n;
         if (n >= 0 && n == p->last_id) continue; /* tried first */
+        if (n >= 0 && now < p->quiet_until) { /* another number: not yet */
+            parti_strings_free(keys, nkeys);
+            p->retry_at = p->quiet_until;
+            return;
+        }
         snprintf(key, sizeof key, "m.worker-%d", num);
         while (lo <= hi) { /* keys are sorted */
             int mid = (lo + hi) / 2, c = strcmp(keys[mid], key);
@@ -8339,6 +8347,12 @@ retry:
 
 /* Another process holds this worker's ID (or it expired): stop at once, join again. */
 static void parti__g_lose_id(parti *p, parti_err e) {
+    /* a key that vanished before its TTL (a lost bucket) voids every lease in
+     * it: the others may still run as their IDs, the old leader may still
+     * lead. For one TTL this worker takes back only its own number and stands
+     * for election only if it led (both were its own) */
+    p->led_at_loss = p->leader;
+    p->quiet_until = parti__g_now(p) + p->opts.member_ttl_ms;
     parti_counter_add(&p->gm.worker_id_conflicts, 1);
     parti__g_stop_consumer(p);
     parti__g_step_down(p, e, "worker ID lost");
