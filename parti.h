@@ -7754,6 +7754,7 @@ struct parti {
     char last_msg[256];
     parti_log_limiter limiter;
     int stream_ok;               /* the startup contract held */
+    int stream_seen;             /* the stream existed once: it is never created again (an operator deleted it) */
     parti_err fatal;             /* why it stopped, when it was not a leave */
 };
 
@@ -8252,7 +8253,7 @@ static void parti__g_join(parti *p, uint64_t now) {
         char m[300];
         memset(&si, 0, sizeof si);
         e = p->t.vt->stream_info(p->t.self, p->c->cfg.stream, &si, parti__g_budget(p));
-        if (e == PARTI_ERR_STREAM_NOT_FOUND && p->opts.create_stream) {
+        if (e == PARTI_ERR_STREAM_NOT_FOUND && p->opts.create_stream && !p->stream_seen) {
             e = p->t.vt->stream_create(p->t.self, p->opts.create_stream, parti__g_budget(p));
             if (e == PARTI_ERR_OK) e = p->t.vt->stream_info(p->t.self, p->c->cfg.stream, &si, parti__g_budget(p));
         }
@@ -8272,7 +8273,7 @@ static void parti__g_join(parti *p, uint64_t now) {
             parti__g_set_state(p, PARTI_STATE_STOPPED);
             return;
         }
-        p->stream_ok = 1;
+        p->stream_ok = p->stream_seen = 1;
     }
     if (!p->buckets_open && (e = parti__g_open(p)) != PARTI_ERR_OK) {
         parti__g_fail(p, e, "opening the group's buckets");
@@ -8538,7 +8539,8 @@ static void parti__g_doc_rejected(parti *p, uint64_t rev, parti_err e, const cha
 /* Considers a document read from KV (untrusted). A document is applied only
  * when it is newer than the applied one AND the leader key holds its epoch
  * when it is read (fencing: a leader that lost the key cannot have a late
- * write applied). own: written by this worker as leader. */
+ * write applied; the leader checks its own documents too). own: written by
+ * this worker as leader. */
 static void parti__g_consider(parti *p, const uint8_t *data, size_t len, uint64_t rev, int own) {
     parti_assignment a;
     char m[160];
@@ -8564,8 +8566,12 @@ static void parti__g_consider(parti *p, const uint8_t *data, size_t len, uint64_
         parti_assignment_free(&a);
         return;
     }
-    if (!own && (held = parti__g_leader_holds(p, a.epoch)) != 1) {
+    if ((held = parti__g_leader_holds(p, a.epoch)) != 1) {
         parti_assignment_free(&a);
+        if (own && held == 0) { /* written, but the key is gone (a lost bucket): not a leader's document */
+            parti__g_step_down(p, PARTI_ERR_KEY_NOT_FOUND, "the leader key is gone");
+            return;
+        }
         if (held < 0) { /* cannot tell now: keep the last one, read again soon */
             p->next_doc_check = parti__g_now(p) + p->opts.heartbeat_ms;
             parti__g_fail(p, PARTI_ERR_TIMEOUT, "checking the assignment's epoch against the leader key");

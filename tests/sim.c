@@ -51,7 +51,8 @@
     X(upsert_fail, "a worker's consumer upserts keep timing out for a while")                                      \
     X(cut, "a worker is cut off from the server and healed later")                                                 \
     X(restart, "the server restarts (memory-storage streams and buckets are lost)")                                \
-    X(skew, "a worker's clock is skewed by up to 2 s")
+    X(skew, "a worker's clock is skewed by up to 2 s")                                                             \
+    X(bad_doc, "an outsider writes garbage, or a document from a future epoch, over the assignment")
 
 enum {
 #define SIM_FAULT_ENUM(name, help) F_##name,
@@ -1246,6 +1247,37 @@ static void inject_fault(sim *s, int f, actor *target, int count) {
         }
         for (int i = 0; i < (int)arrlen(s->actors); i++)
             if (s->actors[i]->wakeable && !s->actors[i]->done) wake_now(s, s->actors[i]);
+    } else if (f == F_bad_doc) {
+        parti_kv_entry e;
+        parti_assignment d;
+        char buf[1 << 16];
+        size_t need = 0;
+        uint64_t rev = 0;
+        memset(&e, 0, sizeof e);
+        memset(&d, 0, sizeof d);
+        if (s->prod.vt->kv_get(s->prod.self, s->assign_bucket, "assignment", 0, &e, 1000) != PARTI_ERR_OK) return;
+        if (rng_next(&s->rng) % 2 == 0 || parti_assignment_decode(&d, (const char *)e.value, e.len, NULL, 0) !=
+                                               PARTI_ERR_OK) {
+            static const char junk[] = "{\"epoch\":\"garbage\"}";
+            s->prod.vt->kv_put(s->prod.self, s->assign_bucket, "assignment", junk, sizeof junk - 1, &rev, 1000);
+            slog(s, "FAULT bad_doc: garbage over the assignment");
+        } else {
+            doc_id id;
+            int i;
+            d.epoch += 1000; /* from the future: no leader key holds it */
+            d.version += 1;
+            for (i = 0; i < d.partition_count && d.member_count > 0; i++) d.owner[i] = 0;
+            if (parti_assignment_encode(&d, buf, sizeof buf, &need) == PARTI_ERR_OK) {
+                s->prod.vt->kv_put(s->prod.self, s->assign_bucket, "assignment", buf, need - 1, &rev, 1000);
+                id.epoch = d.epoch;
+                id.version = d.version;
+                arrput(s->bad_docs, id); /* applying it is a one_leader violation */
+                slog(s, "FAULT bad_doc: epoch %llu version %llu, everything to one worker",
+                     (unsigned long long)d.epoch, (unsigned long long)d.version);
+            }
+        }
+        parti_assignment_free(&d);
+        parti_kv_entry_free(&e);
     } else if (f == F_stream_recreate) {
         if (!s->stream_up) return;
         slog(s, "FAULT stream deleted");
@@ -1942,24 +1974,25 @@ static const scenario scenarios[] = {
     {"batch_longer_than_ttl", "a batch of slow messages takes longer than the member TTL",
      "--workers 3 --partitions 6 --rate 60 --batch 50 --heartbeat 250 --ttl 1000 --duration 15000 "
      "--script '3000 slow P0; 3000 slow P1; 3000 slow P2'",
-     "exclusive,id_unique,one_leader", NULL},
+     "order", "exclusive,id_unique,one_leader"}, /* fixed: the lease is checked before every message */
     {"pause_mid_batch", "a worker stops for twice the TTL in the middle of a batch",
      "--workers 3 --partitions 6 --rate 60 --batch 50 --duration 15000 --script '3000 slow P0; 6000 pause_long P0 2'",
-     "exclusive,graceful_dup", NULL},
+     "exclusive,graceful_dup", "one_leader,id_unique"},
     {"upsert_fails_while_partition_moves", "the old owner's shrinking upsert keeps failing while its partitions move away",
      "--workers 1 --partitions 8 --rate 40 --duration 15000 --script '4000 upsert_fail P0 30; 4100 join; 4200 join'",
      "exclusive,graceful_dup,loss", NULL},
     {"degraded_while_kv_hangs", "every KV call of one worker hangs until its timeout for a long while",
      "--workers 3 --partitions 8 --rate 40 --op-timeout 1000 --duration 15000 --script '4000 kv_hang P0 40'",
-     "exclusive,graceful_dup,id_unique,one_leader", NULL},
+     "graceful_dup", "exclusive,id_unique,one_leader,liveness"}, /* fixed: processing inside the lease, a slice
+                                                                   * of every poll for the data path */
     {"members_bucket_lost", "a server restart loses the memory-storage buckets under a running group",
      "--workers 3 --partitions 8 --rate 40 --kv-memory 1 --stream-memory 0 --duration 15000 --script '5000 restart'",
-     "liveness,loss,monotone", NULL},
+     "", NULL}, /* fixed: epochs raised above what members applied; IDs taken back by their holders */
     {"stale_leader_write_after_election",
      "a leader's writes are held back, a new leader is elected, then the old writes land",
      "--workers 3 --partitions 8 --rate 40 --duration 15000 --script '4000 kv_late P0 6; 4000 kv_late P1 6; "
      "4000 kv_late P2 6; 4200 join'",
-     "one_leader,monotone,exclusive,liveness,graceful_dup", NULL},
+     "exclusive,graceful_dup", "one_leader,monotone,liveness"}, /* fixed: documents fenced by the leader key */
     {"renewal_reply_lost", "a member key renewal is applied but its reply is lost (fixed: the worker reads its key back)",
      "--workers 3 --partitions 8 --rate 40 --duration 15000 --script '4000 kv_lost_reply P1 1; 6000 kv_lost_reply P2 1'",
      "", NULL},
@@ -1967,8 +2000,20 @@ static const scenario scenarios[] = {
      "a frozen worker whose keys were taken over is told to leave and deletes the new holders' keys",
      "--workers 2 --partitions 8 --rate 40 --heartbeat 250 --ttl 1000 --duration 15000 "
      "--script '4000 pause_long P1 3; 5600 join; 5690 kv_hang P1 1; 5700 leave P1'",
-     "id_unique", "id_kept"}, /* fixed: the leave reads its keys back before deleting them; the resumed
-                                * worker still acts on its ID until it checks (the lease issue) */
+     "graceful_dup", "id_unique,id_kept"}, /* fixed: the leave deletes at the revision it wrote; the
+                                            * resumed worker acts on nothing past its lease */
+    {"old_write_lands_before_new_leaders_first",
+     "a leader's writes are held back while it pauses past its lease; they land around the new leader's first write",
+     "--workers 3 --partitions 8 --rate 40 --duration 15000 --script '4000 kv_late P0 4; 4100 pause_long P0 1; "
+     "4150 join'",
+     "exclusive,graceful_dup", "one_leader,monotone,liveness,id_unique,id_kept"},
+    {"election_writes_lose_replies", "the leader crashes and the next elections' writes are applied with replies lost",
+     "--workers 3 --partitions 8 --rate 40 --duration 15000 --script '4000 crash P0; 4000 kv_lost_reply P1 3; "
+     "4000 kv_lost_reply P2 3'",
+     "exclusive,graceful_dup", "one_leader,monotone,liveness,id_unique,id_kept"},
+    {"garbage_and_future_documents", "the assignment key is overwritten with bad documents while workers join",
+     "--workers 3 --partitions 8 --rate 40 --duration 15000 --script '4000 bad_doc; 4500 join; 6000 bad_doc; 6100 join'",
+     "graceful_dup", "one_leader,monotone,liveness"},
 };
 
 /* Splits args into argv (single quotes group words); returns argc. */
@@ -2131,7 +2176,8 @@ static void usage(void) {
     printf("usage: sim [--seed N | --seeds N [--first N] [--jobs N]] [--shrink] [--log] [--show]\n"
            "           [--faults k1,k2|all|none] [--workers N] [--partitions N] [--duration MS] [--rate N]\n"
            "           [--batch N] [--heartbeat MS] [--ttl MS] [--op-timeout MS] [--kv-memory 0|1]\n"
-           "           [--stream-memory 0|1] [--script 'MS FAULT [Pn]; ...'] [--scenarios] [--scenario-report] [--assert-all]\n"
+           "           [--stream-memory 0|1] [--script 'MS FAULT [Pn]; ...'] [--scenarios] [--scenario-report]\n"
+           "           [--assert-all | --assert inv1,inv2]\n"
            "           [--wall-budget SECONDS]\n"
            "fault kinds:\n");
     for (i = 0; i < F_COUNT; i++) printf("  %-16s %s\n", fault_names[i], fault_help[i]);
@@ -2203,6 +2249,20 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--show") == 0) show = 1;
         else if (strcmp(a, "--assert-all") == 0)
             for (int k = 0; k < I_COUNT; k++) inv_asserted[k] = 1;
+        else if (strcmp(a, "--assert") == 0 && v) { /* assert these invariants too */
+            char list[256], *t, *save = NULL;
+            snprintf(list, sizeof list, "%s", v);
+            for (t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+                int k;
+                for (k = 0; k < I_COUNT && strcmp(inv_names[k], t) != 0; k++) {}
+                if (k == I_COUNT) {
+                    fprintf(stderr, "sim: --assert: no invariant '%s' (see --help)\n", t);
+                    return 2;
+                }
+                inv_asserted[k] = 1;
+            }
+            i++;
+        }
         else if (strcmp(a, "--scenarios") == 0) return run_scenarios(NULL);
         else if (strcmp(a, "--scenario-report") == 0) return report_scenarios();
         else if (strcmp(a, "--scenario") == 0 && v) return run_scenarios(v);
