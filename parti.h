@@ -8095,6 +8095,7 @@ static void parti__g_schedule_rebalance(parti *p, uint64_t now, uint64_t delay, 
 
 static int parti__g_still_mine(parti *p, const char *key, uint64_t *rev);
 static void parti__g_renew_leader(parti *p, uint64_t now);
+static void parti__g_lose_id(parti *p, parti_err e);
 
 /* The leader key's value: who leads, which process, under which epoch. */
 static void parti__g_leader_value(const parti *p, uint64_t epoch, char *v, size_t cap) {
@@ -8113,6 +8114,19 @@ static void parti__g_try_elect(parti *p, uint64_t now) {
     uint64_t rev = 0, epoch;
     parti_err e;
     if (now < p->quiet_until && !p->led_at_loss) return; /* the old leader's lease may still hold */
+    /* a missing leader key means an expired lease only while the bucket is
+     * the one this worker's own key lives in: read that back first (when
+     * the bucket was lost with the server, this worker's key went too, and
+     * it waits a TTL like the rest; the old leader may still lead) */
+    if (!p->led_at_loss) {
+        int mine = parti__g_still_mine(p, p->key, &rev);
+        if (mine < 0) return; /* no answer: try at the next check */
+        if (mine == 0) {
+            parti__g_lose_id(p, PARTI_ERR_KEY_NOT_FOUND);
+            return;
+        }
+        if (rev != p->my_rev) p->my_rev = rev; /* a renewal whose reply was lost */
+    }
     parti__g_leader_value(p, 0, v, sizeof v);
     e = p->t.vt->kv_create(p->t.self, p->members_bucket, "leader", v, strlen(v), &rev, parti__g_budget(p));
     /* a create whose reply was lost may have landed: the key names this process then */
@@ -8459,7 +8473,11 @@ static void parti__g_check_staleness(parti *p, uint64_t now) {
         }
         p->stale = 1;
         parti__g_stop_consumer(p);
-        p->next_heartbeat = now; /* find out at once whether the ID is still this worker's */
+        /* find out at once whether the ID is still this worker's, by reading
+         * the key, not by a compare-and-swap: past the lease the key may be
+         * another process's at the same revision (a bucket made again) */
+        p->next_heartbeat = now;
+        p->readback_due = 1;
     }
     if (p->leader && now >= p->lease_until) /* before anyone else can win */
         parti__g_step_down(p, PARTI_ERR_TIMEOUT, "leader key not renewed in time");
@@ -8558,8 +8576,11 @@ static void parti__g_consider(parti *p, const uint8_t *data, size_t len, uint64_
         parti__g_doc_rejected(p, rev, PARTI_ERR_INVALID_CONFIG, "the assignment is for another partition list");
         return;
     }
+    /* (top_*: what was applied before an ID loss, which resets applied_*:
+     * the same document may be applied again, an older one may not) */
     if (a.epoch < p->epoch || a.epoch < p->applied_epoch ||
-        (a.epoch == p->applied_epoch && a.version <= p->applied_version)) {
+        (a.epoch == p->applied_epoch && a.version <= p->applied_version) ||
+        (a.epoch == p->top_epoch && a.version < p->top_version)) {
         /* already applied, or an older leader's; one written over the leader's own is replaced */
         if (p->leader && rev > p->wrote_doc_rev && rev != p->doc_rev)
             parti__g_doc_rejected(p, rev, PARTI_ERR_WRONG_REVISION, "an older leader wrote the assignment");
@@ -8954,6 +8975,7 @@ static void parti__g_step(parti *p, uint64_t now) {
     if (!p->leader && p->elect_due && !p->degraded && parti__g_lease_ok(p)) {
         p->elect_due = 0;
         parti__g_try_elect(p, now);
+        if (!p->id[0]) return;
     }
     if (now >= p->next_heartbeat) parti__g_heartbeat(p, now);
     if (!p->id[0]) return; /* lost it */
@@ -8974,6 +8996,7 @@ static void parti__g_step(parti *p, uint64_t now) {
             if (parti__g_lease_ok(p)) parti__g_try_elect(p, now);
             else p->elect_due = 1; /* first thing at the next poll */
         }
+        if (!p->id[0]) return; /* the election found this worker's own key gone */
     }
     if (now >= p->next_doc_check) {
         p->next_doc_check = now + (p->state == PARTI_STATE_WAITING ? p->opts.heartbeat_ms : p->opts.member_ttl_ms);
