@@ -7980,6 +7980,11 @@ PARTIDEF parti_err parti_create(parti **out, const parti_transport *t, const par
         parti__msg(msg, msg_size, "parti_create: the transport lacks a key/value operation the group needs");
         return PARTI_ERR_INVALID_ARGUMENT;
     }
+    if (opts->memory_storage && !t->vt->kv_put) {
+        parti__msg(msg, msg_size, "parti_create: options.memory_storage needs the transport's kv_put (the buckets' "
+                   "age is read from the server's clock)");
+        return PARTI_ERR_INVALID_ARGUMENT;
+    }
     o = *opts;
     if (!o.heartbeat_ms) o.heartbeat_ms = 1000;
     if (!o.member_ttl_ms) o.member_ttl_ms = o.heartbeat_ms * 5 > 5000 ? o.heartbeat_ms * 5 : 5000;
@@ -8255,6 +8260,43 @@ static parti_err parti__g_open(parti *p) {
     return PARTI_ERR_OK;
 }
 
+/* Memory-storage buckets die with a server restart, and with them every
+ * lease: a process that starts just after could take the ID of one that
+ * still runs on its old lease. So the group's buckets carry their birth (a
+ * "born" key in the assignment bucket), and no worker claims a number other
+ * than its own until one member TTL after it. The bucket's age is measured
+ * on the server's clock alone (a second key written now, minus the birth),
+ * so clock offsets between hosts do not shorten the wait; the wait runs on
+ * this worker's clock. A new memory-storage group starts one TTL later. */
+static parti_err parti__g_birth(parti *p) {
+    parti_kv_entry born, probe;
+    parti_err err;
+    uint64_t rev = 0, age, now;
+    err = p->t.vt->kv_create(p->t.self, p->assign_bucket, "born", "{}", 2, &rev, parti__g_budget(p));
+    if (err == PARTI_ERR_OK) { /* made just now: the whole TTL */
+        now = parti__g_now(p);
+        if (now + p->opts.member_ttl_ms > p->quiet_until) p->quiet_until = now + p->opts.member_ttl_ms;
+        return PARTI_ERR_OK;
+    }
+    if (err != PARTI_ERR_KEY_EXISTS && err != PARTI_ERR_TIMEOUT) return err;
+    if ((err = p->t.vt->kv_put(p->t.self, p->assign_bucket, "clock", "{}", 2, &rev, parti__g_budget(p))) !=
+        PARTI_ERR_OK)
+        return err;
+    memset(&born, 0, sizeof born);
+    memset(&probe, 0, sizeof probe);
+    if ((err = p->t.vt->kv_get(p->t.self, p->assign_bucket, "born", 0, &born, parti__g_budget(p))) != PARTI_ERR_OK)
+        return err;
+    err = p->t.vt->kv_get(p->t.self, p->assign_bucket, "clock", 0, &probe, parti__g_budget(p));
+    age = probe.created_ms > born.created_ms ? probe.created_ms - born.created_ms : 0;
+    parti_kv_entry_free(&born);
+    parti_kv_entry_free(&probe);
+    if (err != PARTI_ERR_OK) return err;
+    now = parti__g_now(p);
+    if (age < p->opts.member_ttl_ms && now + (p->opts.member_ttl_ms - age) > p->quiet_until)
+        p->quiet_until = now + (p->opts.member_ttl_ms - age);
+    return PARTI_ERR_OK;
+}
+
 /* Claims the lowest free worker-N. */
 static void parti__g_join(parti *p, uint64_t now) {
     char **keys = NULL, key[PARTI__G_MAX_ID + 2];
@@ -8291,6 +8333,10 @@ static void parti__g_join(parti *p, uint64_t now) {
     }
     if (!p->buckets_open && (e = parti__g_open(p)) != PARTI_ERR_OK) {
         parti__g_fail(p, e, "opening the group's buckets");
+        goto retry;
+    }
+    if (p->opts.memory_storage && (e = parti__g_birth(p)) != PARTI_ERR_OK) {
+        parti__g_fail(p, e, "reading when the group's buckets were made");
         goto retry;
     }
     if ((e = p->t.vt->kv_keys(p->t.self, p->members_bucket, &keys, &nkeys, parti__g_budget(p))) != PARTI_ERR_OK) {
