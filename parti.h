@@ -8412,8 +8412,12 @@ static void parti__g_lose_id(parti *p, parti_err e) {
      * it: the others may still run as their IDs, the old leader may still
      * lead. For one TTL this worker takes back only its own number and stands
      * for election only if it led (both were its own) */
-    p->led_at_loss = p->leader;
-    p->quiet_until = parti__g_now(p) + p->opts.member_ttl_ms;
+    uint64_t now = parti__g_now(p);
+    /* (only while the leases held: a worker whose lease had run out may have
+     * lost its number, or the leadership, to another before the bucket went) */
+    if (p->stale || now >= parti__g_lease_end(p)) p->last_id = -1;
+    p->led_at_loss = p->leader && now < p->lease_until;
+    p->quiet_until = now + p->opts.member_ttl_ms;
     parti_counter_add(&p->gm.worker_id_conflicts, 1);
     parti__g_stop_consumer(p);
     parti__g_step_down(p, e, "worker ID lost");
