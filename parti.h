@@ -4985,6 +4985,7 @@ struct parti_consumer {
     /* handoff: where gained subjects resume, and what a rewound consumer skips */
     uint64_t *pending_from;      /* per pending subject: first sequence to process (0 = no catch-up) */
     uint64_t *skip_below;        /* per applied subject: messages below this were processed already */
+    int skip_n;                  /* its length (the set it was made for; a failed apply leaves it unaligned) */
     uint64_t skip_max;           /* past this sequence nothing is skipped any more */
     /* this worker's own view of its ack floor, fresher than the last info */
     uint64_t acked_max;          /* highest stream sequence acked or terminated */
@@ -5541,6 +5542,7 @@ static parti_err parti__consumer_rewind(parti_consumer *c, const char *durable) 
     c->deliver = PARTI_DELIVER_BY_START_SEQUENCE;
     c->start_seq = start;
     c->skip_below = skip; /* aligned with the pending set, which becomes the applied one */
+    c->skip_n = c->pending.count;
     c->fetch_active = 0;
     parti_counter_add(&c->metrics.consumer_handoff_rewinds, 1);
     return PARTI_ERR_OK;
@@ -5585,6 +5587,7 @@ static parti_err parti__consumer_first_start(parti_consumer *c, const char *dura
         c->start_seq = start;
     }
     c->skip_below = skip;
+    c->skip_n = c->pending.count;
     return PARTI_ERR_OK;
 }
 
@@ -5857,7 +5860,8 @@ static void parti__consumer_handle(parti_consumer *c, parti_msg *m) {
             if (parti_subject_matches(c->applied.items[j], m->subject)) k = j;
         if (k < 0) {
             parti_counter_add(&c->metrics.consumer_foreign_redeliveries, 1); /* processed all the same */
-        } else if (c->skip_below && m->stream_seq < c->skip_below[k]) {
+        } else if (c->skip_below && k < c->skip_n && c->skip_n == c->applied.count &&
+                   m->stream_seq < c->skip_below[k]) {
             /* processed before the handoff rewind (here or by the previous owner) */
             parti_counter_add(&c->metrics.consumer_handoff_skipped, 1);
             parti__consumer_settled(c, m->stream_seq, 1);

@@ -153,6 +153,8 @@ typedef struct sim_result {
     uint64_t first_seed[I_COUNT];    /* first seed that violated it (0 = none) */
     uint64_t virtual_ms, wall_us, steps, workers_started, log_hash;
     uint64_t liveness_max_ms;
+    uint64_t leaderless_max_ms;      /* longest time live workers had no acting leader */
+    uint64_t unowned_max_ms;         /* longest time a partition had no owner inside its lease */
 } sim_result;
 
 static uint64_t rng_next(uint64_t *s) { return parti_rng_splitmix64(s); }
@@ -290,6 +292,10 @@ struct sim {
     timer_ev *timers; /* stb_ds */
     uint64_t start, faults_end, end, producer_next, fault_next, live_bound, last_server_fault, grant_epoch;
     int stream_up, phase_done, leaders_overlap;
+    /* what each fault costs: time without a leader, time a partition is unowned (sampled) */
+    uint64_t gap_sampled, leaderless_since, *unowned_since;
+    unsigned char *owned_now;
+    int gaps_on;
     char assign_bucket[64], members_bucket[64];
     sim_result res;
     uint64_t viol[I_COUNT];
@@ -1413,9 +1419,48 @@ static int member_state(const actor *a) {
            st == PARTI_STATE_DEGRADED;
 }
 
+/* Samples (every 10 virtual ms) whether the live workers have an acting
+ * leader and whether each partition has an owner inside its lease; the
+ * longest gaps are what a fault costs. Measured from the first ownership on. */
+static void sample_gaps(sim *s) {
+    uint64_t now = now_of(s);
+    int i, k, live = 0, leader = 0, any = 0, n = s->prm.partitions;
+    if (s->gap_sampled && now < s->gap_sampled + 10) return;
+    s->gap_sampled = now;
+    memset(s->owned_now, 0, (size_t)n);
+    for (i = 0; i < (int)arrlen(s->actors); i++) {
+        actor *a = s->actors[i];
+        const int *ow;
+        int m;
+        if (!a->p || !alive(a)) continue;
+        live++;
+        if (a->paused_until > now) continue;
+        if (parti_is_leader(a->p)) leader = 1;
+        if (!parti_lease_valid(a->p)) continue;
+        m = parti_owned(a->p, &ow);
+        for (k = 0; k < m; k++)
+            if (ow[k] >= 0 && ow[k] < n) s->owned_now[ow[k]] = 1, any = 1;
+    }
+    if (any) s->gaps_on = 1;
+    if (!s->gaps_on || !live) {
+        s->leaderless_since = 0;
+        for (k = 0; k < n; k++) s->unowned_since[k] = 0;
+        return;
+    }
+    if (leader) s->leaderless_since = 0;
+    else if (!s->leaderless_since) s->leaderless_since = now;
+    else if (now - s->leaderless_since > s->res.leaderless_max_ms) s->res.leaderless_max_ms = now - s->leaderless_since;
+    for (k = 0; k < n; k++) {
+        if (s->owned_now[k]) s->unowned_since[k] = 0;
+        else if (!s->unowned_since[k]) s->unowned_since[k] = now;
+        else if (now - s->unowned_since[k] > s->res.unowned_max_ms) s->res.unowned_max_ms = now - s->unowned_since[k];
+    }
+}
+
 static void check_control_plane(sim *s, actor *a) {
     uint64_t now = now_of(s), ep, ver;
     int i, k, leaders = 0;
+    sample_gaps(s);
     if (!a->p || a->dead || a->done) return;
     ep = parti_assignment_epoch_of(a->p);
     ver = parti_assignment_version_of(a->p);
@@ -1661,6 +1706,8 @@ static void sim_run(const sim_params *prm, sim_result *out, FILE *log_out, int v
     s->start = now_of(s);
     /* partitions p0..pN-1 on subjects sim.p<k> */
     s->parts = (part_state *)calloc((size_t)prm->partitions, sizeof *s->parts);
+    s->unowned_since = (uint64_t *)calloc((size_t)prm->partitions, sizeof *s->unowned_since);
+    s->owned_now = (unsigned char *)calloc((size_t)prm->partitions, 1);
     s->pdefs = (parti_partition *)calloc((size_t)prm->partitions, sizeof *s->pdefs);
     s->pkeys = (char (*)[16])calloc((size_t)prm->partitions, 16);
     s->pkeyp = (const char **)calloc((size_t)prm->partitions, sizeof(char *));
@@ -1763,6 +1810,8 @@ static void sim_run(const sim_params *prm, sim_result *out, FILE *log_out, int v
     parti_fake_disconnect(&s->prod);
     parti_fake_world_destroy(s->w);
     free(s->parts);
+    free(s->unowned_since);
+    free(s->owned_now);
     free(s->pdefs);
     free(s->pkeys);
     free(s->pkeyp);
@@ -1795,6 +1844,8 @@ static void result_add(sim_result *t, const sim_result *r) {
     t->workers_started += r->workers_started;
     t->log_hash ^= r->log_hash;
     if (r->liveness_max_ms > t->liveness_max_ms) t->liveness_max_ms = r->liveness_max_ms;
+    if (r->leaderless_max_ms > t->leaderless_max_ms) t->leaderless_max_ms = r->leaderless_max_ms;
+    if (r->unowned_max_ms > t->unowned_max_ms) t->unowned_max_ms = r->unowned_max_ms;
 }
 
 static int failed(const sim_result *r) {
@@ -1820,6 +1871,8 @@ static void print_summary(const sim_result *r, double wall_s) {
     printf("\nduplicates by cause:");
     for (i = 0; i < C_COUNT; i++) printf(" %s=%llu", cause_names[i], (unsigned long long)r->dups[i]);
     printf("\nworst handling latency after the faults stopped: %llu ms\n", (unsigned long long)r->liveness_max_ms);
+    printf("longest time without an acting leader: %llu ms; longest time a partition had no owner: %llu ms\n",
+           (unsigned long long)r->leaderless_max_ms, (unsigned long long)r->unowned_max_ms);
     printf("%-13s %-9s %10s %8s %10s\n", "invariant", "", "violations", "seeds", "first seed");
     for (i = 0; i < I_COUNT; i++)
         printf("%-13s %-9s %10llu %8llu %10llu\n", inv_names[i], inv_asserted[i] ? "asserted" : "reported",
