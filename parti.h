@@ -8105,6 +8105,7 @@ static void parti__g_schedule_rebalance(parti *p, uint64_t now, uint64_t delay, 
 static int parti__g_still_mine(parti *p, const char *key, uint64_t *rev);
 static void parti__g_renew_leader(parti *p, uint64_t now);
 static void parti__g_lose_id(parti *p, parti_err e);
+static int parti__g_doc_unowned(const parti *p, int *first, int cap);
 
 /* The leader key's value: who leads, which process, under which epoch. */
 static void parti__g_leader_value(const parti *p, uint64_t epoch, char *v, size_t cap) {
@@ -8702,6 +8703,7 @@ static void parti__g_consider(parti *p, const uint8_t *data, size_t len, uint64_
         PARTI_FREE(mine);
     }
     parti_gauge_set(&p->gm.partitions_owned, (double)n);
+    parti_gauge_set(&p->gm.partitions_unassigned, (double)parti__g_doc_unowned(p, NULL, 0));
     if (me < 0) {
         if (p->state != PARTI_STATE_DEGRADED) parti__g_set_state(p, PARTI_STATE_WAITING);
         if (arrlen(p->owned) == 0 && !parti_consumer_is_paused(p->c)) parti__g_apply_owned(p, 0);
@@ -8842,7 +8844,17 @@ static void parti__g_cap_owners(parti *p, int *owner, int pc, int nm) {
         }
     }
     p->unassignable = left;
-    parti_gauge_set(&p->gm.partitions_unassigned, (double)left);
+}
+
+/* Partitions the applied document leaves without an owner. */
+static int parti__g_doc_unowned(const parti *p, int *first, int cap) {
+    int i, n = 0;
+    for (i = 0; p->doc.owner && i < p->doc.partition_count; i++)
+        if (p->doc.owner[i] < 0) {
+            if (n < cap) first[n] = i;
+            n++;
+        }
+    return n;
 }
 
 /* Computes and publishes the next assignment. */
@@ -9218,7 +9230,9 @@ PARTIDEF parti_err parti_health_of(const parti *p, parti_health *out) {
     parti_consumer_health(p->c, &ch);
     memset(out, 0, sizeof *out);
     out->live = p->state != PARTI_STATE_STOPPED;
-    out->degraded = p->degraded || ch.degraded || parti_breaker_state_of(p->opts.breaker) == PARTI_BREAKER_OPEN;
+    /* (a document that leaves partitions unowned: the group cannot hold them all) */
+    out->degraded = p->degraded || ch.degraded || parti_breaker_state_of(p->opts.breaker) == PARTI_BREAKER_OPEN ||
+                    parti__g_doc_unowned(p, NULL, 0) > 0;
     out->ready = out->live && p->id[0] && !p->stale && !p->degraded &&
                  (p->state == PARTI_STATE_STABLE || p->state == PARTI_STATE_WAITING ||
                   p->state == PARTI_STATE_REBALANCING) &&
@@ -9310,6 +9324,20 @@ PARTIDEF parti_err parti_health_json(parti *p, char *buf, size_t cap, size_t *ne
     parti_json_bool(&w, ch.degraded);
     parti_json_key(&w, "durable");
     parti_json_string(&w, parti_consumer_durable(p->c));
+    parti_json_object_end(&w);
+    parti_json_key(&w, "assignment");
+    parti_json_object_begin(&w);
+    {
+        int first[8], i, un = parti__g_doc_unowned(p, first, 8);
+        parti_json_key(&w, "ok");
+        parti_json_bool(&w, un == 0);
+        parti_json_key(&w, "unowned_partitions");
+        parti_json_uint(&w, (uint64_t)un);
+        parti_json_key(&w, "first_unowned");
+        parti_json_array_begin(&w);
+        for (i = 0; i < un && i < 8; i++) parti_json_uint(&w, (uint64_t)first[i]);
+        parti_json_array_end(&w);
+    }
     parti_json_object_end(&w);
     parti_json_key(&w, "circuit_breaker");
     parti_json_object_begin(&w);

@@ -413,6 +413,35 @@ Test(group, a_stale_leaders_assignment_is_ignored) {
     for (i = 0; i < 3; i++) cr_assert_eq(parti_assignment_version_of(ws[i].p), v + 1);
 }
 
+Test(group, more_partitions_than_the_workers_can_hold_are_left_unowned_and_reported) {
+    int i;
+    char json[4096];
+    parti_health h;
+    g_world(5);
+    gcfg.max_subjects = 5; /* NP = 12 partitions, 2 workers x 5 */
+    for (i = 0; i < 2; i++) g_start(i);
+    g_run(5000);
+    for (i = 0; i < 2; i++) {
+        const int *ow;
+        cr_assert_eq(parti_owned(ws[i].p, &ow), 5, "worker %d", i);
+        cr_assert_eq(parti_consumer_subjects(parti_consumer_of(ws[i].p))->count, 5, "its consumer holds them");
+        cr_assert_eq(parti_metrics_of(ws[i].p)->partitions_unassigned.value, 2.0, "worker %d: %f", i, parti_metrics_of(ws[i].p)->partitions_unassigned.value);
+        cr_assert_eq(parti_health_of(ws[i].p, &h), PARTI_ERR_OK);
+        cr_assert(h.degraded, "an over-capacity group reports degraded health");
+        cr_assert_eq(parti_health_json(ws[i].p, json, sizeof json, NULL), PARTI_ERR_OK);
+        cr_assert(strstr(json, "\"unowned_partitions\":2") != NULL, "%s", json);
+    }
+    /* a third worker: everything is owned again */
+    g_start(2);
+    g_run(5000);
+    for (i = 0; i < 3; i++) {
+        cr_assert_eq(parti_metrics_of(ws[i].p)->partitions_unassigned.value, 0.0);
+        cr_assert_eq(parti_health_of(ws[i].p, &h), PARTI_ERR_OK);
+        cr_assert(!h.degraded);
+    }
+    cr_assert(g_assignment_ok(3));
+}
+
 Test(group, garbage_on_the_assignment_key_is_replaced_by_the_leader) {
     int i, j;
     uint64_t rev = 0, before;
