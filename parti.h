@@ -106,7 +106,14 @@
  *   PARTI_HISTOGRAM_MAX_BUCKETS (16, 13..1024).
  *
  * VERSION HISTORY
- *   unreleased  bounded calls: parti_poll(t) returns within t + one op timeout
+ *   unreleased  control plane decided by the KV: documents fenced by the
+ *          leader key on read, epochs raised above what members applied
+ *          (bucket loss), the member lease checked before every message
+ *          (parti_lease_valid), deletes at an expected revision (the vtable
+ *          gained kv_delete_if, optional), over-capacity partitions left
+ *          unowned and reported (parti_partitions_unassigned,
+ *          parti_assignments_rejected_total);
+ *          bounded calls: parti_poll(t) returns within t + one op timeout
  *          while the server hangs; renewals and ID claims whose reply was
  *          lost are read back (parti_assignment_epoch_of, the errors
  *          MESSAGE_TOO_LARGE and LIMIT_REACHED, parti_js_api_error_described,
@@ -1875,27 +1882,40 @@ PARTIDEF int parti_assignment_partitions_of(const parti_assignment *a, int membe
  *
  * Protocol (KV; see docs/protocol.md):
  *   bucket "<prefix>-<stream>-members", TTL member_ttl_ms:
- *     "m.<worker-id>"  {"instance":"<hex>","capacity":N}  claimed with
- *                      create-if-absent (lowest free "worker-N"), renewed
- *                      every heartbeat_ms by compare-and-swap on its revision.
- *                      A lost swap means another process holds the ID: this
+ *     "m.<worker-id>"  {"instance":"<hex>","capacity":N,"epoch":E,"applied":[E,V]}
+ *                      claimed with create-if-absent (its own previous number
+ *                      first, else the lowest free "worker-N"), renewed every
+ *                      heartbeat_ms by compare-and-swap on its revision. A
+ *                      failed or unanswered write is read back (the instance
+ *                      decides) before anything is concluded. A lost ID: this
  *                      worker stops processing at once and joins again.
  *     "leader"         {"worker":"<id>","instance":"<hex>","epoch":E}
- *                      created by whoever finds it missing; the create's
- *                      revision is the epoch (fencing token); renewed by CAS.
- *                      A leader that cannot renew within member_ttl_ms minus
- *                      one heartbeat stops acting as leader before the key
- *                      can expire and anyone else can win.
+ *                      created by whoever finds it missing (after reading its
+ *                      own key back); the epoch is above the create's revision
+ *                      and every epoch or document any member reports, and is
+ *                      stamped into the key before anything is published.
+ *                      Renewed by CAS; a leader stops acting as one before the
+ *                      key can expire, and steps down only when the key shows
+ *                      another holder or a higher epoch.
  *   bucket "<prefix>-<stream>-assign", no TTL:
  *     "assignment"     one document (parti_assignment_encode): epoch, version,
  *                      partitions fingerprint, members, owner of every
- *                      partition. Written by the leader with CAS on the last
- *                      revision it saw; workers apply only a higher
- *                      (epoch, version) whose epoch is not below the leader
- *                      key's.
- * Graceful leave deletes the member key (watchers see it at once); a crash
- * is seen when the key's TTL expires (watch with delete markers where the
- * server has them, and a listing every heartbeat as the backstop). */
+ *                      partition (or none, past workers x max_subjects).
+ *                      Written by the leader with CAS on the last revision it
+ *                      saw. FENCING: a worker applies a document only when its
+ *                      (epoch, version) is newer than what it applied AND the
+ *                      leader key holds that epoch when it reads it; the
+ *                      leader replaces anything else it finds there.
+ * The LEASE: a worker acts on its ID (hands messages to the handler, applies
+ * documents) only until the send time of its last successful renewal plus
+ * min(max_stale_ms, member_ttl_ms - heartbeat_ms / 2), checked before every
+ * message; parti_lease_valid() says whether it holds. Graceful leave deletes
+ * the member key at the revision it wrote (kv_delete_if; watchers see it at
+ * once); a crash is seen when the key's TTL expires (watch with delete
+ * markers where the server has them, and a listing every heartbeat as the
+ * backstop). Clocks: leases are measured on each host's monotonic clock;
+ * hosts whose clocks run at different rates, or jump forward, by more than
+ * heartbeat_ms / 2 within a TTL shorten the margin the lease relies on. */
 
 typedef struct parti parti; /* opaque */
 
@@ -1959,10 +1979,12 @@ typedef struct parti_options {
     uint32_t planned_window_ms;       /* joins and graceful leaves are debounced this long; default 500 */
     uint32_t emergency_grace_ms;      /* a crashed member's partitions move after this; default 100 */
     uint32_t min_rebalance_interval_ms; /* between two published assignments; default 250 */
-    uint32_t max_stale_ms;            /* degraded: keep processing this long without the control plane;
-                                         default member_ttl_ms (no other worker can have taken over yet) */
+    uint32_t max_stale_ms;            /* degraded: keep processing this long after the last renewal was sent;
+                                         default and cap member_ttl_ms - heartbeat_ms / 2 (the lease: no
+                                         other process can hold the ID yet) */
     uint32_t op_timeout_ms;           /* each KV call; default 2000 */
-    int memory_storage;               /* 1: KV buckets in memory (tests, demos) */
+    int memory_storage;               /* 1: KV buckets in memory (tests, demos); a restart loses them, so
+                                         new claims wait until they are one TTL old (needs kv_put) */
     /* The stream is checked before joining (parti_stream_check): a mismatch
      * stops the worker with PARTI_ERR_STREAM_MISMATCH. A missing stream is
      * waited for (retried with backoff), or created with exactly this config
@@ -8407,6 +8429,7 @@ static void parti__g_join(parti *p, uint64_t now) {
     }
     parti_strings_free(keys, nkeys);
 retry:
+    if (e == PARTI_ERR_BUCKET_NOT_FOUND) p->buckets_open = 0; /* lost (a restart, a delete): make them again */
     parti_backoff_next(&p->backoff, parti__g_rng, p, &delay);
     p->retry_at = now + delay;
 }
