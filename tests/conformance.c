@@ -1054,6 +1054,26 @@ Test(kv, delete_makes_get_key_not_found) {
     conf_expect_value(a, "cfg", "other", "w");
 }
 
+Test(kv, delete_if_deletes_only_at_the_expected_revision) {
+    parti_transport *a = conf_connect();
+    parti_kv_entry e;
+    uint64_t r1, r2;
+    cr_assert(a->vt->kv_delete_if != NULL);
+    conf_kv_open(a, "cfg");
+    r1 = conf_put(a, "cfg", "k", "one");
+    r2 = conf_put(a, "cfg", "k", "two");
+    /* a stale revision (another process wrote since): nothing is deleted */
+    CONF_EXPECT(a->vt->kv_delete_if(a->self, "cfg", "k", r1, CONF_TO), PARTI_ERR_WRONG_REVISION);
+    cr_assert_eq(conf_expect_value(a, "cfg", "k", "two"), r2);
+    /* the current one: deleted, and watchers and get see it gone */
+    CONF_OK(a->vt->kv_delete_if(a->self, "cfg", "k", r2, CONF_TO));
+    CONF_EXPECT(conf_get(a, "cfg", "k", 0, &e), PARTI_ERR_KEY_NOT_FOUND);
+    /* and a create succeeds over the delete marker */
+    CONF_OK(a->vt->kv_create(a->self, "cfg", "k", "three", 5, &r1, CONF_TO));
+    CONF_EXPECT(a->vt->kv_delete_if(a->self, "cfg", "k", r2, CONF_TO), PARTI_ERR_WRONG_REVISION);
+    conf_expect_value(a, "cfg", "k", "three");
+}
+
 Test(kv, keys_are_sorted_and_exclude_deleted_keys) {
     parti_transport *a = conf_connect();
     char **keys = NULL;

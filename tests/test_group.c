@@ -26,6 +26,8 @@ typedef struct worker {
     int alive;
     int handled;
     int events[16];
+    uint32_t slow_ms;      /* each handler call takes this long (virtual) */
+    int after_lease;       /* handler calls that began past the worker's lease */
 } worker;
 static worker ws[MAXW];
 /* per message (by stream sequence): which workers handled it */
@@ -35,7 +37,9 @@ static parti_verdict g_on_message(void *user, const parti_msg *m, uint32_t *nak)
     worker *wk = (worker *)user;
     (void)nak;
     wk->handled++;
+    if (wk->p && !parti_lease_valid(wk->p)) wk->after_lease++;
     if (m->stream_seq < 4096) handled_by[m->stream_seq][wk - ws]++;
+    if (wk->slow_ms) parti_fake_advance(gw, wk->slow_ms);
     return PARTI_ACK;
 }
 
@@ -411,6 +415,91 @@ Test(group, a_stale_leaders_assignment_is_ignored) {
     parti_kv_entry_free(&e);
     parti_assignment_free(&a);
     for (i = 0; i < 3; i++) cr_assert_eq(parti_assignment_version_of(ws[i].p), v + 1);
+}
+
+Test(group, a_stream_an_operator_deletes_under_running_workers_is_not_created_again) {
+    static const char *const subs[] = {"orders.>"};
+    parti_stream_config sc;
+    parti_stream_info si;
+    char key[48];
+    int i;
+    g_world(4);
+    memset(&sc, 0, sizeof sc);
+    sc.name = "orders";
+    sc.subjects = subs;
+    sc.subject_count = 1;
+    gopts.create_stream = &sc; /* it may create the stream when it first joins */
+    g_start(0);
+    gopts.create_stream = NULL;
+    g_run(4000);
+    cr_assert(g_assignment_ok(1));
+    cr_assert_eq(gob.vt->stream_delete(gob.self, "orders", 1000), PARTI_ERR_OK);
+    /* and its ID is lost, so it joins again (checking the stream first) */
+    snprintf(key, sizeof key, "m.%s", parti_worker_id(ws[0].p));
+    cr_assert_eq(parti_fake_expire_key(gw, "parti-orders-members", key), PARTI_ERR_OK);
+    for (i = 0; i < 400 && !ws[0].events[PARTI_EVENT_ID_LOST - 100]; i++) parti_poll(ws[0].p, 10);
+    cr_assert_eq(ws[0].events[PARTI_EVENT_ID_LOST - 100], 1);
+    g_run(8000);
+    memset(&si, 0, sizeof si);
+    cr_assert_eq(gob.vt->stream_info(gob.self, "orders", &si, 1000), PARTI_ERR_STREAM_NOT_FOUND,
+                 "the worker made the deleted stream again");
+    cr_assert_eq(parti_state_of(ws[0].p), PARTI_STATE_JOINING, "it waits for the stream");
+}
+
+Test(group, memory_storage_workers_claim_no_id_until_the_buckets_are_a_ttl_old) {
+    int i;
+    uint64_t t0;
+    g_world(6);
+    gopts.memory_storage = 1;
+    gopts.heartbeat_ms = 200;
+    gopts.member_ttl_ms = 1000;
+    t0 = parti_fake_now(gw);
+    for (i = 0; i < 2; i++) g_start(i);
+    g_run(900);
+    for (i = 0; i < 2; i++) cr_assert_str_eq(parti_worker_id(ws[i].p), "", "joined %llu ms after the buckets were made",
+                                             (unsigned long long)(parti_fake_now(gw) - t0));
+    g_run(3000);
+    cr_assert(g_assignment_ok(2));
+    /* the server restarts and the buckets are lost: the workers take their
+     * own numbers back at once; a process started now waits a TTL */
+    {
+        char before[2][32];
+        for (i = 0; i < 2; i++) snprintf(before[i], sizeof before[i], "%s", parti_worker_id(ws[i].p));
+        parti_fake_restart(gw);
+        g_start(2);
+        g_run(600);
+        cr_assert_str_eq(parti_worker_id(ws[2].p), "", "a newcomer took an ID within the TTL after the loss");
+        for (i = 0; i < 2; i++) cr_assert_str_eq(parti_worker_id(ws[i].p), before[i]);
+        g_run(4000);
+        cr_assert(g_assignment_ok(3));
+    }
+    gopts.memory_storage = 0;
+    gopts.heartbeat_ms = 0;
+    gopts.member_ttl_ms = 0;
+}
+
+Test(group, no_message_reaches_the_handler_past_the_lease_even_mid_batch) {
+    int i, v = 1, before;
+    g_world(7);
+    gopts.heartbeat_ms = 250;
+    gopts.member_ttl_ms = 1000;
+    for (i = 0; i < 3; i++) g_start(i);
+    g_run(4000);
+    cr_assert(g_assignment_ok(3));
+    if (parti_is_leader(ws[v].p)) v = 2;
+    /* one worker's handler takes 400 ms per message: a batch of its backlog
+     * runs far past the 1 s TTL within one poll, with no renewal in between */
+    ws[v].slow_ms = 400;
+    g_publish_all(4);
+    before = ws[v].handled;
+    parti_poll(ws[v].p, 10);
+    cr_assert_gt(ws[v].handled, before);
+    cr_assert_leq(ws[v].handled - before, 3, "handled %d messages in 400 ms steps past a lease under 1 s",
+                  ws[v].handled - before);
+    cr_assert_eq(ws[v].after_lease, 0, "a message reached the handler past the lease");
+    ws[v].slow_ms = 0;
+    gopts.heartbeat_ms = 0;
+    gopts.member_ttl_ms = 0;
 }
 
 Test(group, more_partitions_than_the_workers_can_hold_are_left_unowned_and_reported) {
