@@ -34,7 +34,7 @@ SERVER_SRC = tests/nats_server.c tests/nats_server.h
 .PHONY: all setup test check fuzz bench demo sim sim-long clean
 SIM_SEEDS ?= 500
 # the control-plane invariants, asserted on every seed with every fault kind on
-SIM_CONTROL_PLANE = id_unique,id_kept,one_leader,monotone
+SIM_CONTROL_PLANE = id_unique,id_kept,one_leader,monotone,owned
 SEEDS ?= 1000
 SIM_JOBS ?= 2
 

@@ -84,6 +84,7 @@ static const char *const fault_help[] = {
     X(id_kept, 0, "no worker gave up its ID while its key was still its own on the server and no one else held it") \
     X(one_leader, 0, "at most one worker acted as leader at any instant (ran as one, or had its document applied)") \
     X(monotone, 0, "the (epoch, version) each worker applied never went down")                                    \
+    X(owned, 0, "from one liveness bound after the faults stopped, no partition went a heartbeat + 1 s unowned")   \
     X(graceful_dup, 0, "graceful moves (join, leave, rebalance) caused no duplicate")
 
 enum {
@@ -294,7 +295,7 @@ struct sim {
     int stream_up, phase_done, leaders_overlap;
     /* what each fault costs: time without a leader, time a partition is unowned (sampled) */
     uint64_t gap_sampled, leaderless_since, *unowned_since;
-    unsigned char *owned_now;
+    unsigned char *owned_now, *unowned_told;
     int gaps_on;
     char assign_bucket[64], members_bucket[64];
     sim_result res;
@@ -1451,9 +1452,21 @@ static void sample_gaps(sim *s) {
     else if (!s->leaderless_since) s->leaderless_since = now;
     else if (now - s->leaderless_since > s->res.leaderless_max_ms) s->res.leaderless_max_ms = now - s->leaderless_since;
     for (k = 0; k < n; k++) {
-        if (s->owned_now[k]) s->unowned_since[k] = 0;
-        else if (!s->unowned_since[k]) s->unowned_since[k] = now;
+        if (s->owned_now[k]) {
+            s->unowned_since[k] = 0;
+            s->unowned_told[k] = 0;
+            continue;
+        }
+        if (!s->unowned_since[k]) s->unowned_since[k] = now;
         else if (now - s->unowned_since[k] > s->res.unowned_max_ms) s->res.unowned_max_ms = now - s->unowned_since[k];
+        /* (a handoff leaves a partition without an owner for a moment, between
+         * the loser's apply and the gainer's: a heartbeat and a second allowed) */
+        if (now >= s->faults_end + s->live_bound && !s->unowned_told[k] &&
+            now - s->unowned_since[k] > s->prm.heartbeat_ms + 1000) {
+            s->unowned_told[k] = 1;
+            violation(s, I_owned, "p%d has had no owner since %llu ms after the faults stopped (bound %llu)", k,
+                      (unsigned long long)(s->unowned_since[k] - s->faults_end), (unsigned long long)s->live_bound);
+        }
     }
 }
 
@@ -1708,6 +1721,7 @@ static void sim_run(const sim_params *prm, sim_result *out, FILE *log_out, int v
     s->parts = (part_state *)calloc((size_t)prm->partitions, sizeof *s->parts);
     s->unowned_since = (uint64_t *)calloc((size_t)prm->partitions, sizeof *s->unowned_since);
     s->owned_now = (unsigned char *)calloc((size_t)prm->partitions, 1);
+    s->unowned_told = (unsigned char *)calloc((size_t)prm->partitions, 1);
     s->pdefs = (parti_partition *)calloc((size_t)prm->partitions, sizeof *s->pdefs);
     s->pkeys = (char (*)[16])calloc((size_t)prm->partitions, 16);
     s->pkeyp = (const char **)calloc((size_t)prm->partitions, sizeof(char *));
@@ -1812,6 +1826,7 @@ static void sim_run(const sim_params *prm, sim_result *out, FILE *log_out, int v
     free(s->parts);
     free(s->unowned_since);
     free(s->owned_now);
+    free(s->unowned_told);
     free(s->pdefs);
     free(s->pkeys);
     free(s->pkeyp);
