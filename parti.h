@@ -8145,12 +8145,13 @@ static void parti__g_try_elect(parti *p, uint64_t now) {
     char v[160];
     uint64_t rev = 0, epoch;
     parti_err e;
+    if (now >= p->quiet_until) p->led_at_loss = 0; /* the exemption lasts one TTL after the loss */
     if (now < p->quiet_until && !p->led_at_loss) return; /* the old leader's lease may still hold */
     /* a missing leader key means an expired lease only while the bucket is
      * the one this worker's own key lives in: read that back first (when
      * the bucket was lost with the server, this worker's key went too, and
      * it waits a TTL like the rest; the old leader may still lead) */
-    if (!p->led_at_loss) {
+    {
         int mine = parti__g_still_mine(p, p->key, &rev);
         if (mine < 0) return; /* no answer: try at the next check */
         if (mine == 0) {
@@ -8172,6 +8173,7 @@ static void parti__g_try_elect(parti *p, uint64_t now) {
         parti__g_fail(p, e, "leader election");
         return;
     }
+    p->led_at_loss = 0;
     epoch = rev;
     if (p->epoch >= epoch) epoch = p->epoch + 1;
     if (p->applied_epoch >= epoch) epoch = p->applied_epoch + 1;
@@ -9205,9 +9207,9 @@ PARTIDEF parti_err parti_leave(parti *p, uint32_t timeout_ms) {
     /* 2. leadership and the member key: the others see both at once. Only
      * keys still this process's are deleted: a process that was frozen may
      * find its ID and the leadership taken over by now */
-    if (p->leader) {
-        parti__g_delete_mine(p, "leader", p->leader_rev);
+    if (p->leader) { /* stop acting as leader first: the delete lets another win at once */
         parti__g_step_down(p, PARTI_ERR_OK, "leaving");
+        parti__g_delete_mine(p, "leader", p->leader_rev);
     }
     if (p->id[0]) parti__g_delete_mine(p, p->key, p->my_rev);
     arrsetlen(p->owned, 0);

@@ -2091,6 +2091,17 @@ static const scenario scenarios[] = {
      "--workers 2 --partitions 16 --rate 40 --ttl 750 --heartbeat 250 --duration 10000 "
      "--script '5000 join; 5530 pause_at_write P1'",
      "graceful_dup", "one_leader,monotone,id_unique"}, /* found by review: the deposed leader applied its own late document */
+    {"leader_exemption_outlives_its_ttl",
+     "a leader loses its ID in one restart, steps down later, and a second restart finds it standing at once",
+     "--workers 3 --partitions 8 --rate 40 --kv-memory 1 --stream-memory 0 --heartbeat 1000 --ttl 5000 "
+     "--op-timeout 1000 --duration 32000 --script '15000 restart; 18000 kv_hang P1 4; 26020 restart; 26020 join'",
+     "loss,graceful_dup", "one_leader,id_unique,id_kept,monotone,owned"}, /* found by review: the exemption to stand at once did not end with its TTL */
+    {"late_renewal_into_recreated_bucket",
+     "a renewal held back in a client buffer lands after a restart re-created the buckets, at a revision a newcomer "
+     "now holds (a known limit of memory-storage buckets, see docs/protocol.md)",
+     "--workers 1 --partitions 8 --rate 40 --ttl 3000 --heartbeat 1000 --kv-memory 1 --stream-memory 0 "
+     "--duration 14000 --script '3050 kv_late P0 1; 3300 cut P0; 3400 restart; 6500 join'",
+     "id_unique,id_kept", NULL}, /* found by review; pinned: it must keep reproducing until fixed */
 };
 
 /* Splits args into argv (single quotes group words); returns argc. */
