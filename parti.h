@@ -8941,11 +8941,16 @@ static void parti__g_rebalance(parti *p, uint64_t now) {
          * when it shows another holder or a higher epoch, otherwise write
          * again over what is there (an old leader's late write, garbage) */
         parti_kv_entry cur;
+        parti_err ge;
+        uint64_t tried = p->kv_doc_rev;
         int held;
         memset(&cur, 0, sizeof cur);
-        if (p->t.vt->kv_get(p->t.self, p->assign_bucket, "assignment", 0, &cur, parti__g_budget(p)) == PARTI_ERR_OK) {
-            if (cur.revision > p->kv_doc_rev) p->kv_doc_rev = cur.revision;
+        ge = p->t.vt->kv_get(p->t.self, p->assign_bucket, "assignment", 0, &cur, parti__g_budget(p));
+        if (ge == PARTI_ERR_OK) {
+            p->kv_doc_rev = cur.revision; /* (lower too: a bucket made again starts over) */
             parti_kv_entry_free(&cur);
+        } else if (ge == PARTI_ERR_KEY_NOT_FOUND) {
+            p->kv_doc_rev = 0; /* gone (deleted, or a bucket made again): create it */
         }
         held = parti__g_leader_holds(p, p->epoch);
         if (held == 0 && p->key_instance != p->instance) {
@@ -8956,6 +8961,7 @@ static void parti__g_rebalance(parti *p, uint64_t now) {
             parti__g_step_down(p, e, "the leader key holds a higher epoch");
             goto done;
         }
+        if (p->kv_doc_rev == tried) goto fail; /* nothing new learned: back off */
         parti__g_fail(p, e, "publishing the assignment (raced with an older write; writing again)");
         p->rb_due = now; /* at once, over the revision just read */
         goto done;

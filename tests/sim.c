@@ -469,6 +469,7 @@ static int call_begin(actor *a, int kv_write) {
     if (kv_write && a->pause_at_write) {
         uint64_t d = a->s->prm.ttl_ms / 2 + rng_next(&a->rng) % (2 * a->s->prm.ttl_ms);
         a->pause_at_write = 0;
+        if (now < a->s->faults_end && now + d > a->s->faults_end) d = a->s->faults_end - now; /* faults stop then */
         slog(a->s, "%s stalls %llu ms before a KV write", a->name, (unsigned long long)d);
         a->last_lease_fault = now + d;
         actor_wait(a, now + d, 0);
@@ -941,6 +942,7 @@ static parti_verdict on_message(void *user, const parti_msg *m, uint32_t *nak_de
         if (a->slow_until > now) d = a->slow_ms;
         if ((s->prm.faults & (1u << F_slow)) && rng_chance(&a->rng, 3))
             d = s->prm.ttl_ms + rng_next(&a->rng) % (2 * s->prm.ttl_ms);
+        if (now + d > s->faults_end) d = s->faults_end - now; /* slow spells end when the faults stop */
         if ((s->prm.faults & (1u << F_verdicts))) {
             uint64_t x = rng_next(&a->rng) % 1000;
             if (x < 30) {
@@ -1464,8 +1466,8 @@ static void sample_gaps(sim *s) {
         if (now >= s->faults_end + s->live_bound && !s->unowned_told[k] &&
             now - s->unowned_since[k] > s->prm.heartbeat_ms + 1000) {
             s->unowned_told[k] = 1;
-            violation(s, I_owned, "p%d has had no owner since %llu ms after the faults stopped (bound %llu)", k,
-                      (unsigned long long)(s->unowned_since[k] - s->faults_end), (unsigned long long)s->live_bound);
+            violation(s, I_owned, "p%d has had no owner since %lld ms after the faults stopped (bound %llu)", k,
+                      (long long)(s->unowned_since[k] - s->faults_end), (unsigned long long)s->live_bound);
         }
     }
 }
