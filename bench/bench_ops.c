@@ -69,7 +69,7 @@ static parti *worker(parti_transport *t, const char *stream, const char *tmpl, F
     o.cold_start_ms = 200;
     o.heartbeat_ms = 250;
     o.member_ttl_ms = 1500;
-    o.max_stale_ms = 60000; /* the outage section keeps it running degraded */
+    o.max_stale_ms = 60000; /* capped at the lease (TTL - heartbeat / 2): degraded, it keeps polling and stops handling */
     if (log) {
         o.log = parti_log_to_console;
         o.log_user = log;

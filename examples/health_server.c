@@ -149,7 +149,6 @@ int main(int argc, char **argv) {
     o.heartbeat_ms = 250;
     o.member_ttl_ms = 1500;
     o.cold_start_ms = 200;
-    o.max_stale_ms = 60000;
     o.consumer.op_timeout_ms = 1000;
     o.op_timeout_ms = 1000;
     o.log = parti_log_to_console;
