@@ -7953,6 +7953,13 @@ static uint64_t parti__g_leader_epoch(const parti_kv_entry *e) {
     return epoch;
 }
 
+/* The leader key as read or watched (untrusted): who holds it, under which epoch. */
+static void parti__g_saw_leader_key(parti *p, const parti_kv_entry *e) {
+    p->key_epoch = parti__g_leader_epoch(e);
+    p->key_instance = parti__g_value_instance(e->value, e->len);
+    parti__g_saw_epoch(p, p->key_epoch);
+}
+
 /* Reads the "capacity" of a member value (untrusted); 1 when absent or bad. */
 static uint32_t parti__g_member_capacity(const uint8_t *value, size_t len) {
     parti_json_doc doc;
@@ -8618,10 +8625,8 @@ static int parti__g_leader_holds(parti *p, uint64_t epoch) {
         return 0;
     }
     if (err != PARTI_ERR_OK) return -1;
-    p->key_epoch = parti__g_leader_epoch(&e);
-    p->key_instance = parti__g_value_instance(e.value, e.len);
+    parti__g_saw_leader_key(p, &e);
     parti_kv_entry_free(&e);
-    parti__g_saw_epoch(p, p->key_epoch);
     return p->key_epoch == epoch && p->key_instance != 0;
 }
 
@@ -9003,9 +9008,7 @@ static void parti__g_drain_watches(parti *p, uint64_t now) {
             if (p->leader && e.revision < p->leader_rev) {
                 /* older than this leader's own key: history */
             } else if (e.op == PARTI_KV_PUT) {
-                p->key_epoch = parti__g_leader_epoch(&e);
-                p->key_instance = parti__g_value_instance(e.value, e.len);
-                parti__g_saw_epoch(p, p->key_epoch);
+                parti__g_saw_leader_key(p, &e);
                 /* the KV decides who leads: another holder deposes this one */
                 if (p->leader && p->key_instance != p->instance)
                     parti__g_step_down(p, PARTI_ERR_WRONG_REVISION, "another worker holds the leader key");
@@ -9084,9 +9087,7 @@ static void parti__g_step(parti *p, uint64_t now) {
         memset(&e, 0, sizeof e);
         err = p->t.vt->kv_get(p->t.self, p->members_bucket, "leader", 0, &e, parti__g_budget(p));
         if (err == PARTI_ERR_OK) {
-            p->key_epoch = parti__g_leader_epoch(&e);
-            p->key_instance = parti__g_value_instance(e.value, e.len);
-            parti__g_saw_epoch(p, p->key_epoch);
+            parti__g_saw_leader_key(p, &e);
             p->leader_missing = 0;
             parti_kv_entry_free(&e);
         } else if (err == PARTI_ERR_KEY_NOT_FOUND) {
