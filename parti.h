@@ -7761,7 +7761,7 @@ struct parti {
     /* the assignment */
     parti_assignment doc;        /* the last applied document */
     uint64_t doc_rev;            /* its KV revision (0: none seen) */
-    uint64_t kv_doc_rev;         /* the assignment key's latest revision seen, whatever it held (the leader's CAS base) */
+    uint64_t kv_doc_rev;         /* the assignment key's latest revision seen, whatever it held (leader's CAS base) */
     uint64_t wrote_doc_rev;      /* leader: the revision of the document it last wrote */
     int unassignable;            /* leader: partitions its last document could not place (over capacity) */
     uint64_t applied_epoch, applied_version;
@@ -7904,20 +7904,6 @@ static void parti__g_member_value(parti *p) {
              (unsigned long long)p->top_epoch, (unsigned long long)p->top_version);
 }
 
-/* Reads "applied": [epoch, version] of a member value (untrusted); 0, 0 when absent or bad. */
-static void parti__g_member_applied(const uint8_t *value, size_t len, uint64_t *epoch, uint64_t *version) {
-    parti_json_doc doc;
-    int arr;
-    *epoch = *version = 0;
-    if (!value || parti_json_parse(&doc, (const char *)value, len, NULL, NULL, 0) != PARTI_ERR_OK) return;
-    arr = parti_json_get(&doc, parti_json_root(&doc), "applied");
-    if (arr >= 0 && parti_json_type_of(&doc, arr) == PARTI_JSON_ARRAY && parti_json_count(&doc, arr) == 2 &&
-        (parti_json_as_uint64(&doc, parti_json_at(&doc, arr, 0), epoch) != PARTI_ERR_OK ||
-         parti_json_as_uint64(&doc, parti_json_at(&doc, arr, 1), version) != PARTI_ERR_OK))
-        *epoch = *version = 0;
-    parti_json_doc_free(&doc);
-}
-
 /* The worker learned of a higher epoch: remember it (and say so in its
  * member key at the next renewal). */
 static void parti__g_saw_epoch(parti *p, uint64_t epoch) {
@@ -7927,49 +7913,46 @@ static void parti__g_saw_epoch(parti *p, uint64_t epoch) {
     parti__g_member_value(p);
 }
 
-/* Reads "instance" (16 hex digits) of a member or leader value (untrusted);
- * 0 when absent or bad. */
-static uint64_t parti__g_value_instance(const uint8_t *value, size_t len) {
+/* A member or leader value as read from the KV (untrusted), parsed once.
+ * Absent or bad fields read as: instance 0, epoch 0, capacity 1, applied
+ * (0, 0). instance is 16 lowercase hex digits. */
+typedef struct parti__gvalue {
+    uint64_t instance, epoch, applied_epoch, applied_version;
+    uint32_t capacity;
+} parti__gvalue;
+
+static parti__gvalue parti__g_value_read(const uint8_t *value, size_t len) {
+    parti__gvalue v;
     parti_json_doc doc;
     char hex[24];
-    uint64_t v = 0;
-    int i = 0;
-    if (!value || parti_json_parse(&doc, (const char *)value, len, NULL, NULL, 0) != PARTI_ERR_OK) return 0;
-    if (parti_json_get_string(&doc, parti_json_root(&doc), "instance", hex, sizeof hex, NULL) == PARTI_ERR_OK &&
-        strlen(hex) == 16)
+    uint64_t x = 0, cap = 1;
+    int i = 0, root, arr;
+    memset(&v, 0, sizeof v);
+    v.capacity = 1;
+    if (!value || parti_json_parse(&doc, (const char *)value, len, NULL, NULL, 0) != PARTI_ERR_OK) return v;
+    root = parti_json_root(&doc);
+    if (parti_json_get_string(&doc, root, "instance", hex, sizeof hex, NULL) == PARTI_ERR_OK && strlen(hex) == 16)
         for (i = 0; i < 16 && parti__lhex(hex + i, 1, 0); i++)
-            v = v << 4 | (uint64_t)(hex[i] <= '9' ? hex[i] - '0' : hex[i] - 'a' + 10);
+            x = x << 4 | (uint64_t)(hex[i] <= '9' ? hex[i] - '0' : hex[i] - 'a' + 10);
+    v.instance = i == 16 ? x : 0;
+    if (parti_json_get_uint64(&doc, root, "epoch", &v.epoch) != PARTI_ERR_OK) v.epoch = 0;
+    if (parti_json_get_uint64(&doc, root, "capacity", &cap) == PARTI_ERR_OK && cap >= 1 && cap <= 1000000)
+        v.capacity = (uint32_t)cap;
+    arr = parti_json_get(&doc, root, "applied");
+    if (arr >= 0 && parti_json_type_of(&doc, arr) == PARTI_JSON_ARRAY && parti_json_count(&doc, arr) == 2 &&
+        (parti_json_as_uint64(&doc, parti_json_at(&doc, arr, 0), &v.applied_epoch) != PARTI_ERR_OK ||
+         parti_json_as_uint64(&doc, parti_json_at(&doc, arr, 1), &v.applied_version) != PARTI_ERR_OK))
+        v.applied_epoch = v.applied_version = 0;
     parti_json_doc_free(&doc);
-    return i == 16 ? v : 0;
-}
-
-/* Reads the "epoch" of a leader value (untrusted); 0 when absent or bad. */
-static uint64_t parti__g_leader_epoch(const parti_kv_entry *e) {
-    parti_json_doc doc;
-    uint64_t epoch = 0;
-    if (!e->value || parti_json_parse(&doc, (const char *)e->value, e->len, NULL, NULL, 0) != PARTI_ERR_OK) return 0;
-    if (parti_json_get_uint64(&doc, parti_json_root(&doc), "epoch", &epoch) != PARTI_ERR_OK) epoch = 0;
-    parti_json_doc_free(&doc);
-    return epoch;
+    return v;
 }
 
 /* The leader key as read or watched (untrusted): who holds it, under which epoch. */
 static void parti__g_saw_leader_key(parti *p, const parti_kv_entry *e) {
-    p->key_epoch = parti__g_leader_epoch(e);
-    p->key_instance = parti__g_value_instance(e->value, e->len);
+    parti__gvalue v = parti__g_value_read(e->value, e->len);
+    p->key_epoch = v.epoch;
+    p->key_instance = v.instance;
     parti__g_saw_epoch(p, p->key_epoch);
-}
-
-/* Reads the "capacity" of a member value (untrusted); 1 when absent or bad. */
-static uint32_t parti__g_member_capacity(const uint8_t *value, size_t len) {
-    parti_json_doc doc;
-    uint64_t cap = 1;
-    if (!value || parti_json_parse(&doc, (const char *)value, len, NULL, NULL, 0) != PARTI_ERR_OK) return 1;
-    if (parti_json_get_uint64(&doc, parti_json_root(&doc), "capacity", &cap) != PARTI_ERR_OK || cap == 0 ||
-        cap > 1000000)
-        cap = 1;
-    parti_json_doc_free(&doc);
-    return (uint32_t)cap;
 }
 
 /* ---- creation ------------------------------------------------------------ */
@@ -8214,7 +8197,7 @@ static int parti__g_still_mine(parti *p, const char *key, uint64_t *rev) {
     err = p->t.vt->kv_get(p->t.self, p->members_bucket, key, 0, &e, parti__g_budget(p));
     if (err == PARTI_ERR_KEY_NOT_FOUND || err == PARTI_ERR_BUCKET_NOT_FOUND) return 0;
     if (err != PARTI_ERR_OK) return -1; /* no answer: nothing can be concluded */
-    mine = parti__g_value_instance(e.value, e.len) == p->instance;
+    mine = parti__g_value_read(e.value, e.len).instance == p->instance;
     if (mine) *rev = e.revision;
     parti_kv_entry_free(&e);
     return mine;
@@ -8806,7 +8789,7 @@ static void parti__g_list_members(parti *p, uint64_t now) {
             memset(&ent, 0, sizeof ent);
             if (p->t.vt->kv_get(p->t.self, p->members_bucket, keys[i], 0, &ent, parti__g_budget(p)) ==
                 PARTI_ERR_OK) {
-                m.capacity = parti__g_member_capacity(ent.value, ent.len);
+                m.capacity = parti__g_value_read(ent.value, ent.len).capacity;
                 parti_kv_entry_free(&ent);
             }
             joined++;
@@ -8943,8 +8926,9 @@ static void parti__g_rebalance(parti *p, uint64_t now) {
         e = p->t.vt->kv_create(p->t.self, p->assign_bucket, "assignment", buf, need - 1, &rev, parti__g_budget(p));
     if (e == PARTI_ERR_WRONG_REVISION || e == PARTI_ERR_KEY_EXISTS) {
         /* someone wrote since. Only the leader key says who leads: step down
-         * when it shows another holder or a higher epoch, otherwise write
-         * again over what is there (an old leader's late write, garbage) */
+         * when it is gone or shows another holder (a higher epoch under this
+         * process's own key cannot be: reading it raises ours), otherwise
+         * write again over what is there (an old leader's late write, garbage) */
         parti_kv_entry cur;
         parti_err ge;
         uint64_t tried = p->kv_doc_rev;
@@ -8960,10 +8944,6 @@ static void parti__g_rebalance(parti *p, uint64_t now) {
         held = parti__g_leader_holds(p, p->epoch);
         if (held == 0 && p->key_instance != p->instance) {
             parti__g_step_down(p, e, "another worker holds the leader key");
-            goto done;
-        }
-        if (held == 0 && p->key_epoch > p->epoch) {
-            parti__g_step_down(p, e, "the leader key holds a higher epoch");
             goto done;
         }
         if (p->kv_doc_rev == tried) goto fail; /* nothing new learned: back off */
@@ -9020,8 +9000,8 @@ static void parti__g_drain_watches(parti *p, uint64_t now) {
             }
         } else if (e.key && strncmp(e.key, "m.", 2) == 0 && p->leader) {
             int known = parti__g_member_find(p, e.key + 2) >= 0;
-            uint64_t seen = e.op == PARTI_KV_PUT ? parti__g_leader_epoch(&e) : 0, ae = 0, av = 0;
-            if (e.op == PARTI_KV_PUT) parti__g_member_applied(e.value, e.len, &ae, &av);
+            parti__gvalue mv = parti__g_value_read(e.op == PARTI_KV_PUT ? e.value : NULL, e.len);
+            uint64_t seen = mv.epoch, ae = mv.applied_epoch, av = mv.applied_version;
             if (ae > seen) seen = ae;
             /* the next document is (epoch, doc.version + 1): a member that
              * applied that or more did so under a leadership in a lost bucket
