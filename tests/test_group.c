@@ -144,6 +144,18 @@ static int g_assignment_ok(int expect_workers) {
     return 1;
 }
 
+/* A world of three settled workers on short timings (heartbeat 250 ms, TTL 1 s). */
+static void g_start_three_fast(uint64_t seed, uint32_t op_timeout_ms) {
+    int who;
+    g_world(seed);
+    gopts.heartbeat_ms = 250;
+    gopts.member_ttl_ms = 1000;
+    gopts.op_timeout_ms = op_timeout_ms;
+    for (who = 0; who < 3; who++) g_start(who);
+    g_run(5000);
+    cr_assert(g_assignment_ok(3));
+}
+
 static int g_leaders(void) {
     int i, n = 0;
     for (i = 0; i < MAXW; i++) n += ws[i].alive && parti_is_leader(ws[i].p);
@@ -473,9 +485,6 @@ Test(group, memory_storage_workers_claim_no_id_until_the_buckets_are_a_ttl_old) 
         g_run(4000);
         cr_assert(g_assignment_ok(3));
     }
-    gopts.memory_storage = 0;
-    gopts.heartbeat_ms = 0;
-    gopts.member_ttl_ms = 0;
 }
 
 Test(group, no_message_reaches_the_handler_past_the_lease_even_mid_batch) {
@@ -497,9 +506,6 @@ Test(group, no_message_reaches_the_handler_past_the_lease_even_mid_batch) {
     cr_assert_leq(ws[v].handled - before, 3, "handled %d messages in 400 ms steps past a lease under 1 s",
                   ws[v].handled - before);
     cr_assert_eq(ws[v].after_lease, 0, "a message reached the handler past the lease");
-    ws[v].slow_ms = 0;
-    gopts.heartbeat_ms = 0;
-    gopts.member_ttl_ms = 0;
 }
 
 Test(group, more_partitions_than_the_workers_can_hold_are_left_unowned_and_reported) {
@@ -859,13 +865,7 @@ Test(group, a_renewal_whose_reply_was_lost_keeps_the_id) {
     uint64_t seed;
     for (seed = 1; seed <= 10; seed++) {
         int who;
-        g_world(seed * 13);
-        gopts.heartbeat_ms = 250;
-        gopts.member_ttl_ms = 1000;
-        gopts.op_timeout_ms = 200; /* the lost reply is waited out; these tests poll in lockstep */
-        for (who = 0; who < 3; who++) g_start(who);
-        g_run(5000);
-        cr_assert(g_assignment_ok(3));
+        g_start_three_fast(seed * 13, 200); /* the lost reply is waited out; these tests poll in lockstep */
         for (who = 0; who < 3; who++) {
             char id[32];
             snprintf(id, sizeof id, "%s", parti_worker_id(ws[who].p));
@@ -939,13 +939,7 @@ Test(group, an_inconclusive_read_back_keeps_the_id) {
     uint64_t seed;
     for (seed = 1; seed <= 5; seed++) {
         int who;
-        g_world(seed * 17);
-        gopts.heartbeat_ms = 250;
-        gopts.member_ttl_ms = 1000;
-        gopts.op_timeout_ms = 100;
-        for (who = 0; who < 3; who++) g_start(who);
-        g_run(5000);
-        cr_assert(g_assignment_ok(3));
+        g_start_three_fast(seed * 17, 100);
         for (who = 0; who < 3; who++) {
             cr_assert_eq(parti_fake_lose_replies(gw, &ws[who].t, "kv_update", 1), PARTI_ERR_OK);
             cr_assert_eq(parti_fake_fail_next(gw, &ws[who].t, "kv_get", 3, PARTI_ERR_NOT_CONNECTED), PARTI_ERR_OK);
