@@ -526,6 +526,8 @@ typedef struct parti_stream_info {
     uint64_t duplicate_window_ms;
     uint64_t messages, first_seq, last_seq;
     parti_retention retention;
+    uint64_t created_ns;       /* when this stream was created (server clock, ns since 1970; 0: unknown):
+                                * a stream deleted and created again under its name has another */
 } parti_stream_info;
 
 /* The startup contract, pure: does the stream (as stream_info gave it) fit
@@ -563,6 +565,15 @@ typedef struct parti_msg {
     uint64_t num_pending;      /* messages left for the consumer after this one */
     uint64_t timestamp_ms;     /* when the stream stored it (transport clock) */
     void *handle;              /* transport's; the core never looks inside */
+    /* Set by the consumer for the handler (transports leave them 0): the
+     * fencing token. partition is the message's index into config.partitions
+     * (-1: none matches); generation is this worker's ownership generation of
+     * that partition (a group's claim revision, monotone across owners; 0
+     * outside a group). A sink that stores the highest generation per
+     * partition and rejects writes below it never takes a stale owner's
+     * write (docs/protocol.md, "Fencing"). */
+    int partition;
+    uint64_t generation;
 } parti_msg;
 
 typedef struct parti_fetch_opts {
@@ -663,6 +674,16 @@ typedef struct parti_transport_vtable {
      * the group then reads the key back before an unconditional delete */
     parti_err (*kv_delete_if)(void *self, const char *bucket, const char *key, uint64_t expected,
                               uint32_t timeout_ms);
+
+    /* A direct read of the stream, outside any consumer: the first stored
+     * message whose sequence is >= from_seq (>= 1) and whose subject matches
+     * filter (a subject; wildcards allowed), into out. PARTI_ERR_NO_MESSAGES
+     * when there is none; PARTI_ERR_STREAM_NOT_FOUND. out is given back with
+     * msg_release and never acked (out->consumer_seq 0, delivery_count 1).
+     * A group needs it: a partition that moves in is caught up with it from
+     * its checkpoint (see the handoff). */
+    parti_err (*stream_get_next)(void *self, const char *stream, const char *filter, uint64_t from_seq,
+                                 parti_msg *out, uint32_t timeout_ms);
 } parti_transport_vtable;
 
 typedef struct parti_transport {
@@ -954,10 +975,10 @@ PARTIDEF const char *parti_metric_type_name(parti_metric_type t);
     X(consumer_refreshes, counter, "parti_worker_consumer_refreshes_total", 0, 0, 0,                               \
       "Forced consumer refreshes after repeated pull failures within the failure window.")                       \
     /* Handoff: consumers recreated at a gained partition's resume point, and redeliveries skipped as done. */    \
-    X(consumer_handoff_rewinds, counter, "parti_worker_consumer_handoff_rewinds_total", 0, 0, 0,                   \
-      "Consumers recreated at the resume point of a partition that moved in from another worker.")              \
+    X(consumer_catch_up_reads, counter, "parti_worker_consumer_catch_up_reads_total", 0, 0, 0,                    \
+      "Messages of a partition read from the stream after its checkpoint when it moved in (the catch-up).")    \
     X(consumer_handoff_skipped, counter, "parti_worker_consumer_handoff_skipped_total", 0, 0, 0,                   \
-      "Messages skipped after a handoff rewind because they were processed before it.")                        \
+      "Messages acked without the handler: done before, read by a catch-up, or of a partition another owns.")  \
     /* A message larger than fetch_max_bytes: pulled alone, without the byte limit. */                            \
     X(consumer_oversized_messages, counter, "parti_worker_consumer_oversized_messages_total", 0, 0, 0,             \
       "Messages larger than fetch_max_bytes, pulled alone without the byte limit.")                              \
@@ -992,6 +1013,15 @@ PARTIDEF const char *parti_metric_type_name(parti_metric_type t);
     /* cannot hold them (partitions > workers x max_subjects). Also a health reason. */                            \
     X(partitions_unassigned, gauge, "parti_partitions_unassigned", 0, 0, 0,                                        \
       "Partitions the leader's last assignment left unowned: more than the workers can hold (max_subjects).")    \
+    /* The handoff: partitions claimed and released, checkpoints written. */                                    \
+    X(partition_claims, counter, "parti_partition_claims_total", 0, 0, 0,                                          \
+      "Partitions this worker claimed (it then starts them after their checkpoint).")                            \
+    X(partition_releases, counter, "parti_partition_releases_total", 0, 0, 0,                                      \
+      "Partitions this worker released with their checkpoint (a graceful move).")                                \
+    X(checkpoint_writes, counter, "parti_checkpoint_writes_total", 0, 0, 0,                                        \
+      "Checkpoint writes of this worker (one per partition whose position moved, per commit interval).")        \
+    X(checkpoint_failures, counter, "parti_checkpoint_failures_total", 0, 0, 0,                                    \
+      "Checkpoint writes that got no answer (tried again).")                                                     \
     X(heartbeat_failures, counter, "parti_heartbeat_failures_total", 0, 0, 0,                                      \
       "Heartbeats of this worker that failed to reach the KV bucket.")                                            \
     /* Another live process was found holding this worker's ID (its compare-and-swap renewal lost). */            \
@@ -1848,6 +1878,29 @@ PARTIDEF parti_err parti_assignment_decode(parti_assignment *a, const char *data
 /* Frees what *a owns and zeroes it; NULL and zeroed documents are fine. */
 PARTIDEF void parti_assignment_free(parti_assignment *a);
 
+/* A partition's checkpoint: the value of its key "ck.<index>" in the
+ * assignment bucket, written with compare-and-swap by its owner only (see
+ * "Handoff" in the protocol notes above). */
+typedef struct parti_checkpoint {
+    char owner[PARTI_MAX_NAME_LEN + 1]; /* the worker ID that holds (or last held) the partition */
+    uint64_t instance;                  /* and its process (parti's random instance number) */
+    uint64_t generation;                /* the owner generation (the claim's KV revision); 0 in the claim itself */
+    uint64_t seq;                       /* every message of the partition up to this stream sequence is done */
+    uint64_t stream_created_ns;         /* the stream seq counts in (parti_stream_info.created_ns) */
+    char subject[PARTI_MAX_SUBJECT_LEN + 1]; /* the partition's subject (another list: not this partition's) */
+    int released;                       /* 1: the owner let it go; the next owner starts after seq */
+} parti_checkpoint;
+
+/* {"owner":..,"instance":"<16 hex>","gen":..,"seq":..,"stream":..,
+ * "subject":..,"released":true|false} into out (NUL-terminated); *needed
+ * (may be NULL) is the size it takes. PARTI_ERR_BUFFER_TOO_SMALL,
+ * INVALID_ARGUMENT. */
+PARTIDEF parti_err parti_checkpoint_encode(const parti_checkpoint *ck, char *out, size_t cap, size_t *needed);
+/* Reads a checkpoint (untrusted bytes): every field above is required, of
+ * its type; strings bounded. On failure *ck is zeroed: JSON_* errors,
+ * INVALID_ARGUMENT. */
+PARTIDEF parti_err parti_checkpoint_decode(parti_checkpoint *ck, const char *data, size_t len);
+
 /* Index of member_id in a->members (binary search), -1 when absent. */
 PARTIDEF int parti_assignment_member_index(const parti_assignment *a, const char *member_id);
 
@@ -1985,6 +2038,20 @@ typedef struct parti_options {
     uint32_t op_timeout_ms;           /* each KV call; default 2000 */
     int memory_storage;               /* 1: KV buckets in memory (tests, demos); a restart loses them, so
                                          new claims wait until they are one TTL old (needs kv_put) */
+    uint32_t commit_interval_ms;      /* each held partition's checkpoint is written this often when it
+                                         moved (and at once on a release); default 1000. After a crash,
+                                         the next owner repeats at most this much of its work */
+    /* Rebalance callbacks (each may be NULL; user is options.user), with
+     * the partition indexes, called from inside parti_poll / parti_leave:
+     *   revoked:  partitions moving away, before their checkpoints are
+     *             committed and released (flush per-partition state here;
+     *             no message of them reaches the handler from now on);
+     *   assigned: partitions claimed, before their first message;
+     *   lost:     partitions taken away without a release (the lease ran
+     *             out, the ID was lost, another worker took over). */
+    void (*on_partitions_revoked)(void *user, const int *partitions, int count);
+    void (*on_partitions_assigned)(void *user, const int *partitions, int count);
+    void (*on_partitions_lost)(void *user, const int *partitions, int count);
     /* The stream is checked before joining (parti_stream_check): a mismatch
      * stops the worker with PARTI_ERR_STREAM_MISMATCH. A missing stream is
      * waited for (retried with backoff), or created with exactly this config
@@ -4980,6 +5047,31 @@ PARTIDEF int parti_log_limiter_allow(parti_log_limiter *l, uint64_t now_ms, part
 #define PARTI__CONSUMER_NO_TIME UINT64_MAX
 #define PARTI__CONSUMER_MAX_FAILURES 64
 
+/* A message held in a partition's queue: from the durable, or read directly
+ * from the stream by a catch-up (never acked). */
+typedef struct parti__held {
+    parti_msg m;
+    int direct;
+} parti__held;
+
+/* A partition, as the consumer sees it. */
+enum { PARTI__P_NONE = 0, PARTI__P_ACTIVE, PARTI__P_CATCHUP, PARTI__P_REVOKED };
+typedef struct parti__cpart {
+    int state;                   /* PARTI__P_* */
+    uint64_t pos;                /* every message of the partition up to this sequence is done */
+    uint64_t gen;                /* the owner generation handed to the handler (fencing) */
+    uint64_t cu_next, cu_end;    /* catch-up: the next sequence to read; the stream's last then */
+    int cu_known;                /* cu_end was read (after the filter with the partition was on the server) */
+    uint64_t retry_at;           /* ordered: the head failed, it is tried again then */
+    uint32_t attempts;           /* how often the head was handed to the handler */
+    parti__held *q;              /* stb_ds array: held messages, sorted by sequence, one per sequence */
+} parti__cpart;
+
+typedef struct parti__csubj {
+    const char *subject;
+    int partition;
+} parti__csubj;
+
 struct parti_consumer {
     parti_transport t;
     uint64_t call_deadline;      /* server calls end by then (0: no poll running: op_timeout_ms each) */
@@ -5004,15 +5096,18 @@ struct parti_consumer {
     parti_deliver_policy deliver;
     uint64_t start_seq;
     uint64_t ack_floor;          /* from the last consumer_info: all up to here acked */
-    /* handoff: where gained subjects resume, and what a rewound consumer skips */
-    uint64_t *pending_from;      /* per pending subject: first sequence to process (0 = no catch-up) */
-    uint64_t *skip_below;        /* per applied subject: messages below this were processed already */
-    int skip_n;                  /* its length (the set it was made for; a failed apply leaves it unaligned) */
-    uint64_t skip_max;           /* past this sequence nothing is skipped any more */
-    /* this worker's own view of its ack floor, fresher than the last info */
-    uint64_t acked_max;          /* highest stream sequence acked or terminated */
-    uint64_t *unacked;           /* stb_ds array: sequences NAKed or in progress, not settled since */
-    int unacked_overflow;        /* too many to track: rely on the server's floor */
+    /* per partition (cfg.partition_count): its position, its handoff state and its ordered queue */
+    parti__cpart *pt;
+    char **psubj;                /* each partition's subject (the catch-up reads filter on it) */
+    parti__csubj *smap;          /* exact subjects, sorted: subject -> partition */
+    int smap_n;
+    int *wild;                   /* stb_ds array: partitions whose subject has a wildcard */
+    int group;                   /* run by a group: only granted partitions reach the handler */
+    int catching_up;             /* partitions in PARTI__P_CATCHUP */
+    uint64_t next_retry_at;      /* no held head is due to be tried again before then */
+    uint64_t stream_created;     /* the stream's created_ns as last read (0: unknown): positions count in it */
+    uint64_t *pending_from;      /* per pending subject: first sequence to process (0 = none given) */
+    uint64_t cu_retry_at;        /* a failed catch-up read or stream read is tried again then */
     char *dead_letter;           /* owned copy of options.dead_letter_subject, or NULL */
     uint64_t last_err_ms;        /* when last_err happened (transport clock) */
     int paused;
@@ -5189,6 +5284,71 @@ static parti_err parti__consumer_copy_config(parti_consumer *c, const parti_conf
     return PARTI_ERR_OK;
 }
 
+static int parti__consumer_cmp_subj(const void *a, const void *b) {
+    return strcmp(((const parti__csubj *)a)->subject, ((const parti__csubj *)b)->subject);
+}
+
+/* Every partition's subject, and the map back from a subject. */
+static parti_err parti__consumer_map_partitions(parti_consumer *c) {
+    int n = c->cfg.partition_count, i;
+    char subj[PARTI_MAX_SUBJECT_LEN + 1];
+    /* (n is a validated int count: sizes fit in size_t) */
+    c->pt = (parti__cpart *)PARTI_MALLOC(sizeof *c->pt * (size_t)n + 1);
+    c->psubj = (char **)PARTI_MALLOC(sizeof *c->psubj * (size_t)n + 1);
+    c->smap = (parti__csubj *)PARTI_MALLOC(sizeof *c->smap * (size_t)n + 1);
+    if (!c->pt || !c->psubj || !c->smap) return PARTI_ERR_NOMEM;
+    memset(c->pt, 0, sizeof *c->pt * (size_t)n);
+    memset(c->psubj, 0, sizeof *c->psubj * (size_t)n);
+    for (i = 0; i < n; i++) {
+        if (parti_subject_expand(c->cfg.subject_template, &c->cfg.partitions[i], subj, sizeof subj, NULL, NULL, 0) !=
+            PARTI_ERR_OK)
+            subj[0] = 0; /* validated already: cannot happen */
+        if (!(c->psubj[i] = parti__strdup(subj))) return PARTI_ERR_NOMEM;
+        if (strchr(subj, '*') || strchr(subj, '>')) {
+            arrput(c->wild, i);
+        } else {
+            c->smap[c->smap_n].subject = c->psubj[i];
+            c->smap[c->smap_n++].partition = i;
+        }
+    }
+    if (c->smap_n > 1) qsort(c->smap, (size_t)c->smap_n, sizeof *c->smap, parti__consumer_cmp_subj);
+    return PARTI_ERR_OK;
+}
+
+/* The partition a subject belongs to, -1 when none. */
+static int parti__consumer_partition_of(const parti_consumer *c, const char *subject) {
+    int lo = 0, hi = c->smap_n - 1, i;
+    if (!subject) return -1;
+    while (lo <= hi) {
+        int mid = lo + (hi - lo) / 2, r = strcmp(c->smap[mid].subject, subject);
+        if (r == 0) return c->smap[mid].partition;
+        if (r < 0) lo = mid + 1;
+        else hi = mid - 1;
+    }
+    for (i = 0; i < (int)arrlen(c->wild); i++)
+        if (parti_subject_matches(c->psubj[c->wild[i]], subject)) return c->wild[i];
+    return -1;
+}
+
+/* Empties partition i's queue: durable messages are acked without the
+ * handler when ack is set (their partition went to another owner, who reads
+ * them from the stream), else just given back; direct reads are given back. */
+static void parti__consumer_drop_queue(parti_consumer *c, int i, int ack) {
+    parti__cpart *ps = &c->pt[i];
+    int k;
+    for (k = 0; k < (int)arrlen(ps->q); k++) {
+        if (ack && !ps->q[k].direct) {
+            parti_counter_add(&c->metrics.consumer_handoff_skipped, 1);
+            c->t.vt->ack(c->t.self, &ps->q[k].m, PARTI_ACK_ACK, 0, parti__consumer_budget(c));
+        }
+        c->t.vt->msg_release(c->t.self, &ps->q[k].m);
+    }
+    arrfree(ps->q);
+    ps->q = NULL;
+    ps->attempts = 0;
+    ps->retry_at = 0;
+}
+
 PARTIDEF parti_err parti_consumer_create(parti_consumer **out, const parti_transport *t, const parti_config *cfg,
                                          const parti_consumer_options *opts, char *msg, size_t msg_size) {
     parti_consumer *c;
@@ -5248,6 +5408,11 @@ PARTIDEF parti_err parti_consumer_create(parti_consumer **out, const parti_trans
         PARTI_FREE(c);
         return e;
     }
+    if ((e = parti__consumer_map_partitions(c)) != PARTI_ERR_OK) {
+        parti__msg(msg, msg_size, "out of memory");
+        parti_consumer_destroy(c);
+        return e;
+    }
     parti_metrics_init(&c->metrics);
     parti_backoff_init(&c->backoff, c->cfg.backoff_base_ms, c->cfg.backoff_cap_ms, c->cfg.backoff_max_retries);
     parti_backoff_init(&c->pull_backoff, c->cfg.backoff_base_ms, c->cfg.backoff_cap_ms, 0);
@@ -5257,12 +5422,17 @@ PARTIDEF parti_err parti_consumer_create(parti_consumer **out, const parti_trans
 }
 
 PARTIDEF void parti_consumer_destroy(parti_consumer *c) {
+    int i;
     if (!c) return;
+    for (i = 0; c->pt && i < c->cfg.partition_count; i++) parti__consumer_drop_queue(c, i, 0);
+    for (i = 0; c->psubj && i < c->cfg.partition_count; i++) PARTI_FREE(c->psubj[i]);
+    PARTI_FREE(c->psubj);
+    PARTI_FREE(c->pt);
+    PARTI_FREE(c->smap);
+    arrfree(c->wild);
     parti_subjects_free(&c->applied);
     parti_subjects_free(&c->pending);
     PARTI_FREE(c->pending_from);
-    PARTI_FREE(c->skip_below);
-    arrfree(c->unacked);
     PARTI_FREE(c->worker_id);
     PARTI_FREE(c->pending_id);
     PARTI_FREE(c->dead_letter);
@@ -5423,53 +5593,40 @@ static parti_err parti__consumer_upsert(parti_consumer *c, const char *durable, 
     return c->t.vt->consumer_upsert(c->t.self, &cc, parti__consumer_budget(c));
 }
 
-/* Everything up to the returned sequence was acked or terminated, as far as
- * this worker saw (0 = unknown): fresher than the server's last info. */
-static uint64_t parti__consumer_local_floor(const parti_consumer *c) {
-    uint64_t lo = UINT64_MAX;
-    int i;
-    if (c->unacked_overflow) return 0;
-    for (i = 0; i < (int)arrlen(c->unacked); i++)
-        if (c->unacked[i] < lo) lo = c->unacked[i];
-    if (lo != UINT64_MAX) return lo > 0 ? lo - 1 : 0;
-    return c->acked_max;
+/* Partition i enters the catch-up: its messages after pos are read from the
+ * stream up to the stream's last sequence, read once the filter with its
+ * subject is on the server (so every later message comes through the
+ * durable). Held messages are given back: the catch-up reads them again. */
+static void parti__consumer_catch_up_from(parti_consumer *c, int i, uint64_t pos) {
+    parti__cpart *ps = &c->pt[i];
+    parti__consumer_drop_queue(c, i, 0);
+    if (ps->state != PARTI__P_CATCHUP) c->catching_up++;
+    ps->state = PARTI__P_CATCHUP;
+    ps->pos = pos;
+    ps->cu_end = 0;
+    ps->cu_known = 0;
+    ps->cu_next = pos + 1;
 }
 
-/* Records how a delivered message was settled. */
-static void parti__consumer_settled(parti_consumer *c, uint64_t seq, int done) {
-    int i;
-    for (i = 0; i < (int)arrlen(c->unacked); i++)
-        if (c->unacked[i] == seq) break;
-    if (done) {
-        if (i < (int)arrlen(c->unacked)) arrdelswap(c->unacked, i);
-        if (seq > c->acked_max) c->acked_max = seq;
-    } else if (i == (int)arrlen(c->unacked)) {
-        if (arrlen(c->unacked) >= 4096) c->unacked_overflow = 1;
-        else arrput(c->unacked, seq);
-    }
+/* The catch-up of partition i is complete: everything up to cu_end is done. */
+static void parti__consumer_caught_up(parti_consumer *c, int i) {
+    parti__cpart *ps = &c->pt[i];
+    if (ps->state != PARTI__P_CATCHUP) return;
+    c->catching_up--;
+    ps->state = PARTI__P_ACTIVE;
+    if (ps->cu_end > ps->pos) ps->pos = ps->cu_end;
 }
 
-/* Creates the consumer again from the last applied subjects. */
+/* Creates the consumer again from the last applied subjects. It starts
+ * with new messages; every partition of the filter is caught up from its
+ * position (a group's checkpoint, or what this process handled; alone, at
+ * least the last ack floor the server reported), so nothing is skipped and
+ * no partition is replayed from before its position. */
 static void parti__consumer_recreate(parti_consumer *c, uint64_t now) {
     parti_err e;
-    /* resume after what was acked (as this worker saw it, or as the server's
-     * last info said if that is later), not from the start of the stream: at
-     * least once, without replaying everything */
-    uint64_t floor = parti__consumer_local_floor(c);
-    if (c->ack_floor > floor) floor = c->ack_floor;
-    if (c->stream_lost) {
-        /* the stream was deleted: the one there now is another, whose
-         * sequences start again; the old ack floor means nothing in it */
-        c->deliver = PARTI_DELIVER_ALL;
-        c->start_seq = 0;
-        c->ack_floor = 0;
-        c->acked_max = 0;
-        arrsetlen(c->unacked, 0);
-        c->unacked_overflow = 0;
-    } else if (floor) {
-        c->deliver = PARTI_DELIVER_BY_START_SEQUENCE;
-        c->start_seq = floor + 1;
-    }
+    int k;
+    c->deliver = PARTI_DELIVER_NEW;
+    c->start_seq = 0;
     e = parti__consumer_upsert(c, c->durable, &c->applied);
     if (e != PARTI_ERR_OK) {
         parti_counter_add(&c->metrics.consumer_recreation_failures, 1);
@@ -5481,6 +5638,17 @@ static void parti__consumer_recreate(parti_consumer *c, uint64_t now) {
         parti__consumer_schedule_retry(c, now, e);
         return;
     }
+    for (k = 0; k < c->applied.count; k++) {
+        int i = parti__consumer_partition_of(c, c->applied.items[k]);
+        uint64_t pos;
+        if (i < 0) continue;
+        if (c->group && c->pt[i].state != PARTI__P_ACTIVE && c->pt[i].state != PARTI__P_CATCHUP) continue;
+        /* a stream deleted and made again: its sequences start again, old positions mean nothing */
+        pos = c->stream_lost ? 0 : c->pt[i].pos;
+        if (!c->group && !c->stream_lost && c->ack_floor > pos) pos = c->ack_floor;
+        parti__consumer_catch_up_from(c, i, pos);
+    }
+    if (c->stream_lost) c->ack_floor = 0;
     c->stream_lost = 0;
     c->need_recreate = 0;
     c->fetch_active = 0;
@@ -5507,117 +5675,47 @@ static int parti__consumer_adopt_start(parti_consumer *c, const char *durable) {
     return changed;
 }
 
-/* Handoff: when a gained subject must resume behind this consumer's
- * position, delete the consumer so the upsert that follows creates it at the
- * earliest resume point, and note what to skip. */
-static parti_err parti__consumer_rewind(parti_consumer *c, const char *durable) {
-    parti_consumer_info ci;
-    uint64_t start = 0, floor, *skip;
-    int i;
-    parti_err e;
-    for (i = 0; i < c->pending.count; i++)
-        if (c->pending_from[i] && parti__subjects_find(&c->applied, c->pending.items[i]) < 0 &&
-            (!start || c->pending_from[i] < start))
-            start = c->pending_from[i];
-    PARTI_FREE(c->skip_below);
-    c->skip_below = NULL;
-    c->skip_max = 0;
-    if (!start || !c->t.vt->consumer_delete) return PARTI_ERR_OK;
-    memset(&ci, 0, sizeof ci);
-    if ((e = c->t.vt->consumer_info(c->t.self, c->cfg.stream, durable, &ci, parti__consumer_budget(c))) != PARTI_ERR_OK)
-        return e == PARTI_ERR_CONSUMER_NOT_FOUND ? PARTI_ERR_OK : e; /* gone: the upsert creates it */
-    floor = ci.ack_floor_stream_seq;
-    if (ci.ack_floor_stream_seq > c->ack_floor) c->ack_floor = ci.ack_floor_stream_seq;
-    /* The consumer's scan position is not reported (delivered_stream_seq is
-     * the last message delivered; the server's scan moves past messages that
-     * do not match), so growing in place could skip the gained backlog:
-     * always recreate at the resume point, unless it lies past the end of
-     * everything delivered AND nothing could have been scanned past it. The
-     * only safe test is the stream's last sequence. */
-    {
-        parti_stream_info si;
-        memset(&si, 0, sizeof si);
-        if (c->t.vt->stream_info && start > ci.delivered_stream_seq &&
-            c->t.vt->stream_info(c->t.self, c->cfg.stream, &si, parti__consumer_budget(c)) == PARTI_ERR_OK) {
-            uint64_t last = si.last_seq;
-            parti_stream_info_free(&si);
-            if (start > last) { /* nothing stored at or after it yet: growing in place loses nothing */
-                parti_consumer_info_free(&ci);
-                return PARTI_ERR_OK;
-            }
-        }
-    }
-    parti_consumer_info_free(&ci);
-    if (!(skip = (uint64_t *)PARTI_MALLOC(sizeof *skip * (size_t)c->pending.count))) return PARTI_ERR_NOMEM;
-    for (i = 0; i < c->pending.count; i++) {
-        if (parti__subjects_find(&c->applied, c->pending.items[i]) >= 0 || !c->pending_from[i])
-            skip[i] = floor + 1; /* own (kept): acked up to this consumer's floor */
-        else skip[i] = c->pending_from[i] ? c->pending_from[i] : start; /* gained: the previous owner's */
-        if (skip[i] > c->skip_max) c->skip_max = skip[i];
-    }
-    e = c->t.vt->consumer_delete(c->t.self, c->cfg.stream, durable, parti__consumer_budget(c));
-    if (e != PARTI_ERR_OK && e != PARTI_ERR_CONSUMER_NOT_FOUND) {
-        PARTI_FREE(skip);
-        c->skip_max = 0;
-        return e;
-    }
-    c->deliver = PARTI_DELIVER_BY_START_SEQUENCE;
-    c->start_seq = start;
-    c->skip_below = skip; /* aligned with the pending set, which becomes the applied one */
-    c->skip_n = c->pending.count;
-    c->fetch_active = 0;
-    parti_counter_add(&c->metrics.consumer_handoff_rewinds, 1);
-    return PARTI_ERR_OK;
+/* A group's: partition i is this worker's from pos (its checkpoint) under
+ * owner generation gen; it is caught up from there. */
+static void parti__consumer_grant(parti_consumer *c, int i, uint64_t pos, uint64_t gen) {
+    c->pt[i].gen = gen;
+    parti__consumer_catch_up_from(c, i, pos);
 }
 
-/* The first apply of this process (or under a new worker ID) with resume
- * points: a durable left by an earlier process of this ID is treated like
- * a grown filter (rewound if a gained partition resumes behind it); a new
- * durable starts at the earliest resume point when every subject has one
- * (a joining worker does not replay the history of partitions others
- * processed), else from the stream's start; below its resume point a
- * subject's messages are skipped. */
-static parti_err parti__consumer_first_start(parti_consumer *c, const char *durable) {
-    parti_consumer_info ci;
-    uint64_t start = 0, *skip;
-    int i, all = 1;
-    parti_err e;
-    PARTI_FREE(c->skip_below);
-    c->skip_below = NULL;
-    c->skip_max = 0;
-    memset(&ci, 0, sizeof ci);
-    e = c->t.vt->consumer_info(c->t.self, c->cfg.stream, durable, &ci, parti__consumer_budget(c));
-    if (e == PARTI_ERR_OK) { /* an earlier process's: keep its start, rewind if needed */
-        c->deliver = ci.deliver_policy;
-        c->start_seq = ci.opt_start_seq;
-        parti_consumer_info_free(&ci);
-        return parti__consumer_rewind(c, durable);
+/* A group's: partition i is no longer this worker's. Nothing more of it
+ * reaches the handler (one running now has finished: the worker is single
+ * threaded); held messages are acked without it (its next owner reads
+ * them from the stream, after the checkpoint). */
+static void parti__consumer_revoke(parti_consumer *c, int i) {
+    parti__cpart *ps = &c->pt[i];
+    if (ps->state == PARTI__P_CATCHUP) c->catching_up--;
+    parti__consumer_drop_queue(c, i, 1);
+    ps->state = PARTI__P_REVOKED;
+}
+
+/* The stream's creation time as just read: when it changed, the stream was
+ * deleted and made again, its sequences start over, and every position
+ * refers to the old one: the partitions held are caught up from the start. */
+static void parti__consumer_saw_stream(parti_consumer *c, uint64_t created_ns) {
+    int i;
+    if (!created_ns || created_ns == c->stream_created) return;
+    if (c->stream_created) {
+        for (i = 0; i < c->cfg.partition_count; i++) {
+            if (c->pt[i].state == PARTI__P_ACTIVE || c->pt[i].state == PARTI__P_CATCHUP)
+                parti__consumer_catch_up_from(c, i, 0);
+            else
+                c->pt[i].pos = 0;
+        }
+        c->ack_floor = 0;
     }
-    if (e != PARTI_ERR_CONSUMER_NOT_FOUND) return e;
-    for (i = 0; i < c->pending.count; i++) {
-        if (!c->pending_from[i]) all = 0;
-        else if (!start || c->pending_from[i] < start) start = c->pending_from[i];
-    }
-    if (!start) return PARTI_ERR_OK;
-    if (!(skip = (uint64_t *)PARTI_MALLOC(sizeof *skip * (size_t)c->pending.count))) return PARTI_ERR_NOMEM;
-    for (i = 0; i < c->pending.count; i++) {
-        skip[i] = c->pending_from[i];
-        if (skip[i] > c->skip_max) c->skip_max = skip[i];
-    }
-    if (all) {
-        c->deliver = PARTI_DELIVER_BY_START_SEQUENCE;
-        c->start_seq = start;
-    }
-    c->skip_below = skip;
-    c->skip_n = c->pending.count;
-    return PARTI_ERR_OK;
+    c->stream_created = created_ns;
 }
 
 /* Applies the pending assignment: pause, no-op, or one upsert with the full set. */
 static void parti__consumer_apply(parti_consumer *c, uint64_t now) {
     char name[PARTI_MAX_NAME_LEN + 1];
     parti_subjects added = {NULL, 0}, removed = {NULL, 0}, empty = {NULL, 0};
-    int id_change, created, was_paused = c->paused, existed = c->exists;
+    int id_change, created, was_paused = c->paused, existed = c->exists, i, k;
     parti_err e;
     if (c->pending.count == 0) {
         if (!c->paused) {
@@ -5634,9 +5732,7 @@ static void parti__consumer_apply(parti_consumer *c, uint64_t now) {
     } else {
         if ((e = parti_consumer_name(c->cfg.consumer_prefix, c->pending_id, name, sizeof name, NULL, 0)) ==
             PARTI_ERR_OK) {
-            if (c->pending_from && (!c->exists || id_change)) e = parti__consumer_first_start(c, name);
-            else if (c->pending_from && c->exists) e = parti__consumer_rewind(c, name);
-            if (e == PARTI_ERR_OK) e = parti__consumer_upsert(c, name, &c->pending);
+            e = parti__consumer_upsert(c, name, &c->pending);
             if (e == PARTI_ERR_ALREADY_EXISTS && parti__consumer_adopt_start(c, name)) /* an earlier process's */
                 e = parti__consumer_upsert(c, name, &c->pending);
         }
@@ -5658,10 +5754,11 @@ static void parti__consumer_apply(parti_consumer *c, uint64_t now) {
         parti_gauge_set(&c->metrics.consumer_subjects_current, (double)c->pending.count);
         if (parti_subjects_near_limit(c->pending.count, c->cfg.max_subjects, c->cfg.subjects_warn_percent))
             parti_counter_add(&c->metrics.consumer_subjects_near_limit, 1);
-        if (!(c->pending_from && c->skip_below)) { /* set by this apply's rewind or first start, or stale */
-            PARTI_FREE(c->skip_below);
-            c->skip_below = NULL;
-            c->skip_max = 0;
+        /* subjects with a first sequence given: caught up from there */
+        for (i = 0; c->pending_from && i < c->pending.count; i++) {
+            int k = c->pending_from[i] ? parti__consumer_partition_of(c, c->pending.items[i]) : -1;
+            if (k >= 0 && (created || parti__subjects_find(&c->applied, c->pending.items[i]) < 0))
+                parti__consumer_catch_up_from(c, k, c->pending_from[i] - 1);
         }
         parti_subjects_free(&c->applied);
         c->applied = c->pending;
@@ -5673,10 +5770,14 @@ static void parti__consumer_apply(parti_consumer *c, uint64_t now) {
             c->pending_id = NULL;
             memcpy(c->durable, name, sizeof name);
             c->fetch_active = 0; /* a pull of another durable */
-            c->acked_max = 0;    /* and another durable's floor */
-            c->ack_floor = 0;
-            arrsetlen(c->unacked, 0);
-            c->unacked_overflow = 0;
+            c->ack_floor = 0;    /* and another durable's floor */
+            for (i = 0; i < c->cfg.partition_count; i++) /* messages of the other durable: given back */
+                for (k = 0; k < (int)arrlen(c->pt[i].q); k++)
+                    if (!c->pt[i].q[k].direct) {
+                        parti__consumer_drop_queue(c, i, 0);
+                        if (c->pt[i].state == PARTI__P_ACTIVE) parti__consumer_catch_up_from(c, i, c->pt[i].pos);
+                        break;
+                    }
         }
         c->exists = 1;
         c->need_recreate = 0;
@@ -5860,56 +5961,57 @@ static parti_err parti__consumer_dead_letter(parti_consumer *c, const parti_msg 
     return e;
 }
 
-static void parti__consumer_handle(parti_consumer *c, parti_msg *m) {
-    uint32_t delay = 0;
-    parti_ack_kind kind;
-    parti_verdict verdict;
-    parti_err e;
-    if (c->lease_until && parti__consumer_now(c) >= c->lease_until) {
-        /* the worker's lease ran out (checked before every message, with a
-         * fresh clock): hand nothing more to the handler; the message stays
-         * unacked and comes back after ack_wait */
-        c->t.vt->msg_release(c->t.self, m);
+/* The lease ran out (checked before every message, with a fresh clock):
+ * nothing more reaches the handler; held messages wait. */
+static int parti__consumer_lease_out(parti_consumer *c) {
+    if (!c->lease_until || parti__consumer_now(c) < c->lease_until) return 0;
+    if (!c->lease_lapsed || !c->paused) {
         c->lease_lapsed = 1;
         c->paused = 1;
         c->fetch_active = 0;
         parti__consumer_event(c, PARTI_EVENT_CONSUMER_PAUSED, PARTI_ERR_TIMEOUT, c->durable);
-        return;
     }
-    if (c->applied.count && m->subject) {
-        int k = parti__subjects_find(&c->applied, m->subject), j;
-        for (j = 0; k < 0 && j < c->applied.count; j++) /* a wildcard partition ("orders.{0}.>") */
-            if (parti_subject_matches(c->applied.items[j], m->subject)) k = j;
-        if (k < 0) {
-            parti_counter_add(&c->metrics.consumer_foreign_redeliveries, 1); /* processed all the same */
-        } else if (c->skip_below && k < c->skip_n && c->skip_n == c->applied.count &&
-                   m->stream_seq < c->skip_below[k]) {
-            /* processed before the handoff rewind (here or by the previous owner) */
-            parti_counter_add(&c->metrics.consumer_handoff_skipped, 1);
-            parti__consumer_settled(c, m->stream_seq, 1);
-            if (c->t.vt->ack(c->t.self, m, PARTI_ACK_ACK, 0, parti__consumer_budget(c)) != PARTI_ERR_OK)
-                parti__consumer_fail(c, PARTI_ERR_TIMEOUT, "acknowledging a message");
-            c->t.vt->msg_release(c->t.self, m);
-            return;
-        }
-        /* the skip list stays until the next apply: a late message of the
-         * deleted consumer's last pull may still come, in any order */
+    return 1;
+}
+
+/* Acks a durable message that needs no handler (done before, or its
+ * partition is another worker's), or gives back a direct read. */
+static void parti__consumer_skip(parti_consumer *c, parti_msg *m, int direct) {
+    if (!direct) {
+        parti_counter_add(&c->metrics.consumer_handoff_skipped, 1);
+        if (c->t.vt->ack(c->t.self, m, PARTI_ACK_ACK, 0, parti__consumer_budget(c)) != PARTI_ERR_OK)
+            parti__consumer_fail(c, PARTI_ERR_TIMEOUT, "acknowledging a message");
     }
+    c->t.vt->msg_release(c->t.self, m);
+}
+
+/* Hands m to the handler, once. 1 when it is done (acked, terminated or
+ * dead-lettered: settled on the server unless direct), 0 when it is to be
+ * tried again, in order, after *retry_ms. */
+static int parti__consumer_run_handler(parti_consumer *c, parti_msg *m, int direct, uint32_t attempt,
+                                       uint32_t *retry_ms) {
+    uint32_t delay = 0, delivery = m->delivery_count > attempt ? m->delivery_count : attempt;
+    uint32_t saved = m->delivery_count;
+    parti_ack_kind kind;
+    parti_verdict verdict;
+    parti_err e;
+    m->delivery_count = delivery ? delivery : 1;
     verdict = c->opts.on_message(c->opts.user, m, &delay);
     /* a message terminated, or failed on its last delivery, goes to the dead
-     * letters before it is acked: never dropped silently */
-    /* (IN_PROGRESS on the last delivery too: the server would not deliver it again) */
-    if (c->dead_letter && (verdict == PARTI_TERM ||
-                           (verdict != PARTI_ACK && m->delivery_count >= (uint32_t)c->cfg.max_deliver))) {
-        e = parti__consumer_dead_letter(c, m, verdict == PARTI_TERM ? "terminated" : "max_deliver");
+     * letters before it is settled: never dropped silently */
+    if (verdict != PARTI_ACK && (verdict == PARTI_TERM || m->delivery_count >= (uint32_t)c->cfg.max_deliver)) {
+        e = c->dead_letter ? parti__consumer_dead_letter(c, m, verdict == PARTI_TERM ? "terminated" : "max_deliver")
+                           : PARTI_ERR_OK;
         if (e == PARTI_ERR_OK) {
-            parti_counter_add(&c->metrics.consumer_dead_letters, 1);
-            if (verdict != PARTI_TERM) verdict = PARTI_ACK;
+            if (c->dead_letter) parti_counter_add(&c->metrics.consumer_dead_letters, 1);
+            verdict = verdict == PARTI_TERM || !c->dead_letter ? PARTI_TERM : PARTI_ACK;
         } else {
             parti__consumer_fail(c, e, "publishing a dead letter");
-            verdict = PARTI_NAK; /* not acked: ack_wait brings it back while the server still may */
+            verdict = PARTI_NAK; /* kept, and tried again */
+            delay = c->cfg.backoff_base_ms;
         }
     }
+    m->delivery_count = saved;
     switch (verdict) {
     case PARTI_ACK:
         kind = PARTI_ACK_ACK;
@@ -5920,20 +6022,240 @@ static void parti__consumer_handle(parti_consumer *c, parti_msg *m) {
         parti_counter_add(&c->metrics.consumer_messages_term, 1);
         break;
     case PARTI_IN_PROGRESS:
-        kind = PARTI_ACK_IN_PROGRESS;
         parti_counter_add(&c->metrics.consumer_messages_in_progress, 1);
+        kind = PARTI_ACK_IN_PROGRESS;
+        delay = c->cfg.ack_wait_ms / 2;
         break;
     case PARTI_NAK:
-    default: /* an unknown verdict is a failure: redeliver rather than lose the message */
-        kind = PARTI_ACK_NAK;
+    default: /* an unknown verdict is a failure: try again rather than lose the message */
         parti_counter_add(&c->metrics.consumer_messages_nak, 1);
+        kind = PARTI_ACK_IN_PROGRESS;
         break;
     }
-    if ((e = c->t.vt->ack(c->t.self, m, kind, kind == PARTI_ACK_NAK ? delay : 0, parti__consumer_budget(c))) !=
-        PARTI_ERR_OK)
-        parti__consumer_fail(c, e, "acknowledging a message"); /* ack_wait redelivers it */
-    parti__consumer_settled(c, m->stream_seq, e == PARTI_ERR_OK && (kind == PARTI_ACK_ACK || kind == PARTI_ACK_TERM));
-    c->t.vt->msg_release(c->t.self, m);
+    /* ordered: a failed message is kept here, in progress on the server (so
+     * ack_wait does not hand it out again), and its partition waits for it */
+    if (!direct && (e = c->t.vt->ack(c->t.self, m, kind, 0, parti__consumer_budget(c))) != PARTI_ERR_OK)
+        parti__consumer_fail(c, e, "acknowledging a message"); /* ack_wait brings it back: done before, skipped */
+    if (kind == PARTI_ACK_IN_PROGRESS) {
+        *retry_ms = delay;
+        return 0;
+    }
+    return 1;
+}
+
+/* Hands partition i's held messages to the handler in order while it may:
+ * its catch-up has read them, it is not waiting to retry its head, and the
+ * lease holds. */
+static void parti__consumer_drain(parti_consumer *c, int i) {
+    parti__cpart *ps = &c->pt[i];
+    int guard;
+    for (guard = 0; guard < 100000 && arrlen(ps->q) > 0; guard++) {
+        parti__held h = ps->q[0];
+        uint32_t retry = 0;
+        uint64_t now;
+        if (ps->state == PARTI__P_CATCHUP && (!h.direct || h.m.stream_seq >= ps->cu_next)) break;
+        if (c->group && ps->state != PARTI__P_ACTIVE && ps->state != PARTI__P_CATCHUP) break;
+        now = parti__consumer_now(c);
+        if (now < ps->retry_at || c->paused || parti__consumer_lease_out(c)) break;
+        if (h.m.stream_seq <= ps->pos) { /* done before (a redelivery): settle it */
+            arrdel(ps->q, 0);
+            parti__consumer_skip(c, &h.m, h.direct);
+            continue;
+        }
+        h.m.partition = i;
+        h.m.generation = ps->gen;
+        ps->attempts++;
+        if (!parti__consumer_run_handler(c, &h.m, h.direct, ps->attempts, &retry)) {
+            ps->retry_at = parti__consumer_now(c) + retry;
+            if (ps->retry_at < c->next_retry_at) c->next_retry_at = ps->retry_at;
+            if (arrlen(ps->q) > 0 && ps->q[0].m.stream_seq == h.m.stream_seq) ps->q[0].m = h.m;
+            break;
+        }
+        /* (the queue may have changed inside the handler only through this worker: it has not) */
+        arrdel(ps->q, 0);
+        ps->attempts = 0;
+        ps->retry_at = 0;
+        if (h.m.stream_seq > ps->pos) ps->pos = h.m.stream_seq;
+        c->t.vt->msg_release(c->t.self, &h.m);
+    }
+}
+
+/* A message for partition i (from the durable, or a direct read): dropped
+ * when done before or not this worker's, else queued in order and drained. */
+static void parti__consumer_take(parti_consumer *c, parti_msg *m, int direct) {
+    int i = parti__consumer_partition_of(c, m->subject), k;
+    parti__cpart *ps;
+    parti__held h;
+    if (i < 0) { /* no partition's subject: handled as it is (cannot come from a filter parti built) */
+        uint32_t retry;
+        m->partition = -1;
+        m->generation = 0;
+        if (!parti__consumer_lease_out(c)) {
+            parti_counter_add(&c->metrics.consumer_foreign_redeliveries, 1);
+            parti__consumer_run_handler(c, m, direct, 1, &retry);
+        }
+        c->t.vt->msg_release(c->t.self, m);
+        return;
+    }
+    ps = &c->pt[i];
+    if (c->group ? (ps->state != PARTI__P_ACTIVE && ps->state != PARTI__P_CATCHUP) : 0) {
+        parti__consumer_skip(c, m, direct); /* another worker's (it reads it from the stream) */
+        return;
+    }
+    if (!c->group && parti__subjects_find(&c->applied, c->psubj[i]) < 0)
+        parti_counter_add(&c->metrics.consumer_foreign_redeliveries, 1); /* processed all the same */
+    if (m->stream_seq <= ps->pos || (ps->state == PARTI__P_CATCHUP && !direct && ps->cu_known &&
+                                     m->stream_seq <= ps->cu_end)) {
+        parti__consumer_skip(c, m, direct); /* done before, or the catch-up reads it */
+        return;
+    }
+    /* in order, one per sequence (a redelivery replaces the copy held: its reply is the current one) */
+    for (k = (int)arrlen(ps->q); k > 0 && ps->q[k - 1].m.stream_seq > m->stream_seq; k--) {
+    }
+    if (k > 0 && ps->q[k - 1].m.stream_seq == m->stream_seq) {
+        if (direct || !ps->q[k - 1].direct) {
+            c->t.vt->msg_release(c->t.self, &ps->q[k - 1].m);
+            ps->q[k - 1].m = *m;
+            ps->q[k - 1].direct = direct;
+        } else {
+            parti__consumer_skip(c, m, 0); /* the catch-up has it */
+        }
+    } else {
+        h.m = *m;
+        h.direct = direct;
+        arrins(ps->q, k, h);
+    }
+    parti__consumer_drain(c, i);
+}
+
+/* Reads the stream's last sequence for the partitions whose catch-up waits
+ * for it: only once their subjects are in the filter on the server (then
+ * every later message comes through the durable). */
+static void parti__consumer_read_ends(parti_consumer *c, uint64_t now) {
+    parti_stream_info si;
+    parti_err e;
+    int i, k, any = 0;
+    if (!c->catching_up || c->has_pending || !c->exists || c->need_recreate || now < c->cu_retry_at) return;
+    for (i = 0; i < c->cfg.partition_count && !any; i++)
+        any = c->pt[i].state == PARTI__P_CATCHUP && !c->pt[i].cu_known &&
+              parti__subjects_find(&c->applied, c->psubj[i]) >= 0;
+    if (!any) return;
+    memset(&si, 0, sizeof si);
+    if (!c->t.vt->stream_info) {
+        e = PARTI_ERR_UNSUPPORTED;
+    } else if ((e = c->t.vt->stream_info(c->t.self, c->cfg.stream, &si, parti__consumer_budget(c))) == PARTI_ERR_OK) {
+        uint64_t last = si.last_seq;
+        parti__consumer_saw_stream(c, si.created_ns);
+        parti_stream_info_free(&si);
+        for (i = 0; i < c->cfg.partition_count; i++) {
+            parti__cpart *ps = &c->pt[i];
+            if (ps->state != PARTI__P_CATCHUP || ps->cu_known || parti__subjects_find(&c->applied, c->psubj[i]) < 0)
+                continue;
+            ps->cu_end = last;
+            ps->cu_known = 1;
+            /* durable messages held meanwhile that the catch-up reads */
+            for (k = 0; k < (int)arrlen(ps->q);) {
+                if (!ps->q[k].direct && ps->q[k].m.stream_seq <= last) {
+                    parti__consumer_skip(c, &ps->q[k].m, 0);
+                    arrdel(ps->q, k);
+                } else {
+                    k++;
+                }
+            }
+            if (ps->cu_next > last) {
+                parti__consumer_caught_up(c, i);
+                parti__consumer_drain(c, i);
+            }
+        }
+        return;
+    }
+    if (e == PARTI_ERR_STREAM_NOT_FOUND) {
+        c->stream_lost = 1;
+        c->need_recreate = 1;
+        c->fetch_active = 0;
+    }
+    parti__consumer_fail(c, e, "reading the stream's last sequence for a catch-up");
+    c->cu_retry_at = now + c->cfg.backoff_base_ms;
+}
+
+/* 1 when a catch-up has a read to do now. */
+static int parti__consumer_catch_up_ready(const parti_consumer *c, uint64_t now) {
+    int i, k, waiting;
+    if (!c->catching_up || c->paused || now < c->cu_retry_at) return 0;
+    for (i = 0; i < c->cfg.partition_count; i++) {
+        const parti__cpart *ps = &c->pt[i];
+        if (ps->state != PARTI__P_CATCHUP || !ps->cu_known) continue;
+        for (k = 0, waiting = 0; k < (int)arrlen(ps->q) && !waiting; k++) waiting = ps->q[k].direct;
+        if (!waiting) return 1;
+    }
+    return 0;
+}
+
+/* One read of a catch-up: the next message of one partition that waits for
+ * it, handed over in order. 1 when it did something. */
+static int parti__consumer_catch_up_step(parti_consumer *c, uint64_t now) {
+    int i, k;
+    parti_err e;
+    if (!c->catching_up || c->paused || now < c->cu_retry_at) return 0;
+    for (i = 0; i < c->cfg.partition_count; i++) {
+        parti__cpart *ps = &c->pt[i];
+        parti_msg m;
+        int waiting = 0;
+        if (ps->state != PARTI__P_CATCHUP || !ps->cu_known) continue;
+        for (k = 0; k < (int)arrlen(ps->q) && !waiting; k++) waiting = ps->q[k].direct;
+        if (waiting) continue; /* its last read is not handled yet (a retry waits) */
+        if (parti__consumer_lease_out(c)) return 0;
+        memset(&m, 0, sizeof m);
+        e = c->t.vt->stream_get_next ? c->t.vt->stream_get_next(c->t.self, c->cfg.stream, c->psubj[i], ps->cu_next, &m,
+                                                                parti__consumer_budget(c))
+                                     : PARTI_ERR_UNSUPPORTED;
+        if (e == PARTI_ERR_OK && m.stream_seq >= ps->cu_next && m.stream_seq <= ps->cu_end) {
+            parti_counter_add(&c->metrics.consumer_catch_up_reads, 1);
+            ps->cu_next = m.stream_seq + 1;
+            parti__consumer_take(c, &m, 1);
+            if (ps->state == PARTI__P_CATCHUP && ps->cu_next > ps->cu_end && !arrlen(ps->q)) {
+                parti__consumer_caught_up(c, i);
+                parti__consumer_drain(c, i);
+            }
+            return 1;
+        }
+        if (e == PARTI_ERR_OK) c->t.vt->msg_release(c->t.self, &m);
+        if (e == PARTI_ERR_OK || e == PARTI_ERR_NO_MESSAGES) { /* nothing more up to the end */
+            int direct_left = 0;
+            ps->cu_next = ps->cu_end + 1;
+            for (k = 0; k < (int)arrlen(ps->q) && !direct_left; k++) direct_left = ps->q[k].direct;
+            if (!direct_left) {
+                parti__consumer_caught_up(c, i);
+                parti__consumer_drain(c, i);
+            }
+            return 1;
+        }
+        if (e == PARTI_ERR_STREAM_NOT_FOUND) {
+            c->stream_lost = 1;
+            c->need_recreate = 1;
+            c->fetch_active = 0;
+        }
+        parti__consumer_fail(c, e, "reading a partition's messages from the stream (catch-up)");
+        c->cu_retry_at = now + c->cfg.backoff_base_ms;
+        return 0;
+    }
+    return 0;
+}
+
+/* Drains every partition whose head is due to be tried again (a scan only
+ * when the earliest retry is due). */
+static void parti__consumer_retry_due(parti_consumer *c, uint64_t now) {
+    uint64_t t = PARTI__CONSUMER_NO_TIME;
+    int i;
+    if (now < c->next_retry_at) return;
+    c->next_retry_at = PARTI__CONSUMER_NO_TIME;
+    for (i = 0; i < c->cfg.partition_count; i++) {
+        parti__cpart *ps = &c->pt[i];
+        if (!arrlen(ps->q) || !ps->retry_at) continue;
+        if (now >= ps->retry_at) parti__consumer_drain(c, i);
+        if (arrlen(ps->q) > 0 && ps->retry_at && ps->retry_at < t) t = ps->retry_at;
+    }
+    if (t < c->next_retry_at) c->next_retry_at = t;
 }
 
 enum { PARTI__PULL_IDLE = 0, PARTI__PULL_WAITED, PARTI__PULL_HANDLED };
@@ -5961,6 +6283,8 @@ static int parti__consumer_pull_step(parti_consumer *c, uint64_t now, uint64_t d
         c->pull_unlimited = 0;
     }
     if (deadline < until) until = deadline;
+    if (c->next_retry_at < until) until = c->next_retry_at;
+    if (parti__consumer_catch_up_ready(c, now)) until = now; /* a catch-up has reads to do: no waiting */
     wait = until > now ? until - now : 0;
     if (wait > 0xFFFFFFFFu) wait = 0xFFFFFFFFu;
     memset(&m, 0, sizeof m);
@@ -5968,7 +6292,7 @@ static int parti__consumer_pull_step(parti_consumer *c, uint64_t now, uint64_t d
     switch (e) {
     case PARTI_ERR_OK:
         parti__consumer_pull_ok(c);
-        parti__consumer_handle(c, &m);
+        parti__consumer_take(c, &m, 0);
         return PARTI__PULL_HANDLED;
     case PARTI_ERR_TIMEOUT: /* still pending; time went by unless the transport cannot wait */
         return parti__consumer_now(c) > now ? PARTI__PULL_WAITED : PARTI__PULL_IDLE;
@@ -6004,6 +6328,8 @@ static int parti__consumer_pull_step(parti_consumer *c, uint64_t now, uint64_t d
 static uint64_t parti__consumer_wake(const parti_consumer *c, uint64_t deadline) {
     uint64_t t = parti__consumer_next_due(c);
     if (deadline < t) t = deadline;
+    if (c->next_retry_at < t) t = c->next_retry_at;
+    if (c->catching_up && c->cu_retry_at > parti__consumer_now(c) && c->cu_retry_at < t) t = c->cu_retry_at;
     if (c->exists && !c->fetch_active) {
         if (c->next_info_check < t) t = c->next_info_check;
         if (!c->paused && !c->need_recreate && !c->need_refresh && c->pull_retry_at < t) t = c->pull_retry_at;
@@ -6030,9 +6356,14 @@ PARTIDEF parti_err parti_consumer_poll(parti_consumer *c, uint32_t timeout_ms) {
 static parti_err parti__consumer_poll_until(parti_consumer *c, uint64_t now, uint64_t deadline) {
     int guard, handled = 0;
     for (guard = 0; guard < 100000 && !c->failed; guard++) {
-        int r;
+        int r, k, cu;
         parti__consumer_run_due(c, now);
-        r = parti__consumer_pull_step(c, now, deadline);
+        parti__consumer_read_ends(c, now);
+        parti__consumer_retry_due(c, now);
+        /* catch-ups read a few messages per turn, so the durable's partitions keep flowing */
+        for (k = 0, cu = 0; k < 16 && parti__consumer_catch_up_step(c, parti__consumer_now(c)); k++) cu = 1;
+        r = parti__consumer_pull_step(c, parti__consumer_now(c), deadline);
+        if (r == PARTI__PULL_IDLE && cu) r = PARTI__PULL_WAITED;
         now = parti__consumer_now(c);
         if (r == PARTI__PULL_IDLE) {
             /* nothing to pull now: wait for the next timer rather than spin */
@@ -6295,6 +6626,14 @@ static parti_err parti__breaker_kv_delete_if(void *self, const char *bucket, con
     return parti__breaker_record(b, b->inner.vt->kv_delete_if(b->inner.self, bucket, key, expected, timeout_ms));
 }
 
+static parti_err parti__breaker_stream_get_next(void *self, const char *stream, const char *filter, uint64_t from_seq,
+                                                parti_msg *out, uint32_t timeout_ms) {
+    parti_breaker *b = (parti_breaker *)self;
+    if (!b->inner.vt->stream_get_next) return PARTI_ERR_UNSUPPORTED;
+    if (!parti__breaker_allow(b)) return PARTI_ERR_CIRCUIT_OPEN;
+    return parti__breaker_record(b, b->inner.vt->stream_get_next(b->inner.self, stream, filter, from_seq, out, timeout_ms));
+}
+
 static void parti__breaker_sleep_ms(void *self, uint32_t ms) {
     parti_breaker *b = (parti_breaker *)self;
     if (b->inner.vt->sleep_ms) b->inner.vt->sleep_ms(b->inner.self, ms);
@@ -6343,6 +6682,7 @@ PARTIDEF parti_err parti_breaker_wrap(parti_breaker **out, parti_transport *wrap
     b->vt.msg_release = inner->vt->msg_release ? parti__breaker_msg_release : NULL;
     b->vt.sleep_ms = inner->vt->sleep_ms ? parti__breaker_sleep_ms : NULL;
     b->vt.connected = parti__breaker_connected;
+    b->vt.stream_get_next = inner->vt->stream_get_next ? parti__breaker_stream_get_next : NULL;
     wrapped->vt = &b->vt;
     wrapped->self = b;
     *out = b;
@@ -7612,6 +7952,71 @@ static parti_err parti__doc_fingerprint(parti_assignment *a, const parti_json_do
     return PARTI_ERR_OK;
 }
 
+PARTIDEF parti_err parti_checkpoint_encode(const parti_checkpoint *ck, char *out, size_t cap, size_t *needed) {
+    parti_json_writer w;
+    char hex[17];
+    if (needed) *needed = 0;
+    if (!ck || (!out && cap) || memchr(ck->owner, 0, sizeof ck->owner) == NULL ||
+        memchr(ck->subject, 0, sizeof ck->subject) == NULL)
+        return PARTI_ERR_INVALID_ARGUMENT;
+    snprintf(hex, sizeof hex, "%016llx", (unsigned long long)ck->instance);
+    parti_json_writer_init(&w, out, cap);
+    parti_json_object_begin(&w);
+    parti_json_key(&w, "owner");
+    parti_json_string(&w, ck->owner);
+    parti_json_key(&w, "instance");
+    parti_json_string(&w, hex);
+    parti_json_key(&w, "gen");
+    parti_json_uint(&w, ck->generation);
+    parti_json_key(&w, "seq");
+    parti_json_uint(&w, ck->seq);
+    parti_json_key(&w, "stream");
+    parti_json_uint(&w, ck->stream_created_ns);
+    parti_json_key(&w, "subject");
+    parti_json_string(&w, ck->subject);
+    parti_json_key(&w, "released");
+    parti_json_bool(&w, ck->released != 0);
+    parti_json_object_end(&w);
+    return parti_json_writer_finish(&w, needed);
+}
+
+PARTIDEF parti_err parti_checkpoint_decode(parti_checkpoint *ck, const char *data, size_t len) {
+    parti_json_doc doc;
+    char hex[24];
+    size_t n = 0;
+    int root, i, rel = 0;
+    uint64_t x = 0;
+    parti_err e;
+    if (!ck) return PARTI_ERR_INVALID_ARGUMENT;
+    memset(ck, 0, sizeof *ck);
+    if (!data) return PARTI_ERR_INVALID_ARGUMENT;
+    if ((e = parti_json_parse(&doc, data, len, NULL, NULL, 0)) != PARTI_ERR_OK) return e;
+    root = parti_json_root(&doc);
+    if (root < 0 || parti_json_type_of(&doc, root) != PARTI_JSON_OBJECT) e = PARTI_ERR_JSON_TYPE;
+    /* (a too-long string is PARTI_ERR_BUFFER_TOO_SMALL below) */
+    if (e == PARTI_ERR_OK) e = parti_json_get_string(&doc, root, "owner", ck->owner, sizeof ck->owner, &n);
+    /* (needed counts the NUL) */
+    if (e == PARTI_ERR_OK && n < 2) e = PARTI_ERR_INVALID_ARGUMENT;
+    if (e == PARTI_ERR_OK) e = parti_json_get_string(&doc, root, "instance", hex, sizeof hex, &n);
+    if (e == PARTI_ERR_OK && n != 17) e = PARTI_ERR_INVALID_ARGUMENT;
+    for (i = 0; e == PARTI_ERR_OK && i < 16; i++) {
+        char h = hex[i];
+        if (!((h >= '0' && h <= '9') || (h >= 'a' && h <= 'f'))) e = PARTI_ERR_INVALID_ARGUMENT;
+        else x = x << 4 | (uint64_t)(h <= '9' ? h - '0' : h - 'a' + 10);
+    }
+    ck->instance = x;
+    if (e == PARTI_ERR_OK) e = parti_json_get_uint64(&doc, root, "gen", &ck->generation);
+    if (e == PARTI_ERR_OK) e = parti_json_get_uint64(&doc, root, "seq", &ck->seq);
+    if (e == PARTI_ERR_OK) e = parti_json_get_uint64(&doc, root, "stream", &ck->stream_created_ns);
+    if (e == PARTI_ERR_OK) e = parti_json_get_string(&doc, root, "subject", ck->subject, sizeof ck->subject, &n);
+    if (e == PARTI_ERR_OK && n < 2) e = PARTI_ERR_INVALID_ARGUMENT;
+    if (e == PARTI_ERR_OK) e = parti_json_get_bool(&doc, root, "released", &rel);
+    ck->released = rel != 0;
+    parti_json_doc_free(&doc);
+    if (e != PARTI_ERR_OK) memset(ck, 0, sizeof *ck);
+    return e;
+}
+
 PARTIDEF parti_err parti_assignment_decode(parti_assignment *a, const char *data, size_t len, char *msg,
                                            size_t msg_size) {
     parti_json_doc doc;
@@ -7716,6 +8121,20 @@ typedef struct parti__gmember {
     uint32_t capacity;
 } parti__gmember;
 
+/* A partition's claim, as this worker sees it (the handoff). */
+enum { PARTI__G_NONE = 0, PARTI__G_WANT, PARTI__G_HELD, PARTI__G_RELEASE, PARTI__G_DISOWN };
+typedef struct parti__gpart {
+    /* PARTI__G_*: not ours; assigned, to claim; claimed; revoked, to release;
+     * held when the lease ran out or the ID was lost: its key still names
+     * this process, which releases it once it can (if no one took it) */
+    int st;
+    uint64_t rev;                /* the claim key's revision this worker last wrote (0: none) */
+    uint64_t gen;                /* the owner generation of its claim (the claim's revision) */
+    uint64_t committed;          /* the position last written */
+    uint64_t retry_at;
+    uint32_t delay;              /* a waiting claim's next retry delay */
+} parti__gpart;
+
 struct parti {
     parti_transport t;
     uint64_t call_deadline;      /* KV calls end by then (0: op_timeout_ms each) */
@@ -7770,8 +8189,9 @@ struct parti {
     uint64_t quiet_until;        /* after an ID loss: no other number claimed, no election, until then */
     int led_at_loss;             /* it was the leader when it lost its ID: it may stand again at once */
     int *owned;                  /* stb_ds array of partition indexes */
-    uint64_t *owned_from;        /* stb_ds array, aligned: where a gained partition resumes (0 = kept) */
-    uint64_t *resume;            /* stb_ds array, per partition: scratch of parti__g_resume_points */
+    parti__gpart *gp;            /* per partition: its claim (the handoff) */
+    uint64_t next_commit;        /* checkpoints are written then */
+    uint64_t handoff_due;        /* the earliest claim or release to try (PARTI__G_NO_TIME: none) */
     uint64_t next_doc_check;
     /* degraded mode */
     int degraded, stale;
@@ -7996,6 +8416,11 @@ PARTIDEF parti_err parti_create(parti **out, const parti_transport *t, const par
         parti__msg(msg, msg_size, "parti_create: the transport lacks a key/value operation the group needs");
         return PARTI_ERR_INVALID_ARGUMENT;
     }
+    if (!t->vt->stream_get_next || !t->vt->stream_info) {
+        parti__msg(msg, msg_size, "parti_create: the transport lacks stream_get_next or stream_info (a partition "
+                   "that moves in is read from the stream after its checkpoint)");
+        return PARTI_ERR_INVALID_ARGUMENT;
+    }
     if (opts->memory_storage && !t->vt->kv_put) {
         parti__msg(msg, msg_size, "parti_create: options.memory_storage needs the transport's kv_put (the buckets' "
                    "age is read from the server's clock)");
@@ -8013,6 +8438,7 @@ PARTIDEF parti_err parti_create(parti **out, const parti_transport *t, const par
     if (!o.min_rebalance_interval_ms) o.min_rebalance_interval_ms = 250;
     if (!o.max_stale_ms) o.max_stale_ms = o.member_ttl_ms;
     if (!o.op_timeout_ms) o.op_timeout_ms = 2000;
+    if (!o.commit_interval_ms) o.commit_interval_ms = 1000;
     o.assign = parti_assign_options_defaults(&opts->assign);
     if (o.assign.strategy == PARTI_STRATEGY_CALLBACK && !o.assign.callback) {
         parti__msg(msg, msg_size, "options.assign.callback is required with PARTI_STRATEGY_CALLBACK");
@@ -8053,6 +8479,18 @@ PARTIDEF parti_err parti_create(parti **out, const parti_transport *t, const par
         PARTI_FREE(p);
         return e;
     }
+    /* a group's consumer: only claimed partitions reach the handler; a new
+     * durable starts with new messages (each partition is caught up from its
+     * checkpoint) */
+    p->c->group = 1;
+    p->c->deliver = PARTI_DELIVER_NEW;
+    if (!(p->gp = (parti__gpart *)PARTI_MALLOC(sizeof *p->gp * (size_t)p->c->cfg.partition_count + 1))) {
+        parti_consumer_destroy(p->c);
+        PARTI_FREE(p);
+        parti__msg(msg, msg_size, "out of memory");
+        return PARTI_ERR_NOMEM;
+    }
+    memset(p->gp, 0, sizeof *p->gp * (size_t)p->c->cfg.partition_count);
     parti_metrics_init(&p->gm);
     parti_backoff_init(&p->backoff, d.backoff_base_ms, d.backoff_cap_ms, 0);
     parti_backoff_init(&p->rb_backoff, d.backoff_base_ms, d.backoff_cap_ms, 0);
@@ -8078,8 +8516,7 @@ PARTIDEF void parti_destroy(parti *p) {
     parti__g_free_members(p);
     parti_assignment_free(&p->doc);
     arrfree(p->owned);
-    arrfree(p->owned_from);
-    arrfree(p->resume);
+    PARTI_FREE(p->gp);
     parti_consumer_destroy(p->c);
     PARTI_FREE(p);
 }
@@ -8115,6 +8552,9 @@ static void parti__g_schedule_rebalance(parti *p, uint64_t now, uint64_t delay, 
 }
 
 static int parti__g_still_mine(parti *p, const char *key, uint64_t *rev);
+static void parti__g_lose_partitions(parti *p, int want);
+static void parti__g_reconcile(parti *p);
+static void parti__g_apply_held(parti *p);
 static void parti__g_renew_leader(parti *p, uint64_t now);
 static void parti__g_lose_id(parti *p, parti_err e);
 static int parti__g_doc_unowned(const parti *p, int *first, int cap);
@@ -8440,6 +8880,7 @@ static void parti__g_lose_id(parti *p, parti_err e) {
     p->quiet_until = now + p->opts.member_ttl_ms;
     parti_counter_add(&p->gm.worker_id_conflicts, 1);
     parti__g_stop_consumer(p);
+    parti__g_lose_partitions(p, 0);
     parti__g_step_down(p, e, "worker ID lost");
     parti__g_fail(p, e, "renewing the worker ID");
     parti__g_event(p, PARTI_EVENT_ID_LOST, e, 0, p->id);
@@ -8469,10 +8910,313 @@ static void parti__g_lose_id(parti *p, parti_err e) {
     parti__g_set_state(p, PARTI_STATE_JOINING);
 }
 
-static void parti__g_apply_owned(parti *p, int with_handoff) {
-    parti_err e = parti_consumer_update_from(p->c, p->id, p->owned, (int)arrlen(p->owned),
-                                             with_handoff ? p->owned_from : NULL);
+/* ---- the handoff: claims and checkpoints --------------------------------------
+ *
+ * Each partition has a key "ck.<index>" in the assignment bucket: who holds
+ * it (worker ID and process instance), its checkpoint (every message up to
+ * seq done) and whether it was released. A worker hands a partition's
+ * messages to the handler only after it claimed the key (a compare-and-swap;
+ * the revision is the owner generation) and only while it holds it; the
+ * claim succeeds only when the key is released, or its holder's member key
+ * is gone or another process's (so the holder's lease has run out). The new
+ * owner starts after the checkpoint. */
+
+static void parti__g_ck_key(int i, char *key, size_t cap) { snprintf(key, cap, "ck.%d", i); }
+
+static void parti__g_callback(parti *p, void (*fn)(void *, const int *, int), const int *list, int n) {
+    if (fn && n > 0) fn(p->opts.user, list, n);
+}
+
+/* Puts the claimed partitions on the consumer's filter, at once (the
+ * group debounced the assignment already). */
+static void parti__g_apply_held(parti *p) {
+    int n = p->c->cfg.partition_count, i, k = 0, *held;
+    parti_err e;
+    if (p->stale || !p->id[0]) return;
+    if (!(held = (int *)PARTI_MALLOC(sizeof(int) * (size_t)(n + 1)))) {
+        parti__g_fail(p, PARTI_ERR_NOMEM, "applying the assignment");
+        return;
+    }
+    for (i = 0; i < n; i++)
+        if (p->gp[i].st == PARTI__G_HELD) held[k++] = i;
+    e = parti_consumer_update(p->c, p->id, held, k);
+    PARTI_FREE(held);
     if (e != PARTI_ERR_OK) parti__g_fail(p, e, parti_consumer_last_message(p->c));
+    if (p->c->has_pending) p->c->pending_due = p->c->pending_since;
+}
+
+/* Partitions this worker held that it can no longer vouch for (its lease
+ * ran out, its ID was lost): nothing more of them reaches the handler.
+ * want: claim them again when the lease is back (if still assigned). */
+static void parti__g_lose_partitions(parti *p, int want) {
+    int n = p->c->cfg.partition_count, i, k = 0, *lost;
+    lost = (int *)PARTI_MALLOC(sizeof(int) * (size_t)(n + 1));
+    for (i = 0; i < n; i++) {
+        parti__gpart *g = &p->gp[i];
+        if (g->st == PARTI__G_HELD) {
+            parti__consumer_revoke(p->c, i);
+            if (lost) lost[k++] = i;
+        }
+        /* (its key may still name this process: claimed again if still assigned, else released later) */
+        if (g->st == PARTI__G_HELD && want) g->st = PARTI__G_WANT;
+        else if (g->st == PARTI__G_HELD || g->st == PARTI__G_RELEASE) g->st = PARTI__G_DISOWN;
+        else if (g->st == PARTI__G_WANT && !want) g->st = g->rev ? PARTI__G_DISOWN : PARTI__G_NONE;
+        g->retry_at = 0;
+    }
+    if (lost) parti__g_callback(p, p->opts.on_partitions_lost, lost, k);
+    PARTI_FREE(lost);
+}
+
+/* After a document: partitions it gives this worker are to be claimed;
+ * partitions it no longer gives are revoked at once (nothing more reaches
+ * the handler) and released with their checkpoint. */
+static void parti__g_reconcile(parti *p) {
+    int n = p->c->cfg.partition_count, i, k = 0, changed = 0, *mark, *revoked;
+    mark = (int *)PARTI_MALLOC(sizeof(int) * (size_t)(n + 1));
+    revoked = (int *)PARTI_MALLOC(sizeof(int) * (size_t)(n + 1));
+    if (!mark || !revoked) {
+        PARTI_FREE(mark);
+        PARTI_FREE(revoked);
+        parti__g_fail(p, PARTI_ERR_NOMEM, "applying the assignment");
+        return;
+    }
+    memset(mark, 0, sizeof(int) * (size_t)n);
+    for (i = 0; i < (int)arrlen(p->owned); i++) mark[p->owned[i]] = 1;
+    for (i = 0; i < n; i++) {
+        parti__gpart *g = &p->gp[i];
+        if (mark[i] && (g->st == PARTI__G_NONE || g->st == PARTI__G_DISOWN)) {
+            g->st = PARTI__G_WANT;
+            g->retry_at = 0;
+            g->delay = 0;
+        } else if (mark[i] && g->st == PARTI__G_RELEASE) { /* back before its release was written: still ours */
+            g->st = PARTI__G_HELD;
+            parti__consumer_grant(p->c, i, p->c->pt[i].pos, g->gen);
+            changed = 1;
+        } else if (!mark[i] && g->st == PARTI__G_WANT) {
+            g->st = g->rev ? PARTI__G_DISOWN : PARTI__G_NONE; /* its key may name this process still */
+        } else if (!mark[i] && g->st == PARTI__G_HELD) {
+            parti__consumer_revoke(p->c, i);
+            g->st = PARTI__G_RELEASE;
+            g->retry_at = 0;
+            revoked[k++] = i;
+            changed = 1;
+        }
+    }
+    parti__g_callback(p, p->opts.on_partitions_revoked, revoked, k);
+    p->handoff_due = 0; /* claims and releases: at once */
+    PARTI_FREE(mark);
+    PARTI_FREE(revoked);
+    if (changed || (arrlen(p->owned) == 0 && !parti_consumer_is_paused(p->c))) parti__g_apply_held(p);
+}
+
+/* Writes partition i's checkpoint (its consumer position) over this
+ * worker's claim; released: and lets it go. PARTI_ERR_OK; WRONG_REVISION
+ * when the claim is another's now (lost); else a transient error (retry). */
+static parti_err parti__g_ck_write(parti *p, int i, int released) {
+    parti__gpart *g = &p->gp[i];
+    parti_checkpoint ck;
+    parti_kv_entry ent;
+    char key[32], buf[PARTI_MAX_NAME_LEN + PARTI_MAX_SUBJECT_LEN + 256];
+    size_t len = 0;
+    uint64_t rev = 0, seq = p->c->pt[i].pos;
+    parti_err e;
+    memset(&ck, 0, sizeof ck);
+    snprintf(ck.owner, sizeof ck.owner, "%s", p->id);
+    ck.instance = p->instance;
+    ck.generation = g->gen;
+    ck.seq = seq;
+    ck.stream_created_ns = p->c->stream_created;
+    snprintf(ck.subject, sizeof ck.subject, "%s", p->c->psubj[i]);
+    ck.released = released;
+    if ((e = parti_checkpoint_encode(&ck, buf, sizeof buf, &len)) != PARTI_ERR_OK) return e;
+    parti__g_ck_key(i, key, sizeof key);
+    e = p->t.vt->kv_update(p->t.self, p->assign_bucket, key, buf, len - 1, g->rev, &rev, parti__g_budget(p));
+    if (e == PARTI_ERR_OK) {
+        g->rev = rev;
+        g->committed = seq;
+        parti_counter_add(&p->gm.checkpoint_writes, 1);
+        return PARTI_ERR_OK;
+    }
+    if (e != PARTI_ERR_WRONG_REVISION && e != PARTI_ERR_KEY_NOT_FOUND) {
+        parti_counter_add(&p->gm.checkpoint_failures, 1);
+        parti__g_fail(p, e, "writing a checkpoint");
+        return e;
+    }
+    /* a revision other than ours: an earlier write whose reply was lost, or another owner */
+    memset(&ent, 0, sizeof ent);
+    e = p->t.vt->kv_get(p->t.self, p->assign_bucket, key, 0, &ent, parti__g_budget(p));
+    if (e == PARTI_ERR_OK) {
+        parti_checkpoint cur;
+        int mine = parti_checkpoint_decode(&cur, (const char *)ent.value, ent.len) == PARTI_ERR_OK &&
+                   cur.instance == p->instance && (cur.generation ? cur.generation : ent.revision) == g->gen;
+        if (mine) g->rev = ent.revision;
+        parti_kv_entry_free(&ent);
+        if (mine) return PARTI_ERR_TIMEOUT; /* ours still: write again */
+        return PARTI_ERR_WRONG_REVISION;
+    }
+    if (e == PARTI_ERR_KEY_NOT_FOUND || e == PARTI_ERR_BUCKET_NOT_FOUND) return PARTI_ERR_WRONG_REVISION;
+    return e;
+}
+
+/* 1 when the holder of a claim can no longer act on it: its member key is
+ * gone or another process's (its lease ran out before), 0 when it may
+ * still, -1 when the read got no answer. */
+static int parti__g_holder_gone(parti *p, const parti_checkpoint *ck) {
+    parti_kv_entry ent;
+    char key[PARTI_MAX_NAME_LEN + 4];
+    parti_err e;
+    int gone;
+    if (ck->instance == p->instance) return 1; /* this process's own claim (a reply lost, or from before a lapse) */
+    if (strlen(ck->owner) >= PARTI__G_MAX_ID) return 1; /* no worker ID is that long: no member holds it */
+    snprintf(key, sizeof key, "m.%s", ck->owner);
+    memset(&ent, 0, sizeof ent);
+    e = p->t.vt->kv_get(p->t.self, p->members_bucket, key, 0, &ent, parti__g_budget(p));
+    if (e == PARTI_ERR_KEY_NOT_FOUND) return 1;
+    if (e != PARTI_ERR_OK) return -1;
+    gone = parti__g_value_read(ent.value, ent.len).instance != ck->instance;
+    parti_kv_entry_free(&ent);
+    return gone;
+}
+
+/* Tries to claim partition i: 1 when this worker holds it now (the
+ * consumer then catches it up from its checkpoint), 0 to try again later. */
+static int parti__g_claim(parti *p, int i, uint64_t now) {
+    parti__gpart *g = &p->gp[i];
+    parti_kv_entry ent;
+    parti_checkpoint ck, mine;
+    char key[32], buf[PARTI_MAX_NAME_LEN + PARTI_MAX_SUBJECT_LEN + 256];
+    size_t len = 0;
+    uint64_t rev = 0, seq = 0, base = 0, own_pos = 0;
+    int exists, own_untouched = 0;
+    parti_err e;
+    parti__g_ck_key(i, key, sizeof key);
+    memset(&ent, 0, sizeof ent);
+    e = p->t.vt->kv_get(p->t.self, p->assign_bucket, key, 0, &ent, parti__g_budget(p));
+    if (e != PARTI_ERR_OK && e != PARTI_ERR_KEY_NOT_FOUND) return 0;
+    exists = e == PARTI_ERR_OK;
+    if (!exists && p->opts.memory_storage && now < p->quiet_until) return 0; /* a lost bucket voids leases: wait */
+    if (exists) {
+        base = ent.revision;
+        if (parti_checkpoint_decode(&ck, (const char *)ent.value, ent.len) == PARTI_ERR_OK &&
+            strcmp(ck.subject, p->c->psubj[i]) == 0) {
+            int gone = ck.released ? 1 : parti__g_holder_gone(p, &ck);
+            if (gone != 1) {
+                parti_kv_entry_free(&ent);
+                return 0; /* its holder may still act on it: it releases it, or its lease runs out */
+            }
+            if (ck.stream_created_ns == p->c->stream_created) seq = ck.seq; /* (else: another stream's sequence) */
+            own_untouched = ck.instance == p->instance && ent.revision == g->rev;
+        }
+        parti_kv_entry_free(&ent);
+    }
+    memset(&mine, 0, sizeof mine);
+    snprintf(mine.owner, sizeof mine.owner, "%s", p->id);
+    mine.instance = p->instance;
+    mine.seq = seq;
+    mine.stream_created_ns = p->c->stream_created;
+    snprintf(mine.subject, sizeof mine.subject, "%s", p->c->psubj[i]);
+    if (parti_checkpoint_encode(&mine, buf, sizeof buf, &len) != PARTI_ERR_OK) return 0;
+    e = exists ? p->t.vt->kv_update(p->t.self, p->assign_bucket, key, buf, len - 1, base, &rev, parti__g_budget(p))
+               : p->t.vt->kv_create(p->t.self, p->assign_bucket, key, buf, len - 1, &rev, parti__g_budget(p));
+    if (e != PARTI_ERR_OK) return 0; /* another won it, or no answer: read it again next time */
+    /* this process held it last and no one wrote it since: what it handled after the checkpoint is done */
+    own_pos = own_untouched && p->c->pt[i].pos > seq ? p->c->pt[i].pos : seq;
+    g->st = PARTI__G_HELD;
+    g->rev = rev;
+    g->gen = rev;
+    g->committed = seq;
+    parti_counter_add(&p->gm.partition_claims, 1);
+    parti__consumer_grant(p->c, i, own_pos, rev);
+    return 1;
+}
+
+/* 1 while a partition assigned to this worker is not claimed yet, or one
+ * revoked is not released yet. */
+static int parti__g_claims_pending(const parti *p) {
+    int i;
+    for (i = 0; i < p->c->cfg.partition_count; i++)
+        if (p->gp[i].st == PARTI__G_WANT || p->gp[i].st == PARTI__G_RELEASE || p->gp[i].st == PARTI__G_DISOWN) return 1;
+    return 0;
+}
+
+/* The handoff's work, only inside the lease: releases, claims, and the
+ * checkpoints every commit interval. */
+static void parti__g_partitions_step(parti *p, uint64_t now) {
+    int n = p->c->cfg.partition_count, i, k = 0, *got = NULL, want = 0, lost_n = 0, *lost = NULL;
+    parti_stream_info si;
+    if (!p->id[0] || p->stale || now >= parti__g_lease_end(p)) {
+        p->handoff_due = now + 10; /* (the lease is checked again then) */
+        return;
+    }
+    for (i = 0; i < n; i++) {
+        parti__gpart *g = &p->gp[i];
+        parti_err e;
+        if ((g->st != PARTI__G_RELEASE && g->st != PARTI__G_DISOWN) || now < g->retry_at) continue;
+        e = parti__g_ck_write(p, i, 1);
+        if (e == PARTI_ERR_OK || e == PARTI_ERR_WRONG_REVISION) {
+            g->st = PARTI__G_NONE;
+            g->rev = 0;
+            if (e == PARTI_ERR_OK) parti_counter_add(&p->gm.partition_releases, 1);
+        } else {
+            g->retry_at = now + (e == PARTI_ERR_TIMEOUT ? 0 : p->opts.heartbeat_ms / 4);
+        }
+    }
+    for (i = 0; i < n && !want; i++) want = p->gp[i].st == PARTI__G_WANT && now >= p->gp[i].retry_at;
+    /* the stream a checkpoint counts in: read before claims and commits (a
+     * stream made again under the name restarts its sequences) */
+    if ((want || now >= p->next_commit) && p->t.vt->stream_info) {
+        memset(&si, 0, sizeof si);
+        if (p->t.vt->stream_info(p->t.self, p->c->cfg.stream, &si, parti__g_budget(p)) == PARTI_ERR_OK) {
+            parti__consumer_saw_stream(p->c, si.created_ns);
+            parti_stream_info_free(&si);
+        } else {
+            p->handoff_due = now + p->opts.heartbeat_ms / 4; /* positions cannot be tied to a stream now */
+            return;
+        }
+    }
+    if (want && !(got = (int *)PARTI_MALLOC(sizeof(int) * (size_t)(n + 1)))) return;
+    for (i = 0; want && i < n; i++) {
+        parti__gpart *g = &p->gp[i];
+        if (g->st != PARTI__G_WANT || now < g->retry_at) continue;
+        if (parti__g_claim(p, i, now)) {
+            got[k++] = i;
+        } else { /* the holder releases it soon (a graceful move), or its lease runs out */
+            g->delay = g->delay ? g->delay * 2 : 5;
+            if (g->delay > p->opts.heartbeat_ms / 2) g->delay = p->opts.heartbeat_ms / 2;
+            g->retry_at = now + g->delay;
+        }
+    }
+    if (k > 0) {
+        parti__g_callback(p, p->opts.on_partitions_assigned, got, k);
+        parti__g_apply_held(p);
+    }
+    PARTI_FREE(got);
+    p->handoff_due = PARTI__G_NO_TIME;
+    for (i = 0; i < n; i++)
+        if ((p->gp[i].st == PARTI__G_WANT || p->gp[i].st == PARTI__G_RELEASE || p->gp[i].st == PARTI__G_DISOWN) &&
+            p->gp[i].retry_at < p->handoff_due)
+            p->handoff_due = p->gp[i].retry_at;
+    if (now < p->next_commit) return;
+    p->next_commit = now + p->opts.commit_interval_ms;
+    for (i = 0; i < n; i++) {
+        parti__gpart *g = &p->gp[i];
+        parti_err e;
+        if (g->st != PARTI__G_HELD || p->c->pt[i].pos == g->committed) continue;
+        e = parti__g_ck_write(p, i, 0);
+        if (e == PARTI_ERR_TIMEOUT && g->st == PARTI__G_HELD) e = parti__g_ck_write(p, i, 0);
+        if (e == PARTI_ERR_WRONG_REVISION) { /* another took it over: this worker's lease had run out */
+            if (!lost && !(lost = (int *)PARTI_MALLOC(sizeof(int) * (size_t)(n + 1)))) continue;
+            parti__consumer_revoke(p->c, i);
+            g->st = PARTI__G_WANT;
+            g->retry_at = now + p->opts.heartbeat_ms;
+            lost[lost_n++] = i;
+        }
+    }
+    if (lost_n) {
+        parti__g_callback(p, p->opts.on_partitions_lost, lost, lost_n);
+        parti__g_apply_held(p);
+    }
+    PARTI_FREE(lost);
 }
 
 static void parti__g_heartbeat(parti *p, uint64_t now) {
@@ -8513,7 +9257,7 @@ static void parti__g_heartbeat(parti *p, uint64_t now) {
         parti_gauge_set(&p->gm.degraded, 0);
         if (p->stale) {
             p->stale = 0;
-            parti__g_apply_owned(p, 0); /* resume the last assignment; a newer one may follow */
+            parti__g_apply_held(p); /* resume the last assignment; a newer one may follow */
         }
         p->next_doc_check = now;
         parti__g_set_state(p, p->applied_version ? PARTI_STATE_STABLE : PARTI_STATE_WAITING);
@@ -8543,6 +9287,7 @@ static void parti__g_check_staleness(parti *p, uint64_t now) {
         }
         p->stale = 1;
         parti__g_stop_consumer(p);
+        parti__g_lose_partitions(p, 1);
         /* find out at once whether the ID is still this worker's, by reading
          * the key, not by a compare-and-swap: past the lease the key may be
          * another process's at the same revision (a bucket made again) */
@@ -8558,42 +9303,6 @@ static void parti__g_check_staleness(parti *p, uint64_t now) {
 static int parti__g_cmp_int(const void *a, const void *b) {
     int x = *(const int *)a, y = *(const int *)b;
     return (x > y) - (x < y);
-}
-
-/* For every partition the new document gives this worker and the old one
- * gave another: the previous owner's ack floor + 1 (read from its durable
- * consumer, which outlives it), so the backlog it left is processed here.
- * 1 (from the start) when its consumer is gone; 0 for partitions kept or new. */
-static void parti__g_resume_points(parti *p, const parti_assignment *a) {
-    int i, n = p->c->cfg.partition_count, me = parti_assignment_member_index(a, p->id);
-    const char *cached_owner = NULL;
-    uint64_t cached_from = 0;
-    arrsetlen(p->resume, n);
-    for (i = 0; i < n; i++) {
-        const char *prev, *now_owner = parti_assignment_owner_id(a, i);
-        char durable[PARTI_MAX_NAME_LEN + 1];
-        parti_consumer_info ci;
-        parti_err e;
-        p->resume[i] = 0;
-        if (me < 0 || !now_owner || strcmp(now_owner, p->id) != 0 || !p->doc_rev || !p->doc.owner) continue;
-        prev = parti_assignment_owner_id(&p->doc, i);
-        if (!prev || strcmp(prev, p->id) == 0) continue;
-        if (cached_owner && strcmp(cached_owner, prev) == 0) {
-            p->resume[i] = cached_from;
-            continue;
-        }
-        cached_owner = prev;
-        cached_from = 1;
-        if (parti_consumer_name(p->c->cfg.consumer_prefix, prev, durable, sizeof durable, NULL, 0) == PARTI_ERR_OK) {
-            memset(&ci, 0, sizeof ci);
-            e = p->t.vt->consumer_info(p->t.self, p->c->cfg.stream, durable, &ci, parti__g_budget(p));
-            if (e == PARTI_ERR_OK) {
-                cached_from = ci.ack_floor_stream_seq + 1;
-                parti_consumer_info_free(&ci);
-            }
-        }
-        p->resume[i] = cached_from;
-    }
 }
 
 /* Reads the leader key: 1 when it holds epoch (the key is then recorded), 0
@@ -8676,7 +9385,6 @@ static void parti__g_consider(parti *p, const uint8_t *data, size_t len, uint64_
         p->top_version = a.version;
         parti__g_member_value(p);
     }
-    parti__g_resume_points(p, &a);
     parti_assignment_free(&p->doc);
     p->doc = a;
     p->doc_rev = rev;
@@ -8696,33 +9404,17 @@ static void parti__g_consider(parti *p, const uint8_t *data, size_t len, uint64_
         if (n) parti_assignment_partitions_of(&p->doc, me, mine, n);
         qsort(mine, (size_t)n, sizeof *mine, parti__g_cmp_int);
         for (i = 0; !changed && i < n; i++) changed = mine[i] != p->owned[i];
-        {
-            /* keep each partition's resume point (computed above) aligned with owned */
-            uint64_t *from = (uint64_t *)PARTI_MALLOC(sizeof(uint64_t) * (size_t)(n + 1));
-            if (!from) {
-                PARTI_FREE(mine);
-                parti__g_fail(p, PARTI_ERR_NOMEM, "applying the assignment");
-                return;
-            }
-            for (i = 0; i < n; i++) from[i] = p->resume[mine[i]];
-            arrsetlen(p->owned, n);
-            arrsetlen(p->owned_from, n);
-            for (i = 0; i < n; i++) {
-                p->owned[i] = mine[i];
-                p->owned_from[i] = from[i];
-            }
-            PARTI_FREE(from);
-        }
+        arrsetlen(p->owned, n);
+        for (i = 0; i < n; i++) p->owned[i] = mine[i];
         PARTI_FREE(mine);
     }
     parti_gauge_set(&p->gm.partitions_owned, (double)n);
     parti_gauge_set(&p->gm.partitions_unassigned, (double)parti__g_doc_unowned(p, NULL, 0));
+    parti__g_reconcile(p);
     if (me < 0) {
         if (p->state != PARTI_STATE_DEGRADED) parti__g_set_state(p, PARTI_STATE_WAITING);
-        if (arrlen(p->owned) == 0 && !parti_consumer_is_paused(p->c)) parti__g_apply_owned(p, 0);
         return;
     }
-    if (!p->stale) parti__g_apply_owned(p, 1);
     if (changed || p->state == PARTI_STATE_WAITING) {
         if (p->state != PARTI_STATE_DEGRADED) parti__g_set_state(p, PARTI_STATE_REBALANCING);
         parti__g_event(p, PARTI_EVENT_ASSIGNMENT_CHANGED, PARTI_ERR_OK, 0, "");
@@ -9084,7 +9776,9 @@ static void parti__g_step(parti *p, uint64_t now) {
         if (now >= p->next_listing) parti__g_list_members(p, now);
         if (p->rb_pending && now >= p->rb_due && p->epoch_written) parti__g_rebalance(p, now);
     }
-    if (p->state == PARTI_STATE_REBALANCING && !p->c->has_pending) parti__g_set_state(p, PARTI_STATE_STABLE);
+    if (now >= p->handoff_due || now >= p->next_commit) parti__g_partitions_step(p, parti__g_now(p));
+    if (p->state == PARTI_STATE_REBALANCING && !p->c->has_pending && !parti__g_claims_pending(p))
+        parti__g_set_state(p, PARTI_STATE_STABLE);
 }
 
 /* The next moment the group has something to do. */
@@ -9094,6 +9788,8 @@ static uint64_t parti__g_next(const parti *p) {
     if (p->next_heartbeat < t) t = p->next_heartbeat;
     if (!p->leader && p->next_leader_check < t) t = p->next_leader_check;
     if (p->next_doc_check < t) t = p->next_doc_check;
+    if (p->handoff_due < t) t = p->handoff_due;
+    if (p->id[0] && p->next_commit < t) t = p->next_commit;
     if (p->leader) {
         if (p->next_listing < t) t = p->next_listing;
         if (p->rb_pending && p->rb_due < t) t = p->rb_due;
@@ -9179,18 +9875,34 @@ PARTIDEF parti_err parti_leave(parti *p, uint32_t timeout_ms) {
     deadline = now + timeout_ms;
     p->call_deadline = p->c->call_deadline = deadline; /* every call of the leave ends by then */
     parti__g_set_state(p, PARTI_STATE_LEAVING);
-    /* 1. stop taking new messages; handle what already arrived. Whatever the
-     * pending pull still brings stays unacked above this consumer's ack
-     * floor, where the partitions' next owners resume (see the handoff) */
+    /* 1. stop: nothing more reaches the handler. Every partition held is
+     * revoked and released with its checkpoint, so its next owner starts
+     * right after the last message handled here (no duplicate); what the
+     * pending pull still brings is the next owner's, read from the stream */
     parti__consumer_clear_pending(c);
-    for (guard = 0; guard < 100000 && c->fetch_active && !c->paused && now < deadline; guard++) {
-        parti_msg m;
-        memset(&m, 0, sizeof m);
-        if (c->t.vt->fetch_next(c->t.self, c->cfg.stream, c->durable, &m, 0) != PARTI_ERR_OK) break;
-        parti__consumer_handle(c, &m);
-        now = parti__g_now(p);
-    }
     parti__g_stop_consumer(p);
+    {
+        int n = c->cfg.partition_count, i, k = 0, *revoked = (int *)PARTI_MALLOC(sizeof(int) * (size_t)(n + 1));
+        for (i = 0; i < n; i++) {
+            if (p->gp[i].st != PARTI__G_HELD) continue;
+            parti__consumer_revoke(c, i);
+            p->gp[i].st = PARTI__G_RELEASE;
+            if (revoked) revoked[k++] = i;
+        }
+        if (revoked) parti__g_callback(p, p->opts.on_partitions_revoked, revoked, k);
+        PARTI_FREE(revoked);
+        for (i = 0; i < n; i++) {
+            parti_err e = PARTI_ERR_TIMEOUT;
+            /* (inside the lease only: past it another may hold the partition) */
+            for (guard = 0; guard < 3 && e == PARTI_ERR_TIMEOUT &&
+                            (p->gp[i].st == PARTI__G_RELEASE || p->gp[i].st == PARTI__G_DISOWN) && p->id[0] &&
+                            !p->stale && parti__g_now(p) < parti__g_lease_end(p) && parti__g_now(p) < deadline;
+                 guard++)
+                e = parti__g_ck_write(p, i, 1);
+            if (e == PARTI_ERR_OK) parti_counter_add(&p->gm.partition_releases, 1);
+            p->gp[i].st = PARTI__G_NONE;
+        }
+    }
     /* 2. leadership and the member key: the others see both at once. Only
      * keys still this process's are deleted: a process that was frozen may
      * find its ID and the leadership taken over by now */

@@ -204,7 +204,7 @@ extern "C" {
 #define PARTI__FAKE_OPS(X)                                                                                         \
     X(stream_create) X(stream_info) X(stream_delete) X(kv_open) X(kv_create) X(kv_update) X(kv_put) X(kv_get)     \
     X(kv_delete) X(kv_keys) X(kv_watch) X(kv_watch_next) X(consumer_upsert) X(consumer_info) X(consumer_delete)    \
-    X(fetch_start) X(fetch_next) X(ack) X(publish)
+    X(fetch_start) X(fetch_next) X(ack) X(publish) X(stream_get_next)
 
 enum {
 #define PARTI__FAKE_OP_ENUM(name) PARTI__FOP_##name,
@@ -253,6 +253,7 @@ typedef struct parti__fstream {
     char **subjects; /* stb_ds array */
     int memory;
     uint64_t dupwin, max_msgs, last_seq;
+    uint64_t created_ns;    /* the world's clock in ns, made unique per creation */
     parti_retention retention;
     parti__fmsg *msgs;      /* stb_ds array, ascending seq */
     parti__fdedupe *dedupe; /* stb_ds array, ascending ts */
@@ -297,7 +298,7 @@ typedef struct parti__fpull {
 
 typedef struct parti__fdeliv {
     uint64_t instance, seq;
-    char *stream, *consumer, *subject;
+    char *stream, *consumer, *subject; /* consumer NULL: read by stream_get_next, not ackable */
     uint8_t *data;
     parti_header *hdrs; /* plain PARTI_MALLOC array of nhdr */
     int nhdr;
@@ -329,6 +330,7 @@ typedef struct parti__flate {
 
 struct parti_fake_world {
     uint64_t now, seed, instances;
+    uint64_t last_created_ns; /* of the newest stream: the next one's stamp is later */
     parti__flate *late;       /* stb_ds array */
     parti__fclient *ghost;    /* applies the late writes: no faults, no pulls */
     int applying_late;
@@ -734,6 +736,9 @@ static parti_err parti__fake_stream_create(void *self, const parti_stream_config
     s->dupwin = cfg->duplicate_window_ms ? cfg->duplicate_window_ms : 120000;
     s->max_msgs = cfg->max_msgs;
     s->retention = cfg->retention; /* reported; its removal rules are not modelled */
+    /* a re-creation within the same virtual millisecond still gets another stamp */
+    w->last_created_ns = w->now * 1000000u > w->last_created_ns ? w->now * 1000000u : w->last_created_ns + 1;
+    s->created_ns = w->last_created_ns;
     arrput(w->streams, s);
     parti__fake_log(w, c, "stream_create", PARTI_ERR_OK, "%s", cfg->name);
     return PARTI_ERR_OK;
@@ -762,6 +767,7 @@ static parti_err parti__fake_stream_info(void *self, const char *stream, parti_s
     out->messages = (uint64_t)arrlen(s->msgs);
     out->first_seq = arrlen(s->msgs) ? s->msgs[0].seq : s->last_seq + 1;
     out->last_seq = s->last_seq;
+    out->created_ns = s->created_ns;
     return PARTI_ERR_OK;
 }
 
@@ -1247,21 +1253,22 @@ static parti_err parti__fake_fetch_start(void *self, const char *stream, const c
     return PARTI_ERR_OK;
 }
 
-static void parti__fake_fill_msg(parti__fstream *s, parti__fconsumer *k, int mi, uint32_t deliveries, parti_msg *out,
-                                 parti__fdeliv *d) {
-    parti__fmsg *m = &s->msgs[mi];
-    int i, n = (int)arrlen(m->hdrs);
-    d->instance = k->instance;
+/* Copies stored message mi into d (which the caller zeroed) and points out at
+ * it, as a first delivery outside any consumer. 0 when out of memory. */
+static int parti__fake_copy_msg(const parti__fstream *s, int mi, parti_msg *out, parti__fdeliv *d) {
+    const parti__fmsg *m = &s->msgs[mi];
+    int i, n = (int)arrlen(m->hdrs), ok;
     d->seq = m->seq;
     d->stream = parti__strdup(s->name);
-    d->consumer = parti__strdup(k->name);
     d->subject = parti__strdup(m->subject);
     d->data = (uint8_t *)parti__memdup(m->data, m->len);
     d->hdrs = n ? (parti_header *)PARTI_MALLOC(sizeof(parti_header) * (size_t)n) : NULL;
     d->nhdr = d->hdrs ? n : 0;
+    ok = d->stream && d->subject && d->data && d->nhdr == n;
     for (i = 0; i < d->nhdr; i++) {
         d->hdrs[i].name = (const char *)parti__strdup(m->hdrs[i].name);
         d->hdrs[i].value = (const char *)parti__strdup(m->hdrs[i].value);
+        ok = ok && d->hdrs[i].name && d->hdrs[i].value;
     }
     memset(out, 0, sizeof *out);
     out->subject = d->subject;
@@ -1270,11 +1277,20 @@ static void parti__fake_fill_msg(parti__fstream *s, parti__fconsumer *k, int mi,
     out->headers = d->hdrs;
     out->header_count = d->nhdr;
     out->stream_seq = m->seq;
+    out->delivery_count = 1;
+    out->timestamp_ms = m->ts;
+    out->handle = d;
+    return ok;
+}
+
+static void parti__fake_fill_msg(parti__fstream *s, parti__fconsumer *k, int mi, uint32_t deliveries, parti_msg *out,
+                                 parti__fdeliv *d) {
+    parti__fake_copy_msg(s, mi, out, d);
+    d->instance = k->instance;
+    d->consumer = parti__strdup(k->name);
     out->consumer_seq = ++k->cseq;
     out->delivery_count = deliveries;
     out->num_pending = parti__fake_num_pending(s, k);
-    out->timestamp_ms = m->ts;
-    out->handle = d;
 }
 
 /* Picks the next message for a consumer: due redeliveries first (also of
@@ -1435,6 +1451,11 @@ static parti_err parti__fake_ack(void *self, const parti_msg *m, parti_ack_kind 
     PARTI__FAKE_BEGIN(ack, timeout_ms)
     if (!m || !m->handle || (int)kind < 0 || kind > PARTI_ACK_IN_PROGRESS) return PARTI_ERR_INVALID_ARGUMENT;
     d = (parti__fdeliv *)m->handle;
+    if (!d->consumer) { /* read by stream_get_next: no consumer waits for its ack */
+        parti__fake_log(w, c, "ack", PARTI_ERR_INVALID_ARGUMENT, "%s seq=%llu not delivered by a consumer", kinds[kind],
+                        (unsigned long long)d->seq);
+        return PARTI_ERR_INVALID_ARGUMENT;
+    }
     k = parti__fake_consumer(parti__fake_stream(w, d->stream), d->consumer);
     if (!k || k->instance != d->instance) {
         parti__fake_log(w, c, "ack", PARTI_ERR_OK, "%s seq=%llu consumer gone", kinds[kind], (unsigned long long)d->seq);
@@ -1472,6 +1493,46 @@ static void parti__fake_msg_release(void *self, parti_msg *m) {
     memset(m, 0, sizeof *m);
 }
 
+/* ---- direct reads ---------------------------------------------------------------- */
+
+static parti_err parti__fake_get_next_in(void *self, const char *stream, const char *filter, uint64_t from_seq,
+                                         parti_msg *out, uint32_t timeout_ms) {
+    parti__fstream *s;
+    parti__fdeliv *d;
+    int i;
+    PARTI__FAKE_BEGIN(stream_get_next, timeout_ms)
+    if (!stream || !filter || !out || from_seq < 1) return PARTI_ERR_INVALID_ARGUMENT;
+    if (parti_name_check(stream, NULL, 0) != PARTI_ERR_OK) return PARTI_ERR_INVALID_NAME;
+    if (parti_subject_check(filter, 1, NULL, 0) != PARTI_ERR_OK) return PARTI_ERR_INVALID_SUBJECT;
+    if (!(s = parti__fake_stream(w, stream))) {
+        e = PARTI_ERR_STREAM_NOT_FOUND;
+    } else {
+        for (i = parti__fake_first_after(s, from_seq - 1); i < (int)arrlen(s->msgs); i++)
+            if (parti_subject_matches(filter, s->msgs[i].subject)) break;
+        e = i < (int)arrlen(s->msgs) ? PARTI_ERR_OK : PARTI_ERR_NO_MESSAGES;
+    }
+    if (e != PARTI_ERR_OK) {
+        parti__fake_log(w, c, "stream_get_next", e, "%s %s from=%llu", stream, filter, (unsigned long long)from_seq);
+        return e;
+    }
+    if (!(d = (parti__fdeliv *)PARTI_MALLOC(sizeof *d))) return PARTI_ERR_NOMEM;
+    memset(d, 0, sizeof *d);
+    if (!parti__fake_copy_msg(s, i, out, d)) {
+        parti__fake_msg_release(self, out);
+        return PARTI_ERR_NOMEM;
+    }
+    parti__fake_log(w, c, "stream_get_next", PARTI_ERR_OK, "%s %s from=%llu seq=%llu subject=%s", stream, filter,
+                    (unsigned long long)from_seq, (unsigned long long)out->stream_seq, out->subject);
+    return PARTI_ERR_OK;
+}
+
+/* out is empty on every error, faults included */
+static parti_err parti__fake_stream_get_next(void *self, const char *stream, const char *filter, uint64_t from_seq,
+                                             parti_msg *out, uint32_t timeout_ms) {
+    if (out) memset(out, 0, sizeof *out);
+    return parti__fake_get_next_in(self, stream, filter, from_seq, out, timeout_ms);
+}
+
 /* Applies the held-back writes that are due, through the world's own client
  * (their senders may be gone by now). */
 static void parti__fake_apply_due_late(parti_fake_world *w) {
@@ -1505,7 +1566,7 @@ static const parti_transport_vtable parti__fake_vtable = {
     parti__fake_kv_watch,      parti__fake_kv_watch_next, parti__fake_kv_watch_stop, parti__fake_consumer_upsert,
     parti__fake_consumer_info, parti__fake_consumer_delete, parti__fake_fetch_start, parti__fake_fetch_next,
     parti__fake_ack,           parti__fake_msg_release,   parti__fake_publish,       parti__fake_sleep_ms,
-    parti__fake_connected,     parti__fake_kv_delete_if};
+    parti__fake_connected,     parti__fake_kv_delete_if,  parti__fake_stream_get_next};
 
 /* ---- the world --------------------------------------------------------------------- */
 
@@ -1824,9 +1885,10 @@ enum { PARTI__WATCH_ACTIVE = 0, PARTI__WATCH_INFO, PARTI__WATCH_CREATE, PARTI__W
 #define PARTI__WATCH_HB_MS 2000u
 
 typedef struct parti__ndeliv {
-    natsMsg *msg;
-    parti_header *hdrs; /* PARTI_MALLOC array; strings belong to msg */
+    natsMsg *msg;       /* NULL: read by stream_get_next (not ackable), all of it in owned */
+    parti_header *hdrs; /* PARTI_MALLOC array; strings belong to msg (or owned) */
     const char **keys;  /* from natsMsgHeader_Keys, freed with free() */
+    char *owned;        /* stream_get_next: subject, data and header block in one PARTI_MALLOC */
 } parti__ndeliv;
 
 struct parti__nconn {
@@ -2116,12 +2178,15 @@ static const char *parti__nats_status_of(natsMsg *m) {
     return v;
 }
 
-/* Parses a JSON reply; a JetStream "error" object becomes its parti_err. */
-static parti_err parti__nats_reply_json(parti__nconn *n, natsMsg *reply, parti_json_doc *doc) {
+/* Parses a JSON reply; a JetStream "error" object becomes its parti_err, and
+ * its err_code goes to *err_code_out (may be NULL; 0 without an error). */
+static parti_err parti__nats_reply_json_code(parti__nconn *n, natsMsg *reply, parti_json_doc *doc,
+                                             int64_t *err_code_out) {
     char jmsg[128];
     int err;
     parti_err e;
     memset(doc, 0, sizeof *doc);
+    if (err_code_out) *err_code_out = 0;
     e = parti_json_parse(doc, natsMsg_GetData(reply), (size_t)natsMsg_GetDataLength(reply), NULL, jmsg, sizeof jmsg);
     if (e != PARTI_ERR_OK) {
         parti__nats_note(n, "unparsable JetStream reply: %s", jmsg);
@@ -2135,9 +2200,14 @@ static parti_err parti__nats_reply_json(parti__nconn *n, natsMsg *reply, parti_j
         parti_json_get_string(doc, err, "description", desc, sizeof desc, NULL);
         parti__nats_note(n, "JetStream error %lld/%lld: %s", (long long)code, (long long)err_code, desc);
         parti_json_doc_free(doc);
+        if (err_code_out) *err_code_out = err_code;
         return parti_js_api_error_described((int)err_code, (int)code, desc);
     }
     return PARTI_ERR_OK;
+}
+
+static parti_err parti__nats_reply_json(parti__nconn *n, natsMsg *reply, parti_json_doc *doc) {
+    return parti__nats_reply_json_code(n, reply, doc, NULL);
 }
 
 /* A JetStream API call: request, JSON reply, error mapping. */
@@ -2215,7 +2285,7 @@ static parti_err parti__nats_stream_info(void *self, const char *stream, parti_s
     parti_err e;
     int cfg, st;
     int64_t dw = 0;
-    char storage[16] = "";
+    char storage[16] = "", created[64] = "";
     if (!n || !stream || !out) return PARTI_ERR_INVALID_ARGUMENT;
     memset(out, 0, sizeof *out);
     if (parti_name_check(stream, NULL, 0) != PARTI_ERR_OK) return PARTI_ERR_INVALID_NAME;
@@ -2237,6 +2307,8 @@ static parti_err parti__nats_stream_info(void *self, const char *stream, parti_s
     parti_json_get_uint64(&doc, st, "messages", &out->messages);
     parti_json_get_uint64(&doc, st, "first_seq", &out->first_seq);
     parti_json_get_uint64(&doc, st, "last_seq", &out->last_seq);
+    parti_json_get_string(&doc, parti_json_root(&doc), "created", created, sizeof created, NULL);
+    if (parti_rfc3339_parse(created, strlen(created), &out->created_ns) != PARTI_ERR_OK) out->created_ns = 0;
     parti_json_doc_free(&doc);
     if (e == PARTI_ERR_OK && !out->name) e = PARTI_ERR_PROTOCOL;
     if (e != PARTI_ERR_OK) parti_stream_info_free(out);
@@ -2253,6 +2325,187 @@ static parti_err parti__nats_stream_delete(void *self, const char *stream, uint3
     parti__nats_subject(subject, sizeof subject, "$JS.API.STREAM.DELETE.", stream);
     e = parti__nats_api(n, subject, NULL, 0, timeout_ms, &doc);
     parti_json_doc_free(&doc);
+    return e;
+}
+
+/* ---- direct reads: $JS.API.STREAM.MSG.GET ------------------------------------ */
+
+/* JetStream's "no message found" (a 404 that parti_js_api_error reads as a
+ * missing key): for a direct read it means nothing matches from there on. */
+#define PARTI__JS_NO_MESSAGE_FOUND 10037
+
+/* Decodes standard base64 (RFC 4648 section 4, '=' padding optional) of the n
+ * bytes at in into out, which has room for n / 4 * 3 + 3 bytes. Untrusted
+ * input: 0 on a character outside the alphabet or an impossible length. */
+static int parti__nats_base64_decode(const char *in, size_t n, uint8_t *out, size_t *out_len) {
+    uint32_t acc = 0;
+    size_t i, o = 0;
+    int bits = 0;
+    *out_len = 0;
+    if (n % 4 == 0 && n && in[n - 1] == '=') n -= (n >= 2 && in[n - 2] == '=') ? 2 : 1;
+    if (n % 4 == 1) return 0;
+    for (i = 0; i < n; i++) {
+        char ch = in[i];
+        uint32_t v;
+        if (ch >= 'A' && ch <= 'Z') v = (uint32_t)(ch - 'A');
+        else if (ch >= 'a' && ch <= 'z') v = (uint32_t)(ch - 'a') + 26;
+        else if (ch >= '0' && ch <= '9') v = (uint32_t)(ch - '0') + 52;
+        else if (ch == '+') v = 62;
+        else if (ch == '/') v = 63;
+        else return 0;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[o++] = (uint8_t)(acc >> bits);
+            acc &= (1u << bits) - 1u;
+        }
+    }
+    *out_len = o;
+    return 1;
+}
+
+/* Splits a NATS header block ("NATS/1.0[ status]\r\nName: value\r\n...\r\n"),
+ * len bytes NUL-terminated at block[len], in place into name/value pairs
+ * (NUL-terminated inside block) in out, which has room for a pair per line.
+ * Returns the count, or -1 when the block is malformed. */
+static int parti__nats_headers_split(char *block, size_t len, parti_header *out) {
+    char *p = block, *end = block + len;
+    int count = 0, first = 1;
+    if (len < 8 || memcmp(block, "NATS/1.0", 8) != 0) return -1;
+    while (p < end) {
+        char *eol = (char *)memchr(p, '\n', (size_t)(end - p)), *line_end, *colon, *name_end, *value;
+        if (!eol) eol = end;
+        line_end = eol > p && eol[-1] == '\r' ? eol - 1 : eol;
+        if (first) {
+            first = 0;
+        } else if (line_end == p) {
+            break; /* the empty line ends the block */
+        } else {
+            if (!(colon = (char *)memchr(p, ':', (size_t)(line_end - p)))) return -1;
+            for (name_end = colon; name_end > p && (name_end[-1] == ' ' || name_end[-1] == '\t'); name_end--) {
+            }
+            if (name_end == p) return -1;
+            for (value = colon + 1; value < line_end && (*value == ' ' || *value == '\t'); value++) {
+            }
+            while (line_end > value && (line_end[-1] == ' ' || line_end[-1] == '\t')) line_end--;
+            *name_end = 0;
+            *line_end = 0;
+            out[count].name = p;
+            out[count].value = value;
+            count++;
+        }
+        p = eol < end ? eol + 1 : end;
+    }
+    return count;
+}
+
+/* The length of a JSON string member, without its escapes (base64 has none:
+ * an escaped one is refused by the decoder); 0 and "" when absent. */
+static const char *parti__nats_raw_member(const parti_json_doc *d, int obj, const char *key, size_t *len) {
+    int node = parti_json_get(d, obj, key);
+    const char *raw;
+    *len = 0;
+    if (node < 0 || parti_json_type_of(d, node) != PARTI_JSON_STRING || !(raw = parti_json_raw(d, node, len))) return "";
+    return raw;
+}
+
+/* Builds out over the "message" object of a MSG.GET reply: one block holds
+ * the subject, the decoded data and the decoded header block. */
+static parti_err parti__nats_get_fill(const parti_json_doc *doc, int msg, parti_msg *out) {
+    parti__ndeliv *d;
+    const char *hraw, *draw;
+    size_t hlen, dlen, slen = 0, hcap, dcap, lines = 0, i;
+    char stamp[48] = "";
+    uint64_t wall = 0;
+    int subj = parti_json_get(doc, msg, "subject"), nh = 0;
+    hraw = parti__nats_raw_member(doc, msg, "hdrs", &hlen);
+    draw = parti__nats_raw_member(doc, msg, "data", &dlen);
+    if (parti_json_as_string(doc, subj, NULL, 0, &slen) != PARTI_ERR_BUFFER_TOO_SMALL || slen < 2)
+        return PARTI_ERR_PROTOCOL;
+    hcap = hlen / 4 * 3 + 3;
+    dcap = dlen / 4 * 3 + 3;
+    if (!(d = (parti__ndeliv *)PARTI_MALLOC(sizeof *d))) return PARTI_ERR_NOMEM;
+    memset(d, 0, sizeof *d);
+    out->handle = d;
+    if (!(d->owned = (char *)PARTI_MALLOC(slen + dcap + 1 + hcap + 1))) return PARTI_ERR_NOMEM;
+    parti_json_as_string(doc, subj, d->owned, slen, NULL);
+    out->subject = d->owned;
+    out->data = (const uint8_t *)d->owned + slen;
+    if (!parti__nats_base64_decode(draw, dlen, (uint8_t *)d->owned + slen, &out->len)) return PARTI_ERR_PROTOCOL;
+    d->owned[slen + out->len] = 0;
+    if (hlen) {
+        char *block = d->owned + slen + dcap + 1;
+        size_t blen;
+        if (!parti__nats_base64_decode(hraw, hlen, (uint8_t *)block, &blen)) return PARTI_ERR_PROTOCOL;
+        block[blen] = 0;
+        for (i = 0; i < blen; i++) lines += block[i] == '\n';
+        if (!(d->hdrs = (parti_header *)PARTI_MALLOC(sizeof(parti_header) * (lines + 1)))) return PARTI_ERR_NOMEM;
+        if ((nh = parti__nats_headers_split(block, blen, d->hdrs)) < 0) return PARTI_ERR_PROTOCOL;
+    }
+    out->headers = nh ? d->hdrs : NULL;
+    out->header_count = nh;
+    if (parti_json_get_uint64(doc, msg, "seq", &out->stream_seq) != PARTI_ERR_OK || !out->stream_seq)
+        return PARTI_ERR_PROTOCOL;
+    out->delivery_count = 1;
+    parti_json_get_string(doc, msg, "time", stamp, sizeof stamp, NULL);
+    if (parti_rfc3339_parse(stamp, strlen(stamp), &wall) == PARTI_ERR_OK) out->timestamp_ms = parti__nats_server_time(wall);
+    return PARTI_ERR_OK;
+}
+
+typedef struct parti__nats_get_req {
+    uint64_t seq;
+    const char *filter;
+} parti__nats_get_req;
+
+static void parti__nats_build_get(parti_json_writer *w, const void *arg) {
+    const parti__nats_get_req *r = (const parti__nats_get_req *)arg;
+    parti_json_object_begin(w);
+    parti_json_key(w, "seq");
+    parti_json_uint(w, r->seq);
+    parti_json_key(w, "next_by_subj");
+    parti_json_string(w, r->filter);
+    parti_json_object_end(w);
+}
+
+static void parti__nats_msg_release(void *self, parti_msg *m);
+
+static parti_err parti__nats_stream_get_next(void *self, const char *stream, const char *filter, uint64_t from_seq,
+                                             parti_msg *out, uint32_t timeout_ms) {
+    parti__nconn *n = (parti__nconn *)self;
+    parti__nats_get_req r;
+    char subject[128], *body = NULL;
+    size_t len = 0;
+    natsMsg *reply = NULL;
+    parti_json_doc doc;
+    int64_t err_code = 0;
+    int msg;
+    parti_err e;
+    if (out) memset(out, 0, sizeof *out);
+    if (!n || !stream || !filter || !out || from_seq < 1) return PARTI_ERR_INVALID_ARGUMENT;
+    if (parti_name_check(stream, NULL, 0) != PARTI_ERR_OK) return PARTI_ERR_INVALID_NAME;
+    if (parti_subject_check(filter, 1, NULL, 0) != PARTI_ERR_OK) return PARTI_ERR_INVALID_SUBJECT;
+    parti__nats_subject(subject, sizeof subject, "$JS.API.STREAM.MSG.GET.", stream);
+    r.seq = from_seq;
+    r.filter = filter;
+    if ((e = parti__nats_json(parti__nats_build_get, &r, &body, &len)) != PARTI_ERR_OK) return e;
+    e = parti__nats_request(n, subject, NULL, 0, body, len, timeout_ms, &reply);
+    PARTI_FREE(body);
+    if (e == PARTI_ERR_NO_RESPONDERS) parti__nats_note(n, "%s: no responders (JetStream not enabled?)", subject);
+    if (e != PARTI_ERR_OK) return e;
+    e = parti__nats_reply_json_code(n, reply, &doc, &err_code);
+    natsMsg_Destroy(reply);
+    if (err_code == PARTI__JS_NO_MESSAGE_FOUND) return PARTI_ERR_NO_MESSAGES;
+    if (e != PARTI_ERR_OK) return e;
+    if ((msg = parti_json_get(&doc, parti_json_root(&doc), "message")) < 0 ||
+        parti_json_type_of(&doc, msg) != PARTI_JSON_OBJECT) {
+        parti__nats_note(n, "%s: reply without a message", subject);
+        e = PARTI_ERR_PROTOCOL;
+    } else if ((e = parti__nats_get_fill(&doc, msg, out)) == PARTI_ERR_PROTOCOL) {
+        parti__nats_note(n, "%s: malformed message in the reply", subject);
+    }
+    parti_json_doc_free(&doc);
+    if (e != PARTI_ERR_OK) parti__nats_msg_release(n, out);
     return e;
 }
 
@@ -3116,9 +3369,10 @@ static parti_err parti__nats_pull_end(parti__npull *p, parti_err e) {
     return e;
 }
 
-/* A message's handle: a parti__ndeliv when it has headers, else the natsMsg
- * itself with the low bit set (natsMsg is malloc'd, so that bit is free),
- * which saves an allocation per message on the hot path. */
+/* A message's handle: a parti__ndeliv when it has headers (or was read by
+ * stream_get_next: no natsMsg), else the natsMsg itself with the low bit set
+ * (natsMsg is malloc'd, so that bit is free), which saves an allocation per
+ * message on the hot path. */
 static natsMsg *parti__nats_handle_msg(void *handle) {
     if ((uintptr_t)handle & 1u) return (natsMsg *)((uintptr_t)handle & ~(uintptr_t)1u);
     return ((parti__ndeliv *)handle)->msg;
@@ -3240,12 +3494,15 @@ static parti_err parti__nats_fetch_next(void *self, const char *stream, const ch
 static parti_err parti__nats_ack(void *self, const parti_msg *m, parti_ack_kind kind, uint32_t delay_ms,
                                  uint32_t timeout_ms) {
     parti__nconn *n = (parti__nconn *)self;
+    natsMsg *delivered;
     const char *reply;
     char delayed[64];
     const char *body;
     (void)timeout_ms;
     if (!n || !m || !m->handle || (int)kind < 0 || kind > PARTI_ACK_IN_PROGRESS) return PARTI_ERR_INVALID_ARGUMENT;
-    if (!(reply = natsMsg_GetReply(parti__nats_handle_msg(m->handle)))) return PARTI_ERR_INVALID_ARGUMENT;
+    /* a message read by stream_get_next has no consumer to ack to */
+    if (!(delivered = parti__nats_handle_msg(m->handle)) || !(reply = natsMsg_GetReply(delivered)))
+        return PARTI_ERR_INVALID_ARGUMENT;
     switch (kind) {
     case PARTI_ACK_ACK: body = "+ACK"; break;
     case PARTI_ACK_NAK:
@@ -3272,8 +3529,9 @@ static void parti__nats_msg_release(void *self, parti_msg *m) {
     }
     d = (parti__ndeliv *)m->handle;
     PARTI_FREE(d->hdrs);
+    PARTI_FREE(d->owned);
     free((void *)d->keys); /* allocated by nats.c */
-    natsMsg_Destroy(d->msg);
+    if (d->msg) natsMsg_Destroy(d->msg);
     PARTI_FREE(d);
     memset(m, 0, sizeof *m);
 }
@@ -3285,7 +3543,7 @@ static const parti_transport_vtable parti__nats_vtable = {
     parti__nats_kv_watch,       parti__nats_kv_watch_next, parti__nats_kv_watch_stop, parti__nats_consumer_upsert,
     parti__nats_consumer_info,  parti__nats_consumer_delete, parti__nats_fetch_start, parti__nats_fetch_next,
     parti__nats_ack,            parti__nats_msg_release,   parti__nats_publish,       parti__nats_sleep_ms,
-    parti__nats_is_connected,   parti__nats_kv_delete_if};
+    parti__nats_is_connected,   parti__nats_kv_delete_if,  parti__nats_stream_get_next};
 
 /* ---- connect: and read the server's INFO line for its version ------------------ */
 

@@ -484,6 +484,38 @@ static parti_msg *conf_fetch_one(parti_transport *c, const char *stream, const c
     return m;
 }
 
+/* A direct read (stream_get_next); on PARTI_ERR_OK *out is a tracked message. */
+static parti_err conf_get_next(parti_transport *c, const char *stream, const char *filter, uint64_t from_seq,
+                               parti_msg **out) {
+    parti_err e;
+    int i;
+    *out = NULL;
+    for (i = 0; i < CONF_MAX_MSGS; i++)
+        if (!conf_msgs[i].held) break;
+    cr_assert_lt(i, CONF_MAX_MSGS, "more than %d messages held", CONF_MAX_MSGS);
+    cr_assert_not_null(c->vt->stream_get_next, "env %s: no stream_get_next", env->name);
+    memset(&conf_msgs[i].m, 0, sizeof conf_msgs[i].m);
+    e = c->vt->stream_get_next(c->self, stream, filter, from_seq, &conf_msgs[i].m, CONF_TO);
+    if (e == PARTI_ERR_OK) {
+        conf_msgs[i].held = 1;
+        conf_msgs[i].owner = c;
+        *out = &conf_msgs[i].m;
+    }
+    return e;
+}
+
+/* The sequence stream_get_next finds (0 when PARTI_ERR_NO_MESSAGES). */
+static uint64_t conf_get_next_seq(parti_transport *c, const char *stream, const char *filter, uint64_t from_seq) {
+    parti_msg *m = NULL;
+    uint64_t seq;
+    parti_err e = conf_get_next(c, stream, filter, from_seq, &m);
+    if (e == PARTI_ERR_NO_MESSAGES) return 0;
+    CONF_OK(e);
+    seq = m->stream_seq;
+    conf_release(c, m);
+    return seq;
+}
+
 typedef struct conf_delivery {
     uint64_t seq;
     uint64_t consumer_seq;
@@ -774,6 +806,125 @@ Test(stream, max_msgs_discards_the_oldest) {
     cr_assert_eq(si.first_seq, 2);
     cr_assert_eq(si.last_seq, 3);
     parti_stream_info_free(&si);
+}
+
+Test(stream, created_ns_is_set_and_changes_when_the_stream_is_recreated) {
+    parti_transport *a = conf_connect();
+    parti_stream_info si;
+    uint64_t first;
+    conf_orders(a);
+    si = conf_stream_info(a, "ORDERS");
+    first = si.created_ns;
+    parti_stream_info_free(&si);
+    cr_assert_neq(first, 0, "stream_info must give the creation time");
+    conf_orders(a); /* the same config again: the same stream */
+    si = conf_stream_info(a, "ORDERS");
+    cr_assert_eq(si.created_ns, first, "an idempotent create keeps the stream (and its creation time)");
+    parti_stream_info_free(&si);
+    CONF_OK(a->vt->stream_delete(a->self, "ORDERS", CONF_TO));
+    conf_orders(a);
+    si = conf_stream_info(a, "ORDERS");
+    cr_assert_neq(si.created_ns, 0);
+    cr_assert_neq(si.created_ns, first, "a stream deleted and created again must have another creation time");
+    parti_stream_info_free(&si);
+}
+
+/* ---- direct reads: stream_get_next --------------------------------------------- */
+
+Test(stream, get_next_finds_the_first_match_at_or_after_from_seq) {
+    parti_transport *a = conf_connect();
+    parti_msg *m;
+    uint64_t before;
+    conf_orders(a);
+    cr_assert_eq(conf_pub(a, "orders.eu.1", "a"), 1);
+    cr_assert_eq(conf_pub(a, "orders.us.1", "b"), 2);
+    cr_assert_eq(conf_pub(a, "orders.eu.2", "c"), 3);
+    cr_assert_eq(conf_pub(a, "orders.us.1", "d"), 4);
+    cr_assert_eq(conf_pub(a, "orders.eu.1", "e"), 5);
+    /* a literal subject: the next one at or after from_seq, skipping the others */
+    cr_assert_eq(conf_get_next_seq(a, "ORDERS", "orders.eu.1", 1), 1);
+    cr_assert_eq(conf_get_next_seq(a, "ORDERS", "orders.eu.1", 2), 5);
+    cr_assert_eq(conf_get_next_seq(a, "ORDERS", "orders.us.1", 3), 4);
+    cr_assert_eq(conf_get_next_seq(a, "ORDERS", "orders.eu.1", 5), 5, "from_seq itself is included");
+    /* wildcards */
+    cr_assert_eq(conf_get_next_seq(a, "ORDERS", "orders.eu.*", 2), 3);
+    cr_assert_eq(conf_get_next_seq(a, "ORDERS", "orders.us.>", 3), 4);
+    cr_assert_eq(conf_get_next_seq(a, "ORDERS", "orders.>", 2), 2);
+    cr_assert_eq(conf_get_next_seq(a, "ORDERS", "*.*.2", 1), 3);
+    /* nothing more: past the end, past the last match, a subject never written */
+    CONF_EXPECT(conf_get_next(a, "ORDERS", "orders.eu.1", 6, &m), PARTI_ERR_NO_MESSAGES);
+    CONF_EXPECT(conf_get_next(a, "ORDERS", "orders.>", 6, &m), PARTI_ERR_NO_MESSAGES);
+    CONF_EXPECT(conf_get_next(a, "ORDERS", "orders.us.1", 5, &m), PARTI_ERR_NO_MESSAGES);
+    CONF_EXPECT(conf_get_next(a, "ORDERS", "orders.ca.1", 1, &m), PARTI_ERR_NO_MESSAGES);
+    cr_assert_null(m);
+    /* what a direct read gives: a first delivery outside any consumer */
+    before = conf_now(a);
+    CONF_OK(conf_get_next(a, "ORDERS", "orders.us.*", 3, &m));
+    cr_assert_str_eq(m->subject, "orders.us.1");
+    cr_assert_eq(m->stream_seq, 4);
+    cr_assert_eq(m->len, 1);
+    cr_assert(memcmp(m->data, "d", 1) == 0);
+    cr_assert_eq(m->consumer_seq, 0);
+    cr_assert_eq(m->delivery_count, 1);
+    cr_assert_gt(m->timestamp_ms, 0, "the stored time must be filled");
+    cr_assert_leq(m->timestamp_ms, before + 1, "stored at %llu, read at %llu", (unsigned long long)m->timestamp_ms,
+                  (unsigned long long)before);
+    /* it is not a delivery: no consumer takes an ack for it */
+    CONF_EXPECT(a->vt->ack(a->self, m, PARTI_ACK_ACK, 0, CONF_TO), PARTI_ERR_INVALID_ARGUMENT);
+    conf_release(a, m);
+}
+
+Test(stream, get_next_round_trips_headers_and_data) {
+    parti_transport *a = conf_connect();
+    parti_header h[3];
+    parti_pub_ack pa;
+    parti_msg *m;
+    static const char bin[] = {'a', 0, (char)0xff, '\r', '\n', '=', 'z'};
+    int i, j;
+    h[0].name = "X-Trace";
+    h[0].value = "abc-123";
+    h[1].name = "X-Reason";
+    h[1].value = "two words";
+    h[2].name = "Nats-Msg-Id";
+    h[2].value = "id-1";
+    conf_orders(a);
+    CONF_OK(a->vt->publish(a->self, "orders.eu.7", h, 3, bin, sizeof bin, &pa, CONF_TO));
+    CONF_OK(a->vt->publish(a->self, "orders.eu.8", NULL, 0, "", 0, &pa, CONF_TO));
+    /* every length modulo 3, so base64 ends in every way */
+    for (i = 1; i <= 4; i++) CONF_OK(a->vt->publish(a->self, "orders.len", NULL, 0, "wxyz", (size_t)i, &pa, CONF_TO));
+    CONF_OK(conf_get_next(a, "ORDERS", "orders.eu.7", 1, &m));
+    cr_assert_eq(m->stream_seq, 1);
+    cr_assert_eq(m->len, sizeof bin);
+    cr_assert(memcmp(m->data, bin, sizeof bin) == 0, "binary data must round-trip");
+    cr_assert_str_eq(parti_msg_header(m, "X-Trace"), "abc-123");
+    cr_assert_str_eq(parti_msg_header(m, "X-Reason"), "two words");
+    cr_assert_str_eq(parti_msg_header(m, "Nats-Msg-Id"), "id-1");
+    cr_assert_null(parti_msg_header(m, "X-Missing"));
+    conf_release(a, m);
+    CONF_OK(conf_get_next(a, "ORDERS", "orders.eu.*", 2, &m));
+    cr_assert_eq(m->stream_seq, 2);
+    cr_assert_str_eq(m->subject, "orders.eu.8");
+    cr_assert_eq(m->len, 0);
+    cr_assert_eq(m->header_count, 0);
+    conf_release(a, m);
+    for (i = 1, j = 3; i <= 4; i++, j++) {
+        CONF_OK(conf_get_next(a, "ORDERS", "orders.len", (uint64_t)j, &m));
+        cr_assert_eq(m->stream_seq, (uint64_t)j);
+        cr_assert_eq(m->len, (size_t)i);
+        cr_assert(memcmp(m->data, "wxyz", (size_t)i) == 0);
+        conf_release(a, m);
+    }
+}
+
+Test(stream, get_next_of_a_missing_stream_is_stream_not_found) {
+    parti_transport *a = conf_connect();
+    parti_msg *m;
+    CONF_EXPECT(conf_get_next(a, "NOPE", "orders.>", 1, &m), PARTI_ERR_STREAM_NOT_FOUND);
+    conf_orders(a);
+    conf_pub(a, "orders.a", "x");
+    CONF_OK(a->vt->stream_delete(a->self, "ORDERS", CONF_TO));
+    CONF_EXPECT(conf_get_next(a, "ORDERS", "orders.a", 1, &m), PARTI_ERR_STREAM_NOT_FOUND);
+    cr_assert_null(m);
 }
 
 static const char *const conf_bad_names[] = {"", "a.b", "a b", "a*", "a>", "a\tb", "a/b", "\xc3\xa9t\xc3\xa9",
@@ -2424,6 +2575,7 @@ Test(faults, fail_next_works_for_every_request_op) {
     parti_consumer_info ci;
     parti_kv_entry e;
     parti_pub_ack pa;
+    parti_msg raw;
     char **keys = NULL;
     int n = 0;
     uint64_t r, rk;
@@ -2465,6 +2617,9 @@ Test(faults, fail_next_works_for_every_request_op) {
     conf_pub(a, "orders.a", "x");
     CONF_FAIL_ONCE("consumer_delete", a->vt->consumer_delete(a->self, "ORDERS", "w1", CONF_TO));
     CONF_OK(a->vt->consumer_delete(a->self, "ORDERS", "w1", CONF_TO));
+    memset(&raw, 0, sizeof raw);
+    CONF_FAIL_ONCE("stream_get_next", a->vt->stream_get_next(a->self, "ORDERS", "orders.a", 1, &raw, CONF_TO));
+    cr_assert_eq(conf_get_next_seq(a, "ORDERS", "orders.a", 1), 1);
 #undef CONF_FAIL_ONCE
 }
 
@@ -2473,6 +2628,7 @@ Test(faults, partition_cuts_a_client_off_until_healed) {
     parti_kv_entry e;
     parti_pub_ack pa;
     parti_consumer_info ci;
+    parti_msg raw;
     if (!conformance_env()->partition) cr_skip_test("env %s cannot partition a client", conformance_env()->name);
     a = conf_connect();
     b = conf_connect();
@@ -2489,6 +2645,9 @@ Test(faults, partition_cuts_a_client_off_until_healed) {
     memset(&ci, 0, sizeof ci);
     CONF_EXPECT2(a->vt->consumer_info(a->self, "ORDERS", "w1", &ci, CONF_SHORT_TO), PARTI_ERR_NOT_CONNECTED,
                  PARTI_ERR_TIMEOUT);
+    memset(&raw, 0, sizeof raw);
+    CONF_EXPECT2(a->vt->stream_get_next(a->self, "ORDERS", "orders.a", 1, &raw, CONF_SHORT_TO),
+                 PARTI_ERR_NOT_CONNECTED, PARTI_ERR_TIMEOUT);
     /* the others keep working */
     conf_put(b, "cfg", "k", "during");
     env->partition(env, a, 0);
@@ -2504,7 +2663,8 @@ Test(faults, server_restart_keeps_durable_consumer_position_and_kv) {
     parti_err end;
     parti_fetch_opts o = conf_opts(8, 1000, 0);
     parti_msg *m;
-    uint64_t rk;
+    parti_stream_info si;
+    uint64_t rk, created;
     if (!conformance_env()->restart_server) cr_skip_test("env %s cannot restart the server", conformance_env()->name);
     a = conf_connect();
     conf_stream_full(a, "DURABLE", LIST("dur.>"), 0, 0, 0);
@@ -2515,9 +2675,15 @@ Test(faults, server_restart_keeps_durable_consumer_position_and_kv) {
     cr_assert_eq(conf_pull_once(a, "DURABLE", "w1", &o, PARTI_ACK_ACK, conf_now(a), d, 8, &end), 2);
     conf_wait_acked(a, "DURABLE", "w1", 2, 0);
     rk = conf_put(a, "state", "k", "kept");
+    si = conf_stream_info(a, "DURABLE");
+    created = si.created_ns;
+    parti_stream_info_free(&si);
     env->restart_server(env);
     conf_wait_kv_get(a, "state", "k", PARTI_ERR_OK, 15000);
     cr_assert_eq(conf_expect_value(a, "state", "k", "kept"), rk);
+    si = conf_stream_info(a, "DURABLE");
+    cr_assert_eq(si.created_ns, created, "a restart keeps a file stream's creation time");
+    parti_stream_info_free(&si);
     ci = conf_cinfo(a, "DURABLE", "w1");
     cr_assert_eq(ci.delivered_stream_seq, 2, "position after restart: %llu", (unsigned long long)ci.delivered_stream_seq);
     cr_assert_eq(ci.ack_floor_stream_seq, 2);
@@ -2684,6 +2850,23 @@ Test(bad_input, publish_refuses_null_arguments) {
     si = conf_stream_info(a, "ORDERS");
     cr_assert_eq(si.messages, 0, "a refused publish must not store anything");
     parti_stream_info_free(&si);
+}
+
+Test(bad_input, stream_get_next_refuses_bad_arguments) {
+    parti_transport *a = conf_connect();
+    parti_msg raw;
+    memset(&raw, 0, sizeof raw);
+    conf_orders(a);
+    conf_pub(a, "orders.a", "x");
+    CONF_EXPECT(a->vt->stream_get_next(a->self, NULL, "orders.a", 1, &raw, CONF_TO), PARTI_ERR_INVALID_ARGUMENT);
+    CONF_EXPECT(a->vt->stream_get_next(a->self, "ORDERS", NULL, 1, &raw, CONF_TO), PARTI_ERR_INVALID_ARGUMENT);
+    CONF_EXPECT(a->vt->stream_get_next(a->self, "ORDERS", "orders.a", 1, NULL, CONF_TO), PARTI_ERR_INVALID_ARGUMENT);
+    CONF_EXPECT(a->vt->stream_get_next(a->self, "ORDERS", "orders.a", 0, &raw, CONF_TO), PARTI_ERR_INVALID_ARGUMENT);
+    CONF_EXPECT(a->vt->stream_get_next(a->self, "a.b", "orders.a", 1, &raw, CONF_TO), PARTI_ERR_INVALID_NAME);
+    CONF_EXPECT(a->vt->stream_get_next(a->self, "ORDERS", "orders..a", 1, &raw, CONF_TO), PARTI_ERR_INVALID_SUBJECT);
+    CONF_EXPECT(a->vt->stream_get_next(a->self, "ORDERS", "", 1, &raw, CONF_TO), PARTI_ERR_INVALID_SUBJECT);
+    cr_assert_null(raw.handle);
+    cr_assert_eq(conf_get_next_seq(a, "ORDERS", "orders.a", 1), 1);
 }
 
 Test(bad_input, release_and_watch_stop_accept_null) {

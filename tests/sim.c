@@ -805,6 +805,18 @@ static parti_err w_ack(void *self, const parti_msg *m, parti_ack_kind k, uint32_
     return call_end(A) ? e : PARTI_ERR_NOT_CONNECTED;
 }
 static void w_msg_release(void *self, parti_msg *m) { INNER->msg_release(ISELF, m); }
+static parti_err w_stream_get_next(void *self, const char *st, const char *filter, uint64_t from, parti_msg *out,
+                                   uint32_t t) {
+    parti_err e;
+    if (out) memset(out, 0, sizeof *out);
+    if (!call_begin(A, 0)) return PARTI_ERR_NOT_CONNECTED;
+    e = INNER->stream_get_next(ISELF, st, filter, from, out, t);
+    if (!call_end(A)) {
+        if (e == PARTI_ERR_OK) INNER->msg_release(ISELF, out);
+        return PARTI_ERR_NOT_CONNECTED;
+    }
+    return e;
+}
 
 static void wake_readers(sim *s, const char *subject);
 static void note_dead_letter(sim *s, const parti_header *h, int nh, const void *data, size_t len,
@@ -836,7 +848,7 @@ static const parti_transport_vtable wrap_vt = {
     w_kv_create,       w_kv_update,    w_kv_put,        w_kv_get,          w_kv_delete,     w_kv_keys,
     w_kv_watch,        w_kv_watch_next, w_kv_watch_stop, w_consumer_upsert, w_consumer_info, w_consumer_delete,
     w_fetch_start,     w_fetch_next,   w_ack,           w_msg_release,     w_publish,       w_sleep_ms,
-    w_connected,       w_kv_delete_if};
+    w_connected,       w_kv_delete_if, w_stream_get_next};
 
 /* ---- what the handlers see ------------------------------------------------------------- */
 

@@ -409,6 +409,67 @@ Test(fake, an_injected_fetch_failure_ends_the_pull_unless_it_is_a_timeout) {
     cr_assert_eq(a.vt->fetch_next(a.self, "orders", "w", &m, 100), PARTI_ERR_NO_MESSAGES);
 }
 
+Test(fake, stream_get_next_takes_fail_next_latency_and_partition) {
+    uint64_t t0;
+    parti_msg m;
+    make_stream(&a);
+    publish(&a, "orders.1");
+    cr_assert_eq(parti_fake_fail_next(w, &a, "stream_get_next", 1, PARTI_ERR_NOT_CONNECTED), PARTI_ERR_OK);
+    cr_assert_eq(b.vt->stream_get_next(b.self, "orders", "orders.*", 1, &m, 1000), PARTI_ERR_OK);
+    b.vt->msg_release(b.self, &m);
+    memset(&m, 1, sizeof m);
+    cr_assert_eq(a.vt->stream_get_next(a.self, "orders", "orders.*", 1, &m, 1000), PARTI_ERR_NOT_CONNECTED);
+    cr_assert_null(m.handle, "out is emptied on a fault too");
+    cr_assert_eq(a.vt->stream_get_next(a.self, "orders", "orders.*", 1, &m, 1000), PARTI_ERR_OK);
+    a.vt->msg_release(a.self, &m);
+    t0 = parti_fake_now(w);
+    cr_assert_eq(parti_fake_set_latency(w, &a, "stream_get_next", 200), PARTI_ERR_OK);
+    cr_assert_eq(a.vt->stream_get_next(a.self, "orders", "orders.1", 1, &m, 1000), PARTI_ERR_OK);
+    cr_assert_eq(parti_fake_now(w), t0 + 200);
+    a.vt->msg_release(a.self, &m);
+    cr_assert_eq(a.vt->stream_get_next(a.self, "orders", "orders.1", 1, &m, 50), PARTI_ERR_TIMEOUT);
+    cr_assert_eq(parti_fake_now(w), t0 + 250);
+    cr_assert_eq(parti_fake_set_latency(w, &a, "stream_get_next", 0), PARTI_ERR_OK);
+    parti_fake_partition(w, &a, 1);
+    cr_assert_eq(a.vt->stream_get_next(a.self, "orders", "orders.1", 1, &m, 1000), PARTI_ERR_NOT_CONNECTED);
+    parti_fake_partition(w, &a, 0);
+    cr_assert_eq(a.vt->stream_get_next(a.self, "orders", "orders.1", 1, &m, 1000), PARTI_ERR_OK);
+    a.vt->msg_release(a.self, &m);
+}
+
+Test(fake, a_direct_read_is_not_ackable_and_outlives_its_stream) {
+    parti_msg m;
+    make_stream(&a);
+    make_consumer(&a, "w", "orders.1", 30000);
+    publish(&a, "orders.1");
+    cr_assert_eq(a.vt->stream_get_next(a.self, "orders", "orders.1", 1, &m, 1000), PARTI_ERR_OK);
+    cr_assert_eq(m.consumer_seq, 0);
+    cr_assert_eq(m.delivery_count, 1);
+    cr_assert_eq(a.vt->ack(a.self, &m, PARTI_ACK_ACK, 0, 1000), PARTI_ERR_INVALID_ARGUMENT);
+    cr_assert_eq(a.vt->ack(a.self, &m, PARTI_ACK_NAK, 10, 1000), PARTI_ERR_INVALID_ARGUMENT);
+    cr_assert_eq(parti_fake_delete_stream(w, "orders"), PARTI_ERR_OK);
+    cr_assert_str_eq(m.subject, "orders.1");
+    cr_assert_eq(m.len, 1);
+    a.vt->msg_release(a.self, &m);
+    cr_assert_null(m.handle);
+}
+
+Test(fake, a_stream_recreated_within_the_same_millisecond_has_another_created_ns) {
+    parti_stream_info si;
+    uint64_t t0 = parti_fake_now(w), first;
+    make_stream(&a);
+    cr_assert_eq(a.vt->stream_info(a.self, "orders", &si, 1000), PARTI_ERR_OK);
+    first = si.created_ns;
+    parti_stream_info_free(&si);
+    cr_assert_eq(first, t0 * 1000000u, "the stamp is the world's clock in ns");
+    cr_assert_eq(a.vt->stream_delete(a.self, "orders", 1000), PARTI_ERR_OK);
+    make_stream(&a);
+    cr_assert_eq(parti_fake_now(w), t0);
+    cr_assert_eq(a.vt->stream_info(a.self, "orders", &si, 1000), PARTI_ERR_OK);
+    cr_assert_gt(si.created_ns, first);
+    parti_stream_info_free(&si);
+}
+
 Test(fake, a_partitioned_client_is_not_connected) {
     parti_fake_world *w;
     parti_transport t;
