@@ -5675,6 +5675,18 @@ static int parti__consumer_adopt_start(parti_consumer *c, const char *durable) {
     return changed;
 }
 
+/* A group's: the worker ID was lost. The durable is another process's
+ * from now on (a newcomer may take the ID): never recreated, refreshed,
+ * checked or pulled from here again; the next assignment comes with the
+ * next ID and creates its own. */
+static void parti__consumer_forget_durable(parti_consumer *c) {
+    c->exists = 0;
+    c->need_recreate = c->need_refresh = 0;
+    c->fetch_active = 0;
+    c->paused = 1;
+    parti_subjects_free(&c->applied);
+}
+
 /* A group's: partition i is this worker's from pos (its checkpoint) under
  * owner generation gen; it is caught up from there. */
 static void parti__consumer_grant(parti_consumer *c, int i, uint64_t pos, uint64_t gen) {
@@ -5876,6 +5888,10 @@ static void parti__consumer_refresh(parti_consumer *c, uint64_t now) {
  * the refresh, the existence check. */
 static void parti__consumer_run_due(parti_consumer *c, uint64_t now) {
     if (now < c->retry_at) return;
+    /* a group's consumer stopped (its lease ran out, its ID was lost) does
+     * not touch the durable: another process may hold the ID, and the
+     * durable, by now. Only a new assignment starts it again */
+    if (c->group && c->paused && !c->has_pending) return;
     if (c->need_recreate) {
         parti__consumer_recreate(c, now);
         if (c->need_recreate) return;
@@ -8881,6 +8897,7 @@ static void parti__g_lose_id(parti *p, parti_err e) {
     parti_counter_add(&p->gm.worker_id_conflicts, 1);
     parti__g_stop_consumer(p);
     parti__g_lose_partitions(p, 0);
+    parti__consumer_forget_durable(p->c);
     parti__g_step_down(p, e, "worker ID lost");
     parti__g_fail(p, e, "renewing the worker ID");
     parti__g_event(p, PARTI_EVENT_ID_LOST, e, 0, p->id);
