@@ -23,9 +23,12 @@
  *   nats-server. On top of the vtable:
  *     - the worker consumer (parti_consumer_*): one durable pull consumer per
  *       worker, updated in place, coalesced, retried with backoff, recreated
- *       when deleted, escalating repeated pull failures, handing partitions
- *       over (not yet exclusive nor gap-free under faults: see README
- *       "Guarantees" and docs/testing.md), dead letters, health, metrics
+ *       when deleted, escalating repeated pull failures, ordered per-partition
+ *       queues with local retries, catch-ups read from the stream, dead
+ *       letters, health, metrics
+ *     - the handoff: per-partition claims and checkpoints in KV, revoke
+ *       before assign, a fencing token on every message (what holds under
+ *       faults: README "Guarantees", docs/testing.md)
  *     - assignment strategies as pure functions (sticky bounded-load,
  *       consistent hashing, weighted, rendezvous, round robin, callback) and
  *       the compact assignment document
@@ -106,7 +109,16 @@
  *   PARTI_HISTOGRAM_MAX_BUCKETS (16, 13..1024).
  *
  * VERSION HISTORY
- *   unreleased  control plane decided by the KV: documents fenced by the
+ *   unreleased  the handoff replaced: per-partition checkpoints and claims
+ *          (keys ck.<P>, parti_checkpoint_encode/decode), revoke before
+ *          assign, catch-up from the checkpoint read from the stream (the
+ *          vtable gained stream_get_next, required by groups; stream info
+ *          gained created_ns), ordered mode with local retries, the fencing
+ *          token (parti_msg.partition, .generation), rebalance callbacks
+ *          (on_partitions_revoked/assigned/lost), commit_interval_ms; the
+ *          consumer-wide ack floor resume points, rewinds and skip lists and
+ *          the metric parti_worker_consumer_handoff_rewinds_total are gone;
+ *          control plane decided by the KV: documents fenced by the
  *          leader key on read, epochs raised above what members applied
  *          (bucket loss), the member lease checked before every message
  *          (parti_lease_valid), deletes at an expected revision (the vtable
@@ -1505,17 +1517,15 @@ PARTIDEF parti_err parti_consumer_create(parti_consumer **out, const parti_trans
  * parti_consumer_last_message says more. No server call. */
 PARTIDEF parti_err parti_consumer_update(parti_consumer *c, const char *worker_id, const int *partitions, int count);
 
-/* The same, for a partition moving in from another worker: resume_from[i]
- * (for partitions[i]) is the first stream sequence of that partition not
- * known to be processed (the previous owner's ack floor + 1; 0 = no
- * catch-up). A consumer's filter can grow in place, but the server never
- * rewinds it: the added subject's messages behind the consumer's position
- * would be skipped. So when a gained partition resumes behind that position,
- * the apply recreates the consumer at the earliest resume point and skips,
- * by stream sequence, what was processed already (this worker's own subjects
- * up to its ack floor, a gained partition below its resume point): at least
- * once, nothing skipped. Skipped redeliveries are counted
- * (parti_worker_consumer_handoff_skipped_total). resume_from may be NULL. */
+/* The same, for a partition moving in: resume_from[i] (for partitions[i])
+ * is the first stream sequence of that partition to process (0 = none
+ * given). A consumer's filter grows in place and the server never rewinds
+ * it, so a partition that enters the filter with a first sequence is caught
+ * up: once the server has the new filter, its messages from there up to the
+ * stream's last sequence are read from the stream (stream_get_next) and
+ * handed over in order; durable deliveries of it up to that point are acked
+ * without the handler (parti_worker_consumer_handoff_skipped_total). The
+ * durable is never deleted or rewound for it. resume_from may be NULL. */
 PARTIDEF parti_err parti_consumer_update_from(parti_consumer *c, const char *worker_id, const int *partitions,
                                               int count, const uint64_t *resume_from);
 
