@@ -1034,6 +1034,8 @@ PARTIDEF const char *parti_metric_type_name(parti_metric_type t);
       "Checkpoint writes of this worker (one per partition whose position moved, per commit interval).")        \
     X(checkpoint_failures, counter, "parti_checkpoint_failures_total", 0, 0, 0,                                    \
       "Checkpoint writes that got no answer (tried again).")                                                     \
+    X(orphans_deleted, counter, "parti_orphan_consumers_deleted_total", 0, 0, 0,                                   \
+      "Durable consumers of departed worker processes deleted by this worker as leader.")                        \
     X(heartbeat_failures, counter, "parti_heartbeat_failures_total", 0, 0, 0,                                      \
       "Heartbeats of this worker that failed to reach the KV bucket.")                                            \
     /* Another live process was found holding this worker's ID (its compare-and-swap renewal lost). */            \
@@ -2062,6 +2064,11 @@ typedef struct parti_options {
     void (*on_partitions_revoked)(void *user, const int *partitions, int count);
     void (*on_partitions_assigned)(void *user, const int *partitions, int count);
     void (*on_partitions_lost)(void *user, const int *partitions, int count);
+    /* The leader deletes the durable consumer of a process that left (its
+     * member key gone, or its ID held by another process) this long after
+     * it saw so; default member_ttl_ms. (Each process has its own durable,
+     * named "<prefix>-<worker ID>-<16 hex of its instance>".) */
+    uint32_t orphan_grace_ms;
     /* The stream is checked before joining (parti_stream_check): a mismatch
      * stops the worker with PARTI_ERR_STREAM_MISMATCH. A missing stream is
      * waited for (retried with backoff), or created with exactly this config
@@ -5603,6 +5610,8 @@ static parti_err parti__consumer_upsert(parti_consumer *c, const char *durable, 
     return c->t.vt->consumer_upsert(c->t.self, &cc, parti__consumer_budget(c));
 }
 
+static void parti__consumer_saw_stream(parti_consumer *c, uint64_t created_ns);
+
 /* Partition i enters the catch-up: its messages after pos are read from the
  * stream up to the stream's last sequence, read once the filter with its
  * subject is on the server (so every later message comes through the
@@ -5637,6 +5646,20 @@ static void parti__consumer_recreate(parti_consumer *c, uint64_t now) {
     int k;
     c->deliver = PARTI_DELIVER_NEW;
     c->start_seq = 0;
+    if (c->stream_created && c->t.vt->stream_info) {
+        /* the durable is gone, maybe with its stream: positions are kept
+         * unless the stream there now is another (its creation time
+         * differs); a grant made meanwhile from a checkpoint of the new
+         * stream is not reset. Read before the new durable delivers. */
+        parti_stream_info si;
+        memset(&si, 0, sizeof si);
+        if (c->t.vt->stream_info(c->t.self, c->cfg.stream, &si, parti__consumer_budget(c)) == PARTI_ERR_OK) {
+            uint64_t created = si.created_ns;
+            parti_stream_info_free(&si);
+            parti__consumer_saw_stream(c, created);
+            if (created) c->stream_lost = 0;
+        }
+    }
     e = parti__consumer_upsert(c, c->durable, &c->applied);
     if (e != PARTI_ERR_OK) {
         parti_counter_add(&c->metrics.consumer_recreation_failures, 1);
@@ -5964,7 +5987,7 @@ static void parti__consumer_pull_ok(parti_consumer *c) {
  * few times: the Nats-Msg-Id makes the retries safe. */
 static parti_err parti__consumer_dead_letter(parti_consumer *c, const parti_msg *m, const char *reason) {
     parti_header *h;
-    char seq[24], dc[24], id[PARTI_MAX_NAME_LEN + 48];
+    char seq[24], dc[24], id[PARTI_MAX_NAME_LEN + 80];
     int i, n = 0, attempt;
     parti_err e = PARTI_ERR_NOMEM;
     if (!(h = (parti_header *)PARTI_MALLOC(sizeof *h * (size_t)(m->header_count + 6)))) return PARTI_ERR_NOMEM;
@@ -5972,7 +5995,12 @@ static parti_err parti__consumer_dead_letter(parti_consumer *c, const parti_msg 
         if (m->headers[i].name && strncmp(m->headers[i].name, "Nats-", 5) != 0) h[n++] = m->headers[i];
     snprintf(seq, sizeof seq, "%llu", (unsigned long long)m->stream_seq);
     snprintf(dc, sizeof dc, "%u", m->delivery_count);
-    snprintf(id, sizeof id, "parti-dlq-%s-%llu", c->cfg.stream, (unsigned long long)m->stream_seq);
+    /* (the stream's creation time too: a stream made again reuses sequences) */
+    if (c->stream_created)
+        snprintf(id, sizeof id, "parti-dlq-%s-%llx-%llu", c->cfg.stream, (unsigned long long)c->stream_created,
+                 (unsigned long long)m->stream_seq);
+    else
+        snprintf(id, sizeof id, "parti-dlq-%s-%llu", c->cfg.stream, (unsigned long long)m->stream_seq);
     h[n].name = "Parti-Dead-Letter-Reason", h[n++].value = reason;
     h[n].name = "Parti-Original-Subject", h[n++].value = m->subject;
     h[n].name = "Parti-Original-Stream", h[n++].value = c->cfg.stream;
@@ -6112,6 +6140,12 @@ static void parti__consumer_take(parti_consumer *c, parti_msg *m, int direct) {
     int i = parti__consumer_partition_of(c, m->subject), k;
     parti__cpart *ps;
     parti__held h;
+    if (parti__consumer_lease_out(c)) {
+        /* past the lease nothing is acked either: the durable may be another
+         * process's by now (it took the ID); the message comes back after ack_wait */
+        c->t.vt->msg_release(c->t.self, m);
+        return;
+    }
     if (i < 0) { /* no partition's subject: handled as it is (cannot come from a filter parti built) */
         uint32_t retry;
         m->partition = -1;
@@ -6400,8 +6434,9 @@ static parti_err parti__consumer_poll_until(parti_consumer *c, uint64_t now, uin
             continue;
         }
         if (r == PARTI__PULL_HANDLED) handled++;
-        /* past the deadline, keep taking messages that are already there, up to one batch */
-        if (now >= deadline && (r != PARTI__PULL_HANDLED || handled >= c->cfg.fetch_batch)) break;
+        /* past the deadline, keep taking messages that are already there, up
+         * to one batch (not in a group: its renewals come first) */
+        if (now >= deadline && (r != PARTI__PULL_HANDLED || handled >= c->cfg.fetch_batch || c->group)) break;
     }
     return c->failed; /* PARTI_ERR_OK unless fail_fast stopped it */
 }
@@ -8145,7 +8180,14 @@ PARTIDEF int parti_assignment_partitions_of(const parti_assignment *a, int membe
 typedef struct parti__gmember {
     char *id;
     uint32_t capacity;
+    uint64_t instance;           /* the process holding the ID (0: not read): its durable's name */
 } parti__gmember;
+
+/* A departed process's durable the leader deletes once its grace is over. */
+typedef struct parti__gorphan {
+    char durable[PARTI_MAX_NAME_LEN + 1];
+    uint64_t due;
+} parti__gorphan;
 
 /* A partition's claim, as this worker sees it (the handoff). */
 enum { PARTI__G_NONE = 0, PARTI__G_WANT, PARTI__G_HELD, PARTI__G_RELEASE, PARTI__G_DISOWN };
@@ -8218,6 +8260,7 @@ struct parti {
     parti__gpart *gp;            /* per partition: its claim (the handoff) */
     uint64_t next_commit;        /* checkpoints are written then */
     uint64_t handoff_due;        /* the earliest claim or release to try (PARTI__G_NO_TIME: none) */
+    parti__gorphan *orphans;     /* stb_ds array, leader: departed processes' durables to delete */
     uint64_t next_doc_check;
     /* degraded mode */
     int degraded, stale;
@@ -8424,6 +8467,8 @@ static parti_err parti__g_check_options(const parti_options *o, char *msg, size_
 #undef PARTI__G_CHECK
 }
 
+static void parti__g_consumer_id(const parti *p, const char *id, uint64_t instance, char *out, size_t cap);
+
 PARTIDEF parti_err parti_create(parti **out, const parti_transport *t, const parti_config *cfg,
                                 const parti_options *opts, char *msg, size_t msg_size) {
     parti *p;
@@ -8465,6 +8510,7 @@ PARTIDEF parti_err parti_create(parti **out, const parti_transport *t, const par
     if (!o.max_stale_ms) o.max_stale_ms = o.member_ttl_ms;
     if (!o.op_timeout_ms) o.op_timeout_ms = 2000;
     if (!o.commit_interval_ms) o.commit_interval_ms = 1000;
+    if (!o.orphan_grace_ms) o.orphan_grace_ms = o.member_ttl_ms;
     o.assign = parti_assign_options_defaults(&opts->assign);
     if (o.assign.strategy == PARTI_STRATEGY_CALLBACK && !o.assign.callback) {
         parti__msg(msg, msg_size, "options.assign.callback is required with PARTI_STRATEGY_CALLBACK");
@@ -8505,6 +8551,18 @@ PARTIDEF parti_err parti_create(parti **out, const parti_transport *t, const par
         PARTI_FREE(p);
         return e;
     }
+    { /* every durable name the group can make must fit */
+        char cid[PARTI__G_MAX_ID + 24], name[PARTI_MAX_NAME_LEN + 1], id[PARTI__G_MAX_ID];
+        snprintf(id, sizeof id, "worker-%d", o.max_workers - 1);
+        parti__g_consumer_id(p, id, UINT64_MAX, cid, sizeof cid);
+        if (parti_consumer_name(d.consumer_prefix, cid, name, sizeof name, NULL, 0) != PARTI_ERR_OK) {
+            parti__msg(msg, msg_size, "config.consumer_prefix \"%.64s\" is too long: durable names "
+                       "\"<prefix>-worker-N-<16 hex>\" must fit in %d characters", d.consumer_prefix, PARTI_MAX_NAME_LEN);
+            parti_consumer_destroy(p->c);
+            PARTI_FREE(p);
+            return PARTI_ERR_INVALID_CONFIG;
+        }
+    }
     /* a group's consumer: only claimed partitions reach the handler; a new
      * durable starts with new messages (each partition is caught up from its
      * checkpoint) */
@@ -8543,6 +8601,7 @@ PARTIDEF void parti_destroy(parti *p) {
     parti_assignment_free(&p->doc);
     arrfree(p->owned);
     PARTI_FREE(p->gp);
+    arrfree(p->orphans);
     parti_consumer_destroy(p->c);
     PARTI_FREE(p);
 }
@@ -8950,6 +9009,55 @@ static void parti__g_lose_id(parti *p, parti_err e) {
 
 static void parti__g_ck_key(int i, char *key, size_t cap) { snprintf(key, cap, "ck.%d", i); }
 
+/* The consumer's worker ID: the worker ID and the process instance, so each
+ * process has a durable of its own ("<prefix>-worker-3-<16 hex>"): a process
+ * that lost its ID (or a late request of it) can never change the durable of
+ * the process that holds the ID now. Positions live in the checkpoints, so a
+ * restarted process needs no durable of its predecessor's. */
+static void parti__g_consumer_id(const parti *p, const char *id, uint64_t instance, char *out, size_t cap) {
+    (void)p;
+    snprintf(out, cap, "%s-%016llx", id, (unsigned long long)instance);
+}
+
+/* Leader: the durable of a process that left (its member key is gone, or
+ * another process holds its ID now) is deleted after options.orphan_grace_ms:
+ * its partitions were released or are taken over after its lease, and their
+ * next owners read from the stream, not from that durable. */
+static void parti__g_orphan(parti *p, const char *id, uint64_t instance, uint64_t now) {
+    parti__gorphan o;
+    char cid[PARTI__G_MAX_ID + 24];
+    int i;
+    if (!instance || instance == p->instance) return;
+    parti__g_consumer_id(p, id, instance, cid, sizeof cid);
+    if (parti_consumer_name(p->c->cfg.consumer_prefix, cid, o.durable, sizeof o.durable, NULL, 0) != PARTI_ERR_OK)
+        return;
+    for (i = 0; i < (int)arrlen(p->orphans); i++)
+        if (strcmp(p->orphans[i].durable, o.durable) == 0) return;
+    o.due = now + p->opts.orphan_grace_ms;
+    arrput(p->orphans, o);
+}
+
+static void parti__g_delete_orphans(parti *p, uint64_t now) {
+    int i;
+    for (i = 0; i < (int)arrlen(p->orphans);) {
+        parti_err e;
+        if (now < p->orphans[i].due) {
+            i++;
+            continue;
+        }
+        e = p->t.vt->consumer_delete ? p->t.vt->consumer_delete(p->t.self, p->c->cfg.stream, p->orphans[i].durable,
+                                                                 parti__g_budget(p))
+                                     : PARTI_ERR_CONSUMER_NOT_FOUND;
+        if (e == PARTI_ERR_OK || e == PARTI_ERR_CONSUMER_NOT_FOUND || e == PARTI_ERR_STREAM_NOT_FOUND) {
+            if (e == PARTI_ERR_OK) parti_counter_add(&p->gm.orphans_deleted, 1);
+            arrdelswap(p->orphans, i);
+        } else {
+            p->orphans[i].due = now + p->opts.heartbeat_ms; /* tried again */
+            i++;
+        }
+    }
+}
+
 static void parti__g_callback(parti *p, void (*fn)(void *, const int *, int), const int *list, int n) {
     if (fn && n > 0) fn(p->opts.user, list, n);
 }
@@ -8958,6 +9066,7 @@ static void parti__g_callback(parti *p, void (*fn)(void *, const int *, int), co
  * group debounced the assignment already). */
 static void parti__g_apply_held(parti *p) {
     int n = p->c->cfg.partition_count, i, k = 0, *held;
+    char cid[PARTI__G_MAX_ID + 24];
     parti_err e;
     if (p->stale || !p->id[0]) return;
     if (!(held = (int *)PARTI_MALLOC(sizeof(int) * (size_t)(n + 1)))) {
@@ -8966,7 +9075,8 @@ static void parti__g_apply_held(parti *p) {
     }
     for (i = 0; i < n; i++)
         if (p->gp[i].st == PARTI__G_HELD) held[k++] = i;
-    e = parti_consumer_update(p->c, p->id, held, k);
+    parti__g_consumer_id(p, p->id, p->instance, cid, sizeof cid);
+    e = parti_consumer_update(p->c, cid, held, k);
     PARTI_FREE(held);
     if (e != PARTI_ERR_OK) parti__g_fail(p, e, parti_consumer_last_message(p->c));
     if (p->c->has_pending) p->c->pending_due = p->c->pending_since;
@@ -9081,7 +9191,14 @@ static parti_err parti__g_ck_write(parti *p, int i, int released) {
         if (mine) return PARTI_ERR_TIMEOUT; /* ours still: write again */
         return PARTI_ERR_WRONG_REVISION;
     }
-    if (e == PARTI_ERR_KEY_NOT_FOUND || e == PARTI_ERR_BUCKET_NOT_FOUND) return PARTI_ERR_WRONG_REVISION;
+    if (e == PARTI_ERR_KEY_NOT_FOUND || e == PARTI_ERR_BUCKET_NOT_FOUND) {
+        /* the key is gone: a lost bucket (memory storage) voids every lease in it: no absent key is
+         * claimed, and no holder counted gone, for one TTL */
+        uint64_t now = parti__g_now(p);
+        if (p->opts.memory_storage && now + p->opts.member_ttl_ms > p->quiet_until)
+            p->quiet_until = now + p->opts.member_ttl_ms;
+        return PARTI_ERR_WRONG_REVISION;
+    }
     return e;
 }
 
@@ -9094,6 +9211,9 @@ static int parti__g_holder_gone(parti *p, const parti_checkpoint *ck) {
     parti_err e;
     int gone;
     if (ck->instance == p->instance) return 1; /* this process's own claim (a reply lost, or from before a lapse) */
+    /* a memory-storage bucket lost in a restart took the member keys with it,
+     * not the leases: wait one TTL as for IDs */
+    if (p->opts.memory_storage && parti__g_now(p) < p->quiet_until) return 0;
     if (strlen(ck->owner) >= PARTI__G_MAX_ID) return 1; /* no worker ID is that long: no member holds it */
     snprintf(key, sizeof key, "m.%s", ck->owner);
     memset(&ent, 0, sizeof ent);
@@ -9499,16 +9619,20 @@ static void parti__g_list_members(parti *p, uint64_t now) {
         if (strncmp(keys[i], "m.", 2) != 0 || !keys[i][2] || strlen(keys[i]) - 2 >= PARTI__G_MAX_ID) continue;
         m.id = parti__strdup(keys[i] + 2);
         m.capacity = 1;
+        m.instance = 0;
         if (!m.id) continue;
         j = parti__g_member_find(p, m.id);
         if (j >= 0) {
             m.capacity = p->members[j].capacity;
+            m.instance = p->members[j].instance;
         } else {
             parti_kv_entry ent;
             memset(&ent, 0, sizeof ent);
             if (p->t.vt->kv_get(p->t.self, p->members_bucket, keys[i], 0, &ent, parti__g_budget(p)) ==
                 PARTI_ERR_OK) {
-                m.capacity = parti__g_value_read(ent.value, ent.len).capacity;
+                parti__gvalue mv = parti__g_value_read(ent.value, ent.len);
+                m.capacity = mv.capacity;
+                m.instance = mv.instance;
                 parti_kv_entry_free(&ent);
             }
             joined++;
@@ -9533,6 +9657,7 @@ static void parti__g_list_members(parti *p, uint64_t now) {
         if (!found) {
             left++;
             parti__g_event(p, PARTI_EVENT_MEMBER_LEFT, PARTI_ERR_OK, 0, p->members[i].id);
+            parti__g_orphan(p, p->members[i].id, p->members[i].instance, now);
         }
     }
     parti__g_free_members(p);
@@ -9734,6 +9859,11 @@ static void parti__g_drain_watches(parti *p, uint64_t now) {
                 p->renew_leader_due = 1;
                 parti__g_schedule_rebalance(p, now, 0, 1);
             }
+            if (e.op == PARTI_KV_PUT && known && mv.instance) {
+                parti__gmember *m = &p->members[parti__g_member_find(p, e.key + 2)];
+                if (m->instance && m->instance != mv.instance) parti__g_orphan(p, m->id, m->instance, now);
+                m->instance = mv.instance; /* (another process holds the ID now) */
+            }
             if (e.op == PARTI_KV_PUT && !known) {
                 p->next_listing = now; /* a join: list and debounce */
             } else if (e.op != PARTI_KV_PUT && known) {
@@ -9802,6 +9932,7 @@ static void parti__g_step(parti *p, uint64_t now) {
     if (p->leader) {
         if (now >= p->next_listing) parti__g_list_members(p, now);
         if (p->rb_pending && now >= p->rb_due && p->epoch_written) parti__g_rebalance(p, now);
+        if (arrlen(p->orphans) > 0) parti__g_delete_orphans(p, parti__g_now(p));
     }
     if (now >= p->handoff_due || now >= p->next_commit) parti__g_partitions_step(p, parti__g_now(p));
     if (p->state == PARTI_STATE_REBALANCING && !p->c->has_pending && !parti__g_claims_pending(p))

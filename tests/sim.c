@@ -234,6 +234,7 @@ typedef struct actor {
     uint64_t last_epoch, last_version; /* the highest applied */
     uint64_t seen_epoch, seen_version; /* the last applied (a violation counts once) */
     int id_twin, was_leader;
+    int in_handler;                     /* inside on_message now */
     uint64_t rng;
 } actor;
 
@@ -258,6 +259,8 @@ typedef struct part_state {
     int nten;
     int grant_owner;          /* worker number the last assignment written names; -1 none */
     uint64_t grant_time;
+    int claim_actor;          /* the actor whose claim of ck.<P> took effect last; -1 none */
+    uint64_t claim_time;
 } part_state;
 
 typedef struct doc_id {
@@ -642,6 +645,16 @@ static parti_err kv_call(actor *a, int op, const char *bucket, const char *key, 
 /* A write of a took effect: what it grants, and a member key renewal. */
 static void note_write(actor *a, uint64_t sent, const char *bucket, const char *key, const void *value, size_t len) {
     note_assignment(a->s, bucket, key, value, len, a->p ? parti_worker_id(a->p) : "");
+    if (strcmp(bucket, a->s->assign_bucket) == 0 && strncmp(key, "ck.", 3) == 0) {
+        /* a claim (generation 0, not released) is a grant of the partition to this actor */
+        parti_checkpoint ck;
+        int i = atoi(key + 3);
+        if (i >= 0 && i < a->s->prm.partitions && parti_checkpoint_decode(&ck, (const char *)value, len) == PARTI_ERR_OK &&
+            !ck.released && ck.generation == 0) {
+            a->s->parts[i].claim_actor = a->idx;
+            a->s->parts[i].claim_time = now_of(a->s);
+        }
+    }
     if (strcmp(bucket, a->s->members_bucket) == 0 && strncmp(key, "m.", 2) == 0)
         a->renewed_at = sent; /* the member key is this worker's until sent + TTL, whatever the reply says */
 }
@@ -882,14 +895,19 @@ static void check_exclusive(sim *s, actor *a, int part) {
     part_state *ps = &s->parts[part];
     uint64_t now = now_of(s);
     int i;
-    if (ps->in_handler >= 0 && ps->in_handler != a->idx)
+    /* (allowed: a handler call that began inside its worker's lease and
+     * outlived it, the next owner having claimed after the lease ran out) */
+    if (ps->in_handler >= 0 && ps->in_handler != a->idx &&
+        !(s->actors[ps->in_handler]->p && !parti_lease_valid(s->actors[ps->in_handler]->p)))
         violation(s, I_exclusive, "%s handles p%d while %s is still inside the handler for it", a->name, part,
                   s->actors[ps->in_handler]->name);
     if (ps->nten > 0 && ps->ten[0].actor == a->idx) return;
     /* a switch of handler: X coming back without a new grant overlaps the one in between */
     for (i = 1; i < ps->nten; i++) {
         if (ps->ten[i].actor != a->idx) continue;
-        if (!(ps->grant_owner == worker_number(a->p) && ps->grant_time > ps->ten[0].start))
+        /* a new grant: a document naming it, or its claim of the partition's key */
+        if (!(ps->grant_owner == worker_number(a->p) && ps->grant_time > ps->ten[0].start) &&
+            !(ps->claim_actor == a->idx && ps->claim_time > ps->ten[0].start))
             violation(s, I_exclusive, "%s handles p%d again after %s handled it since, with no new grant", a->name,
                       part, s->actors[ps->ten[0].actor]->name);
         break;
@@ -908,6 +926,8 @@ static int actor_cause(const actor *a, uint64_t t1) {
     if (a->last_lease_fault >= t1 || a->cut) return C_lease_loss;
     if (a->last_consumer_fault >= t1) return C_server_fault;
     if (a->last_kv_fault >= t1) return C_kv_fault;
+    /* inside a handler call that outlived its lease (its ID loss is seen only after the call) */
+    if (a->in_handler && a->p && !a->dead && !parti_lease_valid(a->p)) return C_lease_loss;
     return C_graceful;
 }
 
@@ -949,6 +969,7 @@ static parti_verdict on_message(void *user, const parti_msg *m, uint32_t *nak_de
     slog(s, "%s handle p%d #%d seq %llu delivery %u", a->name, part, r->index, (unsigned long long)m->stream_seq,
          m->delivery_count);
     s->parts[part].in_handler = a->idx;
+    a->in_handler = 1;
     /* how long the handler takes: slow spells, and rarely longer than the TTL */
     if (now < s->faults_end) {
         if (a->slow_until > now) d = a->slow_ms;
@@ -973,6 +994,9 @@ static parti_verdict on_message(void *user, const parti_msg *m, uint32_t *nak_de
         r = &s->msgs[id]; /* the array may have grown meanwhile */
     }
     if (s->parts[part].in_handler == a->idx) s->parts[part].in_handler = -1;
+    a->in_handler = 0;
+    /* a call that outlived the lease: what it did may be done again by the next owner */
+    if (a->p && !a->dead && !parti_lease_valid(a->p)) a->last_lease_fault = now_of(s);
     if (a->dead) return PARTI_NAK; /* died inside the handler: its work does not count */
     if (v != PARTI_ACK) s->res.faults[F_verdicts]++;
     if (v != PARTI_ACK)
@@ -1748,6 +1772,7 @@ static void sim_run(const sim_params *prm, sim_result *out, FILE *log_out, int v
         s->parts[i].max_first_index = -1;
         s->parts[i].in_handler = -1;
         s->parts[i].grant_owner = -1;
+        s->parts[i].claim_actor = -1;
     }
     s->cfg.stream = "SIM";
     s->cfg.subject_template = "sim.{0}";

@@ -669,6 +669,7 @@ static const struct {
     {"parti_partition_releases_total", "counter"},
     {"parti_checkpoint_writes_total", "counter"},
     {"parti_checkpoint_failures_total", "counter"},
+    {"parti_orphan_consumers_deleted_total", "counter"},
     {"parti_members_current", "gauge"},
     {"parti_is_leader", "gauge"},
     {"parti_leader_elections_total", "counter"},
