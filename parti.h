@@ -9184,9 +9184,14 @@ static parti_err parti__g_ck_write(parti *p, int i, int released) {
     e = p->t.vt->kv_get(p->t.self, p->assign_bucket, key, 0, &ent, parti__g_budget(p));
     if (e == PARTI_ERR_OK) {
         parti_checkpoint cur;
+        /* (only this process writes its instance: the key is its own, from
+         * whichever of its writes landed last) */
         int mine = parti_checkpoint_decode(&cur, (const char *)ent.value, ent.len) == PARTI_ERR_OK &&
-                   cur.instance == p->instance && (cur.generation ? cur.generation : ent.revision) == g->gen;
-        if (mine) g->rev = ent.revision;
+                   cur.instance == p->instance && !cur.released;
+        if (mine) {
+            g->rev = ent.revision;
+            g->gen = cur.generation ? cur.generation : ent.revision;
+        }
         parti_kv_entry_free(&ent);
         if (mine) return PARTI_ERR_TIMEOUT; /* ours still: write again */
         return PARTI_ERR_WRONG_REVISION;
@@ -9265,7 +9270,13 @@ static int parti__g_claim(parti *p, int i, uint64_t now) {
     if (parti_checkpoint_encode(&mine, buf, sizeof buf, &len) != PARTI_ERR_OK) return 0;
     e = exists ? p->t.vt->kv_update(p->t.self, p->assign_bucket, key, buf, len - 1, base, &rev, parti__g_budget(p))
                : p->t.vt->kv_create(p->t.self, p->assign_bucket, key, buf, len - 1, &rev, parti__g_budget(p));
-    if (e != PARTI_ERR_OK) return 0; /* another won it, or no answer: read it again next time */
+    if (e != PARTI_ERR_OK) {
+        /* another won it; or no answer: the claim may have landed, so the
+         * key may name this process now: remembered, to be released if the
+         * partition goes elsewhere before the claim is read again */
+        if (e != PARTI_ERR_WRONG_REVISION && e != PARTI_ERR_KEY_EXISTS) g->rev = UINT64_MAX;
+        return 0;
+    }
     /* this process held it last and no one wrote it since: what it handled after the checkpoint is done */
     own_pos = own_untouched && p->c->pt[i].pos > seq ? p->c->pt[i].pos : seq;
     g->st = PARTI__G_HELD;
