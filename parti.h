@@ -5799,6 +5799,17 @@ static void parti__consumer_apply(parti_consumer *c, uint64_t now) {
         parti_gauge_set(&c->metrics.consumer_subjects_current, (double)c->pending.count);
         if (parti_subjects_near_limit(c->pending.count, c->cfg.max_subjects, c->cfg.subjects_warn_percent))
             parti_counter_add(&c->metrics.consumer_subjects_near_limit, 1);
+        if (c->stream_lost) { /* the stream is there again: whose positions count (before any catch-up reads) */
+            parti_stream_info si;
+            memset(&si, 0, sizeof si);
+            if (c->t.vt->stream_info &&
+                c->t.vt->stream_info(c->t.self, c->cfg.stream, &si, parti__consumer_budget(c)) == PARTI_ERR_OK) {
+                uint64_t created = si.created_ns;
+                parti_stream_info_free(&si);
+                parti__consumer_saw_stream(c, created);
+            }
+            c->stream_lost = 0;
+        }
         /* subjects with a first sequence given: caught up from there */
         for (i = 0; c->pending_from && i < c->pending.count; i++) {
             int k = c->pending_from[i] ? parti__consumer_partition_of(c, c->pending.items[i]) : -1;
@@ -6241,7 +6252,7 @@ static void parti__consumer_read_ends(parti_consumer *c, uint64_t now) {
 /* 1 when a catch-up has a read to do now. */
 static int parti__consumer_catch_up_ready(const parti_consumer *c, uint64_t now) {
     int i, k, waiting;
-    if (!c->catching_up || c->paused || now < c->cu_retry_at) return 0;
+    if (!c->catching_up || c->paused || c->need_recreate || c->stream_lost || now < c->cu_retry_at) return 0;
     for (i = 0; i < c->cfg.partition_count; i++) {
         const parti__cpart *ps = &c->pt[i];
         if (ps->state != PARTI__P_CATCHUP || !ps->cu_known) continue;
@@ -6256,7 +6267,9 @@ static int parti__consumer_catch_up_ready(const parti_consumer *c, uint64_t now)
 static int parti__consumer_catch_up_step(parti_consumer *c, uint64_t now) {
     int i, k;
     parti_err e;
-    if (!c->catching_up || c->paused || now < c->cu_retry_at) return 0;
+    /* (not while the stream is missing: the one read next may be another,
+     * whose identity the recreation reads first) */
+    if (!c->catching_up || c->paused || c->need_recreate || c->stream_lost || now < c->cu_retry_at) return 0;
     for (i = 0; i < c->cfg.partition_count; i++) {
         parti__cpart *ps = &c->pt[i];
         parti_msg m;
