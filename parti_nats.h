@@ -106,6 +106,8 @@ PARTIDEF void parti_fake_disconnect(parti_transport *t);
  * field name ("kv_get", "fetch_next", "consumer_upsert", ...). */
 PARTIDEF parti_err parti_fake_delete_consumer(parti_fake_world *w, const char *stream, const char *durable);
 PARTIDEF parti_err parti_fake_delete_stream(parti_fake_world *w, const char *stream);
+/* How many durable consumers stream has (-1: no such stream). */
+PARTIDEF int parti_fake_consumer_count(const parti_fake_world *w, const char *stream);
 PARTIDEF void parti_fake_drop_heartbeats(parti_fake_world *w, parti_transport *client, int on);
 PARTIDEF parti_err parti_fake_fail_next(parti_fake_world *w, parti_transport *client, const char *op, int n,
                                         parti_err status);
@@ -1697,6 +1699,12 @@ PARTIDEF parti_err parti_fake_delete_consumer(parti_fake_world *w, const char *s
         }
     }
     return PARTI_ERR_CONSUMER_NOT_FOUND;
+}
+
+PARTIDEF int parti_fake_consumer_count(const parti_fake_world *w, const char *stream) {
+    parti__fstream *s;
+    if (!w || !stream || !(s = parti__fake_stream((parti_fake_world *)w, stream))) return -1;
+    return (int)arrlen(s->consumers);
 }
 
 PARTIDEF parti_err parti_fake_delete_stream(parti_fake_world *w, const char *stream) {

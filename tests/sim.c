@@ -1427,6 +1427,7 @@ static void end_faults(sim *s) {
         if (a->cut) {
             parti_fake_partition(s->w, &a->ft, 0);
             a->cut = 0;
+            a->last_lease_fault = now_of(s); /* what it acked while cut off may not have been checkpointed */
         }
         a->paused_until = 0;
         if (!a->done) rq_update(s, a);
@@ -1646,6 +1647,7 @@ static void run_loop(sim *s) {
             if (t.kind == 0 && s->actors[t.actor]->cut) {
                 parti_fake_partition(s->w, &s->actors[t.actor]->ft, 0);
                 s->actors[t.actor]->cut = 0;
+                s->actors[t.actor]->last_lease_fault = now_of(s); /* (its acks while cut off failed) */
                 slog(s, "%s healed", s->actors[t.actor]->name);
             } else if (t.kind == 1 && !s->stream_up) {
                 create_stream(s);

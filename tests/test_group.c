@@ -28,7 +28,14 @@ typedef struct worker {
     int events[16];
     uint32_t slow_ms;      /* each handler call takes this long (virtual) */
     int after_lease;       /* handler calls that began past the worker's lease */
+    int revoked, assigned, lost; /* partitions the rebalance callbacks named */
+    int cb_order_bad;      /* a message of a partition before its on_partitions_assigned */
+    int mine[NP];          /* per partition: assigned (1) by the callbacks, not yet revoked or lost */
 } worker;
+/* per partition: the last generation a handler saw, and sequences in order */
+static uint64_t last_gen[NP];
+static uint64_t last_seq[NP];
+static int gen_went_down, seq_went_down, bad_partition;
 static worker ws[MAXW];
 /* per message (by stream sequence): which workers handled it */
 static int handled_by[4096][MAXW];
@@ -38,6 +45,16 @@ static parti_verdict g_on_message(void *user, const parti_msg *m, uint32_t *nak)
     (void)nak;
     wk->handled++;
     if (wk->p && !parti_lease_valid(wk->p)) wk->after_lease++;
+    if (m->partition < 0 || m->partition >= NP || strcmp(m->subject + 7, gkeys[m->partition][0]) != 0) {
+        bad_partition++;
+    } else {
+        /* the fencing token never goes down; order per partition holds */
+        if (m->generation < last_gen[m->partition]) gen_went_down++;
+        last_gen[m->partition] = m->generation;
+        if (m->stream_seq < last_seq[m->partition]) seq_went_down++;
+        last_seq[m->partition] = m->stream_seq;
+        if (!wk->mine[m->partition]) wk->cb_order_bad++;
+    }
     if (m->stream_seq < 4096) handled_by[m->stream_seq][wk - ws]++;
     if (wk->slow_ms) parti_fake_advance(gw, wk->slow_ms);
     return PARTI_ACK;
@@ -50,6 +67,16 @@ static void g_on_event(void *user, const parti_event *ev) {
     if (k >= 0 && k < 16) wk->events[k]++;
 }
 
+static void g_cb(worker *wk, const int *parts, int n, int *counter, int value) {
+    int i;
+    *counter += n;
+    for (i = 0; i < n; i++)
+        if (parts[i] >= 0 && parts[i] < NP) wk->mine[parts[i]] = value;
+}
+static void g_revoked(void *user, const int *parts, int n) { g_cb((worker *)user, parts, n, &((worker *)user)->revoked, 0); }
+static void g_assigned(void *user, const int *parts, int n) { g_cb((worker *)user, parts, n, &((worker *)user)->assigned, 1); }
+static void g_lost(void *user, const int *parts, int n) { g_cb((worker *)user, parts, n, &((worker *)user)->lost, 0); }
+
 static void g_world(uint64_t seed) {
     static const char *const subs[] = {"orders.>"};
     parti_fake_options fo;
@@ -57,6 +84,9 @@ static void g_world(uint64_t seed) {
     int i;
     memset(ws, 0, sizeof ws);
     memset(handled_by, 0, sizeof handled_by);
+    memset(last_gen, 0, sizeof last_gen);
+    memset(last_seq, 0, sizeof last_seq);
+    gen_went_down = seq_went_down = bad_partition = 0;
     for (i = 0; i < NP; i++) {
         gparts[i].keys = gkeys[i];
         gparts[i].key_count = 1;
@@ -79,6 +109,9 @@ static void g_world(uint64_t seed) {
     memset(&gopts, 0, sizeof gopts);
     gopts.on_message = g_on_message;
     gopts.on_event = g_on_event;
+    gopts.on_partitions_revoked = g_revoked;
+    gopts.on_partitions_assigned = g_assigned;
+    gopts.on_partitions_lost = g_lost;
 }
 
 static void g_start(int i) {
@@ -950,4 +983,114 @@ Test(group, an_inconclusive_read_back_keeps_the_id) {
         cr_assert(g_assignment_ok(3));
         g_teardown();
     }
+}
+
+/* ---- the handoff ----------------------------------------------------------- */
+
+/* A graceful leave under load, with a backlog on every partition and a slow
+ * worker: every message handled exactly once, in order per partition, the
+ * fencing token never goes down, and every message of a partition reaches a
+ * handler only between its on_partitions_assigned and its revoke. */
+Test(group, a_graceful_leave_under_backlog_hands_over_without_loss_or_duplicate) {
+    uint64_t seed;
+    for (seed = 1; seed <= 8; seed++) {
+        int i, leaver;
+        g_start_three_fast(seed * 7, 300);
+        ws[1].slow_ms = 3; /* one worker slower than the rest */
+        g_publish_all(20);
+        g_run(150); /* part of the backlog handled */
+        leaver = (int)(seed % 3);
+        cr_assert_eq(parti_leave(ws[leaver].p, 2000), PARTI_ERR_OK);
+        cr_assert_gt(ws[leaver].revoked, 0, "seed %llu: the leaver's partitions were revoked", (unsigned long long)seed);
+        ws[leaver].alive = 0;
+        g_publish_all(10);
+        g_run(4000);
+        cr_assert_eq(g_check_all_handled(NP * 30), 0, "seed %llu: a graceful leave duplicated messages",
+                     (unsigned long long)seed);
+        cr_assert_eq(seq_went_down, 0, "seed %llu: order", (unsigned long long)seed);
+        cr_assert_eq(gen_went_down, 0, "seed %llu: fencing token went down", (unsigned long long)seed);
+        cr_assert_eq(bad_partition, 0);
+        for (i = 0; i < 3; i++) {
+            cr_assert_eq(ws[i].cb_order_bad, 0, "seed %llu: worker %d handled a partition outside its callbacks",
+                         (unsigned long long)seed, i);
+            cr_assert_eq(ws[i].lost, 0, "seed %llu: nothing is lost in a graceful move", (unsigned long long)seed);
+        }
+        g_teardown();
+    }
+}
+
+/* A crash: the partitions move after the TTL, from the last checkpoint; only
+ * what the dead worker handled after its last commit is handled again. */
+Test(group, a_crash_hands_over_from_the_checkpoint) {
+    uint64_t seed;
+    for (seed = 1; seed <= 8; seed++) {
+        int i, dups, victim = (int)(seed % 3);
+        g_start_three_fast(seed * 11, 300);
+        g_publish_all(10);
+        g_run(3000); /* handled and committed (commit interval 1 s) */
+        g_kill(victim);
+        g_publish_all(10);
+        g_run(6000);
+        dups = g_check_all_handled(NP * 20);
+        cr_assert_eq(dups, 0, "seed %llu: committed work was repeated: %d", (unsigned long long)seed, dups);
+        cr_assert_eq(seq_went_down, 0);
+        cr_assert_eq(gen_went_down, 0);
+        for (i = 0; i < 3; i++) cr_assert_eq(ws[i].cb_order_bad, 0);
+        g_teardown();
+    }
+}
+
+/* A worker whose lease runs out (paused past its TTL) gets on_partitions_lost
+ * and hands nothing more to its handler; the partitions move. */
+Test(group, a_worker_paused_past_its_lease_loses_its_partitions) {
+    int i, before;
+    g_start_three_fast(5, 300);
+    g_publish_all(2);
+    g_run(1000);
+    ws[2].alive = 0; /* not polled: paused */
+    g_run(3000);
+    g_publish_all(2);
+    before = ws[2].handled;
+    ws[2].alive = 1;
+    parti_poll(ws[2].p, 10);
+    cr_assert_gt(ws[2].lost, 0, "the paused worker was told its partitions are lost");
+    cr_assert_eq(ws[2].handled, before, "nothing handled past the lease");
+    g_run(4000);
+    g_check_all_handled(NP * 4);
+    for (i = 0; i < 3; i++) cr_assert_eq(ws[i].after_lease, 0);
+    cr_assert_eq(seq_went_down, 0);
+}
+
+/* 100 join/leave cycles: each process has its own durable, and the leader
+ * deletes the durables of processes that left; none accumulate. */
+Test(group, join_leave_cycles_leave_no_orphan_consumers) {
+    int cycle, n;
+    g_start_three_fast(21, 300);
+    for (cycle = 0; cycle < 100; cycle++) {
+        g_start(3);
+        g_run(600);
+        cr_assert_eq(parti_leave(ws[3].p, 1000), PARTI_ERR_OK);
+        parti_destroy(ws[3].p);
+        parti_fake_disconnect(&ws[3].t);
+        ws[3].p = NULL;
+        ws[3].t.vt = NULL;
+        ws[3].alive = 0;
+        g_run(300);
+    }
+    g_run(3000); /* orphan_grace_ms (the TTL) and a heartbeat */
+    n = parti_fake_consumer_count(gw, "orders");
+    cr_assert_eq(n, 3, "%d durable consumers for 3 workers", n);
+    cr_assert(g_assignment_ok(3));
+}
+
+/* Each process has its own durable: a process that took over the ID of a
+ * paused one does not share its consumer. */
+Test(group, every_process_has_its_own_durable) {
+    int i, j;
+    g_start_three_fast(3, 300);
+    for (i = 0; i < 3; i++)
+        for (j = 0; j < i; j++)
+            cr_assert_str_neq(parti_consumer_durable(parti_consumer_of(ws[i].p)),
+                              parti_consumer_durable(parti_consumer_of(ws[j].p)));
+    cr_assert(strstr(parti_consumer_durable(parti_consumer_of(ws[0].p)), parti_worker_id(ws[0].p)) != NULL);
 }
