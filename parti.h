@@ -499,6 +499,9 @@ typedef struct parti_consumer_config {
     int max_deliver;                      /* 0 = unlimited */
     int max_ack_pending;                  /* 0 = 1000 */
     uint32_t inactive_threshold_ms;       /* 0 = keep forever */
+    int update_only;                      /* 1: PARTI_ERR_CONSUMER_NOT_FOUND when the consumer is gone, never
+                                           * created anew (a deleted durable is noticed, not silently made
+                                           * again at "new" messages); nats-server 2.10+ ("action":"update") */
 } parti_consumer_config;
 
 typedef struct parti_consumer_info {
@@ -5595,9 +5598,11 @@ static void parti__consumer_schedule_retry(parti_consumer *c, uint64_t now, part
     c->retry_at = now + delay;
 }
 
-static parti_err parti__consumer_upsert(parti_consumer *c, const char *durable, const parti_subjects *set) {
+static parti_err parti__consumer_upsert_as(parti_consumer *c, const char *durable, const parti_subjects *set,
+                                          int update_only) {
     parti_consumer_config cc;
     memset(&cc, 0, sizeof cc);
+    cc.update_only = update_only;
     cc.stream = c->cfg.stream;
     cc.durable = durable;
     cc.filter_subjects = (const char *const *)set->items;
@@ -5608,6 +5613,10 @@ static parti_err parti__consumer_upsert(parti_consumer *c, const char *durable, 
     cc.max_deliver = c->cfg.max_deliver;
     cc.max_ack_pending = c->cfg.max_ack_pending;
     return c->t.vt->consumer_upsert(c->t.self, &cc, parti__consumer_budget(c));
+}
+
+static parti_err parti__consumer_upsert(parti_consumer *c, const char *durable, const parti_subjects *set) {
+    return parti__consumer_upsert_as(c, durable, set, 0);
 }
 
 static void parti__consumer_saw_stream(parti_consumer *c, uint64_t created_ns);
@@ -5777,7 +5786,13 @@ static void parti__consumer_apply(parti_consumer *c, uint64_t now) {
     } else {
         if ((e = parti_consumer_name(c->cfg.consumer_prefix, c->pending_id, name, sizeof name, NULL, 0)) ==
             PARTI_ERR_OK) {
-            e = parti__consumer_upsert(c, name, &c->pending);
+            /* an existing durable is updated, never made again: one deleted
+             * behind this worker's back is recreated (with its catch-ups) */
+            e = parti__consumer_upsert_as(c, name, &c->pending, c->exists && !id_change);
+            if (e == PARTI_ERR_CONSUMER_NOT_FOUND && c->exists && !id_change) {
+                c->need_recreate = 1;
+                c->fetch_active = 0;
+            }
             if (e == PARTI_ERR_ALREADY_EXISTS && parti__consumer_adopt_start(c, name)) /* an earlier process's */
                 e = parti__consumer_upsert(c, name, &c->pending);
         }
@@ -5902,7 +5917,13 @@ static void parti__consumer_refresh(parti_consumer *c, uint64_t now) {
     if (e == PARTI_ERR_OK) {
         if (ci.ack_floor_stream_seq > c->ack_floor) c->ack_floor = ci.ack_floor_stream_seq;
         parti_consumer_info_free(&ci);
-        e = parti__consumer_upsert(c, c->durable, &c->applied);
+        e = parti__consumer_upsert_as(c, c->durable, &c->applied, 1);
+        if (e == PARTI_ERR_CONSUMER_NOT_FOUND) { /* deleted since the look-up */
+            c->need_refresh = 0;
+            c->need_recreate = 1;
+            c->fetch_active = 0;
+            return;
+        }
     } else if (e == PARTI_ERR_CONSUMER_NOT_FOUND || e == PARTI_ERR_STREAM_NOT_FOUND) {
         if (e == PARTI_ERR_STREAM_NOT_FOUND) c->stream_lost = 1;
         c->need_refresh = 0;

@@ -1129,6 +1129,11 @@ static parti_err parti__fake_consumer_upsert(void *self, const parti_consumer_co
                         cfg->durable);
         return PARTI_ERR_ALREADY_EXISTS;
     }
+    if (!k && cfg->update_only) { /* "action":"update" on a missing consumer: 10149 */
+        parti__fake_log(w, c, "consumer_upsert", PARTI_ERR_CONSUMER_NOT_FOUND, "%s/%s update only", cfg->stream,
+                        cfg->durable);
+        return PARTI_ERR_CONSUMER_NOT_FOUND;
+    }
     if (!k) {
         if (!(k = (parti__fconsumer *)PARTI_MALLOC(sizeof *k))) return PARTI_ERR_NOMEM;
         memset(k, 0, sizeof *k);
@@ -2113,6 +2118,10 @@ static void parti__nats_build_consumer(parti_json_writer *w, const void *arg) {
     parti_json_object_begin(w);
     parti_json_key(w, "stream_name");
     parti_json_string(w, c->stream);
+    if (c->update_only) { /* 10149 "consumer does not exist" rather than a new consumer (2.10+) */
+        parti_json_key(w, "action");
+        parti_json_string(w, "update");
+    }
     parti_json_key(w, "config");
     parti_json_object_begin(w);
     parti_json_key(w, "durable_name");

@@ -1718,6 +1718,30 @@ Test(consumer, upsert_creates_a_consumer_with_its_filters) {
     parti_consumer_info_free(&ci);
 }
 
+Test(consumer, update_only_never_creates_a_deleted_consumer) {
+    parti_transport *a = conf_connect();
+    parti_consumer_config cc;
+    parti_consumer_info ci;
+    conf_orders_abc(a);
+    cc = conf_ccfg("ORDERS", "w1", LIST("orders.a"));
+    cc.update_only = 1;
+    /* missing: refused, and nothing is made */
+    CONF_EXPECT(a->vt->consumer_upsert(a->self, &cc, CONF_TO), PARTI_ERR_CONSUMER_NOT_FOUND);
+    memset(&ci, 0, sizeof ci);
+    CONF_EXPECT(a->vt->consumer_info(a->self, "ORDERS", "w1", &ci, CONF_TO), PARTI_ERR_CONSUMER_NOT_FOUND);
+    /* present: updated in place */
+    conf_consumer(a, "ORDERS", "w1", LIST("orders.a"), 30000);
+    cc = conf_ccfg("ORDERS", "w1", LIST("orders.a", "orders.b"));
+    cc.update_only = 1;
+    CONF_OK(a->vt->consumer_upsert(a->self, &cc, CONF_TO));
+    ci = conf_cinfo(a, "ORDERS", "w1");
+    cr_assert_eq(ci.filter_count, 2);
+    parti_consumer_info_free(&ci);
+    /* deleted behind its back: refused again */
+    CONF_OK(a->vt->consumer_delete(a->self, "ORDERS", "w1", CONF_TO));
+    CONF_EXPECT(a->vt->consumer_upsert(a->self, &cc, CONF_TO), PARTI_ERR_CONSUMER_NOT_FOUND);
+}
+
 Test(consumer, the_deliver_policy_is_fixed_at_creation_and_reported) {
     parti_transport *a = conf_connect();
     parti_consumer_config cc;
