@@ -16,7 +16,7 @@ SAN      = -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sani
 FUZZSAN  = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -D_GNU_SOURCE
 B        = build
 HEADERS  = parti.h parti_nats.h
-FUZZ_TARGETS = subjects diff json metrics fake jsproto assign
+FUZZ_TARGETS = subjects diff json metrics fake jsproto assign checkpoint
 FUZZ_RUNS ?= 20000
 FUZZ_SECONDS ?= 60
 # sanitizer reports must fail the run, and leaks count
