@@ -6454,7 +6454,19 @@ static parti_err parti__consumer_poll_until(parti_consumer *c, uint64_t now, uin
         parti__consumer_run_due(c, now);
         parti__consumer_read_ends(c, now);
         parti__consumer_retry_due(c, now);
-        /* catch-ups read a few messages per turn, so the durable's partitions keep flowing */
+        /* catch-ups read a few messages per turn, so the durable's partitions
+         * keep flowing; each turn first checks the stream is still the one
+         * the positions count in (one deleted and made again under the name
+         * restarts its sequences, and a direct read cannot tell) */
+        if (parti__consumer_catch_up_ready(c, parti__consumer_now(c)) && c->stream_created && c->t.vt->stream_info) {
+            parti_stream_info si;
+            memset(&si, 0, sizeof si);
+            if (c->t.vt->stream_info(c->t.self, c->cfg.stream, &si, parti__consumer_budget(c)) == PARTI_ERR_OK) {
+                uint64_t created = si.created_ns;
+                parti_stream_info_free(&si);
+                parti__consumer_saw_stream(c, created);
+            }
+        }
         for (k = 0, cu = 0; k < 16 && parti__consumer_catch_up_step(c, parti__consumer_now(c)); k++) cu = 1;
         r = parti__consumer_pull_step(c, parti__consumer_now(c), deadline);
         if (r == PARTI__PULL_IDLE && cu) r = PARTI__PULL_WAITED;
