@@ -47,7 +47,7 @@ test: setup
 	@rm -f $(B)/logs/results
 	@$(MAKE) --no-print-directory check
 
-check: $(B)/unit $(B)/unit_clang $(B)/conformance_fake $(B)/conformance_nats $(B)/test_nats_server $(B)/test_nats_binding $(B)/test_consumer_nats $(B)/link_two_tu $(B)/link_static $(B)/cpp_gxx $(B)/cpp_clangxx \
+check: $(B)/unit $(B)/unit_clang $(B)/conformance_fake $(B)/conformance_nats $(B)/test_nats_server $(B)/test_nats_binding $(B)/test_consumer_nats $(B)/test_handoff_nats $(B)/link_two_tu $(B)/link_static $(B)/cpp_gxx $(B)/cpp_clangxx \
        $(B)/readme_example $(B)/demo $(B)/health_server $(B)/test_health_http $(B)/sim $(B)/tsan_hostile \
        $(addprefix $(B)/fuzz/fuzz_,$(FUZZ_TARGETS))
 	@tests/run criterion unit-gcc $(B)/unit --jobs 2
@@ -58,6 +58,7 @@ check: $(B)/unit $(B)/unit_clang $(B)/conformance_fake $(B)/conformance_nats $(B
 	@PARTI_CONF_STORAGE=file tests/run criterion conformance-nats-server-file $(B)/conformance_nats --jobs 2
 	@tests/run criterion nats-binding $(B)/test_nats_binding --jobs 2
 	@tests/run criterion consumer-nats-server $(B)/test_consumer_nats --jobs 2
+	@tests/run criterion handoff-nats-server $(B)/test_handoff_nats --jobs 1
 	@TSAN_OPTIONS=halt_on_error=1 tests/run check tsan-hostile-server $(B)/tsan_hostile
 	@HEALTH_SERVER_BIN=$(B)/health_server tests/run criterion health-http $(B)/test_health_http
 	@tests/run check link-two-translation-units $(B)/link_two_tu
@@ -108,6 +109,10 @@ $(B)/test_nats_binding: tests/test_nats_binding.c $(SERVER_SRC) $(HEADERS)
 $(B)/test_consumer_nats: tests/test_consumer_nats.c $(SERVER_SRC) $(HEADERS)
 	@mkdir -p $(B)
 	$(CC) $(STRICT) $(SAN) -Itests -I. tests/test_consumer_nats.c tests/nats_server.c -lnats -lcriterion -o $@
+
+$(B)/test_handoff_nats: tests/test_handoff_nats.c $(SERVER_SRC) $(HEADERS)
+	@mkdir -p $(B)
+	$(CC) $(STRICT) $(SAN) -Itests -I. tests/test_handoff_nats.c tests/nats_server.c -lnats -lcriterion -o $@
 
 # ThreadSanitizer (a plain program: Criterion's sandbox does not start under TSan)
 $(B)/tsan_hostile: tests/tsan_hostile.c $(SERVER_SRC) $(HEADERS)
