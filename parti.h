@@ -9013,6 +9013,13 @@ static void parti__g_lose_id(parti *p, parti_err e) {
     parti__g_stop_consumer(p);
     parti__g_lose_partitions(p, 0);
     parti__consumer_forget_durable(p->c);
+    { /* the buckets may be new ones, where revisions start again: a write at
+       * a remembered revision could match another's key. Claims it may still
+       * hold are read back (by instance) before they are released */
+        int i;
+        for (i = 0; i < p->c->cfg.partition_count; i++)
+            if (p->gp[i].rev) p->gp[i].rev = UINT64_MAX;
+    }
     parti__g_step_down(p, e, "worker ID lost");
     parti__g_fail(p, e, "renewing the worker ID");
     parti__g_event(p, PARTI_EVENT_ID_LOST, e, 0, p->id);

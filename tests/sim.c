@@ -944,6 +944,15 @@ static int dup_cause(sim *s, msg_rec *r, actor *b) {
     return best;
 }
 
+/* The library says a worker lost partitions without a release (its lease ran
+ * out, its ID was lost, another took over): what it did since its last
+ * checkpoint may be done again; a lease fault explains those duplicates. */
+static void on_partitions_lost(void *user, const int *partitions, int count) {
+    actor *a = (actor *)user;
+    (void)partitions;
+    if (count > 0) a->last_lease_fault = now_of(a->s);
+}
+
 static parti_verdict on_message(void *user, const parti_msg *m, uint32_t *nak_delay) {
     actor *a = (actor *)user;
     sim *s = a->s;
@@ -1087,6 +1096,7 @@ static void *worker_main(void *arg) {
     memset(&o, 0, sizeof o);
     o.on_message = on_message;
     o.on_event = on_event;
+    o.on_partitions_lost = on_partitions_lost;
     o.user = a;
     o.heartbeat_ms = s->prm.heartbeat_ms;
     o.member_ttl_ms = s->prm.ttl_ms;
