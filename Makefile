@@ -34,7 +34,6 @@ SERVER_SRC = tests/nats_server.c tests/nats_server.h
 .PHONY: all setup test check fuzz bench demo sim sim-long clean
 SIM_SEEDS ?= 500
 # the control-plane invariants, asserted on every seed with every fault kind on
-SIM_CONTROL_PLANE = id_unique,id_kept,one_leader,monotone,owned
 SEEDS ?= 1000
 SIM_JOBS ?= 2
 
@@ -69,7 +68,7 @@ check: $(B)/unit $(B)/unit_clang $(B)/conformance_fake $(B)/conformance_nats $(B
 	@tests/run check demo-nats-server $(B)/demo --check
 	@tests/run check demo-nats-server-kill-leader $(B)/demo --check --kill-leader
 	@tests/run check demo-fake $(B)/demo --check --fake
-	@tests/run check sim-$(SIM_SEEDS)-seeds $(B)/sim --seeds $(SIM_SEEDS) --jobs $(SIM_JOBS) --assert $(SIM_CONTROL_PLANE)
+	@tests/run check sim-$(SIM_SEEDS)-seeds $(B)/sim --seeds $(SIM_SEEDS) --jobs $(SIM_JOBS) --assert-all
 	@tests/run check sim-no-faults-every-invariant $(B)/sim --seeds 100 --jobs $(SIM_JOBS) --faults none --assert-all
 	@tests/run check sim-same-seed-same-log tests/sim_replay.sh $(B)/sim
 	@tests/run check sim-review-scenarios $(B)/sim --scenarios
@@ -160,7 +159,7 @@ endif
 
 # the long runs: 100,000 seeds, and one group of 1,000 workers over 100,000 partitions
 sim-long: $(B)/sim_fast
-	$(B)/sim_fast --seeds 100000 --jobs $(SIM_JOBS) --assert $(SIM_CONTROL_PLANE) $(SIM_ARGS)
+	$(B)/sim_fast --seeds 100000 --jobs $(SIM_JOBS) --assert-all $(SIM_ARGS)
 	$(B)/sim_fast --seed 1 --workers 1000 --partitions 100000 --rate 2000 --duration 10000 --heartbeat 1000 \
 	    --ttl 5000 --op-timeout 2000 --faults join,leave,crash,pause_short --wall-budget 1800
 

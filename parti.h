@@ -1343,14 +1343,23 @@ PARTIDEF parti_err parti_json_get_string(const parti_json_doc *doc, int obj, con
  *     (cfg.backoff_*; randomness from the transport). When the retry budget
  *     (cfg.backoff_max_retries) runs out an UNHEALTHY event is raised and the
  *     retries go on at cfg.backoff_cap_ms: an assignment is never dropped.
- *   - A consumer deleted behind parti's back (seen by a pull, or by a
+ *   - A consumer deleted behind parti's back (seen by a pull, by an update
+ *     that finds it gone: updates never create it anew, or by a
  *     consumer_info check every info_interval_ms while no pull is pending) is
- *     created again from the last applied subjects, and pulling resumes. The
- *     new consumer starts after the ack floor: the highest sequence up to
- *     which this worker saw every delivery acked or terminated (or the last
- *     info check's floor if that is later; from the stream's start when
- *     neither is known). A NAKed message holds the floor back, so it comes
- *     again: at least once, none skipped, nothing acked replayed.
+ *     created again from the last applied subjects, with new messages only,
+ *     and every partition of its filter is caught up from its position (in
+ *     a group its checkpoint or what it handled since; alone, what it
+ *     handled or at least the last ack floor the server reported): read
+ *     from the stream in order, so none is skipped and none of its own
+ *     partitions is replayed from before its position.
+ *   - Ordered: each partition has a queue. A NAK (with its delay), an
+ *     IN_PROGRESS (ack_wait / 2) or a failing dead-letter publish keeps the
+ *     message here, in progress on the server, and tries it again in order;
+ *     later messages of that partition wait, other partitions flow. After
+ *     cfg.max_deliver tries it is dead-lettered (or terminated without a
+ *     dead-letter subject) and the partition moves on. A redelivery of a
+ *     message at or below its partition's position is acked without the
+ *     handler.
  *   - With options.dead_letter_subject, a terminated message or one failed on
  *     its last delivery is published there (see the option) and then acked.
  *   - parti_consumer_health says live / ready / degraded with the last error.
@@ -1444,14 +1453,16 @@ PARTIDEF int parti_log_limiter_allow(parti_log_limiter *l, uint64_t now_ms, part
                                      uint32_t *suppressed);
 
 typedef enum parti_verdict {
-    PARTI_ACK = 0,      /* done: never redelivered */
-    PARTI_NAK,          /* failed: redeliver after *nak_delay_ms (0 = at once) */
-    PARTI_TERM,         /* poison: never redeliver */
-    PARTI_IN_PROGRESS   /* still working: restart ack_wait (the message comes again) */
+    PARTI_ACK = 0,      /* done: never handed over again */
+    PARTI_NAK,          /* failed: handed over again after *nak_delay_ms (0 = at once), in order: later
+                         * messages of its partition wait (other partitions do not) */
+    PARTI_TERM,         /* poison: dead-lettered (with a dead-letter subject), never handed over again */
+    PARTI_IN_PROGRESS   /* not done yet: handed over again after ack_wait / 2, in order, like a NAK */
 } parti_verdict;
 
 /* The message handler: fixed at creation. nak_delay_ms points to 0; set it
- * with PARTI_NAK to delay the redelivery. */
+ * with PARTI_NAK to delay the retry. m->partition and m->generation are the
+ * fencing token (see parti_msg). */
 typedef parti_verdict (*parti_message_handler)(void *user, const parti_msg *m, uint32_t *nak_delay_ms);
 
 typedef enum parti_consumer_event_kind {

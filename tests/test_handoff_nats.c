@@ -241,6 +241,15 @@ Test(handoff_nats, joins_leaves_a_crash_and_a_pause_under_load_lose_nothing) {
     cr_log_info("%llu published; duplicates by cause: crash %llu, pause past the TTL %llu, other %llu",
                 (unsigned long long)published, (unsigned long long)dup_crash, (unsigned long long)dup_pause,
                 (unsigned long long)dup_other);
+    {   /* the checkpoints' cost: KV writes per second of a worker that ran throughout (commit interval 200 ms) */
+        const parti_metrics *m = parti_metrics_of(w[1].p);
+        double secs = (double)(ms_now() - t0) / 1000.0;
+        cr_log_info("worker 1: %llu checkpoint writes in %.1f s (%.1f per second, commit interval %u ms, %d "
+                    "partitions held at the end), %llu claims, %llu releases",
+                    (unsigned long long)m->checkpoint_writes.value, secs, (double)m->checkpoint_writes.value / secs,
+                    opts.commit_interval_ms, parti_owned(w[1].p, NULL), (unsigned long long)m->partition_claims.value,
+                    (unsigned long long)m->partition_releases.value);
+    }
     cr_assert_geq(published, 27000, "the producer fell behind: %llu", (unsigned long long)published);
     cr_assert_eq(unhandled(), 0, "%llu messages never handled", (unsigned long long)unhandled());
     cr_assert_eq(order_bad, 0, "per-partition order broken %d times", order_bad);
