@@ -32,9 +32,9 @@
  * 20, 1..64; the fast leader crash runs a fifth as many); PARTI_BENCH_DEFAULTS=0
  * skips the defaults section; PARTI_BENCH_TIMELINE=1 prints every timeline.
  *
- * Also printed: how the new owner's consumer took the partition (recreated
- * at the previous owner's ack floor: a handoff rewind, or its filter grown in
- * place), and at the end how many markers were handled late or more than
+ * Also printed: how the new owner's consumer took the partition (with a
+ * catch-up that read messages from the stream after the checkpoint, or with
+ * none to read), and at the end how many markers were handled late or more than
  * once (at least once). Anomalies: a marker not handled 1.25 s (more than
  * the 1 s fetch heartbeat) after a live worker's consumer has its subject, a
  * marker handled by a worker that does not own its partition, a partition
@@ -451,8 +451,8 @@ static void print_durable(const char *prefix, const char *id, const worker *w) {
     parti_consumer_info_free(&ci);
     if (w) {
         const parti_metrics *m = parti_metrics_of(w->p);
-        printf("; worker: handoff rewinds %llu, skipped %llu, recreations %llu, updates %llu",
-               (unsigned long long)m->consumer_handoff_rewinds.value,
+        printf("; worker: catch-up reads %llu, skipped %llu, recreations %llu, updates %llu",
+               (unsigned long long)m->consumer_catch_up_reads.value,
                (unsigned long long)m->consumer_handoff_skipped.value,
                (unsigned long long)m->consumer_recreations.value,
                (unsigned long long)m->consumer_updates_success.value);
@@ -542,7 +542,7 @@ static int consuming_slot(int partition) {
 }
 
 static uint64_t rewinds_of(int slot) {
-    return g.w[slot].live ? parti_metrics_of(g.w[slot].p)->consumer_handoff_rewinds.value : 0;
+    return g.w[slot].live ? parti_metrics_of(g.w[slot].p)->consumer_catch_up_reads.value : 0;
 }
 
 static void stage_at(result *r, int s) { r->stage[s][r->n[s]++] = (now_s() - g.t0) * 1e3; }
@@ -687,8 +687,8 @@ static const char *ratio_text(char *buf, size_t size, double v, double base) {
 static void print_split(const char *indent, result *r) {
     char a[24], b[24], c[24], d[24];
     int nr = r->n_rewound, ni = r->n_in_place;
-    printf("%snew owner's consumer: recreated at the resume point (handoff rewind) in %d reps, handled p50 %s max "
-           "%s ms; filter grown in place in %d reps, handled p50 %s max %s ms\n",
+    printf("%snew owner: caught up from the checkpoint (reads from the stream) in %d reps, handled p50 %s max "
+           "%s ms; nothing to catch up in %d reps, handled p50 %s max %s ms\n",
            indent, nr, ms_text(a, sizeof a, percentile(r->rewound, nr, 0.5)),
            ms_text(b, sizeof b, percentile(r->rewound, nr, 1.0)), ni,
            ms_text(c, sizeof c, percentile(r->in_place, ni, 0.5)), ms_text(d, sizeof d, percentile(r->in_place, ni, 1.0)));
