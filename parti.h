@@ -6314,6 +6314,12 @@ static int parti__consumer_catch_up_step(parti_consumer *c, uint64_t now) {
         e = c->t.vt->stream_get_next ? c->t.vt->stream_get_next(c->t.self, c->cfg.stream, c->psubj[i], ps->cu_next, &m,
                                                                 parti__consumer_budget(c))
                                      : PARTI_ERR_UNSUPPORTED;
+        if (e == PARTI_ERR_OK && parti__consumer_lease_out(c)) {
+            /* the lease ran out during the read: it is not taken, and the
+             * read position stays (a later owner reads it again) */
+            c->t.vt->msg_release(c->t.self, &m);
+            return 0;
+        }
         if (e == PARTI_ERR_OK && m.stream_seq >= ps->cu_next && m.stream_seq <= ps->cu_end) {
             parti_counter_add(&c->metrics.consumer_catch_up_reads, 1);
             ps->cu_next = m.stream_seq + 1;
@@ -9172,12 +9178,14 @@ static void parti__g_lose_partitions(parti *p, int want) {
  * partitions it no longer gives are revoked at once (nothing more reaches
  * the handler) and released with their checkpoint. */
 static void parti__g_reconcile(parti *p) {
-    int n = p->c->cfg.partition_count, i, k = 0, changed = 0, *mark, *revoked;
+    int n = p->c->cfg.partition_count, i, k = 0, nb = 0, changed = 0, *mark, *revoked, *back;
     mark = (int *)PARTI_MALLOC(sizeof(int) * (size_t)(n + 1));
     revoked = (int *)PARTI_MALLOC(sizeof(int) * (size_t)(n + 1));
-    if (!mark || !revoked) {
+    back = (int *)PARTI_MALLOC(sizeof(int) * (size_t)(n + 1));
+    if (!mark || !revoked || !back) {
         PARTI_FREE(mark);
         PARTI_FREE(revoked);
+        PARTI_FREE(back);
         parti__g_fail(p, PARTI_ERR_NOMEM, "applying the assignment");
         return;
     }
@@ -9189,10 +9197,18 @@ static void parti__g_reconcile(parti *p) {
             g->st = PARTI__G_WANT;
             g->retry_at = 0;
             g->delay = 0;
-        } else if (mark[i] && g->st == PARTI__G_RELEASE) { /* back before its release was written: still ours */
+        } else if (mark[i] && g->st == PARTI__G_RELEASE && g->rev != UINT64_MAX) {
+            /* back before its release was sent: still ours, from where it stopped */
             g->st = PARTI__G_HELD;
             parti__consumer_grant(p->c, i, p->c->pt[i].pos, g->gen);
+            back[nb++] = i;
             changed = 1;
+        } else if (mark[i] && g->st == PARTI__G_RELEASE) {
+            /* a release was sent and its answer lost: it may have landed and
+             * another owner come and gone; claimed again like any other */
+            g->st = PARTI__G_WANT;
+            g->retry_at = 0;
+            g->delay = 0;
         } else if (!mark[i] && g->st == PARTI__G_WANT) {
             g->st = g->rev ? PARTI__G_DISOWN : PARTI__G_NONE; /* its key may name this process still */
         } else if (!mark[i] && g->st == PARTI__G_HELD) {
@@ -9204,16 +9220,31 @@ static void parti__g_reconcile(parti *p) {
         }
     }
     parti__g_callback(p, p->opts.on_partitions_revoked, revoked, k);
+    parti__g_callback(p, p->opts.on_partitions_assigned, back, nb);
     p->handoff_due = 0; /* claims and releases: at once */
     PARTI_FREE(mark);
     PARTI_FREE(revoked);
+    PARTI_FREE(back);
     if (changed || (arrlen(p->owned) == 0 && !parti_consumer_is_paused(p->c))) parti__g_apply_held(p);
 }
 
 /* Writes partition i's checkpoint (its consumer position) over this
  * worker's claim; released: and lets it go. PARTI_ERR_OK; WRONG_REVISION
  * when the claim is another's now (lost); else a transient error (retry). */
+static parti_err parti__g_ck_write_once(parti *p, int i, int released, int *again);
+
+/* Writes partition i's checkpoint; an earlier write of this process whose
+ * reply was lost is read back (its revision learned) and the write made
+ * again, once. PARTI_ERR_OK, WRONG_REVISION (another holds it now), or an
+ * error after which the write may or may not have landed. */
 static parti_err parti__g_ck_write(parti *p, int i, int released) {
+    int again = 0;
+    parti_err e = parti__g_ck_write_once(p, i, released, &again);
+    if (again) e = parti__g_ck_write_once(p, i, released, &again);
+    return again ? PARTI_ERR_TIMEOUT : e;
+}
+
+static parti_err parti__g_ck_write_once(parti *p, int i, int released, int *again) {
     parti__gpart *g = &p->gp[i];
     parti_checkpoint ck;
     parti_kv_entry ent;
@@ -9221,6 +9252,7 @@ static parti_err parti__g_ck_write(parti *p, int i, int released) {
     size_t len = 0;
     uint64_t rev = 0, seq = p->c->pt[i].pos;
     parti_err e;
+    *again = 0;
     memset(&ck, 0, sizeof ck);
     snprintf(ck.owner, sizeof ck.owner, "%s", p->id);
     ck.instance = p->instance;
@@ -9257,7 +9289,10 @@ static parti_err parti__g_ck_write(parti *p, int i, int released) {
             g->gen = cur.generation ? cur.generation : ent.revision;
         }
         parti_kv_entry_free(&ent);
-        if (mine) return PARTI_ERR_TIMEOUT; /* ours still: write again */
+        if (mine) { /* ours still: write again at the revision read */
+            *again = 1;
+            return PARTI_ERR_TIMEOUT;
+        }
         return PARTI_ERR_WRONG_REVISION;
     }
     if (e == PARTI_ERR_KEY_NOT_FOUND || e == PARTI_ERR_BUCKET_NOT_FOUND) {
@@ -9375,6 +9410,8 @@ static void parti__g_partitions_step(parti *p, uint64_t now) {
         parti_err e;
         if ((g->st != PARTI__G_RELEASE && g->st != PARTI__G_DISOWN) || now < g->retry_at) continue;
         e = parti__g_ck_write(p, i, 1);
+        if (e != PARTI_ERR_OK && e != PARTI_ERR_WRONG_REVISION)
+            g->rev = UINT64_MAX; /* it may have landed: read back before anything else (see reconcile) */
         if (e == PARTI_ERR_OK || e == PARTI_ERR_WRONG_REVISION) {
             g->st = PARTI__G_NONE;
             g->rev = 0;
@@ -9425,7 +9462,6 @@ static void parti__g_partitions_step(parti *p, uint64_t now) {
         parti_err e;
         if (g->st != PARTI__G_HELD || p->c->pt[i].pos == g->committed) continue;
         e = parti__g_ck_write(p, i, 0);
-        if (e == PARTI_ERR_TIMEOUT && g->st == PARTI__G_HELD) e = parti__g_ck_write(p, i, 0);
         if (e == PARTI_ERR_WRONG_REVISION) { /* another took it over: this worker's lease had run out */
             if (!lost && !(lost = (int *)PARTI_MALLOC(sizeof(int) * (size_t)(n + 1)))) continue;
             parti__consumer_revoke(p->c, i);

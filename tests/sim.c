@@ -2151,6 +2151,11 @@ static const scenario scenarios[] = {
      "--workers 3 --partitions 8 --rate 40 --kv-memory 1 --stream-memory 0 --heartbeat 1000 --ttl 5000 "
      "--op-timeout 1000 --duration 32000 --script '15000 restart; 18000 kv_hang P1 4; 26020 restart; 26020 join'",
      "", "one_leader,id_unique,id_kept,monotone,owned"}, /* found by review: the exemption to stand at once did not end with its TTL */
+    {"release_reply_lost_then_partition_returns",
+     "a release is applied with its reply lost; the partition goes to a newcomer, which leaves, and comes back",
+     "--workers 3 --partitions 8 --rate 8 --duration 14000 --op-timeout 4000 --heartbeat 1000 --ttl 8000 "
+     "--script '4000 join; 4565 kv_lost_reply P0 1; 5500 leave P3'",
+     "", "graceful_dup,loss,exclusive,order"}, /* found by review: taken back without a claim, from an old position */
     {"late_renewal_into_recreated_bucket",
      "a renewal held back in a client buffer lands after a restart re-created the buckets, at a revision a newcomer "
      "now holds (a known limit of memory-storage buckets, see docs/protocol.md)",
