@@ -989,7 +989,7 @@ PARTIDEF const char *parti_metric_type_name(parti_metric_type t);
     /* Forced refreshes after unhealthy_after pull failures within failure_window_ms. */                         \
     X(consumer_refreshes, counter, "parti_worker_consumer_refreshes_total", 0, 0, 0,                               \
       "Forced consumer refreshes after repeated pull failures within the failure window.")                       \
-    /* Handoff: consumers recreated at a gained partition's resume point, and redeliveries skipped as done. */    \
+    /* Handoff: a moved-in partition's messages read from the stream, and messages acked without the handler. */ \
     X(consumer_catch_up_reads, counter, "parti_worker_consumer_catch_up_reads_total", 0, 0, 0,                    \
       "Messages of a partition read from the stream after its checkpoint when it moved in (the catch-up).")    \
     X(consumer_handoff_skipped, counter, "parti_worker_consumer_handoff_skipped_total", 0, 0, 0,                   \
@@ -1985,6 +1985,26 @@ PARTIDEF int parti_assignment_partitions_of(const parti_assignment *a, int membe
  *                      (epoch, version) is newer than what it applied AND the
  *                      leader key holds that epoch when it reads it; the
  *                      leader replaces anything else it finds there.
+ *     "ck.<index>"     a partition's claim and checkpoint (parti_checkpoint):
+ *                      holder (ID and process instance), owner generation,
+ *                      seq (every message up to it done), the stream's
+ *                      creation time, released or not. Written by CAS by the
+ *                      holder only.
+ * The HANDOFF (Kafka's cooperative protocol): a document that moves P from A
+ * to B makes A stop handing P to the handler at once, call
+ * on_partitions_revoked, and write P's checkpoint released. B claims ck.P
+ * (CAS) only when it is released or its holder's member key is gone or
+ * another process's (the holder's lease ran out), calls
+ * on_partitions_assigned, adds P to its durable's filter in place, reads the
+ * stream's last sequence L, reads P's messages after the checkpoint up to L
+ * straight from the stream (stream_get_next) in order, and takes P's
+ * messages above L from its durable. So graceful moves have no duplicate, no
+ * overlap and keep order; after a crash or a lease lost, the new owner
+ * repeats at most what the old one handled since its last checkpoint
+ * (commit_interval_ms). Each message carries the fencing token
+ * (parti_msg.partition, .generation): a sink that rejects generations below
+ * the highest it saw never takes a stale owner's write. Each process has a
+ * durable of its own; the leader deletes departed processes' durables.
  * The LEASE: a worker acts on its ID (hands messages to the handler, applies
  * documents) only until the send time of its last successful renewal plus
  * min(max_stale_ms, member_ttl_ms - heartbeat_ms / 2), checked before every
@@ -2122,11 +2142,13 @@ PARTIDEF parti_err parti_create(parti **out, const parti_transport *t, const par
  * PARTI_ERR_STREAM_MISMATCH; health's last error message names the setting). */
 PARTIDEF parti_err parti_poll(parti *p, uint32_t timeout_ms);
 
-/* Graceful leave: stops pulling (messages already received are handled;
- * what is still on its way stays unacked above this worker's ack floor,
- * where the partitions' next owners resume), gives up leadership, deletes
- * the member key so the leader moves the partitions at once, and stops.
- * Waits at most timeout_ms. */
+/* Graceful leave: stops handing messages to the handler, revokes every
+ * partition it holds (on_partitions_revoked) and releases each with its
+ * checkpoint, so the next owners start right after the last message handled
+ * here (no duplicate); then gives up leadership, deletes the member key so
+ * the leader moves the partitions at once, and stops. Waits at most
+ * timeout_ms (releases not written by then are taken over after the lease,
+ * from the last committed checkpoints). */
 PARTIDEF parti_err parti_leave(parti *p, uint32_t timeout_ms);
 
 /* Frees; does not leave (a destroyed worker looks crashed: its key expires). */
@@ -5713,9 +5735,9 @@ static void parti__consumer_recreate(parti_consumer *c, uint64_t now) {
     parti__consumer_set_healthy(c);
 }
 
-/* The durable exists with a start another process chose (a recreation or a
- * handoff rewind): the server refuses to change it, so repeat it. 1 when
- * something was adopted. */
+/* The durable exists with a start another process chose (an earlier
+ * version's recreation): the server refuses to change it, so repeat it. 1
+ * when something was adopted. */
 static int parti__consumer_adopt_start(parti_consumer *c, const char *durable) {
     parti_consumer_info ci;
     int changed;
