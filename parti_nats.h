@@ -1916,15 +1916,21 @@ struct parti__nconn {
     parti__npull *pulls; /* stb_ds array */
 };
 
+/* The transport clock: monotonic, and counting time the host was suspended
+ * where the platform can (CLOCK_BOOTTIME on Linux): a lease must not look
+ * valid after a suspend it slept through. */
 static uint64_t parti__nats_now_ms(void *self) {
     struct timespec ts;
     (void)self;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+#ifdef CLOCK_BOOTTIME
+    if (clock_gettime(CLOCK_BOOTTIME, &ts) != 0)
+#endif
+        clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 /* Wall-clock nanoseconds now, to put the server's timestamps on the
- * transport clock (CLOCK_MONOTONIC, which now_ms reads). */
+ * transport clock (the one now_ms reads). */
 static uint64_t parti__nats_wall_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
