@@ -5654,6 +5654,32 @@ static parti_err parti__consumer_upsert(parti_consumer *c, const char *durable, 
 
 static void parti__consumer_saw_stream(parti_consumer *c, uint64_t created_ns);
 
+/* Reads the stream's identity (its creation time) and acts on a change
+ * (parti__consumer_saw_stream). *created (may be NULL) gets it, 0 unknown. */
+static parti_err parti__consumer_check_stream(parti_consumer *c, uint64_t *created) {
+    parti_stream_info si;
+    parti_err e;
+    if (created) *created = 0;
+    if (!c->t.vt->stream_info) return PARTI_ERR_UNSUPPORTED;
+    memset(&si, 0, sizeof si);
+    if ((e = c->t.vt->stream_info(c->t.self, c->cfg.stream, &si, parti__consumer_budget(c))) != PARTI_ERR_OK) return e;
+    if (created) *created = si.created_ns;
+    parti__consumer_saw_stream(c, si.created_ns);
+    parti_stream_info_free(&si);
+    return PARTI_ERR_OK;
+}
+
+/* A catch-up's read failed: a missing stream means a recreation; tried again after the backoff base. */
+static void parti__consumer_catch_up_failed(parti_consumer *c, parti_err e, const char *what, uint64_t now) {
+    if (e == PARTI_ERR_STREAM_NOT_FOUND) {
+        c->stream_lost = 1;
+        c->need_recreate = 1;
+        c->fetch_active = 0;
+    }
+    parti__consumer_fail(c, e, what);
+    c->cu_retry_at = now + c->cfg.backoff_base_ms;
+}
+
 /* Partition i enters the catch-up: its messages after pos are read from the
  * stream up to the stream's last sequence, read once the filter with its
  * subject is on the server (so every later message comes through the
@@ -5688,19 +5714,13 @@ static void parti__consumer_recreate(parti_consumer *c, uint64_t now) {
     int k;
     c->deliver = PARTI_DELIVER_NEW;
     c->start_seq = 0;
-    if (c->stream_created && c->t.vt->stream_info) {
+    if (c->stream_created) {
         /* the durable is gone, maybe with its stream: positions are kept
          * unless the stream there now is another (its creation time
          * differs); a grant made meanwhile from a checkpoint of the new
          * stream is not reset. Read before the new durable delivers. */
-        parti_stream_info si;
-        memset(&si, 0, sizeof si);
-        if (c->t.vt->stream_info(c->t.self, c->cfg.stream, &si, parti__consumer_budget(c)) == PARTI_ERR_OK) {
-            uint64_t created = si.created_ns;
-            parti_stream_info_free(&si);
-            parti__consumer_saw_stream(c, created);
-            if (created) c->stream_lost = 0;
-        }
+        uint64_t created;
+        if (parti__consumer_check_stream(c, &created) == PARTI_ERR_OK && created) c->stream_lost = 0;
     }
     e = parti__consumer_upsert(c, c->durable, &c->applied);
     if (e != PARTI_ERR_OK) {
@@ -5848,14 +5868,7 @@ static void parti__consumer_apply(parti_consumer *c, uint64_t now) {
         if (parti_subjects_near_limit(c->pending.count, c->cfg.max_subjects, c->cfg.subjects_warn_percent))
             parti_counter_add(&c->metrics.consumer_subjects_near_limit, 1);
         if (c->stream_lost) { /* the stream is there again: whose positions count (before any catch-up reads) */
-            parti_stream_info si;
-            memset(&si, 0, sizeof si);
-            if (c->t.vt->stream_info &&
-                c->t.vt->stream_info(c->t.self, c->cfg.stream, &si, parti__consumer_budget(c)) == PARTI_ERR_OK) {
-                uint64_t created = si.created_ns;
-                parti_stream_info_free(&si);
-                parti__consumer_saw_stream(c, created);
-            }
+            parti__consumer_check_stream(c, NULL);
             c->stream_lost = 0;
         }
         /* subjects with a first sequence given: caught up from there */
@@ -6174,7 +6187,7 @@ static void parti__consumer_drain(parti_consumer *c, int i) {
         uint64_t now;
         if (ps->state == PARTI__P_CATCHUP && (!h.direct || h.m.stream_seq >= ps->cu_next)) break;
         if (c->group && ps->state != PARTI__P_ACTIVE && ps->state != PARTI__P_CATCHUP) break;
-        now = parti__consumer_now(c);
+        now = ps->retry_at ? parti__consumer_now(c) : 0; /* (a clock read only when a retry waits) */
         if (now < ps->retry_at || c->paused || parti__consumer_lease_out(c)) break;
         if (h.m.stream_seq <= ps->pos) { /* done before (a redelivery): settle it */
             arrdel(ps->q, 0);
@@ -6294,13 +6307,7 @@ static void parti__consumer_read_ends(parti_consumer *c, uint64_t now) {
         }
         return;
     }
-    if (e == PARTI_ERR_STREAM_NOT_FOUND) {
-        c->stream_lost = 1;
-        c->need_recreate = 1;
-        c->fetch_active = 0;
-    }
-    parti__consumer_fail(c, e, "reading the stream's last sequence for a catch-up");
-    c->cu_retry_at = now + c->cfg.backoff_base_ms;
+    parti__consumer_catch_up_failed(c, e, "reading the stream's last sequence for a catch-up", now);
 }
 
 /* 1 when a catch-up has a read to do now. */
@@ -6363,13 +6370,7 @@ static int parti__consumer_catch_up_step(parti_consumer *c, uint64_t now) {
             }
             return 1;
         }
-        if (e == PARTI_ERR_STREAM_NOT_FOUND) {
-            c->stream_lost = 1;
-            c->need_recreate = 1;
-            c->fetch_active = 0;
-        }
-        parti__consumer_fail(c, e, "reading a partition's messages from the stream (catch-up)");
-        c->cu_retry_at = now + c->cfg.backoff_base_ms;
+        parti__consumer_catch_up_failed(c, e, "reading a partition's messages from the stream (catch-up)", now);
         return 0;
     }
     return 0;
@@ -6497,15 +6498,8 @@ static parti_err parti__consumer_poll_until(parti_consumer *c, uint64_t now, uin
          * keep flowing; each turn first checks the stream is still the one
          * the positions count in (one deleted and made again under the name
          * restarts its sequences, and a direct read cannot tell) */
-        if (parti__consumer_catch_up_ready(c, parti__consumer_now(c)) && c->stream_created && c->t.vt->stream_info) {
-            parti_stream_info si;
-            memset(&si, 0, sizeof si);
-            if (c->t.vt->stream_info(c->t.self, c->cfg.stream, &si, parti__consumer_budget(c)) == PARTI_ERR_OK) {
-                uint64_t created = si.created_ns;
-                parti_stream_info_free(&si);
-                parti__consumer_saw_stream(c, created);
-            }
-        }
+        if (parti__consumer_catch_up_ready(c, parti__consumer_now(c)) && c->stream_created)
+            parti__consumer_check_stream(c, NULL);
         for (k = 0, cu = 0; k < 16 && parti__consumer_catch_up_step(c, parti__consumer_now(c)); k++) cu = 1;
         r = parti__consumer_pull_step(c, parti__consumer_now(c), deadline);
         if (r == PARTI__PULL_IDLE && cu) r = PARTI__PULL_WAITED;
