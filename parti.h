@@ -8340,6 +8340,7 @@ struct parti {
     uint64_t next_commit;        /* checkpoints are written then */
     uint64_t handoff_due;        /* the earliest claim or release to try (PARTI__G_NO_TIME: none) */
     parti__gorphan *orphans;     /* stb_ds array, leader: departed processes' durables to delete */
+    int graceful_left;           /* leader: the watch saw a member key deleted (a leave) since the last listing */
     uint64_t next_doc_check;
     /* degraded mode */
     int degraded, stale;
@@ -9790,8 +9791,10 @@ static void parti__g_list_members(parti *p, uint64_t now) {
     parti__g_free_members(p);
     p->members = fresh;
     parti_gauge_set(&p->gm.members_current, (double)arrlen(p->members));
-    if (left) parti__g_schedule_rebalance(p, now, p->opts.emergency_grace_ms, 1);
+    /* (a member that deleted its key left gracefully: its partitions move at once) */
+    if (left) parti__g_schedule_rebalance(p, now, p->graceful_left ? 0 : p->opts.emergency_grace_ms, 1);
     else if (joined) parti__g_schedule_rebalance(p, now, p->opts.planned_window_ms, 0);
+    p->graceful_left = 0;
     /* the published document must list exactly the live members */
     if (!p->rb_pending && p->doc_rev) {
         int differs = p->doc.member_count != (int)arrlen(p->members);
@@ -9995,6 +9998,8 @@ static void parti__g_drain_watches(parti *p, uint64_t now) {
                 p->next_listing = now; /* a join: list and debounce */
             } else if (e.op != PARTI_KV_PUT && known) {
                 p->next_listing = now; /* a leave (deleted) or a crash (expired) */
+                /* a leave: the member released its partitions first; no grace needed */
+                if (e.op == PARTI_KV_DELETE) p->graceful_left = 1;
             }
         }
         parti_kv_entry_free(&e);
