@@ -194,7 +194,7 @@ $(B)/bench_assign: bench/bench_assign.c $(HEADERS)
 
 $(B)/bench_group: bench/bench_group.c $(SERVER_SRC) $(HEADERS)
 	@mkdir -p $(B)
-	$(CC) -std=c99 -O2 -Wall -Wextra -Wpedantic -Werror -D_POSIX_C_SOURCE=200809L -I. bench/bench_group.c tests/nats_server.c -lnats -o $@
+	$(CC) -std=c99 -O2 -Wall -Wextra -Wpedantic -Werror -D_POSIX_C_SOURCE=200809L -I. bench/bench_group.c tests/nats_server.c -lnats -lpthread -o $@
 
 $(B)/bench_ops: bench/bench_ops.c $(SERVER_SRC) $(HEADERS)
 	@mkdir -p $(B)

@@ -8265,6 +8265,7 @@ typedef struct parti__gmember {
 /* A departed process's durable the leader deletes once its grace is over. */
 typedef struct parti__gorphan {
     char durable[PARTI_MAX_NAME_LEN + 1];
+    uint64_t instance; /* its process: a live member with it keeps the durable */
     uint64_t due;
 } parti__gorphan;
 
@@ -8334,13 +8335,17 @@ struct parti {
     uint64_t top_epoch, top_version; /* the highest (epoch, version) ever applied, kept across ID losses */
     int last_id;                 /* the worker number last held (-1: none): a rejoin claims it first */
     uint64_t quiet_until;        /* after an ID loss: no other number claimed, no election, until then */
+    int quiet_confirm;           /* memory storage: the quiet period ran on this worker's clock only; the
+                                  * buckets' age on the server's clock must confirm its end */
     int led_at_loss;             /* it was the leader when it lost its ID: it may stand again at once */
     int *owned;                  /* stb_ds array of partition indexes */
     parti__gpart *gp;            /* per partition: its claim (the handoff) */
     uint64_t next_commit;        /* checkpoints are written then */
     uint64_t handoff_due;        /* the earliest claim or release to try (PARTI__G_NO_TIME: none) */
     parti__gorphan *orphans;     /* stb_ds array, leader: departed processes' durables to delete */
+    char registered[PARTI__G_MAX_ID];  /* the worker ID its durable's "d." key was written for */
     int graceful_left;           /* leader: the watch saw a member key deleted (a leave) since the last listing */
+    int parting;                 /* leader, leaving: the next document leaves this worker out */
     uint64_t next_doc_check;
     /* degraded mode */
     int degraded, stale;
@@ -8717,6 +8722,7 @@ static void parti__g_schedule_rebalance(parti *p, uint64_t now, uint64_t delay, 
 }
 
 static int parti__g_still_mine(parti *p, const char *key, uint64_t *rev);
+static int parti__g_quiet(parti *p, uint64_t now);
 static void parti__g_lose_partitions(parti *p, int want);
 static void parti__g_reconcile(parti *p);
 static void parti__g_apply_held(parti *p);
@@ -8741,7 +8747,7 @@ static void parti__g_try_elect(parti *p, uint64_t now) {
     uint64_t rev = 0, epoch;
     parti_err e;
     if (now >= p->quiet_until) p->led_at_loss = 0; /* the exemption lasts one TTL after the loss */
-    if (now < p->quiet_until && !p->led_at_loss) return; /* the old leader's lease may still hold */
+    if (!p->led_at_loss && parti__g_quiet(p, now)) return; /* the old leader's lease may still hold */
     /* a missing leader key means an expired lease only while the bucket is
      * the one this worker's own key lives in: read that back first (when
      * the bucket was lost with the server, this worker's key went too, and
@@ -8900,6 +8906,7 @@ static parti_err parti__g_birth(parti *p) {
     if (err == PARTI_ERR_OK) { /* made just now: the whole TTL */
         now = parti__g_now(p);
         if (now + p->opts.member_ttl_ms > p->quiet_until) p->quiet_until = now + p->opts.member_ttl_ms;
+        p->quiet_confirm = 1;
         return PARTI_ERR_OK;
     }
     if (err != PARTI_ERR_KEY_EXISTS && err != PARTI_ERR_TIMEOUT) return err;
@@ -8918,7 +8925,20 @@ static parti_err parti__g_birth(parti *p) {
     now = parti__g_now(p);
     if (age < p->opts.member_ttl_ms && now + (p->opts.member_ttl_ms - age) > p->quiet_until)
         p->quiet_until = now + (p->opts.member_ttl_ms - age);
+    p->quiet_confirm = age < p->opts.member_ttl_ms; /* else the server's clock says every old lease is over */
     return PARTI_ERR_OK;
+}
+
+/* 1 while the quiet period after an ID loss or a lost bucket lasts. It is
+ * waited on this worker's clock, which may jump ahead (or run fast); with
+ * memory storage its end is confirmed on the server's clock: the buckets
+ * must be one TTL old (parti__g_birth), so every lease in a lost bucket is
+ * over whatever this worker's clock did. No answer: still quiet. */
+static int parti__g_quiet(parti *p, uint64_t now) {
+    if (now < p->quiet_until) return 1;
+    if (!p->opts.memory_storage || !p->quiet_confirm) return 0;
+    if (parti__g_birth(p) != PARTI_ERR_OK) return 1;
+    return parti__g_now(p) < p->quiet_until;
 }
 
 /* Claims the lowest free worker-N. */
@@ -8974,7 +8994,7 @@ static void parti__g_join(parti *p, uint64_t now) {
     for (; n < p->opts.max_workers && tries < 16; n++) {
         int lo = 0, hi = nkeys - 1, found = 0, num = n < 0 ? p->last_id : n;
         if (n >= 0 && n == p->last_id) continue; /* tried first */
-        if (n >= 0 && now < p->quiet_until) { /* another number: not yet */
+        if (n >= 0 && parti__g_quiet(p, now)) { /* another number: not yet */
             parti_strings_free(keys, nkeys);
             p->retry_at = p->quiet_until;
             return;
@@ -9043,6 +9063,7 @@ static void parti__g_lose_id(parti *p, parti_err e) {
     if (p->stale || now >= parti__g_lease_end(p)) p->last_id = -1;
     p->led_at_loss = p->leader && now < p->lease_until;
     p->quiet_until = now + p->opts.member_ttl_ms;
+    p->quiet_confirm = 1;
     parti_counter_add(&p->gm.worker_id_conflicts, 1);
     parti__g_stop_consumer(p);
     parti__g_lose_partitions(p, 0);
@@ -9110,26 +9131,84 @@ static void parti__g_consumer_id(const parti *p, const char *id, uint64_t instan
  * another process holds its ID now) is deleted after options.orphan_grace_ms:
  * its partitions were released or are taken over after its lease, and their
  * next owners read from the stream, not from that durable. */
-static void parti__g_orphan(parti *p, const char *id, uint64_t instance, uint64_t now) {
+static void parti__g_orphan_durable(parti *p, const char *durable, uint64_t instance, uint64_t now) {
     parti__gorphan o;
-    char cid[PARTI__G_MAX_ID + 24];
     int i;
-    if (!instance || instance == p->instance) return;
-    parti__g_consumer_id(p, id, instance, cid, sizeof cid);
-    if (parti_consumer_name(p->c->cfg.consumer_prefix, cid, o.durable, sizeof o.durable, NULL, 0) != PARTI_ERR_OK)
-        return;
+    if (!instance || instance == p->instance || strlen(durable) >= sizeof o.durable) return;
     for (i = 0; i < (int)arrlen(p->orphans); i++)
-        if (strcmp(p->orphans[i].durable, o.durable) == 0) return;
+        if (strcmp(p->orphans[i].durable, durable) == 0) return;
+    memcpy(o.durable, durable, strlen(durable) + 1);
+    o.instance = instance;
     o.due = now + p->opts.orphan_grace_ms;
     arrput(p->orphans, o);
 }
 
+/* This process's durable for its current worker ID. */
+static parti_err parti__g_durable(parti *p, const char *id, uint64_t instance, char *out, size_t cap) {
+    char cid[PARTI__G_MAX_ID + 24];
+    parti__g_consumer_id(p, id, instance, cid, sizeof cid);
+    return parti_consumer_name(p->c->cfg.consumer_prefix, cid, out, cap, NULL, 0);
+}
+
+static void parti__g_orphan(parti *p, const char *id, uint64_t instance, uint64_t now) {
+    char durable[PARTI_MAX_NAME_LEN + 1];
+    if (parti__g_durable(p, id, instance, durable, sizeof durable) == PARTI_ERR_OK)
+        parti__g_orphan_durable(p, durable, instance, now);
+}
+
+/* The durables' registry: before a process's durable can exist, the key
+ * "d.<durable>" in the assignment bucket names its process. A leader that
+ * was not leading when a process left finds its durable there (its first
+ * look at the members sweeps the registry); the key goes with the durable.
+ * Retried at every step until written. */
+static void parti__g_register(parti *p) {
+    char durable[PARTI_MAX_NAME_LEN + 1], key[PARTI_MAX_NAME_LEN + 4], v[PARTI__G_MAX_ID + 64];
+    uint64_t rev = 0;
+    if (!p->id[0] || strcmp(p->id, p->registered) == 0) return;
+    if (parti__g_durable(p, p->id, p->instance, durable, sizeof durable) != PARTI_ERR_OK) return;
+    snprintf(key, sizeof key, "d.%s", durable);
+    snprintf(v, sizeof v, "{\"instance\":\"%016llx\",\"worker\":\"%s\"}", (unsigned long long)p->instance, p->id);
+    if (p->t.vt->kv_put(p->t.self, p->assign_bucket, key, v, strlen(v), &rev, parti__g_budget(p)) == PARTI_ERR_OK)
+        memcpy(p->registered, p->id, sizeof p->registered);
+}
+
+/* Leader, at its first look at the members: every registered durable whose
+ * process is not a live member is an orphan (deleted after the grace, if its
+ * process has not come back by then). */
+static void parti__g_sweep_registry(parti *p, uint64_t now) {
+    char **keys = NULL;
+    int nkeys = 0, i, j;
+    if (p->t.vt->kv_keys(p->t.self, p->assign_bucket, &keys, &nkeys, parti__g_budget(p)) != PARTI_ERR_OK) return;
+    for (i = 0; i < nkeys; i++) {
+        parti_kv_entry ent;
+        uint64_t instance;
+        int live = 0;
+        if (strncmp(keys[i], "d.", 2) != 0 || !keys[i][2]) continue;
+        memset(&ent, 0, sizeof ent);
+        if (p->t.vt->kv_get(p->t.self, p->assign_bucket, keys[i], 0, &ent, parti__g_budget(p)) != PARTI_ERR_OK)
+            continue;
+        instance = parti__g_value_read(ent.value, ent.len).instance;
+        parti_kv_entry_free(&ent);
+        for (j = 0; j < (int)arrlen(p->members); j++)
+            live |= p->members[j].instance == instance || !p->members[j].instance; /* (unknown: keep) */
+        if (!live) parti__g_orphan_durable(p, keys[i] + 2, instance, now);
+    }
+    parti_strings_free(keys, nkeys);
+}
+
 static void parti__g_delete_orphans(parti *p, uint64_t now) {
-    int i;
+    int i, j;
     for (i = 0; i < (int)arrlen(p->orphans);) {
         parti_err e;
+        int live = 0;
+        char key[PARTI_MAX_NAME_LEN + 4];
         if (now < p->orphans[i].due) {
             i++;
+            continue;
+        }
+        for (j = 0; j < (int)arrlen(p->members); j++) live |= p->members[j].instance == p->orphans[i].instance;
+        if (live) { /* its process came back (a member again): its durable is in use */
+            arrdelswap(p->orphans, i);
             continue;
         }
         e = p->t.vt->consumer_delete ? p->t.vt->consumer_delete(p->t.self, p->c->cfg.stream, p->orphans[i].durable,
@@ -9137,6 +9216,8 @@ static void parti__g_delete_orphans(parti *p, uint64_t now) {
                                      : PARTI_ERR_CONSUMER_NOT_FOUND;
         if (e == PARTI_ERR_OK || e == PARTI_ERR_CONSUMER_NOT_FOUND || e == PARTI_ERR_STREAM_NOT_FOUND) {
             if (e == PARTI_ERR_OK) parti_counter_add(&p->gm.orphans_deleted, 1);
+            snprintf(key, sizeof key, "d.%s", p->orphans[i].durable);
+            p->t.vt->kv_delete(p->t.self, p->assign_bucket, key, parti__g_budget(p)); /* (else the next sweep) */
             arrdelswap(p->orphans, i);
         } else {
             p->orphans[i].due = now + p->opts.heartbeat_ms; /* tried again */
@@ -9162,6 +9243,7 @@ static void parti__g_apply_held(parti *p) {
     }
     for (i = 0; i < n; i++)
         if (p->gp[i].st == PARTI__G_HELD) held[k++] = i;
+    parti__g_register(p); /* (a failure is retried at the next step) */
     parti__g_consumer_id(p, p->id, p->instance, cid, sizeof cid);
     e = parti_consumer_update(p->c, cid, held, k);
     PARTI_FREE(held);
@@ -9316,8 +9398,10 @@ static parti_err parti__g_ck_write_once(parti *p, int i, int released, int *agai
         /* the key is gone: a lost bucket (memory storage) voids every lease in it: no absent key is
          * claimed, and no holder counted gone, for one TTL */
         uint64_t now = parti__g_now(p);
-        if (p->opts.memory_storage && now + p->opts.member_ttl_ms > p->quiet_until)
+        if (p->opts.memory_storage && now + p->opts.member_ttl_ms > p->quiet_until) {
             p->quiet_until = now + p->opts.member_ttl_ms;
+            p->quiet_confirm = 1;
+        }
         return PARTI_ERR_WRONG_REVISION;
     }
     return e;
@@ -9334,7 +9418,7 @@ static int parti__g_holder_gone(parti *p, const parti_checkpoint *ck) {
     if (ck->instance == p->instance) return 1; /* this process's own claim (a reply lost, or from before a lapse) */
     /* a memory-storage bucket lost in a restart took the member keys with it,
      * not the leases: wait one TTL as for IDs */
-    if (p->opts.memory_storage && parti__g_now(p) < p->quiet_until) return 0;
+    if (p->opts.memory_storage && parti__g_quiet(p, parti__g_now(p))) return 0;
     if (strlen(ck->owner) >= PARTI__G_MAX_ID) return 1; /* no worker ID is that long: no member holds it */
     snprintf(key, sizeof key, "m.%s", ck->owner);
     memset(&ent, 0, sizeof ent);
@@ -9362,7 +9446,7 @@ static int parti__g_claim(parti *p, int i, uint64_t now) {
     e = p->t.vt->kv_get(p->t.self, p->assign_bucket, key, 0, &ent, parti__g_budget(p));
     if (e != PARTI_ERR_OK && e != PARTI_ERR_KEY_NOT_FOUND) return 0;
     exists = e == PARTI_ERR_OK;
-    if (!exists && p->opts.memory_storage && now < p->quiet_until) return 0; /* a lost bucket voids leases: wait */
+    if (!exists && p->opts.memory_storage && parti__g_quiet(p, now)) return 0; /* a lost bucket voids leases: wait */
     if (exists) {
         base = ent.revision;
         if (parti_checkpoint_decode(&ck, (const char *)ent.value, ent.len) == PARTI_ERR_OK &&
@@ -9686,6 +9770,7 @@ static void parti__g_consider(parti *p, const uint8_t *data, size_t len, uint64_
     parti_gauge_set(&p->gm.partitions_owned, (double)n);
     parti_gauge_set(&p->gm.partitions_unassigned, (double)parti__g_doc_unowned(p, NULL, 0));
     parti__g_reconcile(p);
+    if (p->state == PARTI_STATE_LEAVING) return; /* (the leader's parting document) */
     if (me < 0) {
         if (p->state != PARTI_STATE_DEGRADED) parti__g_set_state(p, PARTI_STATE_WAITING);
         return;
@@ -9791,6 +9876,7 @@ static void parti__g_list_members(parti *p, uint64_t now) {
     parti__g_free_members(p);
     p->members = fresh;
     parti_gauge_set(&p->gm.members_current, (double)arrlen(p->members));
+    if (first) parti__g_sweep_registry(p, now); /* durables of processes that left under an earlier leader */
     /* (a member that deleted its key left gracefully: its partitions move at once) */
     if (left) parti__g_schedule_rebalance(p, now, p->graceful_left ? 0 : p->opts.emergency_grace_ms, 1);
     else if (joined) parti__g_schedule_rebalance(p, now, p->opts.planned_window_ms, 0);
@@ -9869,10 +9955,13 @@ static void parti__g_rebalance(parti *p, uint64_t now) {
     owner = (int *)PARTI_MALLOC(sizeof *owner * (size_t)(pc + 1));
     e = PARTI_ERR_NOMEM;
     if (!mem || !prev || !owner) goto fail;
-    for (i = 0; i < nm; i++) {
-        mem[i].id = p->members[i].id;
-        mem[i].capacity = p->members[i].capacity;
+    for (i = 0, nm = 0; i < (int)arrlen(p->members); i++) {
+        if (p->parting && strcmp(p->members[i].id, p->id) == 0) continue; /* leaving: not in its own last one */
+        mem[nm].id = p->members[i].id;
+        mem[nm].capacity = p->members[i].capacity;
+        nm++;
     }
+    if (nm == 0) goto done; /* a lone leader leaving: no one to hand over to */
     for (i = 0; i < pc; i++) prev[i] = p->doc_rev ? parti_assignment_owner_id(&p->doc, i) : NULL;
     in.partitions = p->c->cfg.partitions;
     in.partition_count = pc;
@@ -10040,6 +10129,7 @@ static void parti__g_step(parti *p, uint64_t now) {
     }
     if (now >= p->next_heartbeat) parti__g_heartbeat(p, now);
     if (!p->id[0]) return; /* lost it */
+    if (strcmp(p->id, p->registered) != 0) parti__g_register(p);
     parti__g_check_staleness(p, parti__g_now(p)); /* fresh: the heartbeat may have blocked */
     if (!p->leader && (p->leader_missing || now >= p->next_leader_check) && !p->degraded) {
         parti_kv_entry e;
@@ -10140,17 +10230,50 @@ static void parti__g_poll_until(parti *p, uint64_t now, uint64_t deadline) {
 
 /* Deletes key (of the members bucket) only while it is this process's: with
  * the revision it last wrote (read back once when that is stale: a renewal
- * whose reply was lost), so another process's key is never deleted. Without
- * kv_delete_if, the key is read back first (a short window remains). */
+ * whose reply was lost), so another process's key is never deleted. That
+ * revision is trusted only inside the lease: past it the bucket may be a new
+ * one (a memory-storage restart) where the same revision is another
+ * process's key, so the key is read back first, as a renewal past the lease
+ * does. Without kv_delete_if, the key is read back first (a short window
+ * remains). */
 static void parti__g_delete_mine(parti *p, const char *key, uint64_t rev) {
     parti_err e = PARTI_ERR_WRONG_REVISION;
     uint64_t cur = 0;
     if (p->t.vt->kv_delete_if) {
-        if (rev) e = p->t.vt->kv_delete_if(p->t.self, p->members_bucket, key, rev, parti__g_budget(p));
+        if (rev && !p->stale && !p->readback_due && parti__g_now(p) < parti__g_lease_end(p))
+            e = p->t.vt->kv_delete_if(p->t.self, p->members_bucket, key, rev, parti__g_budget(p));
         if ((e == PARTI_ERR_WRONG_REVISION || e == PARTI_ERR_TIMEOUT) && parti__g_still_mine(p, key, &cur) > 0)
             p->t.vt->kv_delete_if(p->t.self, p->members_bucket, key, cur, parti__g_budget(p));
     } else if (parti__g_still_mine(p, key, &cur) > 0) {
         p->t.vt->kv_delete(p->t.self, p->members_bucket, key, parti__g_budget(p));
+    }
+}
+
+/* A leaving leader's handover: until `until`, reads back the checkpoint
+ * keys of the partitions it released (list[0..n)) until each names another
+ * process, i.e. its new owner applied the parting document and claimed it.
+ * The leader key is kept meanwhile: workers apply a document only while the
+ * leader key holds its epoch. */
+static void parti__g_await_claims(parti *p, int *list, int n, uint64_t until) {
+    int guard;
+    for (guard = 0; n > 0 && guard < 10000 && parti__g_now(p) < until; guard++) {
+        int j = 0;
+        while (j < n) {
+            parti_kv_entry ent;
+            parti_checkpoint ck;
+            char key[32];
+            int taken = 0;
+            parti__g_ck_key(list[j], key, sizeof key);
+            memset(&ent, 0, sizeof ent);
+            if (p->t.vt->kv_get(p->t.self, p->assign_bucket, key, 0, &ent, parti__g_budget(p)) == PARTI_ERR_OK) {
+                taken = parti_checkpoint_decode(&ck, (const char *)ent.value, ent.len) == PARTI_ERR_OK &&
+                        ck.instance != p->instance;
+                parti_kv_entry_free(&ent);
+            }
+            if (taken) list[j] = list[--n];
+            else j++;
+        }
+        if (n > 0 && p->t.vt->sleep_ms) p->t.vt->sleep_ms(p->t.self, 2);
     }
 }
 
@@ -10180,7 +10303,7 @@ PARTIDEF parti_err parti_leave(parti *p, uint32_t timeout_ms) {
             if (revoked) revoked[k++] = i;
         }
         if (revoked) parti__g_callback(p, p->opts.on_partitions_revoked, revoked, k);
-        PARTI_FREE(revoked);
+        k = 0;
         for (i = 0; i < n; i++) {
             parti_err e = PARTI_ERR_TIMEOUT;
             /* (inside the lease only: past it another may hold the partition) */
@@ -10189,11 +10312,42 @@ PARTIDEF parti_err parti_leave(parti *p, uint32_t timeout_ms) {
                             !p->stale && parti__g_now(p) < parti__g_lease_end(p) && parti__g_now(p) < deadline;
                  guard++)
                 e = parti__g_ck_write(p, i, 1);
-            if (e == PARTI_ERR_OK) parti_counter_add(&p->gm.partition_releases, 1);
+            if (e == PARTI_ERR_OK) {
+                parti_counter_add(&p->gm.partition_releases, 1);
+                if (revoked) revoked[k++] = i;
+            }
             p->gp[i].st = PARTI__G_NONE;
         }
+        /* 2. a leader hands over itself: one last document without itself,
+         * published while it still holds the leader key, so the others take
+         * the released partitions now, not after an election and the new
+         * leader's first rebalance. It waits (up to a heartbeat) until they
+         * have claimed them; the new leader then finds nothing to move */
+        if (p->leader && p->epoch_written && p->id[0] && !p->stale && parti__g_now(p) < p->lease_until) {
+            uint64_t until = parti__g_now(p) + p->opts.heartbeat_ms, wrote = p->wrote_doc_rev;
+            if (until > deadline) until = deadline;
+            if (until > parti__g_lease_end(p)) until = parti__g_lease_end(p);
+            p->parting = 1;
+            parti__g_rebalance(p, parti__g_now(p));
+            p->parting = 0;
+            if (p->wrote_doc_rev != wrote && revoked) parti__g_await_claims(p, revoked, k, until);
+        }
+        PARTI_FREE(revoked);
     }
-    /* 2. leadership and the member key: the others see both at once. Only
+    /* 3. its durable and its registry key: the partitions' next owners read
+     * from the stream, nothing of this process is left on the server */
+    if (p->id[0]) {
+        char durable[PARTI_MAX_NAME_LEN + 1], key[PARTI_MAX_NAME_LEN + 4];
+        if (parti__g_durable(p, p->id, p->instance, durable, sizeof durable) == PARTI_ERR_OK) {
+            parti_err e = p->t.vt->consumer_delete
+                              ? p->t.vt->consumer_delete(p->t.self, c->cfg.stream, durable, parti__g_budget(p))
+                              : PARTI_ERR_CONSUMER_NOT_FOUND;
+            snprintf(key, sizeof key, "d.%s", durable);
+            if (e == PARTI_ERR_OK || e == PARTI_ERR_CONSUMER_NOT_FOUND || e == PARTI_ERR_STREAM_NOT_FOUND)
+                p->t.vt->kv_delete(p->t.self, p->assign_bucket, key, parti__g_budget(p));
+        }
+    }
+    /* 4. leadership and the member key: the others see both at once. Only
      * keys still this process's are deleted: a process that was frozen may
      * find its ID and the leadership taken over by now */
     if (p->leader) { /* stop acting as leader first: the delete lets another win at once */

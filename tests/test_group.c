@@ -77,6 +77,27 @@ static void g_revoked(void *user, const int *parts, int n) { g_cb((worker *)user
 static void g_assigned(void *user, const int *parts, int n) { g_cb((worker *)user, parts, n, &((worker *)user)->assigned, 1); }
 static void g_lost(void *user, const int *parts, int n) { g_cb((worker *)user, parts, n, &((worker *)user)->lost, 0); }
 
+/* While one worker blocks in a call that waits (parti_leave), the fake's
+ * wait hook runs the others, as their own processes would run. */
+static int hook_on, hook_busy, hook_skip = -1;
+static void g_wait_hook(void *user, uint64_t until, int wakeable) {
+    int i, guard;
+    (void)user;
+    (void)wakeable;
+    if (hook_busy || hook_skip < 0) { /* (a wait of one of the others: time just moves) */
+        if (until > parti_fake_now(gw)) parti_fake_advance(gw, until - parti_fake_now(gw));
+        return;
+    }
+    hook_busy = 1;
+    for (guard = 0; guard < 100000 && parti_fake_now(gw) < until; guard++) {
+        uint64_t before = parti_fake_now(gw);
+        for (i = 0; i < MAXW; i++)
+            if (i != hook_skip && ws[i].alive && ws[i].p) parti_poll(ws[i].p, 1);
+        if (parti_fake_now(gw) == before) parti_fake_advance(gw, 1);
+    }
+    hook_busy = 0;
+}
+
 static void g_world(uint64_t seed) {
     static const char *const subs[] = {"orders.>"};
     parti_fake_options fo;
@@ -94,6 +115,8 @@ static void g_world(uint64_t seed) {
     }
     memset(&fo, 0, sizeof fo);
     fo.seed = seed;
+    if (hook_on) fo.wait = g_wait_hook;
+    hook_skip = -1;
     cr_assert_eq(parti_fake_world_create(&gw, &fo), PARTI_ERR_OK);
     cr_assert_eq(parti_fake_connect(gw, "observer", &gob), PARTI_ERR_OK);
     memset(&sc, 0, sizeof sc);
@@ -1019,6 +1042,71 @@ Test(group, a_graceful_leave_under_backlog_hands_over_without_loss_or_duplicate)
     }
 }
 
+/* Partition i's checkpoint key: who holds it, and whether it was released. */
+static int g_ck(int i, parti_checkpoint *ck) {
+    parti_kv_entry e;
+    char key[16];
+    int ok;
+    snprintf(key, sizeof key, "ck.%d", i);
+    memset(&e, 0, sizeof e);
+    if (gob.vt->kv_get(gob.self, "parti-orders-assign", key, 0, &e, 1000) != PARTI_ERR_OK) return 0;
+    ok = parti_checkpoint_decode(ck, (const char *)e.value, e.len) == PARTI_ERR_OK;
+    parti_kv_entry_free(&e);
+    return ok;
+}
+
+/* A leader that leaves hands its partitions over itself: by the time
+ * parti_leave returns, its last document (under its own epoch: no election,
+ * no new leader's first rebalance) is applied and every partition it held
+ * is claimed by another worker; nothing is lost or handled twice. */
+Test(group, a_leaders_graceful_leave_hands_its_partitions_over_before_it_returns) {
+    uint64_t seed;
+    hook_on = 1;
+    for (seed = 1; seed <= 8; seed++) {
+        int i, leader, was_mine[NP], others = 0;
+        uint64_t epoch, t0;
+        g_start_three_fast(seed * 13, 300);
+        g_publish_all(10);
+        g_run(300);
+        leader = g_find_leader();
+        cr_assert_geq(leader, 0);
+        epoch = parti_epoch(ws[leader].p);
+        for (i = 0; i < NP; i++) {
+            parti_checkpoint ck;
+            was_mine[i] = g_ck(i, &ck) && strcmp(ck.owner, parti_worker_id(ws[leader].p)) == 0;
+            others += !was_mine[i];
+        }
+        cr_assert_lt(others, NP, "seed %llu: the leader held partitions", (unsigned long long)seed);
+        hook_skip = leader;
+        t0 = parti_fake_now(gw);
+        cr_assert_eq(parti_leave(ws[leader].p, 2000), PARTI_ERR_OK);
+        hook_skip = -1;
+        ws[leader].alive = 0;
+        cr_assert_lt(parti_fake_now(gw) - t0, 250, "seed %llu: the leave waited its whole bound (%llu ms)",
+                     (unsigned long long)seed, (unsigned long long)(parti_fake_now(gw) - t0));
+        for (i = 0; i < NP; i++) {
+            parti_checkpoint ck;
+            cr_assert(g_ck(i, &ck));
+            cr_assert(!ck.released && strcmp(ck.owner, parti_worker_id(ws[leader].p)) != 0,
+                      "seed %llu: partition %d (%s) is not claimed by another worker when the leave returns",
+                      (unsigned long long)seed, i, was_mine[i] ? "the leader's" : "another's");
+        }
+        for (i = 0; i < 3; i++)
+            if (i != leader) cr_assert_eq(parti_assignment_epoch_of(ws[i].p), epoch, "seed %llu: applied the leader's "
+                                          "own last document", (unsigned long long)seed);
+        g_publish_all(10);
+        g_run(3000);
+        cr_assert_eq(g_check_all_handled(NP * 20), 0, "seed %llu: the leader's leave duplicated messages",
+                     (unsigned long long)seed);
+        cr_assert_eq(seq_went_down, 0);
+        cr_assert_eq(gen_went_down, 0);
+        cr_assert(g_assignment_ok(2));
+        for (i = 0; i < 3; i++) cr_assert_eq(ws[i].lost, 0);
+        g_teardown();
+    }
+    hook_on = 0;
+}
+
 /* A crash: the partitions move after the TTL, from the last checkpoint; only
  * what the dead worker handled after its last commit is handled again. */
 Test(group, a_crash_hands_over_from_the_checkpoint) {
@@ -1081,6 +1169,49 @@ Test(group, join_leave_cycles_leave_no_orphan_consumers) {
     n = parti_fake_consumer_count(gw, "orders");
     cr_assert_eq(n, 3, "%d durable consumers for 3 workers", n);
     cr_assert(g_assignment_ok(3));
+}
+
+/* Registered durables ("d." keys) in the assignment bucket. */
+static int g_registered_durables(void) {
+    char **keys = NULL;
+    int n = 0, i, d = 0;
+    cr_assert_eq(gob.vt->kv_keys(gob.self, "parti-orders-assign", &keys, &n, 1000), PARTI_ERR_OK);
+    for (i = 0; i < n; i++) d += strncmp(keys[i], "d.", 2) == 0;
+    parti_strings_free(keys, n);
+    return d;
+}
+
+/* A process that crashed while one leader led, which then crashed itself
+ * before the grace was over: the next leader finds the durable in the
+ * registry and deletes it. Graceful leaves delete their own. */
+Test(group, durables_of_crashed_processes_are_deleted_after_the_leader_changes) {
+    uint64_t seed;
+    for (seed = 1; seed <= 4; seed++) {
+        int i, leader, n, live = 0;
+        g_start_three_fast(seed * 17, 300);
+        g_start(3);
+        g_start(4);
+        g_run(2000);
+        cr_assert(g_assignment_ok(5));
+        cr_assert_eq(parti_fake_consumer_count(gw, "orders"), 5);
+        cr_assert_eq(g_registered_durables(), 5);
+        leader = g_find_leader();
+        cr_assert_geq(leader, 0);
+        g_kill(leader == 3 ? 4 : 3); /* a crash: its durable stays behind */
+        g_run(1300);                 /* its key expired; the leader's grace (one TTL) is not over */
+        cr_assert_eq(parti_fake_consumer_count(gw, "orders"), 5);
+        g_kill(leader); /* the leader dies with it on its list */
+        i = leader == 0 ? 1 : 0;
+        cr_assert_eq(parti_leave(ws[i].p, 1000), PARTI_ERR_OK); /* a graceful leave takes its durable along */
+        ws[i].alive = 0;
+        g_run(8000);
+        for (i = 0; i < MAXW; i++) live += ws[i].alive;
+        n = parti_fake_consumer_count(gw, "orders");
+        cr_assert_eq(n, live, "seed %llu: %d durables for %d live workers", (unsigned long long)seed, n, live);
+        cr_assert_eq(g_registered_durables(), live);
+        cr_assert(g_assignment_ok(live));
+        g_teardown();
+    }
 }
 
 /* Each process has its own durable: a process that took over the ID of a
