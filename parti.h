@@ -115,7 +115,9 @@
  *          vtable gained stream_get_next, required by groups; stream info
  *          gained created_ns), ordered mode with local retries, the fencing
  *          token (parti_msg.partition, .generation), rebalance callbacks
- *          (on_partitions_revoked/assigned/lost), commit_interval_ms; the
+ *          (on_partitions_revoked/assigned/lost), commit_interval_ms, a
+ *          durable per process (orphan_grace_ms; registry keys d.<durable>;
+ *          parti_leave deletes its own), a leaving leader's hand-over; the
  *          consumer-wide ack floor resume points, rewinds and skip lists and
  *          the metric parti_worker_consumer_handoff_rewinds_total are gone;
  *          control plane decided by the KV: documents fenced by the
@@ -1990,6 +1992,8 @@ PARTIDEF int parti_assignment_partitions_of(const parti_assignment *a, int membe
  *                      seq (every message up to it done), the stream's
  *                      creation time, released or not. Written by CAS by the
  *                      holder only.
+ *     "d.<durable>"    the durables' registry: the process (instance, ID)
+ *                      whose durable it is, written before it creates it.
  * The HANDOFF (Kafka's cooperative protocol): a document that moves P from A
  * to B makes A stop handing P to the handler at once, call
  * on_partitions_revoked, and write P's checkpoint released. B claims ck.P
@@ -2003,8 +2007,12 @@ PARTIDEF int parti_assignment_partitions_of(const parti_assignment *a, int membe
  * repeats at most what the old one handled since its last checkpoint
  * (commit_interval_ms). Each message carries the fencing token
  * (parti_msg.partition, .generation): a sink that rejects generations below
- * the highest it saw never takes a stale owner's write. Each process has a
- * durable of its own; the leader deletes departed processes' durables.
+ * the highest it saw never takes a stale owner's write. A LEADER that leaves
+ * hands over itself: after its releases it publishes one last document
+ * without itself and waits (at most a heartbeat) until they are claimed,
+ * then gives up the leader key. Each process has a durable of its own;
+ * parti_leave deletes it, and the leader deletes those of crashed processes
+ * (also of processes that left under an earlier leader: the registry).
  * The LEASE: a worker acts on its ID (hands messages to the handler, applies
  * documents) only until the send time of its last successful renewal plus
  * min(max_stale_ms, member_ttl_ms - heartbeat_ms / 2), checked before every
@@ -2100,8 +2108,11 @@ typedef struct parti_options {
     void (*on_partitions_lost)(void *user, const int *partitions, int count);
     /* The leader deletes the durable consumer of a process that left (its
      * member key gone, or its ID held by another process) this long after
-     * it saw so; default member_ttl_ms. (Each process has its own durable,
-     * named "<prefix>-<worker ID>-<16 hex of its instance>".) */
+     * it saw so, or after it found it in the durables' registry ("d." keys)
+     * when it became leader; default member_ttl_ms. Not deleted if the
+     * process is a member again by then. (Each process has its own durable,
+     * named "<prefix>-<worker ID>-<16 hex of its instance>"; parti_leave
+     * deletes its own.) */
     uint32_t orphan_grace_ms;
     /* The stream is checked before joining (parti_stream_check): a mismatch
      * stops the worker with PARTI_ERR_STREAM_MISMATCH. A missing stream is
