@@ -8355,6 +8355,7 @@ struct parti {
     uint64_t handoff_due;        /* the earliest claim or release to try (PARTI__G_NO_TIME: none) */
     parti__gorphan *orphans;     /* stb_ds array, leader: departed processes' durables to delete */
     char registered[PARTI__G_MAX_ID];  /* the worker ID its durable's "d." key was written for */
+    uint64_t register_at;        /* a failed registry write is tried again from then */
     int graceful_left;           /* leader: the watch saw a member key deleted (a leave) since the last listing */
     int parting;                 /* leader, leaving: the next document leaves this worker out */
     uint64_t next_doc_check;
@@ -8563,7 +8564,7 @@ static parti_err parti__g_check_options(const parti_options *o, char *msg, size_
 #undef PARTI__G_CHECK
 }
 
-static void parti__g_consumer_id(const parti *p, const char *id, uint64_t instance, char *out, size_t cap);
+static void parti__g_consumer_id(const char *id, uint64_t instance, char *out, size_t cap);
 
 PARTIDEF parti_err parti_create(parti **out, const parti_transport *t, const parti_config *cfg,
                                 const parti_options *opts, char *msg, size_t msg_size) {
@@ -8650,7 +8651,7 @@ PARTIDEF parti_err parti_create(parti **out, const parti_transport *t, const par
     { /* every durable name the group can make must fit */
         char cid[PARTI__G_MAX_ID + 24], name[PARTI_MAX_NAME_LEN + 1], id[PARTI__G_MAX_ID];
         snprintf(id, sizeof id, "worker-%d", o.max_workers - 1);
-        parti__g_consumer_id(p, id, UINT64_MAX, cid, sizeof cid);
+        parti__g_consumer_id(id, UINT64_MAX, cid, sizeof cid);
         if (parti_consumer_name(d.consumer_prefix, cid, name, sizeof name, NULL, 0) != PARTI_ERR_OK) {
             parti__msg(msg, msg_size, "config.consumer_prefix \"%.64s\" is too long: durable names "
                        "\"<prefix>-worker-N-<16 hex>\" must fit in %d characters", d.consumer_prefix, PARTI_MAX_NAME_LEN);
@@ -9133,8 +9134,7 @@ static void parti__g_ck_key(int i, char *key, size_t cap) { snprintf(key, cap, "
  * that lost its ID (or a late request of it) can never change the durable of
  * the process that holds the ID now. Positions live in the checkpoints, so a
  * restarted process needs no durable of its predecessor's. */
-static void parti__g_consumer_id(const parti *p, const char *id, uint64_t instance, char *out, size_t cap) {
-    (void)p;
+static void parti__g_consumer_id(const char *id, uint64_t instance, char *out, size_t cap) {
     snprintf(out, cap, "%s-%016llx", id, (unsigned long long)instance);
 }
 
@@ -9157,7 +9157,7 @@ static void parti__g_orphan_durable(parti *p, const char *durable, uint64_t inst
 /* This process's durable for its current worker ID. */
 static parti_err parti__g_durable(parti *p, const char *id, uint64_t instance, char *out, size_t cap) {
     char cid[PARTI__G_MAX_ID + 24];
-    parti__g_consumer_id(p, id, instance, cid, sizeof cid);
+    parti__g_consumer_id(id, instance, cid, sizeof cid);
     return parti_consumer_name(p->c->cfg.consumer_prefix, cid, out, cap, NULL, 0);
 }
 
@@ -9171,11 +9171,12 @@ static void parti__g_orphan(parti *p, const char *id, uint64_t instance, uint64_
  * "d.<durable>" in the assignment bucket names its process. A leader that
  * was not leading when a process left finds its durable there (its first
  * look at the members sweeps the registry); the key goes with the durable.
- * Retried at every step until written. */
+ * A failed write is tried again a heartbeat later (not waited for). */
 static void parti__g_register(parti *p) {
     char durable[PARTI_MAX_NAME_LEN + 1], key[PARTI_MAX_NAME_LEN + 4], v[PARTI__G_MAX_ID + 64];
-    uint64_t rev = 0;
-    if (!p->id[0] || strcmp(p->id, p->registered) == 0) return;
+    uint64_t rev = 0, now = parti__g_now(p);
+    if (!p->id[0] || strcmp(p->id, p->registered) == 0 || now < p->register_at) return;
+    p->register_at = now + p->opts.heartbeat_ms;
     if (parti__g_durable(p, p->id, p->instance, durable, sizeof durable) != PARTI_ERR_OK) return;
     snprintf(key, sizeof key, "d.%s", durable);
     snprintf(v, sizeof v, "{\"instance\":\"%016llx\",\"worker\":\"%s\"}", (unsigned long long)p->instance, p->id);
@@ -9255,7 +9256,7 @@ static void parti__g_apply_held(parti *p) {
     for (i = 0; i < n; i++)
         if (p->gp[i].st == PARTI__G_HELD) held[k++] = i;
     parti__g_register(p); /* (a failure is retried at the next step) */
-    parti__g_consumer_id(p, p->id, p->instance, cid, sizeof cid);
+    parti__g_consumer_id(p->id, p->instance, cid, sizeof cid);
     e = parti_consumer_update(p->c, cid, held, k);
     PARTI_FREE(held);
     if (e != PARTI_ERR_OK) parti__g_fail(p, e, parti_consumer_last_message(p->c));
