@@ -62,6 +62,7 @@ check: $(B)/unit $(B)/unit_clang $(B)/conformance_fake $(B)/conformance_nats $(B
 	@HEALTH_SERVER_BIN=$(B)/health_server tests/run criterion health-http $(B)/test_health_http
 	@tests/run check link-two-translation-units $(B)/link_two_tu
 	@tests/run check link-parti-static $(B)/link_static
+	@tests/run check headers-warning-free-at-every-optimisation-level tests/opt_levels.sh
 	@tests/run check cxx-g++ $(B)/cpp_gxx
 	@tests/run check cxx-clang++ $(B)/cpp_clangxx
 	@tests/run check readme-example $(B)/readme_example
@@ -196,17 +197,23 @@ $(B)/bench_group: bench/bench_group.c $(SERVER_SRC) $(HEADERS)
 	@mkdir -p $(B)
 	$(CC) -std=c99 -O2 -Wall -Wextra -Wpedantic -Werror -D_POSIX_C_SOURCE=200809L -I. bench/bench_group.c tests/nats_server.c -lnats -lpthread -o $@
 
+$(B)/bench_handoff: bench/bench_handoff.c $(SERVER_SRC) $(HEADERS)
+	@mkdir -p $(B)
+	$(CC) -std=c99 -O2 -Wall -Wextra -Wpedantic -Werror -D_POSIX_C_SOURCE=200809L -I. bench/bench_handoff.c tests/nats_server.c -lnats -o $@
+
 $(B)/bench_ops: bench/bench_ops.c $(SERVER_SRC) $(HEADERS)
 	@mkdir -p $(B)
 	$(CC) -std=c99 -O2 -Wall -Wextra -Wpedantic -Werror -I. bench/bench_ops.c tests/nats_server.c -lnats -o $@
 
-bench: setup $(B)/bench_core $(B)/bench_assign $(B)/bench_nats $(B)/bench_consumer $(B)/bench_group $(B)/bench_ops
+bench: setup $(B)/bench_core $(B)/bench_assign $(B)/bench_nats $(B)/bench_consumer $(B)/bench_group $(B)/bench_ops \
+       $(B)/bench_handoff
 	$(B)/bench_core
 	$(B)/bench_assign
 	$(B)/bench_nats
 	$(B)/bench_consumer
 	$(B)/bench_group
 	$(B)/bench_ops
+	$(B)/bench_handoff
 
 $(B)/demo: examples/demo.c $(SERVER_SRC) $(HEADERS)
 	@mkdir -p $(B)

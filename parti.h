@@ -2475,6 +2475,7 @@ static parti_err parti__tmpl_expand(const char *t, const char *const *keys, int 
     size_t i = 0, len = 0;
     parti__tmpl_tok tok;
     parti_err e;
+    memset(&tok, 0, sizeof tok); /* (set by parti__tmpl_next; some optimisers cannot tell) */
     *max_key = -1;
     while (t[i]) {
         if ((e = parti__tmpl_next(t, i, &tok, msg, msg_size)) != PARTI_ERR_OK) return e;
@@ -10407,6 +10408,7 @@ PARTIDEF const parti_metrics *parti_metrics_of(parti *p) {
 PARTIDEF parti_err parti_health_of(const parti *p, parti_health *out) {
     parti_health ch;
     if (!p || !out) return PARTI_ERR_INVALID_ARGUMENT;
+    memset(&ch, 0, sizeof ch); /* (filled by parti_consumer_health; some optimisers cannot tell) */
     parti_consumer_health(p->c, &ch);
     memset(out, 0, sizeof *out);
     out->live = p->state != PARTI_STATE_STOPPED;
@@ -10440,6 +10442,7 @@ PARTIDEF parti_err parti_health_json(parti *p, char *buf, size_t cap, size_t *ne
     int connected, kv_ok, bs;
     if (needed) *needed = 0;
     if (!p || (!buf && cap)) return PARTI_ERR_INVALID_ARGUMENT;
+    memset(&ch, 0, sizeof ch); /* (filled below; some optimisers cannot tell) */
     parti_health_of(p, &h);
     parti_consumer_health(p->c, &ch);
     now = parti__g_now(p);
