@@ -8277,7 +8277,8 @@ typedef struct parti__gmember {
 /* A departed process's durable the leader deletes once its grace is over. */
 typedef struct parti__gorphan {
     char durable[PARTI_MAX_NAME_LEN + 1];
-    uint64_t instance; /* its process: a live member with it keeps the durable */
+    char id[PARTI__G_MAX_ID]; /* the worker ID it was made for ("": unknown) */
+    uint64_t instance; /* its process: while m.<id> names it, the durable is in use */
     uint64_t due;
 } parti__gorphan;
 
@@ -8355,9 +8356,11 @@ struct parti {
     uint64_t next_commit;        /* checkpoints are written then */
     uint64_t handoff_due;        /* the earliest claim or release to try (PARTI__G_NO_TIME: none) */
     parti__gorphan *orphans;     /* stb_ds array, leader: departed processes' durables to delete */
-    char registered[PARTI__G_MAX_ID];  /* the worker ID its durable's "d." key was written for */
+    char registered[PARTI__G_MAX_ID];  /* the worker ID its durable's "d." key was last written for */
+    int reregister;              /* the ID was lost since: the "d." key is written again (it may be gone) */
     uint64_t register_at;        /* a failed registry write is tried again from then */
     int graceful_left;           /* leader: the watch saw a member key deleted (a leave) since the last listing */
+    int sweep_due;               /* leader: the registry is still to be swept (from its election until a sweep completes) */
     int parting;                 /* leader, leaving: the next document leaves this worker out */
     uint64_t next_doc_check;
     /* degraded mode */
@@ -8800,6 +8803,7 @@ static void parti__g_try_elect(parti *p, uint64_t now) {
     parti_counter_add(&p->gm.leader_elections, 1);
     parti_gauge_set(&p->gm.is_leader, 1);
     p->next_listing = now; /* learn the members at once */
+    p->sweep_due = 1;      /* and the durables of processes that left under an earlier leader */
     parti__g_event(p, PARTI_EVENT_BECAME_LEADER, PARTI_ERR_OK, 0, p->id);
     /* no assignment yet: give the group the cold-start window to gather;
      * otherwise publish one under the new epoch soon (fencing the old leader) */
@@ -9081,6 +9085,7 @@ static void parti__g_lose_id(parti *p, parti_err e) {
     parti__g_stop_consumer(p);
     parti__g_lose_partitions(p, 0);
     parti__consumer_forget_durable(p->c);
+    p->reregister = 1; /* its registry key may be gone (the leader deleted it, or the bucket): written again */
     { /* the buckets may be new ones, where revisions start again: a write at
        * a remembered revision could match another's key. Claims it may still
        * hold are read back (by instance) before they are released */
@@ -9143,13 +9148,14 @@ static void parti__g_consumer_id(const char *id, uint64_t instance, char *out, s
  * another process holds its ID now) is deleted after options.orphan_grace_ms:
  * its partitions were released or are taken over after its lease, and their
  * next owners read from the stream, not from that durable. */
-static void parti__g_orphan_durable(parti *p, const char *durable, uint64_t instance, uint64_t now) {
+static void parti__g_orphan_durable(parti *p, const char *durable, const char *id, uint64_t instance, uint64_t now) {
     parti__gorphan o;
     int i;
-    if (!instance || instance == p->instance || strlen(durable) >= sizeof o.durable) return;
+    if (!instance || instance == p->instance || strlen(durable) >= sizeof o.durable || strlen(id) >= sizeof o.id) return;
     for (i = 0; i < (int)arrlen(p->orphans); i++)
         if (strcmp(p->orphans[i].durable, durable) == 0) return;
     memcpy(o.durable, durable, strlen(durable) + 1);
+    memcpy(o.id, id, strlen(id) + 1);
     o.instance = instance;
     o.due = now + p->opts.orphan_grace_ms;
     arrput(p->orphans, o);
@@ -9165,7 +9171,7 @@ static parti_err parti__g_durable(parti *p, const char *id, uint64_t instance, c
 static void parti__g_orphan(parti *p, const char *id, uint64_t instance, uint64_t now) {
     char durable[PARTI_MAX_NAME_LEN + 1];
     if (parti__g_durable(p, id, instance, durable, sizeof durable) == PARTI_ERR_OK)
-        parti__g_orphan_durable(p, durable, instance, now);
+        parti__g_orphan_durable(p, durable, id, instance, now);
 }
 
 /* The durables' registry: before a process's durable can exist, the key
@@ -9176,51 +9182,118 @@ static void parti__g_orphan(parti *p, const char *id, uint64_t instance, uint64_
 static void parti__g_register(parti *p) {
     char durable[PARTI_MAX_NAME_LEN + 1], key[PARTI_MAX_NAME_LEN + 4], v[PARTI__G_MAX_ID + 64];
     uint64_t rev = 0, now = parti__g_now(p);
-    if (!p->id[0] || strcmp(p->id, p->registered) == 0 || now < p->register_at) return;
+    if (!p->id[0] || (!p->reregister && strcmp(p->id, p->registered) == 0) || now < p->register_at) return;
     p->register_at = now + p->opts.heartbeat_ms;
     if (parti__g_durable(p, p->id, p->instance, durable, sizeof durable) != PARTI_ERR_OK) return;
     snprintf(key, sizeof key, "d.%s", durable);
     snprintf(v, sizeof v, "{\"instance\":\"%016llx\",\"worker\":\"%s\"}", (unsigned long long)p->instance, p->id);
-    if (p->t.vt->kv_put(p->t.self, p->assign_bucket, key, v, strlen(v), &rev, parti__g_budget(p)) == PARTI_ERR_OK)
-        memcpy(p->registered, p->id, sizeof p->registered);
+    if (p->t.vt->kv_put(p->t.self, p->assign_bucket, key, v, strlen(v), &rev, parti__g_budget(p)) != PARTI_ERR_OK)
+        return;
+    /* back under another ID: this process's durable for the old one is used by
+     * no one (its name holds this process's instance): it goes now (best
+     * effort: else a leader's sweep finds it) */
+    if (p->registered[0] && strcmp(p->registered, p->id) != 0 &&
+        parti__g_durable(p, p->registered, p->instance, durable, sizeof durable) == PARTI_ERR_OK) {
+        parti_err e = p->t.vt->consumer_delete
+                          ? p->t.vt->consumer_delete(p->t.self, p->c->cfg.stream, durable, parti__g_budget(p))
+                          : PARTI_ERR_CONSUMER_NOT_FOUND;
+        snprintf(key, sizeof key, "d.%s", durable);
+        if (e == PARTI_ERR_OK || e == PARTI_ERR_CONSUMER_NOT_FOUND || e == PARTI_ERR_STREAM_NOT_FOUND)
+            p->t.vt->kv_delete(p->t.self, p->assign_bucket, key, parti__g_budget(p));
+    }
+    memcpy(p->registered, p->id, sizeof p->registered);
+    p->reregister = 0;
 }
 
-/* Leader, at its first look at the members: every registered durable whose
- * process is not a live member is an orphan (deleted after the grace, if its
- * process has not come back by then). */
+/* Leader, from its election until one sweep completes: every registered
+ * durable whose (worker ID, process) is not a live member's is an orphan
+ * (deleted after the grace, if its process does not hold that ID by then:
+ * checked on the server right before the delete). A durable is named by the
+ * ID and the process, so a process that came back under another ID does
+ * not keep its old durable alive. A sweep cut short by a failed call is
+ * done again at the next listing. */
 static void parti__g_sweep_registry(parti *p, uint64_t now) {
     char **keys = NULL;
-    int nkeys = 0, i, j;
+    int nkeys = 0, i, j, done = 1;
     if (p->t.vt->kv_keys(p->t.self, p->assign_bucket, &keys, &nkeys, parti__g_budget(p)) != PARTI_ERR_OK) return;
     for (i = 0; i < nkeys; i++) {
         parti_kv_entry ent;
+        parti_json_doc doc;
+        parti_err e;
+        char id[PARTI__G_MAX_ID] = "";
         uint64_t instance;
         int live = 0;
         if (strncmp(keys[i], "d.", 2) != 0 || !keys[i][2]) continue;
         memset(&ent, 0, sizeof ent);
-        if (p->t.vt->kv_get(p->t.self, p->assign_bucket, keys[i], 0, &ent, parti__g_budget(p)) != PARTI_ERR_OK)
+        e = p->t.vt->kv_get(p->t.self, p->assign_bucket, keys[i], 0, &ent, parti__g_budget(p));
+        if (e != PARTI_ERR_OK) {
+            if (e != PARTI_ERR_KEY_NOT_FOUND) done = 0; /* no answer: the next listing sweeps again */
             continue;
+        }
         instance = parti__g_value_read(ent.value, ent.len).instance;
+        if (ent.value && parti_json_parse(&doc, (const char *)ent.value, ent.len, NULL, NULL, 0) == PARTI_ERR_OK) {
+            if (parti_json_get_string(&doc, parti_json_root(&doc), "worker", id, sizeof id, NULL) != PARTI_ERR_OK)
+                id[0] = 0;
+            parti_json_doc_free(&doc);
+        }
         parti_kv_entry_free(&ent);
         for (j = 0; j < (int)arrlen(p->members); j++)
-            live |= p->members[j].instance == instance || !p->members[j].instance; /* (unknown: keep) */
-        if (!live) parti__g_orphan_durable(p, keys[i] + 2, instance, now);
+            live |= p->members[j].instance == instance && (!id[0] || strcmp(p->members[j].id, id) == 0);
+        if (!live) parti__g_orphan_durable(p, keys[i] + 2, id, instance, now);
     }
     parti_strings_free(keys, nkeys);
+    if (done) p->sweep_due = 0;
 }
 
 static void parti__g_delete_orphans(parti *p, uint64_t now) {
     int i, j;
     for (i = 0; i < (int)arrlen(p->orphans);) {
         parti_err e;
+        uint64_t dkey_rev;
         int live = 0;
         char key[PARTI_MAX_NAME_LEN + 4];
         if (now < p->orphans[i].due) {
             i++;
             continue;
         }
-        for (j = 0; j < (int)arrlen(p->members); j++) live |= p->members[j].instance == p->orphans[i].instance;
-        if (live) { /* its process came back (a member again): its durable is in use */
+        /* in use while its process holds the ID it was made for (a durable is
+         * named by the ID and the process: one that came back under another
+         * ID does not use it). The leader's list may lag a rejoin or lack the
+         * instance, so the member key is read on the server right before the
+         * delete; the registry key's revision is read before that, and the key
+         * is removed only at it (a process that rejoined wrote it again) */
+        for (j = 0; j < (int)arrlen(p->members); j++)
+            live |= p->members[j].instance == p->orphans[i].instance &&
+                    (!p->orphans[i].id[0] || strcmp(p->members[j].id, p->orphans[i].id) == 0);
+        if (live) {
+            arrdelswap(p->orphans, i);
+            continue;
+        }
+        {
+            parti_kv_entry ent;
+            snprintf(key, sizeof key, "d.%s", p->orphans[i].durable);
+            memset(&ent, 0, sizeof ent);
+            dkey_rev = p->t.vt->kv_get(p->t.self, p->assign_bucket, key, 0, &ent, parti__g_budget(p)) == PARTI_ERR_OK
+                           ? ent.revision
+                           : 0;
+            parti_kv_entry_free(&ent);
+        }
+        if (p->orphans[i].id[0]) {
+            parti_kv_entry ent;
+            parti_err ge;
+            char mkey[PARTI__G_MAX_ID + 2];
+            snprintf(mkey, sizeof mkey, "m.%s", p->orphans[i].id);
+            memset(&ent, 0, sizeof ent);
+            ge = p->t.vt->kv_get(p->t.self, p->members_bucket, mkey, 0, &ent, parti__g_budget(p));
+            if (ge == PARTI_ERR_OK) live = parti__g_value_read(ent.value, ent.len).instance == p->orphans[i].instance;
+            parti_kv_entry_free(&ent);
+            if (ge != PARTI_ERR_OK && ge != PARTI_ERR_KEY_NOT_FOUND) { /* no answer: later */
+                p->orphans[i].due = now + p->opts.heartbeat_ms;
+                i++;
+                continue;
+            }
+        }
+        if (live) { /* its process holds that ID (again): its durable is in use */
             arrdelswap(p->orphans, i);
             continue;
         }
@@ -9229,8 +9302,10 @@ static void parti__g_delete_orphans(parti *p, uint64_t now) {
                                      : PARTI_ERR_CONSUMER_NOT_FOUND;
         if (e == PARTI_ERR_OK || e == PARTI_ERR_CONSUMER_NOT_FOUND || e == PARTI_ERR_STREAM_NOT_FOUND) {
             if (e == PARTI_ERR_OK) parti_counter_add(&p->gm.orphans_deleted, 1);
-            snprintf(key, sizeof key, "d.%s", p->orphans[i].durable);
-            p->t.vt->kv_delete(p->t.self, p->assign_bucket, key, parti__g_budget(p)); /* (else the next sweep) */
+            if (dkey_rev && p->t.vt->kv_delete_if)
+                p->t.vt->kv_delete_if(p->t.self, p->assign_bucket, key, dkey_rev, parti__g_budget(p));
+            else if (dkey_rev)
+                p->t.vt->kv_delete(p->t.self, p->assign_bucket, key, parti__g_budget(p)); /* (else the next sweep) */
             arrdelswap(p->orphans, i);
         } else {
             p->orphans[i].due = now + p->opts.heartbeat_ms; /* tried again */
@@ -9256,7 +9331,7 @@ static void parti__g_apply_held(parti *p) {
     }
     for (i = 0; i < n; i++)
         if (p->gp[i].st == PARTI__G_HELD) held[k++] = i;
-    parti__g_register(p); /* (a failure is retried at the next step) */
+    parti__g_register(p); /* (a failure is tried again a heartbeat later) */
     parti__g_consumer_id(p->id, p->instance, cid, sizeof cid);
     e = parti_consumer_update(p->c, cid, held, k);
     PARTI_FREE(held);
@@ -9889,7 +9964,7 @@ static void parti__g_list_members(parti *p, uint64_t now) {
     parti__g_free_members(p);
     p->members = fresh;
     parti_gauge_set(&p->gm.members_current, (double)arrlen(p->members));
-    if (first) parti__g_sweep_registry(p, now); /* durables of processes that left under an earlier leader */
+    if (p->sweep_due) parti__g_sweep_registry(p, now); /* durables of processes that left under an earlier leader */
     /* (a member that deleted its key left gracefully: its partitions move at once) */
     if (left) parti__g_schedule_rebalance(p, now, p->graceful_left ? 0 : p->opts.emergency_grace_ms, 1);
     else if (joined) parti__g_schedule_rebalance(p, now, p->opts.planned_window_ms, 0);
@@ -10142,7 +10217,7 @@ static void parti__g_step(parti *p, uint64_t now) {
     }
     if (now >= p->next_heartbeat) parti__g_heartbeat(p, now);
     if (!p->id[0]) return; /* lost it */
-    if (strcmp(p->id, p->registered) != 0) parti__g_register(p);
+    if (p->reregister || strcmp(p->id, p->registered) != 0) parti__g_register(p);
     parti__g_check_staleness(p, parti__g_now(p)); /* fresh: the heartbeat may have blocked */
     if (!p->leader && (p->leader_missing || now >= p->next_leader_check) && !p->degraded) {
         parti_kv_entry e;

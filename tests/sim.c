@@ -85,7 +85,9 @@ static const char *const fault_help[] = {
     X(one_leader, 0, "at most one worker acted as leader at any instant (ran as one, or had its document applied)") \
     X(monotone, 0, "the (epoch, version) each worker applied never went down")                                    \
     X(owned, 0, "from one liveness bound after the faults stopped, no partition went a heartbeat + 1 s unowned")   \
-    X(graceful_dup, 0, "graceful moves (join, leave, rebalance) caused no duplicate")
+    X(graceful_dup, 0, "graceful moves (join, leave, rebalance) caused no duplicate")                            \
+    X(durable_live, 0, "no worker deleted the current durable of another running process")                        \
+    X(durable_leak, 0, "at the end, every durable on the server is a running process's current one")
 
 enum {
 #define SIM_INV_ENUM(name, asserted, help) I_##name,
@@ -226,6 +228,9 @@ typedef struct actor {
     uint32_t slow_ms;
     uint64_t slow_until;
     int kv_fault, kv_fault_n, upsert_fail_n, pause_at_write;
+    char pause_key[32];  /* scripted pause_at_write: before a write of a key with this prefix only */
+    uint64_t pause_len;  /* scripted: that long (count x 100 ms) */
+    char fault_key[32];  /* a scripted KV fault hits only calls on keys with this prefix ("*keys": listings) */
     int cut;
     int64_t skew;
     uint64_t last_run, leader_since, last_consumer_fault;
@@ -236,6 +241,8 @@ typedef struct actor {
     uint64_t seen_epoch, seen_version; /* the last applied (a violation counts once) */
     int id_twin, was_leader;
     int in_handler;                     /* inside on_message now */
+    uint64_t instance;                  /* its process instance */
+    char ids[64];                       /* the worker IDs it joined as */
     uint64_t rng;
 } actor;
 
@@ -273,6 +280,7 @@ typedef struct timer_ev {
     int kind; /* 0 heal cut, 1 recreate stream, 2 a scripted fault */
     int actor;
     int fault, count; /* a scripted fault and its count (0 = the seed's choice) */
+    char key[32];     /* a scripted KV fault: only on keys with this prefix */
 } timer_ev;
 
 struct sim {
@@ -467,12 +475,14 @@ static void run_actor(sim *s, actor *a) {
 
 /* A network call's first half: latency before the server sees it; maybe a
  * stall right before a KV write. Returns 0 when the worker died meanwhile. */
+static const char *call_key; /* the key of the KV write about to begin */
 static int call_begin(actor *a, int kv_write) {
     uint64_t now;
     if (a->dead) return 0;
     now = now_of(a->s);
-    if (kv_write && a->pause_at_write) {
-        uint64_t d = a->s->prm.ttl_ms / 2 + rng_next(&a->rng) % (2 * a->s->prm.ttl_ms);
+    if (kv_write && a->pause_at_write &&
+        (!a->pause_key[0] || (call_key && strncmp(call_key, a->pause_key, strlen(a->pause_key)) == 0))) {
+        uint64_t d = a->pause_len ? a->pause_len : a->s->prm.ttl_ms / 2 + rng_next(&a->rng) % (2 * a->s->prm.ttl_ms);
         a->pause_at_write = 0;
         if (now < a->s->faults_end && now + d > a->s->faults_end) d = a->s->faults_end - now; /* faults stop then */
         slog(a->s, "%s stalls %llu ms before a KV write", a->name, (unsigned long long)d);
@@ -496,9 +506,20 @@ enum { RF_NONE = 0, RF_HANG, RF_LOST, RF_LATE };
 enum { EV_NONE, EV_ACTOR, EV_PRODUCE, EV_FAULT, EV_TIMER, EV_LATE, EV_PHASE, EV_END };
 
 /* The reply fault for this KV call, if one is armed. */
-static int kv_fault_take(actor *a, int is_write) {
+static int kv_fault_take(actor *a, int is_write, const char *key) {
     int f;
     if (a->kv_fault_n <= 0) return RF_NONE;
+    if (a->fault_key[0]) { /* "p1|p2": key prefixes */
+        const char *q = a->fault_key;
+        int hit = 0;
+        while (key && *q && !hit) {
+            size_t n = strcspn(q, "|");
+            hit = strncmp(key, q, n) == 0;
+            q += n + (q[n] == '|');
+        }
+        if (!hit) return RF_NONE;
+    }
+    if (a->fault_key[0] && !is_write && a->kv_fault != RF_HANG) return RF_NONE; /* (keyed: writes only) */
     a->kv_fault_n--;
     f = a->kv_fault;
     if (f == RF_LATE && !is_write) f = RF_HANG;
@@ -616,7 +637,7 @@ static parti_err w_kv_open(void *self, const parti_kv_config *cfg, uint32_t t) {
     uint64_t t0 = now_of(A->s);
     int f;
     if (!call_begin(A, 0)) return PARTI_ERR_NOT_CONNECTED;
-    f = kv_fault_take(A, 0);
+    f = kv_fault_take(A, 0, NULL);
     if (f == RF_HANG) return timeout_after(A, t0, t);
     e = INNER->kv_open(ISELF, cfg, t);
     if (f == RF_LOST) return timeout_after(A, t0, t);
@@ -667,8 +688,9 @@ static parti_err kv_write(actor *a, int op, const char *bucket, const char *key,
     parti_err e;
     uint64_t t0 = now_of(a->s), rev = 0;
     int f;
+    call_key = key;
     if (!call_begin(a, 1)) return PARTI_ERR_NOT_CONNECTED;
-    f = kv_fault_take(a, 1);
+    f = kv_fault_take(a, 1, key);
     if (f == RF_HANG) return timeout_after(a, t0, t);
     if (f == RF_LATE) {
         queue_late(a, op, bucket, key, value, len, expected);
@@ -690,6 +712,11 @@ static parti_err kv_write(actor *a, int op, const char *bucket, const char *key,
         return a->dead ? PARTI_ERR_NOT_CONNECTED : PARTI_ERR_TIMEOUT;
     }
     e = kv_call(a, op, bucket, key, value, len, expected, &rev, t);
+    if (strncmp(key, "d.", 2) == 0)
+        slog(a->s, "%s %s registry key %s: %s", a->name, op == 2 ? "puts" : "deletes", key, parti_error_name(e));
+    else if (getenv("SIM_KVLOG") && strncmp(key, "ck.", 3) != 0)
+        slog(a->s, "%s kv op %d %s/%s expected %llu: %s rev %llu", a->name, op, bucket, key,
+             (unsigned long long)expected, parti_error_name(e), (unsigned long long)rev);
     if (e == PARTI_ERR_OK && op < 3) note_write(a, t0, bucket, key, value, len);
     if (revision) *revision = rev;
     return call_end(a) ? e : PARTI_ERR_NOT_CONNECTED;
@@ -718,7 +745,7 @@ static parti_err w_kv_get(void *self, const char *b, const char *k, uint64_t rev
     int f;
     if (out) memset(out, 0, sizeof *out);
     if (!call_begin(A, 0)) return PARTI_ERR_NOT_CONNECTED;
-    f = kv_fault_take(A, 0);
+    f = kv_fault_take(A, 0, k);
     if (f != RF_NONE) return timeout_after(A, t0, t);
     e = INNER->kv_get(ISELF, b, k, rev, out, t);
     if (!call_end(A)) {
@@ -734,7 +761,7 @@ static parti_err w_kv_keys(void *self, const char *b, char ***keys, int *count, 
     if (keys) *keys = NULL;
     if (count) *count = 0;
     if (!call_begin(A, 0)) return PARTI_ERR_NOT_CONNECTED;
-    f = kv_fault_take(A, 0);
+    f = kv_fault_take(A, 0, strstr(b, "-assign") ? "*keys.assign" : "*keys.members");
     if (f != RF_NONE) return timeout_after(A, t0, t);
     e = INNER->kv_keys(ISELF, b, keys, count, t);
     if (!call_end(A)) {
@@ -750,7 +777,7 @@ static parti_err w_kv_watch(void *self, const char *b, const char *prefix, parti
     int f;
     if (out) *out = NULL;
     if (!call_begin(A, 0)) return PARTI_ERR_NOT_CONNECTED;
-    f = kv_fault_take(A, 0);
+    f = kv_fault_take(A, 0, NULL);
     if (f != RF_NONE) return timeout_after(A, t0, t);
     e = INNER->kv_watch(ISELF, b, prefix, out, t);
     if (!call_end(A)) {
@@ -792,10 +819,40 @@ static parti_err w_consumer_info(void *self, const char *st, const char *d, part
     }
     return e;
 }
+static int current_durable(actor *b, char *out, size_t cap) {
+    if (!b->p || b->dead || b->done || !b->p->id[0]) return 0;
+    return parti__g_durable(b->p, b->p->id, b->p->instance, out, cap) == PARTI_ERR_OK;
+}
 static parti_err w_consumer_delete(void *self, const char *st, const char *d, uint32_t t) {
     parti_err e;
+    int i;
     if (!call_begin(A, 0)) return PARTI_ERR_NOT_CONNECTED;
+    for (i = 0; i < (int)arrlen(A->s->actors); i++) {
+        actor *b = A->s->actors[i];
+        char cur[PARTI_MAX_NAME_LEN + 1];
+        if (b == A || !current_durable(b, cur, sizeof cur) || strcmp(cur, d) != 0) continue;
+        {
+            parti_kv_entry ke;
+            char key[PARTI__G_MAX_ID + 2];
+            int member;
+            snprintf(key, sizeof key, "m.%s", b->p->id);
+            memset(&ke, 0, sizeof ke);
+            member = A->s->prod.vt->kv_get(A->s->prod.self, A->s->members_bucket, key, 0, &ke, 1000) == PARTI_ERR_OK &&
+                     parti__g_value_read(ke.value, ke.len).instance == b->p->instance;
+            parti_kv_entry_free(&ke);
+            if (!member) {
+                slog(A->s, "%s deletes %s of %s, whose member key is gone (lease %s)", A->name, d, b->name,
+                     parti_lease_valid(b->p) ? "valid" : "over");
+                continue;
+            }
+        }
+        violation(A->s, I_durable_live, "%s deletes %s, the durable of %s (running as %s, consumer %s, lease %s, %s, in %s's list %s; its member key on the server is its own)",
+                  A->name, d, b->name, b->p->id, b->p->c->exists ? "in use" : "not created yet", parti_lease_valid(b->p) ? "valid" : "over",
+                  b->paused_until > now_of(A->s) ? "paused" : "running", A->name,
+                  A->p && parti__g_member_find(A->p, b->p->id) >= 0 ? "yes" : "no");
+    }
     e = INNER->consumer_delete(ISELF, st, d, t);
+    if (e == PARTI_ERR_OK) slog(A->s, "%s deleted durable %s", A->name, d);
     return call_end(A) ? e : PARTI_ERR_NOT_CONNECTED;
 }
 static parti_err w_fetch_start(void *self, const char *st, const char *d, const parti_fetch_opts *o, uint32_t t) {
@@ -1086,6 +1143,8 @@ static void on_event(void *user, const parti_event *ev) {
         a->last_lease_fault = now_of(a->s);
     }
     if (ev->kind == PARTI_EVENT_BECAME_LEADER) a->leader_since = now_of(a->s);
+    if (ev->kind == PARTI_EVENT_JOINED && strlen(a->ids) + strlen(ev->worker_id) + 2 < sizeof a->ids)
+        snprintf(a->ids + strlen(a->ids), sizeof a->ids - strlen(a->ids), "%s%s", a->ids[0] ? "," : "", ev->worker_id + 7);
     if (ev->kind == PARTI_EVENT_STATE_CHANGED && ev->state != PARTI_STATE_DEGRADED) return;
     slog(a->s, "%s event %s id=%s epoch=%llu version=%llu partitions=%d %s", a->name, parti_event_name(ev->kind),
          ev->worker_id, (unsigned long long)ev->epoch, (unsigned long long)ev->version, ev->partitions,
@@ -1119,6 +1178,7 @@ static void *worker_main(void *arg) {
     if ((e = parti_create(&a->p, &a->wt, &s->cfg, &o, msg, sizeof msg)) != PARTI_ERR_OK) {
         violation(s, I_integrity, "parti_create: %s", msg);
     } else {
+        a->instance = a->p->instance;
         int guard;
         for (guard = 0; !a->dead; guard++) {
             uint64_t before = now_of(s);
@@ -1281,6 +1341,7 @@ static void add_timer(sim *s, uint64_t at, int kind, int actor_idx) {
     t.actor = actor_idx;
     t.fault = -1;
     t.count = 0;
+    t.key[0] = 0;
     arrput(s->timers, t);
 }
 
@@ -1357,6 +1418,11 @@ static void inject_fault(sim *s, int f, actor *target, int count) {
         for (int i = 0; i < (int)arrlen(s->actors); i++)
             if (s->actors[i]->wakeable && !s->actors[i]->done) wake_now(s, s->actors[i]);
     } else {
+        if (!target && getenv("SIM_LEADER_BIAS") && rng_chance(&s->rng, 500)) {
+            int k;
+            for (k = 0; k < (int)arrlen(s->actors); k++)
+                if (alive(s->actors[k]) && s->actors[k]->p && parti_is_leader(s->actors[k]->p)) target = s->actors[k];
+        }
         if (!(a = target ? target : pick_alive(s)) || !alive(a)) return;
         switch (f) {
         case F_leave:
@@ -1370,8 +1436,8 @@ static void inject_fault(sim *s, int f, actor *target, int count) {
             a->paused_until = 0;
             wake_now(s, a);
             break;
-        case F_pause_short:
-            a->paused_until = now + ttl / 5 + rng_next(&s->rng) % (ttl * 3 / 5);
+        case F_pause_short: /* (scripted with a count: count x 100 ms) */
+            a->paused_until = count ? now + 100 * (uint64_t)count : now + ttl / 5 + rng_next(&s->rng) % (ttl * 3 / 5);
             rq_update(s, a);
             break;
         case F_pause_long:
@@ -1689,8 +1755,24 @@ static void run_loop(sim *s) {
             } else if (t.kind == 1 && !s->stream_up) {
                 create_stream(s);
             } else if (t.kind == 2) {
-                inject_fault(s, t.fault, t.actor >= 0 && t.actor < (int)arrlen(s->actors) ? s->actors[t.actor] : NULL,
-                             t.count);
+                actor *target = t.actor >= 0 && t.actor < (int)arrlen(s->actors) ? s->actors[t.actor] : NULL;
+                if (t.actor == -2) {
+                    int k;
+                    for (k = 0; k < (int)arrlen(s->actors); k++)
+                        if (alive(s->actors[k]) && s->actors[k]->p && parti_is_leader(s->actors[k]->p))
+                            target = s->actors[k];
+                    if (!target) {
+                        slog(s, "no leader for the scripted %s", fault_names[t.fault]);
+                        break;
+                    }
+                }
+                if (target && (t.fault == F_kv_hang || t.fault == F_kv_lost_reply || t.fault == F_kv_late))
+                    snprintf(target->fault_key, sizeof target->fault_key, "%s", t.key);
+                if (target && t.fault == F_pause_at_write) {
+                    snprintf(target->pause_key, sizeof target->pause_key, "%s", t.key);
+                    target->pause_len = (uint64_t)t.count * 100;
+                }
+                inject_fault(s, t.fault, target, t.count);
             }
             break;
         }
@@ -1719,19 +1801,20 @@ static int load_script(sim *s, const char *script) {
     char buf[1024], *ent, *save = NULL;
     snprintf(buf, sizeof buf, "%s", script);
     for (ent = strtok_r(buf, ";", &save); ent; ent = strtok_r(NULL, ";", &save)) {
-        char name[32] = "", who[16] = "";
+        char name[32] = "", who[16] = "", key[32] = "";
         unsigned long long at;
-        int count = 0, n = sscanf(ent, " %llu %31s %15s %d", &at, name, who, &count), f;
+        int count = 0, n = sscanf(ent, " %llu %31s %15s %d %31s", &at, name, who, &count, key), f;
         timer_ev t;
         if (n < 2 || count < 0) return -1;
         for (f = 0; f < F_COUNT && strcmp(fault_names[f], name) != 0; f++) {
         }
-        if (f == F_COUNT || (n == 3 && who[0] != 'P')) return -1;
+        if (f == F_COUNT || (n >= 3 && who[0] != 'P' && who[0] != 'L')) return -1;
         t.at = s->start + at;
         t.kind = 2;
         t.fault = f;
-        t.actor = n >= 3 ? atoi(who + 1) : -1;
+        t.actor = n >= 3 ? (who[0] == 'L' ? -2 : atoi(who + 1)) : -1; /* L: the acting leader then */
         t.count = count;
+        snprintf(t.key, sizeof t.key, "%s", key);
         arrput(s->timers, t);
     }
     s->fault_next = UINT64_MAX;
@@ -1848,6 +1931,44 @@ static void sim_run(const sim_params *prm, sim_result *out, FILE *log_out, int v
     }
     for (i = 0; i < prm->workers; i++) spawn(s);
     run_loop(s);
+    { /* durables left behind by processes that are gone */
+        parti__fstream *fs = parti__fake_stream(s->w, "SIM");
+        int k, j;
+        for (k = 0; fs && k < (int)arrlen(fs->consumers); k++) {
+            int mine = 0;
+            for (j = 0; j < (int)arrlen(s->actors); j++) {
+                char cur[PARTI_MAX_NAME_LEN + 1];
+                if (current_durable(s->actors[j], cur, sizeof cur) && strcmp(cur, fs->consumers[k]->name) == 0)
+                    mine = 1;
+            }
+            if (!mine) {
+                const char *nm = fs->consumers[k]->name, *dash = strrchr(nm, '-');
+                uint64_t inst = dash ? strtoull(dash + 1, NULL, 16) : 0;
+                char who[120] = "no actor", dk[PARTI_MAX_NAME_LEN + 4];
+                parti_kv_entry ke;
+                int reg, died_before_loss = 0;
+                for (j = 0; j < (int)arrlen(s->actors); j++) {
+                    actor *b = s->actors[j];
+                    if (b->instance == inst) {
+                        snprintf(who, sizeof who, "%s, %s, ids %s", b->name,
+                                 b->crashed ? "crashed" : b->left ? "left" : b->done ? "done" : "running", b->ids);
+                        died_before_loss = b->crashed && s->last_bucket_loss && b->last_crash <= s->last_bucket_loss;
+                    }
+                }
+                snprintf(dk, sizeof dk, "d.%s", nm);
+                memset(&ke, 0, sizeof ke);
+                reg = s->prod.vt->kv_get(s->prod.self, s->assign_bucket, dk, 0, &ke, 1000) == PARTI_ERR_OK;
+                parti_kv_entry_free(&ke);
+                if (!reg && died_before_loss) { /* the documented limit (docs/protocol.md, known limits) */
+                    slog(s, "durable %s left behind: its process crashed before a restart lost the registry "
+                            "(memory storage)", nm);
+                    continue;
+                }
+                violation(s, I_durable_leak, "durable %s is left on the server, no running process's (%s; registry key %s)",
+                          nm, who, reg ? "present" : "absent");
+            }
+        }
+    }
     /* shut everything down: each worker unwinds and frees */
     for (i = 0; i < (int)arrlen(s->actors); i++) {
         actor *a = s->actors[i];
@@ -2202,6 +2323,34 @@ static const scenario scenarios[] = {
      "--script '5950 pause_short P1; 6000 restart; 6050 skew P0; 6050 skew P0; 6050 skew P2; 6050 skew P2'",
      "", NULL}, /* found by seed 5002 (one_leader 1/10 before): the quiet period ran on the worker's clock
                  * only; its end is confirmed by the buckets' age on the server's clock now */
+    {"orphan_delete_under_rejoined_member",
+     "a paused worker loses its ID and rejoins under the same ID (the same durable name) while the leader, whose "
+     "listings fail, still counts it gone: its orphaned durable, now in use again, is due",
+     "--workers 3 --partitions 8 --rate 40 --heartbeat 1000 --ttl 5000 --op-timeout 300 --duration 24000 "
+     "--script '6000 pause_long P2 1; 9900 pause_short L 13; 11150 kv_hang L 40 assignment; "
+     "15950 kv_hang L 4 *keys.members'",
+     "", NULL}, /* found by review (durable_live 9/10 before): the leader deleted a live member's durable on its
+                 * stale member list; it reads the member key back right before the delete now */
+    {"durable_of_process_back_under_another_id",
+     "a paused worker loses its ID, the leader crashes, and the worker comes back under the dead leader's ID "
+     "before the new leader's grace for its old durable is over",
+     "--workers 3 --partitions 8 --rate 40 --heartbeat 1000 --ttl 3000 --duration 20000 "
+     "--script '6000 pause_long P2 2; 10000 crash L'",
+     "", NULL}, /* found by review (durable_leak 3/10 before): the old durable counted as in use because its
+                 * process was a member again, under another ID */
+    {"registry_sweep_times_out",
+     "a worker and then the leader crash; the new leader's one registry sweep times out",
+     "--workers 4 --partitions 8 --rate 40 --heartbeat 1000 --ttl 3000 --duration 20000 "
+     "--script '6000 kv_hang P0 1 *keys.assign; 6000 kv_hang P1 1 *keys.assign; 6000 kv_hang P2 1 *keys.assign; "
+     "6000 kv_hang P3 1 *keys.assign; 6000 crash P3; 7000 crash L'",
+     "", NULL}, /* found by review (durable_leak 10/10 before): the sweep ran once per leadership */
+    {"registry_key_gone_before_same_id_rejoin",
+     "a paused worker's orphaned durable and registry key are deleted; it rejoins under the same ID, then it "
+     "and the leader crash",
+     "--workers 3 --partitions 8 --rate 40 --heartbeat 1000 --ttl 3000 --duration 26000 "
+     "--script '6000 pause_long P2 3; 22000 crash P2; 23000 crash L'",
+     "", NULL}, /* found by review (durable_leak 10/10 before): a rejoin under the same ID did not write the
+                 * registry key again */
 };
 
 /* Splits args into argv (single quotes group words); returns argc. */
