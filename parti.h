@@ -6335,57 +6335,141 @@ static int parti__consumer_catch_up_ready(const parti_consumer *c, uint64_t now)
     return 0;
 }
 
-/* One read of a catch-up: the next message of one partition that waits for
- * it, handed over in order. 1 when it did something. */
-static int parti__consumer_catch_up_step(parti_consumer *c, uint64_t now) {
-    int i, k;
-    parti_err e;
+/* A catch-up read not handed over yet: a message, or "nothing more of the
+ * partition up to its end" (end). from: the sequence the read started at. */
+typedef struct parti__cu_read {
+    int i, end;
+    uint64_t from;
+    parti_msg m;
+} parti__cu_read;
+
+#define PARTI__CU_TURN 16 /* catch-up reads per turn of the poll loop */
+
+/* The reads of one catch-up turn, none handed over yet: up to
+ * PARTI__CU_TURN, each the next message of a partition that waits for one
+ * (counting its reads earlier in the turn). The number of entries in r;
+ * *reads: how many went to the server; *err: the error of a failed read. */
+static int parti__consumer_catch_up_read(parti_consumer *c, uint64_t now, parti__cu_read *r, int *reads,
+                                         parti_err *err) {
+    int n = 0, i, k;
+    *reads = 0;
+    *err = PARTI_ERR_OK;
     /* (not while the stream is missing: the one read next may be another,
      * whose identity the recreation reads first) */
     if (!c->catching_up || c->paused || c->need_recreate || c->stream_lost || now < c->cu_retry_at) return 0;
-    for (i = 0; i < c->cfg.partition_count; i++) {
-        parti__cpart *ps = &c->pt[i];
-        parti_msg m;
-        int waiting = 0;
-        if (ps->state != PARTI__P_CATCHUP || !ps->cu_known) continue;
-        for (k = 0; k < (int)arrlen(ps->q) && !waiting; k++) waiting = ps->q[k].direct;
-        if (waiting) continue; /* its last read is not handled yet (a retry waits) */
-        if (parti__consumer_lease_out(c)) return 0;
-        memset(&m, 0, sizeof m);
-        e = c->t.vt->stream_get_next ? c->t.vt->stream_get_next(c->t.self, c->cfg.stream, c->psubj[i], ps->cu_next, &m,
-                                                                parti__consumer_budget(c))
+    while (n < PARTI__CU_TURN) {
+        parti__cpart *ps = NULL;
+        uint64_t from = 0;
+        int found = -1, seen = 0;
+        parti_err e;
+        for (i = 0; i < c->cfg.partition_count && found < 0; i++) {
+            int waiting = 0, done = 0;
+            ps = &c->pt[i];
+            if (ps->state != PARTI__P_CATCHUP || !ps->cu_known) continue;
+            for (k = 0; k < (int)arrlen(ps->q) && !waiting; k++) waiting = ps->q[k].direct;
+            if (waiting) continue; /* its last read is not handled yet (a retry waits) */
+            from = ps->cu_next;
+            for (k = 0, seen = 0; k < n; k++) {
+                if (r[k].i != i) continue;
+                seen = 1;
+                if (r[k].end) done = 1;
+                else from = r[k].m.stream_seq + 1;
+            }
+            /* past its end: the last read's handling ends the catch-up, else no read is needed to */
+            if (!done && !(seen && from > ps->cu_end)) found = i;
+        }
+        if (found < 0) break;
+        ps = &c->pt[found];
+        r[n].i = found;
+        r[n].from = from;
+        r[n].end = 1;
+        memset(&r[n].m, 0, sizeof r[n].m);
+        if (from > ps->cu_end) { /* nothing to read */
+            n++;
+            continue;
+        }
+        if (parti__consumer_lease_out(c)) break;
+        e = c->t.vt->stream_get_next ? c->t.vt->stream_get_next(c->t.self, c->cfg.stream, c->psubj[found], from,
+                                                                &r[n].m, parti__consumer_budget(c))
                                      : PARTI_ERR_UNSUPPORTED;
+        if (e == PARTI_ERR_OK || e == PARTI_ERR_NO_MESSAGES) ++*reads;
         if (e == PARTI_ERR_OK && parti__consumer_lease_out(c)) {
             /* the lease ran out during the read: it is not taken, and the
              * read position stays (a later owner reads it again) */
-            c->t.vt->msg_release(c->t.self, &m);
-            return 0;
+            c->t.vt->msg_release(c->t.self, &r[n].m);
+            break;
         }
-        if (e == PARTI_ERR_OK && m.stream_seq >= ps->cu_next && m.stream_seq <= ps->cu_end) {
+        if (e == PARTI_ERR_OK && r[n].m.stream_seq >= from && r[n].m.stream_seq <= ps->cu_end) {
+            r[n++].end = 0;
+            continue;
+        }
+        if (e == PARTI_ERR_OK) c->t.vt->msg_release(c->t.self, &r[n].m);
+        if (e == PARTI_ERR_OK || e == PARTI_ERR_NO_MESSAGES) { /* nothing more up to the end */
+            memset(&r[n].m, 0, sizeof r[n].m);
+            n++;
+            continue;
+        }
+        *err = e;
+        break;
+    }
+    return n;
+}
+
+/* One turn of the catch-ups: the reads, then the stream's identity, then
+ * the messages to the handler, in order. A read cannot tell which stream
+ * answered it: one deleted and made again under the name restarts its
+ * sequences, and a check before the reads may be long out of date by the
+ * time one is made (the handler runs between them). A check after the reads
+ * that finds the stream the positions count in means every read was
+ * answered by it (a stream, once gone, never comes back); otherwise nothing
+ * read is handed over (a new stream: its partitions start from its
+ * beginning; no answer: read again later). 1 when it did something. */
+static int parti__consumer_catch_up_turn(parti_consumer *c, uint64_t now) {
+    parti__cu_read r[PARTI__CU_TURN];
+    parti_err e, re;
+    int n, reads, k;
+    uint64_t before = c->stream_created, created = 0;
+    n = parti__consumer_catch_up_read(c, now, r, &reads, &re);
+    if (reads > 0 && before && c->t.vt->stream_info) {
+        e = parti__consumer_check_stream(c, &created);
+        if (e != PARTI_ERR_OK || (created && created != before)) {
+            for (k = 0; k < n; k++)
+                if (!r[k].end) c->t.vt->msg_release(c->t.self, &r[k].m);
+            if (e != PARTI_ERR_OK)
+                parti__consumer_catch_up_failed(c, e, "checking the stream after catch-up reads", parti__consumer_now(c));
+            return 1;
+        }
+    }
+    for (k = 0; k < n; k++) {
+        parti__cpart *ps = &c->pt[r[k].i];
+        int direct_left = 0, i = r[k].i, j;
+        /* (a read whose partition moved on since: an earlier one of the turn was not taken) */
+        if (ps->state != PARTI__P_CATCHUP || !ps->cu_known || ps->cu_next != r[k].from ||
+            (!r[k].end && parti__consumer_lease_out(c))) {
+            if (!r[k].end) c->t.vt->msg_release(c->t.self, &r[k].m);
+            continue;
+        }
+        if (!r[k].end) {
             parti_counter_add(&c->metrics.consumer_catch_up_reads, 1);
-            ps->cu_next = m.stream_seq + 1;
-            parti__consumer_take(c, &m, 1);
+            ps->cu_next = r[k].m.stream_seq + 1;
+            parti__consumer_take(c, &r[k].m, 1);
             if (ps->state == PARTI__P_CATCHUP && ps->cu_next > ps->cu_end && !arrlen(ps->q)) {
                 parti__consumer_caught_up(c, i);
                 parti__consumer_drain(c, i);
             }
-            return 1;
+            continue;
         }
-        if (e == PARTI_ERR_OK) c->t.vt->msg_release(c->t.self, &m);
-        if (e == PARTI_ERR_OK || e == PARTI_ERR_NO_MESSAGES) { /* nothing more up to the end */
-            int direct_left = 0;
-            ps->cu_next = ps->cu_end + 1;
-            for (k = 0; k < (int)arrlen(ps->q) && !direct_left; k++) direct_left = ps->q[k].direct;
-            if (!direct_left) {
-                parti__consumer_caught_up(c, i);
-                parti__consumer_drain(c, i);
-            }
-            return 1;
+        ps->cu_next = ps->cu_end + 1;
+        for (j = 0; j < (int)arrlen(ps->q) && !direct_left; j++) direct_left = ps->q[j].direct;
+        if (!direct_left) {
+            parti__consumer_caught_up(c, i);
+            parti__consumer_drain(c, i);
         }
-        parti__consumer_catch_up_failed(c, e, "reading a partition's messages from the stream (catch-up)", now);
-        return 0;
     }
-    return 0;
+    if (re != PARTI_ERR_OK)
+        parti__consumer_catch_up_failed(c, re, "reading a partition's messages from the stream (catch-up)",
+                                        parti__consumer_now(c));
+    return n > 0;
 }
 
 /* Drains every partition whose head is due to be tried again (a scan only
@@ -6502,17 +6586,14 @@ PARTIDEF parti_err parti_consumer_poll(parti_consumer *c, uint32_t timeout_ms) {
 static parti_err parti__consumer_poll_until(parti_consumer *c, uint64_t now, uint64_t deadline) {
     int guard, handled = 0;
     for (guard = 0; guard < 100000 && !c->failed; guard++) {
-        int r, k, cu;
+        int r, cu;
         parti__consumer_run_due(c, now);
         parti__consumer_read_ends(c, now);
         parti__consumer_retry_due(c, now);
         /* catch-ups read a few messages per turn, so the durable's partitions
-         * keep flowing; each turn first checks the stream is still the one
-         * the positions count in (one deleted and made again under the name
-         * restarts its sequences, and a direct read cannot tell) */
-        if (parti__consumer_catch_up_ready(c, parti__consumer_now(c)) && c->stream_created)
-            parti__consumer_check_stream(c, NULL);
-        for (k = 0, cu = 0; k < 16 && parti__consumer_catch_up_step(c, parti__consumer_now(c)); k++) cu = 1;
+         * keep flowing; what a turn read is handed over only once the stream
+         * is found to be still the one the positions count in */
+        cu = parti__consumer_catch_up_turn(c, parti__consumer_now(c));
         r = parti__consumer_pull_step(c, parti__consumer_now(c), deadline);
         if (r == PARTI__PULL_IDLE && cu) r = PARTI__PULL_WAITED;
         now = parti__consumer_now(c);

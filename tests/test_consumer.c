@@ -1090,6 +1090,56 @@ Test(consumer, a_gained_partition_resumes_from_its_resume_point) {
     cr_assert_eq(hd.handled, 4);
 }
 
+/* A stream deleted and made again in the middle of a catch-up turn (here by
+ * the handler of the turn's first message): what the turn reads is handed
+ * over only after a look at the stream shows the one its positions count
+ * in, so no message of the new stream is handled under the old positions
+ * (it would be handled again, out of order, once the new stream is seen). */
+static int swap_countdown, new_seen[2];
+static parti_verdict swap_on_message(void *user, const parti_msg *m, uint32_t *nak_delay_ms) {
+    static const char *const subs[] = {"orders.>"};
+    parti_verdict v = on_message(user, m, nak_delay_ms);
+    if (m->len == 2 && m->data[0] == 'n') new_seen[m->data[1] - '1']++;
+    if (swap_countdown > 0 && --swap_countdown == 0) {
+        parti_stream_config sc;
+        parti_pub_ack pa;
+        memset(&sc, 0, sizeof sc);
+        sc.name = "orders";
+        sc.subjects = subs;
+        sc.subject_count = 1;
+        cr_assert_eq(parti_fake_delete_stream(w, "orders"), PARTI_ERR_OK);
+        parti_fake_advance(w, 1);
+        cr_assert_eq(ob.vt->stream_create(ob.self, &sc, 1000), PARTI_ERR_OK);
+        cr_assert_eq(ob.vt->publish(ob.self, "orders.p1", NULL, 0, "n1", 2, &pa, 1000), PARTI_ERR_OK);
+        cr_assert_eq(ob.vt->publish(ob.self, "orders.p1", NULL, 0, "n2", 2, &pa, 1000), PARTI_ERR_OK);
+    }
+    return v;
+}
+
+static int saw_the_new_stream(void) { return new_seen[0] > 0 && new_seen[1] > 0; }
+
+Test(consumer, a_stream_swapped_under_a_catch_up_turn_is_not_read_under_the_old_positions) {
+    static const int a[] = {0}, ab[] = {0, 1};
+    uint64_t from[2] = {0, 1};
+    int i;
+    parti_consumer_destroy(c);
+    opts.on_message = swap_on_message;
+    make_consumer();
+    update("w1", a, 1);
+    settle();
+    for (i = 0; i < 4; i++) publish("orders.p1"); /* seqs 1..4, behind the filter */
+    for (i = 0; i < 5; i++) parti_consumer_poll(c, 100);
+    cr_assert_eq(hd.handled, 0);
+    swap_countdown = 1; /* the first p1 message handled swaps the stream */
+    new_seen[0] = new_seen[1] = 0;
+    cr_assert_eq(parti_consumer_update_from(c, "w1", ab, 2, from), PARTI_ERR_OK);
+    settle();
+    cr_assert(poll_until(saw_the_new_stream, 30000), "the new stream's messages: %d, %d", new_seen[0], new_seen[1]);
+    for (i = 0; i < 50; i++) parti_consumer_poll(c, 100);
+    cr_assert_eq(new_seen[0], 1, "n1 handled %d times", new_seen[0]);
+    cr_assert_eq(new_seen[1], 1, "n2 handled %d times", new_seen[1]);
+}
+
 Test(consumer, a_resume_point_ahead_of_the_position_grows_in_place) {
     static const int a[] = {0}, ab[] = {0, 1};
     uint64_t from[2] = {0, 1000};
