@@ -10504,13 +10504,22 @@ PARTIDEF parti_err parti_leave(parti *p, uint32_t timeout_ms) {
         PARTI_FREE(revoked);
     }
     /* 3. its durable and its registry key: the partitions' next owners read
-     * from the stream, nothing of this process is left on the server */
-    if (p->id[0]) {
-        char durable[PARTI_MAX_NAME_LEN + 1], key[PARTI_MAX_NAME_LEN + 4];
-        if (parti__g_durable(p, p->id, p->instance, durable, sizeof durable) == PARTI_ERR_OK) {
-            parti_err e = p->t.vt->consumer_delete
-                              ? p->t.vt->consumer_delete(p->t.self, c->cfg.stream, durable, parti__g_budget(p))
-                              : PARTI_ERR_CONSUMER_NOT_FOUND;
+     * from the stream, nothing of this process is left on the server. The
+     * durable is named by the worker ID and this process's instance: the
+     * current ID's, and the last registered one's when that differs (an ID
+     * lost and not taken back: no other process uses it) */
+    {
+        const char *ids[2];
+        int n = 0, k;
+        if (p->id[0]) ids[n++] = p->id;
+        if (p->registered[0] && strcmp(p->registered, p->id) != 0) ids[n++] = p->registered;
+        for (k = 0; k < n; k++) {
+            char durable[PARTI_MAX_NAME_LEN + 1], key[PARTI_MAX_NAME_LEN + 4];
+            parti_err e;
+            if (parti__g_durable(p, ids[k], p->instance, durable, sizeof durable) != PARTI_ERR_OK) continue;
+            e = p->t.vt->consumer_delete
+                    ? p->t.vt->consumer_delete(p->t.self, c->cfg.stream, durable, parti__g_budget(p))
+                    : PARTI_ERR_CONSUMER_NOT_FOUND;
             snprintf(key, sizeof key, "d.%s", durable);
             if (e == PARTI_ERR_OK || e == PARTI_ERR_CONSUMER_NOT_FOUND || e == PARTI_ERR_STREAM_NOT_FOUND)
                 p->t.vt->kv_delete(p->t.self, p->assign_bucket, key, parti__g_budget(p));
