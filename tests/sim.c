@@ -999,6 +999,20 @@ static int actor_cause(const actor *a, uint64_t t1) {
     if (a->last_kv_fault >= t1) return C_kv_fault;
     /* inside a handler call that outlived its lease (its ID loss is seen only after the call) */
     if (a->in_handler && a->p && !a->dead && !parti_lease_valid(a->p)) return C_lease_loss;
+    /* its lease ran out and its member key expired on the server while it
+     * was blocked in calls (lost replies, a hang): the next owner took over
+     * from the last checkpoint before it could even see the loss */
+    if (a->p && !a->dead && !a->done && a->p->id[0] && !parti_lease_valid(a->p)) {
+        parti_kv_entry ke;
+        char key[PARTI__G_MAX_ID + 2];
+        int own;
+        snprintf(key, sizeof key, "m.%s", a->p->id);
+        memset(&ke, 0, sizeof ke);
+        own = a->s->prod.vt->kv_get(a->s->prod.self, a->s->members_bucket, key, 0, &ke, 1000) == PARTI_ERR_OK &&
+              parti__g_value_read(ke.value, ke.len).instance == a->p->instance;
+        parti_kv_entry_free(&ke);
+        if (!own) return C_lease_loss;
+    }
     return C_graceful;
 }
 
@@ -1961,7 +1975,9 @@ static void sim_run(const sim_params *prm, sim_result *out, FILE *log_out, int v
                         snprintf(who, sizeof who, "%s, %s, ids %s", b->name,
                                  b->crashed ? "crashed" : b->left ? "left" : b->done ? "done" : "running", b->ids);
                         /* it died with no registry key written since a restart lost the registry */
-                        died_before_loss = b->crashed && s->last_bucket_loss && b->registered_at < s->last_bucket_loss;
+                        /* (or left: a leave that could not reach the server leaves what a crash does) */
+                        died_before_loss = (b->crashed || b->left) && s->last_bucket_loss &&
+                                           b->registered_at < s->last_bucket_loss;
                     }
                 }
                 snprintf(dk, sizeof dk, "d.%s", nm);
@@ -1969,7 +1985,7 @@ static void sim_run(const sim_params *prm, sim_result *out, FILE *log_out, int v
                 reg = s->prod.vt->kv_get(s->prod.self, s->assign_bucket, dk, 0, &ke, 1000) == PARTI_ERR_OK;
                 parti_kv_entry_free(&ke);
                 if (!reg && died_before_loss) { /* the documented limit (docs/protocol.md, known limits) */
-                    slog(s, "durable %s left behind: its process crashed without a registry key written since a "
+                    slog(s, "durable %s left behind: its process is gone, with no registry key written since a "
                             "restart lost the registry (memory storage)", nm);
                     continue;
                 }
