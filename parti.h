@@ -9249,6 +9249,24 @@ static parti_err parti__g_durable(parti *p, const char *id, uint64_t instance, c
     return parti_consumer_name(p->c->cfg.consumer_prefix, cid, out, cap, NULL, 0);
 }
 
+/* Deletes a durable, then (once it is gone) its registry key when drop_key:
+ * at key_rev where kv_delete_if allows and key_rev is known, else as it is.
+ * The durable delete's result (CONSUMER_NOT_FOUND and STREAM_NOT_FOUND
+ * count as done). */
+static parti_err parti__g_drop_durable(parti *p, const char *durable, int drop_key, uint64_t key_rev) {
+    char key[PARTI_MAX_NAME_LEN + 4];
+    parti_err e = p->t.vt->consumer_delete
+                      ? p->t.vt->consumer_delete(p->t.self, p->c->cfg.stream, durable, parti__g_budget(p))
+                      : PARTI_ERR_CONSUMER_NOT_FOUND;
+    if (e != PARTI_ERR_OK && e != PARTI_ERR_CONSUMER_NOT_FOUND && e != PARTI_ERR_STREAM_NOT_FOUND) return e;
+    snprintf(key, sizeof key, "d.%s", durable);
+    if (drop_key && key_rev && p->t.vt->kv_delete_if)
+        p->t.vt->kv_delete_if(p->t.self, p->assign_bucket, key, key_rev, parti__g_budget(p));
+    else if (drop_key)
+        p->t.vt->kv_delete(p->t.self, p->assign_bucket, key, parti__g_budget(p)); /* (else the next sweep) */
+    return e;
+}
+
 static void parti__g_orphan(parti *p, const char *id, uint64_t instance, uint64_t now) {
     char durable[PARTI_MAX_NAME_LEN + 1];
     if (parti__g_durable(p, id, instance, durable, sizeof durable) == PARTI_ERR_OK)
@@ -9274,14 +9292,8 @@ static void parti__g_register(parti *p) {
      * no one (its name holds this process's instance): it goes now (best
      * effort: else a leader's sweep finds it) */
     if (p->registered[0] && strcmp(p->registered, p->id) != 0 &&
-        parti__g_durable(p, p->registered, p->instance, durable, sizeof durable) == PARTI_ERR_OK) {
-        parti_err e = p->t.vt->consumer_delete
-                          ? p->t.vt->consumer_delete(p->t.self, p->c->cfg.stream, durable, parti__g_budget(p))
-                          : PARTI_ERR_CONSUMER_NOT_FOUND;
-        snprintf(key, sizeof key, "d.%s", durable);
-        if (e == PARTI_ERR_OK || e == PARTI_ERR_CONSUMER_NOT_FOUND || e == PARTI_ERR_STREAM_NOT_FOUND)
-            p->t.vt->kv_delete(p->t.self, p->assign_bucket, key, parti__g_budget(p));
-    }
+        parti__g_durable(p, p->registered, p->instance, durable, sizeof durable) == PARTI_ERR_OK)
+        parti__g_drop_durable(p, durable, 1, 0);
     memcpy(p->registered, p->id, sizeof p->registered);
     p->reregister = 0;
 }
@@ -9378,15 +9390,9 @@ static void parti__g_delete_orphans(parti *p, uint64_t now) {
             arrdelswap(p->orphans, i);
             continue;
         }
-        e = p->t.vt->consumer_delete ? p->t.vt->consumer_delete(p->t.self, p->c->cfg.stream, p->orphans[i].durable,
-                                                                 parti__g_budget(p))
-                                     : PARTI_ERR_CONSUMER_NOT_FOUND;
+        e = parti__g_drop_durable(p, p->orphans[i].durable, dkey_rev != 0, dkey_rev);
         if (e == PARTI_ERR_OK || e == PARTI_ERR_CONSUMER_NOT_FOUND || e == PARTI_ERR_STREAM_NOT_FOUND) {
             if (e == PARTI_ERR_OK) parti_counter_add(&p->gm.orphans_deleted, 1);
-            if (dkey_rev && p->t.vt->kv_delete_if)
-                p->t.vt->kv_delete_if(p->t.self, p->assign_bucket, key, dkey_rev, parti__g_budget(p));
-            else if (dkey_rev)
-                p->t.vt->kv_delete(p->t.self, p->assign_bucket, key, parti__g_budget(p)); /* (else the next sweep) */
             arrdelswap(p->orphans, i);
         } else {
             p->orphans[i].due = now + p->opts.heartbeat_ms; /* tried again */
@@ -10514,15 +10520,9 @@ PARTIDEF parti_err parti_leave(parti *p, uint32_t timeout_ms) {
         if (p->id[0]) ids[n++] = p->id;
         if (p->registered[0] && strcmp(p->registered, p->id) != 0) ids[n++] = p->registered;
         for (k = 0; k < n; k++) {
-            char durable[PARTI_MAX_NAME_LEN + 1], key[PARTI_MAX_NAME_LEN + 4];
-            parti_err e;
-            if (parti__g_durable(p, ids[k], p->instance, durable, sizeof durable) != PARTI_ERR_OK) continue;
-            e = p->t.vt->consumer_delete
-                    ? p->t.vt->consumer_delete(p->t.self, c->cfg.stream, durable, parti__g_budget(p))
-                    : PARTI_ERR_CONSUMER_NOT_FOUND;
-            snprintf(key, sizeof key, "d.%s", durable);
-            if (e == PARTI_ERR_OK || e == PARTI_ERR_CONSUMER_NOT_FOUND || e == PARTI_ERR_STREAM_NOT_FOUND)
-                p->t.vt->kv_delete(p->t.self, p->assign_bucket, key, parti__g_budget(p));
+            char durable[PARTI_MAX_NAME_LEN + 1];
+            if (parti__g_durable(p, ids[k], p->instance, durable, sizeof durable) == PARTI_ERR_OK)
+                parti__g_drop_durable(p, durable, 1, 0);
         }
     }
     /* 4. leadership and the member key: the others see both at once. Only
