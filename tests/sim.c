@@ -822,6 +822,19 @@ static parti_err w_consumer_info(void *self, const char *st, const char *d, part
     }
     return e;
 }
+/* 1 when b's member key on the server names b's process (read by the observer). */
+static int member_key_own(const actor *b) {
+    parti_kv_entry ke;
+    char key[PARTI__G_MAX_ID + 2];
+    int own;
+    snprintf(key, sizeof key, "m.%s", b->p->id);
+    memset(&ke, 0, sizeof ke);
+    own = b->s->prod.vt->kv_get(b->s->prod.self, b->s->members_bucket, key, 0, &ke, 1000) == PARTI_ERR_OK &&
+          parti__g_value_read(ke.value, ke.len).instance == b->p->instance;
+    parti_kv_entry_free(&ke);
+    return own;
+}
+
 static int current_durable(actor *b, char *out, size_t cap) {
     if (!b->p || b->dead || b->done || !b->p->id[0]) return 0;
     return parti__g_durable(b->p, b->p->id, b->p->instance, out, cap) == PARTI_ERR_OK;
@@ -835,15 +848,7 @@ static parti_err w_consumer_delete(void *self, const char *st, const char *d, ui
         char cur[PARTI_MAX_NAME_LEN + 1];
         if (b == A || !current_durable(b, cur, sizeof cur) || strcmp(cur, d) != 0) continue;
         {
-            parti_kv_entry ke;
-            char key[PARTI__G_MAX_ID + 2];
-            int member;
-            snprintf(key, sizeof key, "m.%s", b->p->id);
-            memset(&ke, 0, sizeof ke);
-            member = A->s->prod.vt->kv_get(A->s->prod.self, A->s->members_bucket, key, 0, &ke, 1000) == PARTI_ERR_OK &&
-                     parti__g_value_read(ke.value, ke.len).instance == b->p->instance;
-            parti_kv_entry_free(&ke);
-            if (!member) {
+            if (!member_key_own(b)) {
                 slog(A->s, "%s deletes %s of %s, whose member key is gone (lease %s)", A->name, d, b->name,
                      parti_lease_valid(b->p) ? "valid" : "over");
                 continue;
@@ -1002,17 +1007,8 @@ static int actor_cause(const actor *a, uint64_t t1) {
     /* its lease ran out and its member key expired on the server while it
      * was blocked in calls (lost replies, a hang): the next owner took over
      * from the last checkpoint before it could even see the loss */
-    if (a->p && !a->dead && !a->done && a->p->id[0] && !parti_lease_valid(a->p)) {
-        parti_kv_entry ke;
-        char key[PARTI__G_MAX_ID + 2];
-        int own;
-        snprintf(key, sizeof key, "m.%s", a->p->id);
-        memset(&ke, 0, sizeof ke);
-        own = a->s->prod.vt->kv_get(a->s->prod.self, a->s->members_bucket, key, 0, &ke, 1000) == PARTI_ERR_OK &&
-              parti__g_value_read(ke.value, ke.len).instance == a->p->instance;
-        parti_kv_entry_free(&ke);
-        if (!own) return C_lease_loss;
-    }
+    if (a->p && !a->dead && !a->done && a->p->id[0] && !parti_lease_valid(a->p) && !member_key_own(a))
+        return C_lease_loss;
     return C_graceful;
 }
 
