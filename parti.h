@@ -994,6 +994,10 @@ PARTIDEF const char *parti_metric_type_name(parti_metric_type t);
     /* Handoff: a moved-in partition's messages read from the stream, and messages acked without the handler. */ \
     X(consumer_catch_up_reads, counter, "parti_worker_consumer_catch_up_reads_total", 0, 0, 0,                    \
       "Messages of a partition read from the stream after its checkpoint when it moved in (the catch-up).")    \
+    X(consumer_catch_up_tails, counter, "parti_worker_consumer_catch_up_tails_total", 0, 0, 0,                    \
+      "Catch-ups that went on reading past their end: the durable had not delivered that far (a backlog).")    \
+    X(consumer_catch_up_tails_ended, counter, "parti_worker_consumer_catch_up_tails_ended_total", 0, 0, 0,        \
+      "Catch-up tails ended: the durable delivered as far as they had read, or had nothing pending.")         \
     X(consumer_handoff_skipped, counter, "parti_worker_consumer_handoff_skipped_total", 0, 0, 0,                   \
       "Messages acked without the handler: done before, read by a catch-up, or of a partition another owns.")  \
     /* A message larger than fetch_max_bytes: pulled alone, without the byte limit. */                            \
@@ -5110,6 +5114,10 @@ PARTIDEF int parti_log_limiter_allow(parti_log_limiter *l, uint64_t now_ms, part
 /* ---- the worker consumer -------------------------------------------------- */
 
 #define PARTI__CONSUMER_NO_TIME UINT64_MAX
+#define PARTI__TAIL_POLL_MIN_MS 2     /* a tail's read that found nothing: the next one after 2 ms, doubling */
+#define PARTI__TAIL_POLL_MAX_MS 100   /* ... up to this */
+#define PARTI__TAIL_CHECK_MIN_MS 10   /* tails: the durable's pending count is read again after 10 ms, doubling */
+#define PARTI__TAIL_CHECK_MAX_MS 1000 /* ... up to this */
 #define PARTI__CONSUMER_MAX_FAILURES 64
 
 /* A message held in a partition's queue: from the durable, or read directly
@@ -5127,6 +5135,9 @@ typedef struct parti__cpart {
     uint64_t gen;                /* the owner generation handed to the handler (fencing) */
     uint64_t cu_next, cu_end;    /* catch-up: the next sequence to read; the stream's last then */
     int cu_known;                /* cu_end was read (after the filter with the partition was on the server) */
+    int tail;                    /* catch-up past cu_end: reading on until the durable delivers the partition */
+    uint64_t tail_at;            /* tail: the next read is due then (the last found nothing) */
+    uint32_t tail_wait;          /* tail: the wait after the next read that finds nothing */
     uint64_t retry_at;           /* ordered: the head failed, it is tried again then */
     uint32_t attempts;           /* how often the head was handed to the handler */
     parti__held *q;              /* stb_ds array: held messages, sorted by sequence, one per sequence */
@@ -5169,6 +5180,13 @@ struct parti_consumer {
     int *wild;                   /* stb_ds array: partitions whose subject has a wildcard */
     int group;                   /* run by a group: only granted partitions reach the handler */
     int catching_up;             /* partitions in PARTI__P_CATCHUP */
+    int tailing;                 /* of those, in the tail (pt[i].tail) */
+    uint64_t tail_min;           /* no tail's cu_end is below this (a lower bound; NO_TIME: none) */
+    uint64_t tail_check_at;      /* tails: the durable's pending count is read then */
+    uint32_t tail_check_wait;    /* tails: the wait after a read that finds messages pending */
+    uint64_t durable_seen;       /* the highest stream sequence the durable delivered for the first time */
+    uint64_t cu_due;             /* no catch-up read is due before then (0: look) */
+    int cu_cursor;               /* the catch-up's next read looks from this partition on */
     uint64_t next_retry_at;      /* no held head is due to be tried again before then */
     uint64_t stream_created;     /* the stream's created_ns as last read (0: unknown): positions count in it */
     uint64_t *pending_from;      /* per pending subject: first sequence to process (0 = none given) */
@@ -5412,6 +5430,7 @@ static void parti__consumer_drop_queue(parti_consumer *c, int i, int ack) {
     ps->q = NULL;
     ps->attempts = 0;
     ps->retry_at = 0;
+    c->cu_due = 0; /* a catch-up read that waited for a dropped one may be due */
 }
 
 PARTIDEF parti_err parti_consumer_create(parti_consumer **out, const parti_transport *t, const parti_config *cfg,
@@ -5700,20 +5719,77 @@ static void parti__consumer_catch_up_from(parti_consumer *c, int i, uint64_t pos
     parti__cpart *ps = &c->pt[i];
     parti__consumer_drop_queue(c, i, 0);
     if (ps->state != PARTI__P_CATCHUP) c->catching_up++;
+    if (ps->tail) c->tailing--;
+    ps->tail = 0;
     ps->state = PARTI__P_CATCHUP;
     ps->pos = pos;
     ps->cu_end = 0;
     ps->cu_known = 0;
     ps->cu_next = pos + 1;
+    c->cu_due = 0;
 }
 
-/* The catch-up of partition i is complete: everything up to cu_end is done. */
-static void parti__consumer_caught_up(parti_consumer *c, int i) {
+static void parti__consumer_drain(parti_consumer *c, int i);
+
+/* Partition i leaves the catch-up (its tail too): from now on its messages
+ * come through the durable only. */
+static void parti__consumer_end_catch_up(parti_consumer *c, int i, int state) {
     parti__cpart *ps = &c->pt[i];
     if (ps->state != PARTI__P_CATCHUP) return;
     c->catching_up--;
-    ps->state = PARTI__P_ACTIVE;
+    if (ps->tail) c->tailing--;
+    if (!c->tailing) c->tail_min = PARTI__CONSUMER_NO_TIME;
+    ps->tail = 0;
+    ps->state = state;
+}
+
+/* The tails whose reads the durable has reached end: every message of
+ * theirs after cu_end comes through it. Whatever the durable delivers for
+ * the first time comes in stream order (a filter change never rewinds it),
+ * so once it delivered durable_seen >= cu_end, each later message of the
+ * partition is either delivered after that or was delivered before it, and
+ * then it was above cu_end and ended the tail already. */
+static void parti__consumer_end_tails(parti_consumer *c, int all) {
+    uint64_t low = PARTI__CONSUMER_NO_TIME;
+    int i;
+    if (!c->tailing || (!all && c->durable_seen < c->tail_min)) return;
+    for (i = 0; i < c->cfg.partition_count && c->tailing; i++) {
+        parti__cpart *ps = &c->pt[i];
+        if (ps->state != PARTI__P_CATCHUP || !ps->tail) continue;
+        if (all || ps->cu_end <= c->durable_seen) {
+            parti__consumer_end_catch_up(c, i, PARTI__P_ACTIVE);
+            parti_counter_add(&c->metrics.consumer_catch_up_tails_ended, 1);
+        } else if (ps->cu_end < low) {
+            low = ps->cu_end;
+        }
+    }
+    c->tail_min = c->tailing ? low : PARTI__CONSUMER_NO_TIME;
+    for (i = 0; i < c->cfg.partition_count; i++) /* (drained after the switch: no handler sees half of it) */
+        if (c->pt[i].state == PARTI__P_ACTIVE && arrlen(c->pt[i].q)) parti__consumer_drain(c, i);
+}
+
+/* The catch-up of partition i reached its end: everything up to cu_end is
+ * done. Unless the durable has delivered that far, its newer messages wait
+ * there behind the rest of its backlog (it delivers in stream order across
+ * its whole filter), so the partition goes on reading from the stream (the
+ * tail) until the durable reaches it. */
+static void parti__consumer_caught_up(parti_consumer *c, int i) {
+    parti__cpart *ps = &c->pt[i];
+    if (ps->state != PARTI__P_CATCHUP || ps->tail) return;
     if (ps->cu_end > ps->pos) ps->pos = ps->cu_end;
+    if (c->durable_seen >= ps->cu_end) {
+        parti__consumer_end_catch_up(c, i, PARTI__P_ACTIVE);
+        return;
+    }
+    ps->tail = 1;
+    ps->tail_at = 0;
+    ps->tail_wait = PARTI__TAIL_POLL_MIN_MS;
+    c->tailing++;
+    if (ps->cu_end < c->tail_min) c->tail_min = ps->cu_end;
+    c->tail_check_at = 0; /* the durable may have nothing pending: then no tail is needed */
+    c->tail_check_wait = PARTI__TAIL_CHECK_MIN_MS;
+    c->cu_due = 0;
+    parti_counter_add(&c->metrics.consumer_catch_up_tails, 1);
 }
 
 /* Creates the consumer again from the last applied subjects. It starts
@@ -5756,6 +5832,7 @@ static void parti__consumer_recreate(parti_consumer *c, uint64_t now) {
         parti__consumer_catch_up_from(c, i, pos);
     }
     if (c->stream_lost) c->ack_floor = 0;
+    c->durable_seen = 0; /* a new durable: it delivers from its creation on */
     c->stream_lost = 0;
     c->need_recreate = 0;
     c->fetch_active = 0;
@@ -5807,7 +5884,7 @@ static void parti__consumer_grant(parti_consumer *c, int i, uint64_t pos, uint64
  * them from the stream, after the checkpoint). */
 static void parti__consumer_revoke(parti_consumer *c, int i) {
     parti__cpart *ps = &c->pt[i];
-    if (ps->state == PARTI__P_CATCHUP) c->catching_up--;
+    parti__consumer_end_catch_up(c, i, PARTI__P_REVOKED);
     parti__consumer_drop_queue(c, i, 1);
     ps->state = PARTI__P_REVOKED;
 }
@@ -5826,6 +5903,7 @@ static void parti__consumer_saw_stream(parti_consumer *c, uint64_t created_ns) {
                 c->pt[i].pos = 0;
         }
         c->ack_floor = 0;
+        c->durable_seen = 0;
     }
     c->stream_created = created_ns;
 }
@@ -5868,6 +5946,7 @@ static void parti__consumer_apply(parti_consumer *c, uint64_t now) {
             return;
         }
         created = !c->exists || id_change;
+        if (created) c->durable_seen = 0; /* (a durable of this ID an earlier process left: its deliveries come later) */
         if (parti_subjects_diff(created ? &empty : &c->applied, &c->pending, &added, &removed) == PARTI_ERR_OK) {
             parti_counter_add(&c->metrics.consumer_subject_adds, (uint64_t)added.count);
             parti_counter_add(&c->metrics.consumer_subject_removes, (uint64_t)removed.count);
@@ -6217,6 +6296,7 @@ static void parti__consumer_drain(parti_consumer *c, int i) {
         }
         /* (the queue may have changed inside the handler only through this worker: it has not) */
         arrdel(ps->q, 0);
+        if (ps->state == PARTI__P_CATCHUP) c->cu_due = 0; /* its next read may be due */
         ps->attempts = 0;
         ps->retry_at = 0;
         if (h.m.stream_seq > ps->pos) ps->pos = h.m.stream_seq;
@@ -6235,6 +6315,11 @@ static void parti__consumer_take(parti_consumer *c, parti_msg *m, int direct) {
          * process's by now (it took the ID); the message comes back after ack_wait */
         c->t.vt->msg_release(c->t.self, m);
         return;
+    }
+    if (!direct && m->delivery_count <= 1 && m->stream_seq > c->durable_seen) {
+        /* the durable's first deliveries come in stream order: it has delivered this far */
+        c->durable_seen = m->stream_seq;
+        if (c->tailing) parti__consumer_end_tails(c, m->num_pending == 0);
     }
     if (i < 0) { /* no partition's subject: handled as it is (cannot come from a filter parti built) */
         uint32_t retry;
@@ -6303,6 +6388,7 @@ static void parti__consumer_read_ends(parti_consumer *c, uint64_t now) {
                 continue;
             ps->cu_end = last;
             ps->cu_known = 1;
+            c->cu_due = 0;
             /* durable messages held meanwhile that the catch-up reads */
             for (k = 0; k < (int)arrlen(ps->q);) {
                 if (!ps->q[k].direct && ps->q[k].m.stream_seq <= last) {
@@ -6322,17 +6408,27 @@ static void parti__consumer_read_ends(parti_consumer *c, uint64_t now) {
     parti__consumer_catch_up_failed(c, e, "reading the stream's last sequence for a catch-up", now);
 }
 
-/* 1 when a catch-up has a read to do now. */
-static int parti__consumer_catch_up_ready(const parti_consumer *c, uint64_t now) {
+/* When a catch-up next has a read to do (now or earlier: now; NO_TIME:
+ * nothing until something changes). Remembered in cu_due until a change
+ * that can make a read due sets it to 0, so the poll loop does not look at
+ * every partition for every message while a tail lasts. */
+static uint64_t parti__consumer_catch_up_due(parti_consumer *c, uint64_t now) {
+    uint64_t due = PARTI__CONSUMER_NO_TIME;
     int i, k, waiting;
-    if (!c->catching_up || c->paused || c->need_recreate || c->stream_lost || now < c->cu_retry_at) return 0;
-    for (i = 0; i < c->cfg.partition_count; i++) {
+    if (!c->catching_up || c->paused || c->need_recreate || c->stream_lost) return PARTI__CONSUMER_NO_TIME;
+    if (now < c->cu_retry_at) return c->cu_retry_at;
+    if (c->tailing && c->tail_check_at < due) due = c->tail_check_at;
+    if (c->cu_due > now) return c->cu_due < due ? c->cu_due : due;
+    for (i = 0; i < c->cfg.partition_count && due > now; i++) {
         const parti__cpart *ps = &c->pt[i];
         if (ps->state != PARTI__P_CATCHUP || !ps->cu_known) continue;
         for (k = 0, waiting = 0; k < (int)arrlen(ps->q) && !waiting; k++) waiting = ps->q[k].direct;
-        if (!waiting) return 1;
+        if (waiting) continue; /* until its read is handled */
+        if (!ps->tail || ps->tail_at <= now) return now;
+        if (ps->tail_at < due) due = ps->tail_at;
     }
-    return 0;
+    c->cu_due = due;
+    return due;
 }
 
 /* A catch-up read not handed over yet: a message, or "nothing more of the
@@ -6356,16 +6452,19 @@ static int parti__consumer_catch_up_read(parti_consumer *c, uint64_t now, parti_
     *err = PARTI_ERR_OK;
     /* (not while the stream is missing: the one read next may be another,
      * whose identity the recreation reads first) */
-    if (!c->catching_up || c->paused || c->need_recreate || c->stream_lost || now < c->cu_retry_at) return 0;
+    if (parti__consumer_catch_up_due(c, now) > now) return 0;
     while (n < PARTI__CU_TURN) {
         parti__cpart *ps = NULL;
         uint64_t from = 0;
-        int found = -1, seen = 0;
+        int found = -1, seen = 0, j;
         parti_err e;
-        for (i = 0; i < c->cfg.partition_count && found < 0; i++) {
+        /* (round robin from where the last read left off: a tail that always
+         * finds a message must not starve the others) */
+        for (j = 0; j < c->cfg.partition_count && found < 0; j++) {
             int waiting = 0, done = 0;
+            i = (c->cu_cursor + j) % c->cfg.partition_count;
             ps = &c->pt[i];
-            if (ps->state != PARTI__P_CATCHUP || !ps->cu_known) continue;
+            if (ps->state != PARTI__P_CATCHUP || !ps->cu_known || (ps->tail && ps->tail_at > now)) continue;
             for (k = 0; k < (int)arrlen(ps->q) && !waiting; k++) waiting = ps->q[k].direct;
             if (waiting) continue; /* its last read is not handled yet (a retry waits) */
             from = ps->cu_next;
@@ -6375,16 +6474,18 @@ static int parti__consumer_catch_up_read(parti_consumer *c, uint64_t now, parti_
                 if (r[k].end) done = 1;
                 else from = r[k].m.stream_seq + 1;
             }
-            /* past its end: the last read's handling ends the catch-up, else no read is needed to */
-            if (!done && !(seen && from > ps->cu_end)) found = i;
+            /* past its end: the last read's handling ends the catch-up, else no read is needed to
+             * (a tail has no end: it reads until nothing is there) */
+            if (!done && !(seen && from > ps->cu_end && !ps->tail)) found = i;
         }
         if (found < 0) break;
+        c->cu_cursor = (found + 1) % c->cfg.partition_count;
         ps = &c->pt[found];
         r[n].i = found;
         r[n].from = from;
         r[n].end = 1;
         memset(&r[n].m, 0, sizeof r[n].m);
-        if (from > ps->cu_end) { /* nothing to read */
+        if (from > ps->cu_end && !ps->tail) { /* nothing to read */
             n++;
             continue;
         }
@@ -6399,7 +6500,7 @@ static int parti__consumer_catch_up_read(parti_consumer *c, uint64_t now, parti_
             c->t.vt->msg_release(c->t.self, &r[n].m);
             break;
         }
-        if (e == PARTI_ERR_OK && r[n].m.stream_seq >= from && r[n].m.stream_seq <= ps->cu_end) {
+        if (e == PARTI_ERR_OK && r[n].m.stream_seq >= from && (r[n].m.stream_seq <= ps->cu_end || ps->tail)) {
             r[n++].end = 0;
             continue;
         }
@@ -6413,6 +6514,30 @@ static int parti__consumer_catch_up_read(parti_consumer *c, uint64_t now, parti_
         break;
     }
     return n;
+}
+
+/* Tails: when the durable has nothing pending, everything its filter
+ * matches was delivered (what is on the way arrives in order) and every
+ * later message will be: the tails end. Read at the start of each tail
+ * and then less often while the durable works through its backlog. 1 when
+ * the tails ended. */
+static int parti__consumer_tail_check(parti_consumer *c, uint64_t now) {
+    parti_consumer_info ci;
+    uint64_t pending;
+    parti_err e;
+    if (c->paused || c->need_recreate || c->stream_lost || !c->exists) return 0;
+    c->tail_check_at = now + c->tail_check_wait;
+    c->tail_check_wait =
+        c->tail_check_wait * 2 > PARTI__TAIL_CHECK_MAX_MS ? PARTI__TAIL_CHECK_MAX_MS : c->tail_check_wait * 2;
+    memset(&ci, 0, sizeof ci);
+    if ((e = c->t.vt->consumer_info(c->t.self, c->cfg.stream, c->durable, &ci, parti__consumer_budget(c))) !=
+        PARTI_ERR_OK)
+        return 0; /* the tails read on; the existence check deals with a missing durable */
+    pending = ci.num_pending;
+    parti_consumer_info_free(&ci);
+    if (pending != 0 || parti__consumer_lease_out(c)) return 0;
+    parti__consumer_end_tails(c, 1);
+    return 1;
 }
 
 /* One turn of the catch-ups: the reads, then the stream's identity, then
@@ -6429,6 +6554,7 @@ static int parti__consumer_catch_up_turn(parti_consumer *c, uint64_t now) {
     parti_err e, re;
     int n, reads, k;
     uint64_t before = c->stream_created, created = 0;
+    if (c->tailing && now >= c->tail_check_at && parti__consumer_tail_check(c, now)) return 1;
     n = parti__consumer_catch_up_read(c, now, r, &reads, &re);
     if (reads > 0 && before && c->t.vt->stream_info) {
         e = parti__consumer_check_stream(c, &created);
@@ -6452,11 +6578,21 @@ static int parti__consumer_catch_up_turn(parti_consumer *c, uint64_t now) {
         if (!r[k].end) {
             parti_counter_add(&c->metrics.consumer_catch_up_reads, 1);
             ps->cu_next = r[k].m.stream_seq + 1;
+            if (ps->tail) { /* read on at once; the durable's deliveries of P up to here are done */
+                ps->cu_end = r[k].m.stream_seq;
+                ps->tail_at = 0;
+                ps->tail_wait = PARTI__TAIL_POLL_MIN_MS;
+            }
             parti__consumer_take(c, &r[k].m, 1);
             if (ps->state == PARTI__P_CATCHUP && ps->cu_next > ps->cu_end && !arrlen(ps->q)) {
                 parti__consumer_caught_up(c, i);
                 parti__consumer_drain(c, i);
             }
+            continue;
+        }
+        if (ps->tail) { /* nothing of P after cu_end yet: read again later, less often each time */
+            ps->tail_at = parti__consumer_now(c) + ps->tail_wait;
+            ps->tail_wait = ps->tail_wait * 2 > PARTI__TAIL_POLL_MAX_MS ? PARTI__TAIL_POLL_MAX_MS : ps->tail_wait * 2;
             continue;
         }
         ps->cu_next = ps->cu_end + 1;
@@ -6469,6 +6605,7 @@ static int parti__consumer_catch_up_turn(parti_consumer *c, uint64_t now) {
     if (re != PARTI_ERR_OK)
         parti__consumer_catch_up_failed(c, re, "reading a partition's messages from the stream (catch-up)",
                                         parti__consumer_now(c));
+    c->cu_due = 0;
     return n > 0;
 }
 
@@ -6493,7 +6630,7 @@ enum { PARTI__PULL_IDLE = 0, PARTI__PULL_WAITED, PARTI__PULL_HANDLED };
 /* One step of pulling: start a pull if none is pending, wait for its next
  * message no later than deadline or the next control-plane work, handle it. */
 static int parti__consumer_pull_step(parti_consumer *c, uint64_t now, uint64_t deadline) {
-    uint64_t until = parti__consumer_next_due(c), wait;
+    uint64_t until = parti__consumer_next_due(c), wait, cu;
     parti_msg m;
     parti_err e;
     if (!c->exists || c->paused || c->need_recreate || c->need_refresh) return PARTI__PULL_IDLE;
@@ -6514,7 +6651,8 @@ static int parti__consumer_pull_step(parti_consumer *c, uint64_t now, uint64_t d
     }
     if (deadline < until) until = deadline;
     if (c->next_retry_at < until) until = c->next_retry_at;
-    if (parti__consumer_catch_up_ready(c, now)) until = now; /* a catch-up has reads to do: no waiting */
+    cu = parti__consumer_catch_up_due(c, now); /* a catch-up has reads to do: no waiting past them */
+    if (cu < until) until = cu < now ? now : cu;
     wait = until > now ? until - now : 0;
     if (wait > 0xFFFFFFFFu) wait = 0xFFFFFFFFu;
     memset(&m, 0, sizeof m);
@@ -6555,11 +6693,11 @@ static int parti__consumer_pull_step(parti_consumer *c, uint64_t now, uint64_t d
 /* The earliest moment something can be done when no pull is pending: a
  * timer of the control plane, the pull restart, the existence check, or the
  * deadline. */
-static uint64_t parti__consumer_wake(const parti_consumer *c, uint64_t deadline) {
-    uint64_t t = parti__consumer_next_due(c);
+static uint64_t parti__consumer_wake(parti_consumer *c, uint64_t deadline) {
+    uint64_t t = parti__consumer_next_due(c), cu = parti__consumer_catch_up_due(c, parti__consumer_now(c));
     if (deadline < t) t = deadline;
     if (c->next_retry_at < t) t = c->next_retry_at;
-    if (c->catching_up && c->cu_retry_at > parti__consumer_now(c) && c->cu_retry_at < t) t = c->cu_retry_at;
+    if (cu < t) t = cu;
     if (c->exists && !c->fetch_active) {
         if (c->next_info_check < t) t = c->next_info_check;
         if (!c->paused && !c->need_recreate && !c->need_refresh && c->pull_retry_at < t) t = c->pull_retry_at;

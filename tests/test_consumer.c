@@ -827,6 +827,7 @@ static int poll_until(int (*cond)(void), uint64_t max_ms) {
 static int is_unhealthy(void) { return count_events(PARTI_EVENT_CONSUMER_UNHEALTHY) > 0; }
 static int handled_two(void) { return hd.handled >= 2; }
 static int handled_five(void) { return hd.handled >= 5; }
+static int handled_three(void) { return hd.handled >= 3; }
 static int was_recreated(void) { return parti_consumer_metrics(c)->consumer_recreations.value > 0; }
 
 Test(consumer, heartbeat_loss_escalates_to_a_refresh_and_recovers) {
@@ -1140,6 +1141,103 @@ Test(consumer, a_stream_swapped_under_a_catch_up_turn_is_not_read_under_the_old_
     cr_assert_eq(new_seen[1], 1, "n2 handled %d times", new_seen[1]);
 }
 
+/* Head-of-line blocking: one durable delivers in stream order across its
+ * whole filter, so a gained partition's messages newer than the catch-up's
+ * end would wait behind the gainer's backlog on its other partitions. The
+ * catch-up goes on reading the partition from the stream (its tail) until
+ * the durable has delivered that far, then hands it back to the durable:
+ * each message once, in order. */
+static struct {
+    int p0;             /* p0 messages handled */
+    uint64_t p0_last;   /* in order */
+    int p1;             /* p1 messages handled */
+    uint64_t p1_seqs[16];
+    int p0_when_late;   /* p0 messages handled when the late p1 one was */
+    uint64_t late_seq;
+} bl;
+static parti_verdict backlog_on_message(void *user, const parti_msg *m, uint32_t *nak_delay_ms) {
+    (void)user;
+    (void)nak_delay_ms;
+    if (strcmp(m->subject, "orders.p0") == 0) {
+        cr_assert_gt(m->stream_seq, bl.p0_last, "p0 out of order: %llu after %llu", (unsigned long long)m->stream_seq,
+                     (unsigned long long)bl.p0_last);
+        bl.p0_last = m->stream_seq;
+        bl.p0++;
+        parti_fake_advance(w, 1); /* a millisecond of work per message */
+    } else {
+        cr_assert(bl.p1 < 16);
+        bl.p1_seqs[bl.p1++] = m->stream_seq;
+        if (m->stream_seq == bl.late_seq) bl.p0_when_late = bl.p0;
+    }
+    return PARTI_ACK;
+}
+static int late_handled(void) { return bl.late_seq && bl.p1 > 0 && bl.p1_seqs[bl.p1 - 1] >= bl.late_seq; }
+static int backlog_done(void) { return bl.p0 >= 3000; }
+
+Test(consumer, a_gained_partitions_new_messages_do_not_wait_behind_the_backlog_of_the_others) {
+    static const int a[] = {0}, ab[] = {0, 1};
+    uint64_t from[2] = {0, 1};
+    parti_pub_ack pa;
+    int i;
+    parti_consumer_destroy(c);
+    opts.on_message = backlog_on_message;
+    make_consumer();
+    memset(&bl, 0, sizeof bl);
+    update("w1", a, 1);
+    settle();
+    for (i = 0; i < 3000; i++) publish("orders.p0"); /* seqs 1..3000: three seconds of work */
+    publish("orders.p1");                            /* 3001, 3002: the catch-up reads them */
+    publish("orders.p1");
+    for (i = 0; i < 3; i++) parti_consumer_poll(c, 10);
+    cr_assert_lt(bl.p0, 1000, "the backlog is there: %d handled", bl.p0);
+    cr_assert_eq(parti_consumer_update_from(c, "w1", ab, 2, from), PARTI_ERR_OK);
+    settle();
+    for (i = 0; i < 3; i++) parti_consumer_poll(c, 10);
+    /* published after the catch-up read the stream's end: the durable has it
+     * only behind the rest of p0's backlog */
+    cr_assert_eq(ob.vt->publish(ob.self, "orders.p1", NULL, 0, "x", 1, &pa, 1000), PARTI_ERR_OK);
+    bl.late_seq = pa.stream_seq;
+    cr_assert(poll_until(late_handled, 10000), "the late p1 message was not handled");
+    cr_assert_lt(bl.p0_when_late, 2000, "it waited for %d of p0's 3000", bl.p0_when_late);
+    cr_assert_geq(parti_consumer_metrics(c)->consumer_catch_up_tails.value, 1);
+    /* the durable reaches the tail: p1 is its again, nothing twice, nothing out of order */
+    cr_assert(poll_until(backlog_done, 20000), "p0's backlog: %d of 3000", bl.p0);
+    publish("orders.p1");
+    for (i = 0; i < 20; i++) parti_consumer_poll(c, 100);
+    cr_assert_eq(parti_consumer_metrics(c)->consumer_catch_up_tails_ended.value, 1);
+    cr_assert_eq(bl.p0, 3000);
+    cr_assert_eq(bl.p1, 4, "p1 handled %d times", bl.p1);
+    cr_assert_eq(bl.p1_seqs[0], 3001);
+    cr_assert_eq(bl.p1_seqs[1], 3002);
+    cr_assert_eq(bl.p1_seqs[2], bl.late_seq);
+    cr_assert_eq(bl.p1_seqs[3], 3004);
+}
+
+/* The tail costs nothing on a quiet stream: the durable has nothing
+ * pending, so it ends at once, and no partition is polled for ever. */
+Test(consumer, a_catch_up_tail_ends_when_the_durable_has_nothing_pending) {
+    static const int a[] = {0}, ab[] = {0, 1};
+    uint64_t from[2] = {0, 1};
+    int reads;
+    update("w1", a, 1);
+    settle();
+    publish("orders.p1");
+    publish("orders.p1");
+    cr_assert_eq(parti_consumer_update_from(c, "w1", ab, 2, from), PARTI_ERR_OK);
+    settle();
+    cr_assert(poll_until(handled_two, 5000));
+    reads = count_log("stream_get_next", NULL);
+    cr_assert_eq(parti_consumer_poll(c, 60000), PARTI_ERR_OK); /* a quiet virtual minute */
+    cr_assert_eq(count_log("stream_get_next", NULL), reads, "%d reads in a quiet minute",
+                 count_log("stream_get_next", NULL) - reads);
+    cr_assert_eq(parti_consumer_metrics(c)->consumer_catch_up_tails.value, 1);
+    cr_assert_eq(parti_consumer_metrics(c)->consumer_catch_up_tails_ended.value, 1);
+    publish("orders.p1"); /* the durable delivers it: once */
+    cr_assert(poll_until(handled_three, 5000));
+    cr_assert_eq(parti_consumer_poll(c, 1000), PARTI_ERR_OK);
+    cr_assert_eq(hd.handled, 3);
+}
+
 Test(consumer, a_resume_point_ahead_of_the_position_grows_in_place) {
     static const int a[] = {0}, ab[] = {0, 1};
     uint64_t from[2] = {0, 1000};
@@ -1270,7 +1368,6 @@ Test(consumer, fail_fast_stops_at_the_first_failure_without_retrying) {
 /* A message larger than fetch_max_bytes would stop its partition for ever
  * (every pull ends at once with 409 Message Size Exceeds MaxBytes); the
  * consumer pulls it alone without the limit, counts it, and goes on in order. */
-static int handled_three(void) { return hd.handled >= 3; }
 
 Test(consumer, a_message_larger_than_fetch_max_bytes_is_taken_alone_and_counted) {
     static const int a[] = {0};

@@ -663,6 +663,8 @@ static const struct {
     {"parti_worker_consumer_foreign_redeliveries_total", "counter"},
     {"parti_worker_consumer_refreshes_total", "counter"},
     {"parti_worker_consumer_catch_up_reads_total", "counter"},
+    {"parti_worker_consumer_catch_up_tails_total", "counter"},
+    {"parti_worker_consumer_catch_up_tails_ended_total", "counter"},
     {"parti_worker_consumer_handoff_skipped_total", "counter"},
     {"parti_worker_consumer_oversized_messages_total", "counter"},
     {"parti_partition_claims_total", "counter"},
