@@ -23,8 +23,10 @@
  *     SERVER_SHUTDOWN; file-storage streams, consumers and KV survive,
  *     memory-storage ones are lost), expire a key early, skew one client's
  *     clock, and the ambiguous writes of real servers: a write applied whose
- *     reply is lost (the caller sees TIMEOUT), and a KV write applied late
- *     (a stalled process's buffered write landing after the world moved on).
+ *     reply is lost (the caller sees TIMEOUT), a KV write applied late
+ *     (a stalled process's buffered write landing after the world moved on),
+ *     and a pulled message lost in transit (counted delivered by the server,
+ *     never seen by the client, redelivered after ack_wait).
  *     A wait hook lets a scheduler run many clients on threads, one at a
  *     time, on the shared virtual clock (the whole-group simulator).
  *
@@ -123,6 +125,14 @@ PARTIDEF parti_err parti_fake_lose_replies(parti_fake_world *w, parti_transport 
  * buffered writes of a stalled process arriving after the world moved on. */
 PARTIDEF parti_err parti_fake_apply_late(parti_fake_world *w, parti_transport *client, const char *op, int n,
                                          uint32_t delay_ms);
+/* Deliveries lost in transit, as on a real server when a connection drops (or
+ * the server cuts a slow client off) while messages of a pull are on the
+ * wire: the next n messages the server hands to client's pulls (any durable)
+ * count as delivered (ack pending, the consumer sequence advances, the
+ * pull's batch and max_bytes are spent) but fetch_next never returns them;
+ * the pull goes on with the messages after them, and each lost one is
+ * redelivered after ack_wait with a higher delivery count. */
+PARTIDEF parti_err parti_fake_lose_deliveries(parti_fake_world *w, parti_transport *client, int n);
 PARTIDEF void parti_fake_partition(parti_fake_world *w, parti_transport *client, int cut);
 /* Restarts the server: pending pulls end with SERVER_SHUTDOWN; file-storage
  * streams (with their consumers) and buckets survive, memory-storage ones are
@@ -315,7 +325,7 @@ struct parti__fclient {
     int fail_n[PARTI__FOP_COUNT];
     parti_err fail_status[PARTI__FOP_COUNT];
     uint32_t latency[PARTI__FOP_COUNT];
-    int lose_n[PARTI__FOP_COUNT];    /* replies to lose */
+    int lose_n[PARTI__FOP_COUNT];    /* replies to lose (fetch_next: deliveries lost in transit) */
     int late_n[PARTI__FOP_COUNT];    /* writes to apply late */
     uint32_t late_ms[PARTI__FOP_COUNT];
     parti__fpull *pulls;             /* stb_ds array */
@@ -1410,6 +1420,21 @@ static parti_err parti__fake_fetch_next(void *self, const char *stream, const ch
             parti__fake_log(w, c, "fetch_next", e, "%s/%s max_bytes reached", stream, durable);
             return e;
         }
+        if (mi >= 0 && c->lose_n[PARTI__FOP_fetch_next] > 0) {
+            /* lost in transit: the server has counted it delivered and goes on */
+            c->lose_n[PARTI__FOP_fetch_next]--;
+            k->cseq++;
+            p->remaining--;
+            p->delivered++;
+            if (p->bytes_left > 0) p->bytes_left -= parti__fake_msg_size(&s->msgs[mi]);
+            p->last_activity = w->now;
+            k->last_active = w->now;
+            parti__fake_log(w, c, "fetch_next", PARTI_ERR_OK,
+                            "%s/%s seq=%llu subject=%s delivery=%u consumer_seq=%llu lost in transit", stream, durable,
+                            (unsigned long long)s->msgs[mi].seq, s->msgs[mi].subject, deliveries,
+                            (unsigned long long)k->cseq);
+            continue;
+        }
         if (mi >= 0) {
             parti__fdeliv *d = (parti__fdeliv *)PARTI_MALLOC(sizeof *d);
             if (!d) return PARTI_ERR_NOMEM;
@@ -1778,6 +1803,10 @@ PARTIDEF parti_err parti_fake_apply_late(parti_fake_world *w, parti_transport *c
         idx != PARTI__FOP_kv_delete)
         return PARTI_ERR_INVALID_ARGUMENT;
     return parti__fake_arm(w, client, idx, n, 1, delay_ms);
+}
+
+PARTIDEF parti_err parti_fake_lose_deliveries(parti_fake_world *w, parti_transport *client, int n) {
+    return parti__fake_arm(w, client, PARTI__FOP_fetch_next, n, 0, 0);
 }
 
 PARTIDEF void parti_fake_partition(parti_fake_world *w, parti_transport *client, int cut) {

@@ -56,7 +56,8 @@
     X(cut, "a worker is cut off from the server and healed later")                                                 \
     X(restart, "the server restarts (memory-storage streams and buckets are lost)")                                \
     X(skew, "a worker's clock is skewed by up to 2 s")                                                             \
-    X(bad_doc, "an outsider writes garbage, or a document from a future epoch, over the assignment")
+    X(bad_doc, "an outsider writes garbage, or a document from a future epoch, over the assignment")            \
+    X(lost_delivery, "a worker's next 1-5 pulled messages are lost in transit (the server counts them delivered)")
 
 enum {
 #define SIM_FAULT_ENUM(name, help) F_##name,
@@ -190,9 +191,12 @@ static sim_params params_from_seed(uint64_t seed) {
     p.max_deliver = (int)rng_range(&r, 3, 6);
     p.stream_memory = rng_chance(&r, 300);
     p.kv_memory = rng_chance(&r, 500);
-    for (i = 0; i < F_COUNT; i++)
+    for (i = 0; i < F_lost_delivery; i++)
         if (rng_chance(&r, 500)) p.faults |= 1u << i;
     p.fault_every_ms = (uint32_t)rng_range(&r, 500, 3000);
+    /* kinds added later are drawn last: a seed without them runs as before */
+    for (i = F_lost_delivery; i < F_COUNT; i++)
+        if (rng_chance(&r, 500)) p.faults |= 1u << i;
     return p;
 }
 
@@ -1495,6 +1499,9 @@ static void inject_fault(sim *s, int f, actor *target, int count) {
             a->last_lease_fault = now;
             parti_fake_partition(s->w, &a->ft, 1);
             add_timer(s, now + ttl / 5 + rng_next(&s->rng) % (3 * ttl), 0, a->idx);
+            break;
+        case F_lost_delivery: /* the connection dropped with messages of a pull on the wire */
+            parti_fake_lose_deliveries(s->w, &a->ft, count ? count : 1 + (int)(rng_next(&s->rng) % 5));
             break;
         case F_skew: /* a monotonic clock only jumps forward (a host that was suspended) */
             a->skew += (int64_t)(rng_next(&s->rng) % 2001);

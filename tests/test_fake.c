@@ -527,3 +527,43 @@ Test(fake, writes_can_be_applied_late_or_lose_their_reply) {
     cr_assert_eq(parti_fake_lose_replies(w, &a, "nope", 1), PARTI_ERR_INVALID_ARGUMENT);
     b.vt->kv_watch_stop(b.self, wt);
 }
+
+/* A delivery lost in transit: the server counts it (consumer sequence, ack
+ * pending, the pull's batch), the client never sees it, and ack_wait brings
+ * it back with delivery count 2 after the later messages were delivered. */
+Test(fake, a_delivery_lost_in_transit_is_counted_by_the_server_and_redelivered_after_ack_wait) {
+    parti_consumer_info ci;
+    parti_msg m;
+    make_stream(&a);
+    make_consumer(&a, "w", "orders.1", 5000);
+    publish(&a, "orders.1");
+    publish(&a, "orders.1");
+    publish(&a, "orders.1");
+    cr_assert_eq(parti_fake_lose_deliveries(w, &a, 1), PARTI_ERR_OK);
+    start_pull(&a, "w", 2, 1000, 0);
+    cr_assert_eq(a.vt->fetch_next(a.self, "orders", "w", &m, 0), PARTI_ERR_OK);
+    cr_assert_eq(m.stream_seq, 2);
+    cr_assert_eq(m.consumer_seq, 2, "the lost delivery took consumer sequence 1");
+    cr_assert_eq(m.delivery_count, 1);
+    cr_assert_eq(a.vt->ack(a.self, &m, PARTI_ACK_ACK, 0, 1000), PARTI_ERR_OK);
+    a.vt->msg_release(a.self, &m);
+    /* the lost one counted against the batch of 2: the pull is complete */
+    cr_assert_eq(a.vt->fetch_next(a.self, "orders", "w", &m, 0), PARTI_ERR_NO_MESSAGES);
+    cr_assert_eq(a.vt->consumer_info(a.self, "orders", "w", &ci, 1000), PARTI_ERR_OK);
+    cr_assert_eq(ci.num_ack_pending, 1);
+    cr_assert_eq(ci.delivered_stream_seq, 2);
+    cr_assert_eq(ci.ack_floor_stream_seq, 0);
+    parti_consumer_info_free(&ci);
+    start_pull(&a, "w", 10, 10000, 0);
+    cr_assert_eq(a.vt->fetch_next(a.self, "orders", "w", &m, 0), PARTI_ERR_OK);
+    cr_assert_eq(m.stream_seq, 3);
+    cr_assert_eq(m.consumer_seq, 3);
+    a.vt->msg_release(a.self, &m);
+    /* after ack_wait: the lost one, with the next consumer sequence */
+    cr_assert_eq(a.vt->fetch_next(a.self, "orders", "w", &m, 6000), PARTI_ERR_OK);
+    cr_assert_eq(m.stream_seq, 1);
+    cr_assert_eq(m.delivery_count, 2);
+    cr_assert_eq(m.consumer_seq, 4);
+    a.vt->msg_release(a.self, &m);
+    cr_assert_eq(parti_fake_lose_deliveries(w, &a, -1), PARTI_ERR_INVALID_ARGUMENT);
+}
