@@ -511,6 +511,7 @@ typedef struct parti_consumer_info {
     char **filter_subjects;        /* as the server has them now */
     int filter_count;
     uint64_t delivered_stream_seq; /* the consumer's position */
+    uint64_t delivered_consumer_seq; /* deliveries so far, redeliveries too (the next takes this + 1) */
     uint64_t ack_floor_stream_seq;
     uint64_t num_pending;          /* matching messages after the position */
     uint64_t num_ack_pending;      /* delivered, not yet acked */
@@ -998,6 +999,8 @@ PARTIDEF const char *parti_metric_type_name(parti_metric_type t);
       "Catch-ups that went on reading past their end: the durable had not delivered that far (a backlog).")    \
     X(consumer_catch_up_tails_ended, counter, "parti_worker_consumer_catch_up_tails_ended_total", 0, 0, 0,        \
       "Catch-up tails ended: the durable delivered as far as they had read, or had nothing pending.")         \
+    X(consumer_delivery_gaps, counter, "parti_worker_consumer_delivery_gaps_total", 0, 0, 0,                      \
+      "Deliveries lost on the way (a gap in the consumer sequence): the partitions were caught up again.")      \
     X(consumer_handoff_skipped, counter, "parti_worker_consumer_handoff_skipped_total", 0, 0, 0,                   \
       "Messages acked without the handler: done before, read by a catch-up, or of a partition another owns.")  \
     /* A message larger than fetch_max_bytes: pulled alone, without the byte limit. */                            \
@@ -5185,6 +5188,8 @@ struct parti_consumer {
     uint64_t tail_check_at;      /* tails: the durable's pending count is read then */
     uint32_t tail_check_wait;    /* tails: the wait after a read that finds messages pending */
     uint64_t durable_seen;       /* the highest stream sequence the durable delivered for the first time */
+    uint64_t cseq_seen;          /* the durable's last delivery seen (its consumer sequence) */
+    int cseq_known;              /* cseq_seen is the durable's count (0: the next delivery sets it) */
     uint64_t cu_due;             /* no catch-up read is due before then (0: look) */
     int cu_cursor;               /* the catch-up's next read looks from this partition on */
     uint64_t next_retry_at;      /* no held head is due to be tried again before then */
@@ -5684,6 +5689,7 @@ static parti_err parti__consumer_upsert(parti_consumer *c, const char *durable, 
 }
 
 static void parti__consumer_saw_stream(parti_consumer *c, uint64_t created_ns);
+static void parti__consumer_read_base(parti_consumer *c);
 
 /* Reads the stream's identity (its creation time) and acts on a change
  * (parti__consumer_saw_stream). *created (may be NULL) gets it, 0 unknown. */
@@ -5833,6 +5839,7 @@ static void parti__consumer_recreate(parti_consumer *c, uint64_t now) {
     }
     if (c->stream_lost) c->ack_floor = 0;
     c->durable_seen = 0; /* a new durable: it delivers from its creation on */
+    parti__consumer_read_base(c);
     c->stream_lost = 0;
     c->need_recreate = 0;
     c->fetch_active = 0;
@@ -5989,6 +5996,7 @@ static void parti__consumer_apply(parti_consumer *c, uint64_t now) {
         }
         c->exists = 1;
         c->need_recreate = 0;
+        if (created) parti__consumer_read_base(c);
         parti_backoff_reset(&c->backoff);
         c->retry_at = 0;
         c->next_info_check = now + c->opts.info_interval_ms;
@@ -6304,6 +6312,80 @@ static void parti__consumer_drain(parti_consumer *c, int i) {
     }
 }
 
+/* Partition i's catch-up also covers everything up to end (0: up to the
+ * stream's last sequence, read again): a tail becomes a catch-up with an
+ * end again. Held durable messages it will read are given back. */
+static void parti__consumer_extend_catch_up(parti_consumer *c, int i, uint64_t end) {
+    parti__cpart *ps = &c->pt[i];
+    int k;
+    if (ps->state != PARTI__P_CATCHUP) return;
+    if (ps->tail) {
+        ps->tail = 0;
+        c->tailing--;
+        if (!c->tailing) c->tail_min = PARTI__CONSUMER_NO_TIME;
+    }
+    if (!ps->cu_known) return; /* its end is read later: that covers everything up to now */
+    if (!end) ps->cu_known = 0;
+    else if (end > ps->cu_end) ps->cu_end = end;
+    for (k = 0; k < (int)arrlen(ps->q);) {
+        if (!ps->q[k].direct && (!ps->cu_known || ps->q[k].m.stream_seq <= ps->cu_end)) {
+            parti__consumer_skip(c, &ps->q[k].m, 0); /* the catch-up reads it */
+            arrdel(ps->q, k);
+        } else {
+            k++;
+        }
+    }
+    c->cu_due = 0;
+}
+
+/* Deliveries were lost on the way (m's consumer sequence is not the next
+ * one: a connection that dropped while a pull's messages were on the wire).
+ * The server counts them delivered and sends them again only after
+ * ack_wait, by when later messages of their partitions would have been
+ * handled and they would count as done. Which partitions they belong to is
+ * unknown, so every partition held is caught up again from its position by
+ * reading the stream: up to m's sequence when m is a first delivery (the
+ * lost ones come before it: first deliveries come in stream order), else up
+ * to the stream's last sequence. */
+static void parti__consumer_delivery_gap(parti_consumer *c, const parti_msg *m) {
+    uint64_t end = m->delivery_count <= 1 && m->consumer_seq > c->cseq_seen && m->stream_seq ? m->stream_seq - 1 : 0;
+    int i;
+    parti_counter_add(&c->metrics.consumer_delivery_gaps, 1);
+    parti__consumer_log(c, PARTI_LOG_WARN, "deliveries lost on the way (a gap in the consumer sequence)", PARTI_ERR_OK,
+                        "catching up every partition again from the stream");
+    for (i = 0; i < c->cfg.partition_count; i++) {
+        parti__cpart *ps = &c->pt[i];
+        uint64_t pos;
+        if (ps->state == PARTI__P_CATCHUP) {
+            parti__consumer_extend_catch_up(c, i, end);
+            continue;
+        }
+        if (c->group ? ps->state != PARTI__P_ACTIVE : parti__subjects_find(&c->applied, c->psubj[i]) < 0) continue;
+        /* (alone: at least the ack floor, never history the durable already settled) */
+        pos = !c->group && c->ack_floor > ps->pos ? c->ack_floor : ps->pos;
+        parti__consumer_catch_up_from(c, i, pos);
+        if (end) {
+            ps->cu_end = end > pos ? end : pos;
+            ps->cu_known = 1;
+        }
+    }
+}
+
+/* The durable was created or made again by this process: its delivery
+ * count now, so a gap in the first deliveries shows too. */
+static void parti__consumer_read_base(parti_consumer *c) {
+    parti_consumer_info ci;
+    memset(&ci, 0, sizeof ci);
+    c->cseq_known = 0;
+    c->cseq_seen = 0;
+    if (c->t.vt->consumer_info(c->t.self, c->cfg.stream, c->durable, &ci, parti__consumer_budget(c)) != PARTI_ERR_OK)
+        return; /* the first delivery sets it */
+    c->cseq_seen = ci.delivered_consumer_seq;
+    c->cseq_known = 1;
+    if (ci.ack_floor_stream_seq > c->ack_floor) c->ack_floor = ci.ack_floor_stream_seq;
+    parti_consumer_info_free(&ci);
+}
+
 /* A message for partition i (from the durable, or a direct read): dropped
  * when done before or not this worker's, else queued in order and drained. */
 static void parti__consumer_take(parti_consumer *c, parti_msg *m, int direct) {
@@ -6315,6 +6397,11 @@ static void parti__consumer_take(parti_consumer *c, parti_msg *m, int direct) {
          * process's by now (it took the ID); the message comes back after ack_wait */
         c->t.vt->msg_release(c->t.self, m);
         return;
+    }
+    if (!direct && m->consumer_seq) { /* (0: a transport that does not say) */
+        if (c->cseq_known && m->consumer_seq != c->cseq_seen + 1) parti__consumer_delivery_gap(c, m);
+        c->cseq_seen = m->consumer_seq;
+        c->cseq_known = 1;
     }
     if (!direct && m->delivery_count <= 1 && m->stream_seq > c->durable_seen) {
         /* the durable's first deliveries come in stream order: it has delivered this far */

@@ -1207,6 +1207,7 @@ static parti_err parti__fake_consumer_info(void *self, const char *stream, const
     for (i = 0; i < out->filter_count; i++)
         out->filter_subjects[i] = parti__strdup(k->filters[i]);
     out->delivered_stream_seq = k->position;
+    out->delivered_consumer_seq = k->cseq;
     out->ack_floor_stream_seq = arrlen(k->pend) ? k->pend[0].seq - 1 : k->position;
     out->num_pending = parti__fake_num_pending(s, k);
     out->num_ack_pending = (uint64_t)arrlen(k->pend);
@@ -3292,6 +3293,7 @@ static parti_err parti__nats_consumer_info(void *self, const char *stream, const
     e = parti__nats_strings(&doc, parti_json_get(&doc, c, "filter_subjects"), parti_json_get(&doc, c, "filter_subject"),
                             &out->filter_subjects, &out->filter_count);
     parti_json_get_uint64(&doc, parti_json_get(&doc, root, "delivered"), "stream_seq", &out->delivered_stream_seq);
+    parti_json_get_uint64(&doc, parti_json_get(&doc, root, "delivered"), "consumer_seq", &out->delivered_consumer_seq);
     parti_json_get_uint64(&doc, parti_json_get(&doc, root, "ack_floor"), "stream_seq", &out->ack_floor_stream_seq);
     parti_json_get_uint64(&doc, root, "num_pending", &out->num_pending);
     parti_json_get_uint64(&doc, root, "num_ack_pending", &out->num_ack_pending);

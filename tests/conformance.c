@@ -2088,6 +2088,43 @@ Test(pull, fetch_returns_matching_messages_in_stream_order) {
     }
 }
 
+/* Each delivery, a redelivery too, takes the consumer's next sequence, a
+ * filter change keeps the count, and consumer info reports it: so a gap in
+ * what a client sees means deliveries lost on the way (parti catches up). */
+Test(pull, every_delivery_takes_the_next_consumer_sequence_and_info_reports_the_count) {
+    parti_transport *a = conf_connect();
+    parti_consumer_info ci;
+    conf_delivery d[8];
+    parti_err end;
+    parti_fetch_opts o = conf_opts(2, 1000, 0);
+    int n, i, redelivered;
+    conf_orders_abc(a); /* a1 b1 c1 a2 b2 a3 */
+    conf_consumer(a, "ORDERS", "w1", LIST("orders.a"), 1000);
+    ci = conf_cinfo(a, "ORDERS", "w1");
+    cr_assert_eq(ci.delivered_consumer_seq, 0);
+    parti_consumer_info_free(&ci);
+    n = conf_pull_once(a, "ORDERS", "w1", &o, CONF_NO_ACK, conf_now(a), d, 8, &end); /* a1 a2, never acked */
+    cr_assert_eq(n, 2);
+    cr_assert_eq(d[0].consumer_seq, 1);
+    cr_assert_eq(d[1].consumer_seq, 2);
+    conf_consumer(a, "ORDERS", "w1", LIST("orders.a", "orders.b"), 1000);
+    ci = conf_cinfo(a, "ORDERS", "w1");
+    cr_assert_eq(ci.delivered_consumer_seq, 2, "after a filter change: %llu", (unsigned long long)ci.delivered_consumer_seq);
+    parti_consumer_info_free(&ci);
+    /* b2 and a3, and after ack_wait a1 and a2 again: consumer seqs 3..6 */
+    n = conf_collect(a, "ORDERS", "w1", 2500, PARTI_ACK_ACK, conf_now(a), d, 8);
+    cr_assert_eq(n, 4, "%d deliveries", n);
+    for (i = 0, redelivered = 0; i < n; i++) {
+        cr_assert_eq(d[i].consumer_seq, (uint64_t)(3 + i), "delivery %d: consumer seq %llu", i,
+                     (unsigned long long)d[i].consumer_seq);
+        redelivered += d[i].count == 2 && (d[i].seq == 1 || d[i].seq == 4);
+    }
+    cr_assert_eq(redelivered, 2);
+    ci = conf_cinfo(a, "ORDERS", "w1");
+    cr_assert_eq(ci.delivered_consumer_seq, 6);
+    parti_consumer_info_free(&ci);
+}
+
 Test(pull, batch_limit_ends_the_pull_before_it_expires) {
     parti_transport *a = conf_connect();
     conf_delivery d[8];

@@ -2383,6 +2383,14 @@ static const scenario scenarios[] = {
      "--script '6000 pause_long P2 3; 22000 crash P2; 23000 crash L'",
      "", NULL}, /* found by review (durable_leak 10/10 before): a rejoin under the same ID did not write the
                  * registry key again */
+    {"delivery_lost_in_transit", "one pulled message is lost on the wire, the next ones arrive",
+     "--workers 1 --partitions 4 --script '8000 lost_delivery P0 1'", "", NULL}, /* loss 10/10 before: the later
+                                                                                  * messages moved the position past
+                                                                                  * it, its redelivery was skipped */
+    {"deliveries_lost_during_handoff", "deliveries are lost on the wire while partitions move to a joining worker",
+     "--workers 2 --partitions 8 --rate 80 --script '6000 join; 6050 lost_delivery P0 3; 6100 lost_delivery P2 3; "
+     "9000 leave P1; 9020 lost_delivery P0 5'",
+     "", NULL},
 };
 
 /* Splits args into argv (single quotes group words); returns argc. */

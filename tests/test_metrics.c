@@ -665,6 +665,7 @@ static const struct {
     {"parti_worker_consumer_catch_up_reads_total", "counter"},
     {"parti_worker_consumer_catch_up_tails_total", "counter"},
     {"parti_worker_consumer_catch_up_tails_ended_total", "counter"},
+    {"parti_worker_consumer_delivery_gaps_total", "counter"},
     {"parti_worker_consumer_handoff_skipped_total", "counter"},
     {"parti_worker_consumer_oversized_messages_total", "counter"},
     {"parti_partition_claims_total", "counter"},
