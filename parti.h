@@ -136,7 +136,14 @@
  *          watchers that survive a re-created bucket, server times on the
  *          transport clock, and in the fake a wait hook for the whole-group
  *          simulator (tests/sim.c), lost replies and late writes, memory
- *          storage lost on restart
+ *          storage lost on restart, deliveries lost in transit
+ *          (parti_fake_lose_deliveries); a catch-up reads on past its end
+ *          (the tail) until the durable has delivered that far, so a gained
+ *          partition does not wait behind the gainer's backlog; a gap in
+ *          the durable's consumer sequence (deliveries lost on the wire)
+ *          catches every held partition up again (consumer info gained
+ *          delivered_consumer_seq; metrics ..._catch_up_tails_total,
+ *          ..._catch_up_tails_ended_total, ..._delivery_gaps_total)
  *   0.2.0  the worker consumer, assignment strategies and document, the group
  *          (membership, leader election, rebalancing, degraded mode); the
  *          vtable gained sleep_ms, consumer info the deliver policy
