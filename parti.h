@@ -9220,6 +9220,28 @@ static parti_err parti__g_open(parti *p) {
     return PARTI_ERR_OK;
 }
 
+/* Drops what the watches buffered so far. A worker that claims an ID reads
+ * the leader key and the document afresh, so nothing buffered before the
+ * claim is needed; and it may be from buckets lost since (a memory-storage
+ * restart while the worker waited to join): the watchers outlive a
+ * re-created bucket, and a lost bucket's document can carry the epoch and
+ * version that the new bucket's leader publishes next (the epochs start
+ * again), so the fence would pass it and the real document would then look
+ * already applied. */
+static void parti__g_discard_watched(parti *p) {
+    parti_kv_watcher *ws[2];
+    parti_kv_entry e;
+    int i, guard;
+    ws[0] = p->wm;
+    ws[1] = p->wa;
+    for (i = 0; i < 2; i++)
+        for (guard = 0; ws[i] && guard < 10000; guard++) {
+            memset(&e, 0, sizeof e);
+            if (p->t.vt->kv_watch_next(p->t.self, ws[i], &e) != PARTI_ERR_OK) break;
+            parti_kv_entry_free(&e);
+        }
+}
+
 /* Memory-storage buckets die with a server restart, and with them every
  * lease: a process that starts just after could take the ID of one that
  * still runs on its old lease. So the group's buckets carry their birth (a
@@ -9353,6 +9375,7 @@ open_buckets:
             break;
         }
         parti_strings_free(keys, nkeys);
+        parti__g_discard_watched(p); /* what came before the claim: read afresh below */
         memcpy(p->key, key, strlen(key) + 1);
         snprintf(p->id, sizeof p->id, "worker-%d", num);
         p->last_id = num;

@@ -2400,6 +2400,15 @@ static const scenario scenarios[] = {
      "", NULL}, /* found by seed 17687 (owned 7/10 before): the join's first call after the restart was told the
                  * buckets were gone and waited a second grown backoff before making them again; it makes them
                  * again at once now */
+    {"stale_document_buffered_across_restart",
+     "a worker waiting to join is paused with the leader's document buffered in its watch; a restart loses the "
+     "buckets and the leader crashes; a newcomer leads the new buckets under the same epoch",
+     "--workers 2 --partitions 8 --rate 40 --kv-memory 1 --stream-memory 0 --heartbeat 1000 --ttl 5000 "
+     "--duration 18000 --script '4000 pause_long P1 2; 7000 crash P0; 8000 restart; 8100 join'",
+     "", NULL}, /* found by seed 28161 (loss, liveness and owned 10/10 before): the worker applied the lost
+                 * bucket's document, whose epoch and version the new leader's first one repeated, and took
+                 * the real one as already applied; a worker drops what its watches buffered when it claims
+                 * an ID now */
 };
 
 /* Splits args into argv (single quotes group words); returns argc. */
