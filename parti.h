@@ -5177,6 +5177,8 @@ struct parti_consumer {
     parti_subjects applied;      /* the filter last put on the server; never empty once applied */
     parti_subjects none;         /* always empty: what subjects() shows while paused */
     int exists;                  /* applied at least once under this durable */
+    int forgotten;               /* group: the durable was given up with the worker ID; it may still be on
+                                    the server, at the position it had then */
     /* where a (re)created durable starts: the server refuses to change it on
      * update, so every upsert of one durable sends the same */
     parti_deliver_policy deliver;
@@ -5876,9 +5878,12 @@ static int parti__consumer_adopt_start(parti_consumer *c, const char *durable) {
 /* A group's: the worker ID was lost. The durable is another process's
  * from now on (a newcomer may take the ID): never recreated, refreshed,
  * checked or pulled from here again; the next assignment comes with the
- * next ID and creates its own. */
+ * next ID and creates its own. Back under the same ID, that is a durable of
+ * the same name (it holds this process's instance), which may still be on
+ * the server at its old position: it is deleted first (parti__consumer_apply). */
 static void parti__consumer_forget_durable(parti_consumer *c) {
     c->exists = 0;
+    c->forgotten = 1;
     c->need_recreate = c->need_refresh = 0;
     c->fetch_active = 0;
     c->paused = 1;
@@ -5942,7 +5947,20 @@ static void parti__consumer_apply(parti_consumer *c, uint64_t now) {
         parti_counter_add(&c->metrics.consumer_updates_noop, 1);
     } else {
         if ((e = parti_consumer_name(c->cfg.consumer_prefix, c->pending_id, name, sizeof name, NULL, 0)) ==
-            PARTI_ERR_OK) {
+                PARTI_ERR_OK &&
+            c->forgotten && (!c->exists || id_change) && strcmp(name, c->durable) == 0) {
+            /* back under the ID it lost: its old durable of this name would
+             * be kept with its position from before the loss, and deliver the
+             * whole backlog since (which the catch-ups read from the
+             * checkpoints) ahead of every new message. Deleted, so the new
+             * one starts with new messages */
+            e = c->t.vt->consumer_delete
+                    ? c->t.vt->consumer_delete(c->t.self, c->cfg.stream, name, parti__consumer_budget(c))
+                    : PARTI_ERR_CONSUMER_NOT_FOUND;
+            if (e == PARTI_ERR_CONSUMER_NOT_FOUND || e == PARTI_ERR_STREAM_NOT_FOUND) e = PARTI_ERR_OK;
+            if (e == PARTI_ERR_OK) c->forgotten = 0;
+        }
+        if (e == PARTI_ERR_OK) {
             /* an existing durable is updated, never made again: one deleted
              * behind this worker's back is recreated (with its catch-ups) */
             e = parti__consumer_upsert_as(c, name, &c->pending, c->exists && !id_change);
@@ -6002,6 +6020,7 @@ static void parti__consumer_apply(parti_consumer *c, uint64_t now) {
                     }
         }
         c->exists = 1;
+        c->forgotten = 0;
         c->need_recreate = 0;
         if (created) parti__consumer_read_base(c);
         parti_backoff_reset(&c->backoff);

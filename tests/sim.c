@@ -2409,6 +2409,14 @@ static const scenario scenarios[] = {
                  * bucket's document, whose epoch and version the new leader's first one repeated, and took
                  * the real one as already applied; a worker drops what its watches buffered when it claims
                  * an ID now */
+    {"same_id_rejoin_finds_old_durable",
+     "a worker loses its ID while its consumer upserts keep failing; back under the same ID (the same durable "
+     "name), its old durable is still on the server, at its position from before the loss",
+     "--workers 1 --partitions 4 --rate 80 --heartbeat 250 --ttl 1000 --op-timeout 201 --duration 35000 "
+     "--script '2500 pause_long P0; 2600 upsert_fail P0 30'",
+     "", NULL}, /* found by seed 10923 (liveness 7/10, loss 4/10 before): the old durable was updated in place and delivered
+                 * the whole backlog since the loss (skipped one by one: the catch-ups read it) ahead of every
+                 * new message; it is deleted before the durable is made again */
 };
 
 /* Splits args into argv (single quotes group words); returns argc. */
