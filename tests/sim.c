@@ -1934,6 +1934,9 @@ static void sim_run(const sim_params *prm, sim_result *out, FILE *log_out, int v
     s->cfg.fetch_heartbeat_ms = 500;
     s->cfg.ack_wait_ms = prm->ack_wait_ms;
     s->cfg.max_deliver = prm->max_deliver;
+    /* retries back off to 2 s at most: the "retries" term of the liveness bound
+     * (a worker waits for its current retry delay once the server is back) */
+    s->cfg.backoff_cap_ms = 2000;
     snprintf(s->assign_bucket, sizeof s->assign_bucket, "parti-SIM-assign");
     snprintf(s->members_bucket, sizeof s->members_bucket, "parti-SIM-members");
     create_stream(s);
