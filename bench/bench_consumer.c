@@ -18,7 +18,8 @@
  *             consumer create round trip; p50 / p95 / max
  * Environment: PARTI_BENCH_STORAGE=memory|file (default memory),
  * PARTI_BENCH_MSGS = messages published per payload size (default 200000;
- * half of them match the filter). nats.c 3.4 cannot express
+ * half of them match the filter), PARTI_BENCH_ROUNDS = pull rounds (default 5,
+ * 1..51), PARTI_BENCH_ONLY=pull skips the update and recreate sections. nats.c 3.4 cannot express
  * filter_subjects, so the raw consumer config is sent as JSON through
  * natsConnection_Request, as any client without that field would. */
 #define _POSIX_C_SOURCE 200809L
@@ -34,7 +35,8 @@
 #include <string.h>
 #include <time.h>
 
-#define PULL_ROUNDS 5
+#define PULL_ROUNDS_MAX 51
+static int pull_rounds = 5; /* PARTI_BENCH_ROUNDS */
 #define UPDATE_ITERATIONS 300
 #define RECREATE_ITERATIONS 20
 #define MAX_ACK_PENDING 10000
@@ -326,8 +328,8 @@ static void bench_pull(bench *b, int published) {
         purge(b, "bench");
         publish_all(b, published, sizes[si]);
         for (bi = 0; bi < 2; bi++) {
-            double raw_rates[PULL_ROUNDS], parti_rates[PULL_ROUNDS], ratios[PULL_ROUNDS];
-            for (r = 0; r < PULL_ROUNDS; r++) {
+            double raw_rates[PULL_ROUNDS_MAX], parti_rates[PULL_ROUNDS_MAX], ratios[PULL_ROUNDS_MAX];
+            for (r = 0; r < pull_rounds; r++) {
                 char raw_name[64], id[64], durable[PARTI_MAX_NAME_LEN + 1];
                 snprintf(raw_name, sizeof raw_name, "raw-%d-%d-%d", sizes[si], batches[bi], r);
                 snprintf(id, sizeof id, "w-%d-%d-%d", sizes[si], batches[bi], r);
@@ -346,14 +348,14 @@ static void bench_pull(bench *b, int published) {
                 raw_delete(b, "bench", raw_name);
                 raw_delete(b, "bench", durable);
             }
-            qsort(raw_rates, PULL_ROUNDS, sizeof(double), cmp_double);
-            qsort(parti_rates, PULL_ROUNDS, sizeof(double), cmp_double);
-            qsort(ratios, PULL_ROUNDS, sizeof(double), cmp_double);
+            qsort(raw_rates, (size_t)pull_rounds, sizeof(double), cmp_double);
+            qsort(parti_rates, (size_t)pull_rounds, sizeof(double), cmp_double);
+            qsort(ratios, (size_t)pull_rounds, sizeof(double), cmp_double);
             printf("pull %4d B batch %4d: parti %7.0f msg/s | raw nats.c %7.0f msg/s | ratio %.3fx "
                    "(medians of %d rounds of %ld msgs; per-round ratio median %.3f, range %.3f..%.3f)\n",
-                   sizes[si], batches[bi], parti_rates[PULL_ROUNDS / 2], raw_rates[PULL_ROUNDS / 2],
-                   parti_rates[PULL_ROUNDS / 2] / raw_rates[PULL_ROUNDS / 2], PULL_ROUNDS, expect,
-                   ratios[PULL_ROUNDS / 2], ratios[0], ratios[PULL_ROUNDS - 1]);
+                   sizes[si], batches[bi], parti_rates[pull_rounds / 2], raw_rates[pull_rounds / 2],
+                   parti_rates[pull_rounds / 2] / raw_rates[pull_rounds / 2], pull_rounds, expect,
+                   ratios[pull_rounds / 2], ratios[0], ratios[pull_rounds - 1]);
             fflush(stdout);
         }
     }
@@ -513,6 +515,7 @@ int main(void) {
     bench b;
     char err[512];
     const char *storage = getenv("PARTI_BENCH_STORAGE"), *msgs = getenv("PARTI_BENCH_MSGS");
+    const char *rounds = getenv("PARTI_BENCH_ROUNDS"), *only = getenv("PARTI_BENCH_ONLY");
     int published = msgs ? atoi(msgs) : 200000;
     parti_err e;
     double t_start = now_s();
@@ -521,6 +524,10 @@ int main(void) {
         fail("PARTI_BENCH_STORAGE must be memory or file, got \"%s\"", storage);
     if (published < 8 || published > 10000000) fail("PARTI_BENCH_MSGS must be 8..10000000, got \"%s\"", msgs);
     published -= published % 8;
+    if (rounds) pull_rounds = atoi(rounds);
+    if (pull_rounds < 1 || pull_rounds > PULL_ROUNDS_MAX)
+        fail("PARTI_BENCH_ROUNDS must be 1..%d, got \"%s\"", PULL_ROUNDS_MAX, rounds);
+    if (only && strcmp(only, "pull") != 0) fail("PARTI_BENCH_ONLY must be pull, got \"%s\"", only);
     b.memory = !storage || strcmp(storage, "memory") == 0;
     fail_ctx = &b;
     if (nats_server_start(&b.srv, NULL, err, sizeof err) != 0) fail("cannot start nats-server: %s", err);
@@ -536,8 +543,10 @@ int main(void) {
 
     make_stream(&b, "bench", "bench.>");
     bench_pull(&b, published);
-    bench_update(&b);
-    bench_recreate(&b);
+    if (!only) {
+        bench_update(&b);
+        bench_recreate(&b);
+    }
 
     jsCtx_Destroy(b.js);
     natsConnection_Destroy(b.nc);
