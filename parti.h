@@ -10738,10 +10738,34 @@ static void parti__g_await_claims(parti *p, int *list, int n, uint64_t until) {
     }
 }
 
+/* A leave that finds the member lease run out before the poll saw it (a
+ * long batch or slow handlers kept the renewals waiting): when the member
+ * key is still this process's, renew it as a renewal past the lease does
+ * (read back first: past the lease the remembered revision may be another
+ * process's key in a bucket made again; then a compare-and-swap at the
+ * revision read), so the releases are written inside a lease again. A
+ * claim is taken from a holder only once it released it or its member key
+ * is gone or another's, and each release is a compare-and-swap on this
+ * process's claim. Without this the leave wrote no release and then deleted
+ * the key, so the next owners started from the last checkpoint and repeated
+ * what was handled here since. 1 when the lease holds again. */
+static int parti__g_renew_to_leave(parti *p) {
+    uint64_t cur = 0, rev = 0, sent;
+    if (parti__g_still_mine(p, p->key, &cur) <= 0) return 0;
+    sent = parti__g_now(p);
+    if (p->t.vt->kv_update(p->t.self, p->members_bucket, p->key, p->value, strlen(p->value), cur, &rev,
+                           parti__g_budget(p)) != PARTI_ERR_OK)
+        return 0;
+    p->my_rev = rev;
+    p->readback_due = 0;
+    parti__g_renewed(p, sent);
+    return 1;
+}
+
 PARTIDEF parti_err parti_leave(parti *p, uint32_t timeout_ms) {
     uint64_t now, deadline;
     parti_consumer *c;
-    int guard;
+    int guard, renewed = 0;
     if (!p) return PARTI_ERR_INVALID_ARGUMENT;
     if (p->state == PARTI_STATE_STOPPED) return PARTI_ERR_OK;
     c = p->c;
@@ -10767,7 +10791,13 @@ PARTIDEF parti_err parti_leave(parti *p, uint32_t timeout_ms) {
         k = 0;
         for (i = 0; i < n; i++) {
             parti_err e = PARTI_ERR_TIMEOUT;
-            /* (inside the lease only: past it another may hold the partition) */
+            /* (inside the lease only: past it another may hold the partition;
+             * a lease the poll has not seen run out is renewed first, once) */
+            if (!renewed && (p->gp[i].st == PARTI__G_RELEASE || p->gp[i].st == PARTI__G_DISOWN) && p->id[0] &&
+                !p->stale && parti__g_now(p) >= parti__g_lease_end(p) && parti__g_now(p) < deadline) {
+                renewed = 1;
+                parti__g_renew_to_leave(p);
+            }
             for (guard = 0; guard < 3 && e == PARTI_ERR_TIMEOUT &&
                             (p->gp[i].st == PARTI__G_RELEASE || p->gp[i].st == PARTI__G_DISOWN) && p->id[0] &&
                             !p->stale && parti__g_now(p) < parti__g_lease_end(p) && parti__g_now(p) < deadline;

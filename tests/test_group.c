@@ -1246,3 +1246,40 @@ Test(group, slow_catch_up_reads_lose_nothing) {
     cr_assert_eq(seq_went_down, 0);
     for (i = 0; i < 3; i++) cr_assert_eq(ws[i].after_lease, 0);
 }
+
+/* A leave that begins just past the lease, before any poll saw it run out
+ * (slow handlers kept the renewals waiting), while the member key is still
+ * the worker's on the server: it renews first and releases every partition
+ * at what it handled, so the next owners repeat nothing. It once wrote no
+ * release and deleted the key, and the next owners started from the last
+ * checkpoint (simulator seed 19543). */
+Test(group, a_leave_just_past_the_lease_with_its_key_alive_releases_without_duplicate) {
+    uint64_t seed;
+    for (seed = 1; seed <= 6; seed++) {
+        int i, leaver = (int)(seed % 3), guard;
+        g_world(seed * 13);
+        gopts.heartbeat_ms = 250;
+        gopts.member_ttl_ms = 1000;
+        gopts.op_timeout_ms = 300;
+        gopts.commit_interval_ms = 60000; /* what is handled stays above the checkpoints */
+        for (i = 0; i < 3; i++) g_start(i);
+        g_run(5000);
+        cr_assert(g_assignment_ok(3));
+        g_publish_all(3);
+        g_run(1000);
+        /* the leaver is not polled until its lease has just run out (875 ms
+         * after its last renewal was sent; its key lives 1 s after it arrived) */
+        ws[leaver].alive = 0;
+        for (guard = 0; guard < 1000 && parti_lease_valid(ws[leaver].p); guard++) g_run(1);
+        cr_assert(!parti_lease_valid(ws[leaver].p));
+        cr_assert_eq(parti_leave(ws[leaver].p, 2000), PARTI_ERR_OK);
+        cr_assert_gt(ws[leaver].revoked, 0);
+        cr_assert_eq(ws[leaver].lost, 0, "seed %llu: the leave lost partitions", (unsigned long long)seed);
+        g_run(4000);
+        cr_assert(g_assignment_ok(2), "seed %llu: 2 workers", (unsigned long long)seed);
+        cr_assert_eq(g_check_all_handled(NP * 3), 0, "seed %llu: the leave past the lease duplicated messages",
+                     (unsigned long long)seed);
+        cr_assert_eq(seq_went_down, 0);
+        g_teardown();
+    }
+}
