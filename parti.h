@@ -6662,10 +6662,10 @@ static int parti__consumer_tail_check(parti_consumer *c, uint64_t now) {
  * answered by it (a stream, once gone, never comes back); otherwise nothing
  * read is handed over (a new stream: its partitions start from its
  * beginning; no answer: read again later). 1 when it did something. */
-static int parti__consumer_catch_up_turn(parti_consumer *c, uint64_t now) {
+static int parti__consumer_catch_up_turn(parti_consumer *c, uint64_t now, uint64_t deadline) {
     parti__cu_read r[PARTI__CU_TURN];
     parti_err e, re;
-    int n, reads, k;
+    int n, reads, k, handed = 0;
     uint64_t before = c->stream_created, created = 0;
     if (c->tailing && now >= c->tail_check_at && parti__consumer_tail_check(c, now)) return 1;
     n = parti__consumer_catch_up_read(c, now, r, &reads, &re);
@@ -6682,9 +6682,13 @@ static int parti__consumer_catch_up_turn(parti_consumer *c, uint64_t now) {
     for (k = 0; k < n; k++) {
         parti__cpart *ps = &c->pt[r[k].i];
         int direct_left = 0, i = r[k].i, j;
-        /* (a read whose partition moved on since: an earlier one of the turn was not taken) */
+        /* (a read whose partition moved on since: an earlier one of the turn
+         * was not taken; in a group, past the poll's deadline after one
+         * message: slow handlers must not hold off the renewals, which run
+         * between polls; what is left is read again next turn) */
         if (ps->state != PARTI__P_CATCHUP || !ps->cu_known || ps->cu_next != r[k].from ||
-            (!r[k].end && parti__consumer_lease_out(c))) {
+            (!r[k].end && (parti__consumer_lease_out(c) ||
+                           (c->group && handed > 0 && parti__consumer_now(c) >= deadline)))) {
             if (!r[k].end) c->t.vt->msg_release(c->t.self, &r[k].m);
             continue;
         }
@@ -6697,6 +6701,7 @@ static int parti__consumer_catch_up_turn(parti_consumer *c, uint64_t now) {
                 ps->tail_wait = PARTI__TAIL_POLL_MIN_MS;
             }
             parti__consumer_take(c, &r[k].m, 1);
+            handed++;
             if (ps->state == PARTI__P_CATCHUP && ps->cu_next > ps->cu_end && !arrlen(ps->q)) {
                 parti__consumer_caught_up(c, i);
                 parti__consumer_drain(c, i);
@@ -6844,7 +6849,7 @@ static parti_err parti__consumer_poll_until(parti_consumer *c, uint64_t now, uin
         /* catch-ups read a few messages per turn, so the durable's partitions
          * keep flowing; what a turn read is handed over only once the stream
          * is found to be still the one the positions count in */
-        cu = parti__consumer_catch_up_turn(c, parti__consumer_now(c));
+        cu = parti__consumer_catch_up_turn(c, parti__consumer_now(c), deadline);
         r = parti__consumer_pull_step(c, parti__consumer_now(c), deadline);
         if (r == PARTI__PULL_IDLE && cu) r = PARTI__PULL_WAITED;
         now = parti__consumer_now(c);

@@ -1283,3 +1283,27 @@ Test(group, a_leave_just_past_the_lease_with_its_key_alive_releases_without_dupl
         g_teardown();
     }
 }
+
+/* A catch-up hands what it read to the handler a turn at a time; in a group
+ * a turn stops at the poll's deadline after one message, so slow handlers do
+ * not hold off the renewals (which run between polls). A turn once handed
+ * over 16 messages whatever they took: with 60 ms handlers that is 960 ms,
+ * past the lease (TTL 1 s - heartbeat / 2), and the worker lost its
+ * partitions over and over while catching up (simulator seed 19543). */
+Test(group, slow_handlers_during_a_catch_up_do_not_starve_the_renewals) {
+    int i;
+    g_start_three_fast(43, 300);
+    g_publish_all(40); /* 40 messages on each partition, handled by now */
+    g_run(2000);
+    for (i = 0; i < 3; i++) ws[i].slow_ms = 60;
+    cr_assert_eq(parti_leave(ws[1].p, 2000), PARTI_ERR_OK); /* its checkpoints: at 40 */
+    ws[1].alive = 0;
+    g_publish_all(30); /* 30 more on each: the gainers read worker 1's share from the stream */
+    g_run(40000);
+    for (i = 0; i < 3; i += 2) {
+        cr_assert_eq(ws[i].lost, 0, "worker %d lost partitions %d times (its lease ran out)", i, ws[i].lost);
+        cr_assert_eq(ws[i].after_lease, 0);
+    }
+    g_check_all_handled(NP * 70);
+    cr_assert_eq(seq_went_down, 0);
+}
