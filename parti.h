@@ -9042,7 +9042,7 @@ static int parti__g_quiet(parti *p, uint64_t now) {
 /* Claims the lowest free worker-N. */
 static void parti__g_join(parti *p, uint64_t now) {
     char **keys = NULL, key[PARTI__G_MAX_ID + 2];
-    int nkeys = 0, n, tries = 0;
+    int nkeys = 0, n, tries = 0, opened = 0;
     uint64_t rev = 0, delay = 0;
     parti_err e;
     if (now < p->retry_at) return;
@@ -9073,7 +9073,8 @@ static void parti__g_join(parti *p, uint64_t now) {
         }
         p->stream_ok = p->stream_seen = 1;
     }
-    if (!p->buckets_open && (e = parti__g_open(p)) != PARTI_ERR_OK) {
+open_buckets:
+    if (!p->buckets_open && (opened = 1, e = parti__g_open(p)) != PARTI_ERR_OK) {
         parti__g_fail(p, e, "opening the group's buckets");
         goto retry;
     }
@@ -9144,7 +9145,18 @@ static void parti__g_join(parti *p, uint64_t now) {
     }
     parti_strings_free(keys, nkeys);
 retry:
-    if (e == PARTI_ERR_BUCKET_NOT_FOUND) p->buckets_open = 0; /* lost (a restart, a delete): make them again */
+    if (e == PARTI_ERR_BUCKET_NOT_FOUND) { /* lost (a restart, a delete): make them again */
+        p->buckets_open = 0;
+        /* opened by an earlier call: the server has answered, so it is back,
+         * and it says what to do. Made again now, not after a backoff that
+         * grew while it was away (once a call: buckets gone again right
+         * after this call made them wait the backoff) */
+        if (!opened && !p->fatal) {
+            keys = NULL;
+            nkeys = tries = 0;
+            goto open_buckets;
+        }
+    }
     parti_backoff_next(&p->backoff, parti__g_rng, p, &delay);
     p->retry_at = now + delay;
 }

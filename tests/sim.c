@@ -2376,6 +2376,15 @@ static const scenario scenarios[] = {
      "--script '6000 pause_long P2 3; 22000 crash P2; 23000 crash L'",
      "", NULL}, /* found by review (durable_leak 10/10 before): a rejoin under the same ID did not write the
                  * registry key again */
+    {"buckets_lost_while_join_backs_off",
+     "a worker that lost its ID keeps failing to join (its member listings hang) until a restart loses the "
+     "memory-storage buckets it had opened, just before the faults stop",
+     "--workers 1 --partitions 8 --rate 40 --kv-memory 1 --stream-memory 0 --heartbeat 1000 --ttl 3000 "
+     "--op-timeout 1500 --duration 60000 "
+     "--script '6000 pause_long P0 2; 11000 kv_hang P0 1000 *keys.members; 59800 restart'",
+     "", NULL}, /* found by seed 17687 (owned 7/10 before): the join's first call after the restart was told the
+                 * buckets were gone and waited a second grown backoff before making them again; it makes them
+                 * again at once now */
 };
 
 /* Splits args into argv (single quotes group words); returns argc. */
