@@ -6666,7 +6666,7 @@ static int parti__consumer_catch_up_turn(parti_consumer *c, uint64_t now, uint64
     parti__cu_read r[PARTI__CU_TURN];
     parti_err e, re;
     int n, reads, k, handed = 0;
-    uint64_t before = c->stream_created, created = 0;
+    uint64_t before = c->stream_created, created = 0, budget = deadline > now ? deadline - now : 0, hand_start = 0;
     if (c->tailing && now >= c->tail_check_at && parti__consumer_tail_check(c, now)) return 1;
     n = parti__consumer_catch_up_read(c, now, r, &reads, &re);
     if (reads > 0 && before && c->t.vt->stream_info) {
@@ -6683,12 +6683,13 @@ static int parti__consumer_catch_up_turn(parti_consumer *c, uint64_t now, uint64
         parti__cpart *ps = &c->pt[r[k].i];
         int direct_left = 0, i = r[k].i, j;
         /* (a read whose partition moved on since: an earlier one of the turn
-         * was not taken; in a group, past the poll's deadline after one
-         * message: slow handlers must not hold off the renewals, which run
-         * between polls; what is left is read again next turn) */
+         * was not taken; in a group, once the handler has had as long as
+         * the poll's slice, after one message: slow handlers must not hold
+         * off the renewals, which run between polls; what is left is read
+         * again next turn) */
         if (ps->state != PARTI__P_CATCHUP || !ps->cu_known || ps->cu_next != r[k].from ||
             (!r[k].end && (parti__consumer_lease_out(c) ||
-                           (c->group && handed > 0 && parti__consumer_now(c) >= deadline)))) {
+                           (c->group && handed > 0 && parti__consumer_now(c) >= hand_start + budget)))) {
             if (!r[k].end) c->t.vt->msg_release(c->t.self, &r[k].m);
             continue;
         }
@@ -6700,8 +6701,8 @@ static int parti__consumer_catch_up_turn(parti_consumer *c, uint64_t now, uint64
                 ps->tail_at = 0;
                 ps->tail_wait = PARTI__TAIL_POLL_MIN_MS;
             }
+            if (!handed++) hand_start = parti__consumer_now(c);
             parti__consumer_take(c, &r[k].m, 1);
-            handed++;
             if (ps->state == PARTI__P_CATCHUP && ps->cu_next > ps->cu_end && !arrlen(ps->q)) {
                 parti__consumer_caught_up(c, i);
                 parti__consumer_drain(c, i);
