@@ -282,3 +282,78 @@ Test(consumer_nats, ten_seconds_without_nats_lose_nothing) {
     for (i = 1; i <= 5; i++) cr_assert_geq(seen[i], 1, "sequence %d never handled", i);
     cr_assert(poll_until(is_ready, 15000), "not ready after the outage: %s", parti_consumer_last_message(c));
 }
+
+/* The catch-up's tail on a real server: a partition gained by a worker whose
+ * durable holds a backlog on its other partition. Its message published after
+ * the catch-up is read from the stream at once, not after the backlog (the
+ * durable delivers in stream order across its whole filter); each message of
+ * it once, in order, also after the durable has caught up. */
+static struct {
+    int p0, p1;
+    uint64_t p1_seqs[8], late_seq;
+    int p0_when_late;
+} tl;
+static parti_verdict tail_handler(void *user, const parti_msg *m, uint32_t *nak_delay_ms) {
+    (void)user;
+    (void)nak_delay_ms;
+    if (strcmp(m->subject, "orders.p0") == 0) {
+        struct timespec ts = {0, 500000}; /* half a millisecond of work per backlog message */
+        nanosleep(&ts, NULL);
+        tl.p0++;
+    } else if (tl.p1 < 8) {
+        tl.p1_seqs[tl.p1++] = m->stream_seq;
+        if (m->stream_seq == tl.late_seq) tl.p0_when_late = tl.p0;
+    }
+    return PARTI_ACK;
+}
+static int tail_late_done(void) { return tl.late_seq && tl.p1 >= 3; }
+static int tail_backlog_done(void) { return tl.p0 >= 4000; }
+
+Test(consumer_nats, a_gained_partitions_new_messages_do_not_wait_behind_the_backlog) {
+    char err[512];
+    parti_config cfg;
+    parti_consumer_options o;
+    parti_pub_ack pa;
+    parti_consumer *keep = c;
+    int only0[] = {0}, both[] = {0, 1}, i;
+    uint64_t from[2] = {0, 1};
+    memset(&tl, 0, sizeof tl);
+    memset(&cfg, 0, sizeof cfg);
+    cfg.stream = "orders";
+    cfg.subject_template = "orders.{0}";
+    cfg.partitions = parts;
+    cfg.partition_count = 2;
+    cfg.fetch_expires_ms = 1000;
+    cfg.fetch_heartbeat_ms = 250;
+    memset(&o, 0, sizeof o);
+    o.on_message = tail_handler;
+    o.op_timeout_ms = 1000;
+    cr_assert_eq(parti_consumer_create(&c, &t, &cfg, &o, err, sizeof err), PARTI_ERR_OK, "%s", err);
+    cr_assert_eq(parti_consumer_update(c, "worker-2", only0, 1), PARTI_ERR_OK);
+    parti_consumer_poll(c, 100);
+    for (i = 0; i < 4000; i++) /* two seconds of work or more */
+        cr_assert_eq(ob.vt->publish(ob.self, "orders.p0", NULL, 0, "x", 1, &pa, 5000), PARTI_ERR_OK);
+    publish("orders.p1", "a"); /* the catch-up reads these two */
+    publish("orders.p1", "b");
+    parti_consumer_poll(c, 50);
+    cr_assert_eq(parti_consumer_update_from(c, "worker-2", both, 2, from), PARTI_ERR_OK);
+    for (i = 0; i < 10 && tl.p1 < 2; i++) parti_consumer_poll(c, 50);
+    cr_assert_eq(tl.p1, 2, "the catch-up: %d of p1's 2", tl.p1);
+    cr_assert_eq(ob.vt->publish(ob.self, "orders.p1", NULL, 0, "late", 4, &pa, 5000), PARTI_ERR_OK);
+    tl.late_seq = pa.stream_seq;
+    cr_assert(poll_until(tail_late_done, 20000), "the late p1 message was not handled");
+    cr_assert_lt(tl.p0_when_late, 3000, "it waited for %d of p0's 4000", tl.p0_when_late);
+    cr_assert(poll_until(tail_backlog_done, 30000), "p0's backlog: %d of 4000", tl.p0);
+    publish("orders.p1", "after"); /* through the durable now */
+    for (i = 0; i < 40 && tl.p1 < 4; i++) parti_consumer_poll(c, 50);
+    for (i = 0; i < 10; i++) parti_consumer_poll(c, 50);
+    cr_assert_eq(tl.p1, 4, "p1 handled %d times", tl.p1);
+    cr_assert_lt(tl.p1_seqs[0], tl.p1_seqs[1]);
+    cr_assert_eq(tl.p1_seqs[2], tl.late_seq);
+    cr_assert_gt(tl.p1_seqs[3], tl.late_seq);
+    cr_assert_eq(parti_consumer_metrics(c)->consumer_catch_up_tails.value, 1);
+    cr_assert_eq(parti_consumer_metrics(c)->consumer_catch_up_tails_ended.value, 1);
+    cr_log_info("tail on a real server: the late message was handled after %d of 4000 backlog messages", tl.p0_when_late);
+    parti_consumer_destroy(c);
+    c = keep;
+}
