@@ -6128,6 +6128,12 @@ static void parti__consumer_run_due(parti_consumer *c, uint64_t now) {
      * not touch the durable: another process may hold the ID, and the
      * durable, by now. Only a new assignment starts it again */
     if (c->group && c->paused && !c->has_pending) return;
+    /* nor does one whose lease ran out before the group saw it (a pause in
+     * the consumer's wait): a leader may have deleted the durable and its
+     * registry key as a departed process's, and a recreation now would
+     * leave it on the server with no key (seed 72671). The group's next
+     * step stops it, or renews the lease, which lets this work run again */
+    if (c->group && c->lease_until && parti__consumer_now(c) >= c->lease_until) return;
     if (c->need_recreate) {
         parti__consumer_recreate(c, now);
         if (c->need_recreate) return;

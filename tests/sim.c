@@ -2424,6 +2424,14 @@ static const scenario scenarios[] = {
      "", NULL}, /* found by seed 10923 (liveness 7/10, loss 4/10 before): the old durable was updated in place and delivered
                  * the whole backlog since the loss (skipped one by one: the catch-ups read it) ahead of every
                  * new message; it is deleted before the durable is made again */
+    {"durable_recreated_after_lease_ran_out",
+     "a worker's durable recreation is pending (its stream was deleted) when it stops for three TTLs; the leader "
+     "deletes its durable and registry key meanwhile; the worker resumes, loses its ID and crashes",
+     "--workers 3 --partitions 6 --rate 40 --heartbeat 1000 --ttl 3000 --duration 15000 "
+     "--script '1500 stream_recreate; 1600 pause_long P1 3; 11200 crash P1'",
+     "", NULL}, /* found by seed 72671 (durable_leak 5/10 before): the consumer ran the pending recreation right
+                 * after the pause, before the group saw its lease over, and made the durable again with no
+                 * registry key; a group's consumer does no control-plane work past its lease now */
 };
 
 /* Splits args into argv (single quotes group words); returns argc. */
