@@ -8695,6 +8695,10 @@ struct parti {
     int quiet_confirm;           /* memory storage: the quiet period ran on this worker's clock only; the
                                   * buckets' age on the server's clock must confirm its end */
     int led_at_loss;             /* it was the leader when it lost its ID: it may stand again at once */
+    /* memory storage: which buckets these are (the "born" key's value, unique to the worker that made it and
+     * when, and its revision), as last read, and as read before this worker claimed its ID ("": unknown) */
+    char born_seen[64], born[64];
+    uint64_t born_seen_rev, born_rev;
     int *owned;                  /* stb_ds array of partition indexes */
     parti__gpart *gp;            /* per partition: its claim (the handoff) */
     uint64_t next_commit;        /* checkpoints are written then */
@@ -9285,11 +9289,16 @@ static parti_err parti__g_birth(parti *p) {
     parti_kv_entry born, probe;
     parti_err err;
     uint64_t rev = 0, age, now;
-    err = p->t.vt->kv_create(p->t.self, p->assign_bucket, "born", "{}", 2, &rev, parti__g_budget(p));
+    char v[64];
+    snprintf(v, sizeof v, "{\"by\":\"%016llx\",\"at\":%llu}", (unsigned long long)p->instance,
+             (unsigned long long)parti__g_now(p));
+    err = p->t.vt->kv_create(p->t.self, p->assign_bucket, "born", v, strlen(v), &rev, parti__g_budget(p));
     if (err == PARTI_ERR_OK) { /* made just now: the whole TTL */
         now = parti__g_now(p);
         if (now + p->opts.member_ttl_ms > p->quiet_until) p->quiet_until = now + p->opts.member_ttl_ms;
         p->quiet_confirm = 1;
+        memcpy(p->born_seen, v, strlen(v) + 1);
+        p->born_seen_rev = rev;
         return PARTI_ERR_OK;
     }
     if (err != PARTI_ERR_KEY_EXISTS && err != PARTI_ERR_TIMEOUT) return err;
@@ -9302,6 +9311,12 @@ static parti_err parti__g_birth(parti *p) {
         return err;
     err = p->t.vt->kv_get(p->t.self, p->assign_bucket, "clock", 0, &probe, parti__g_budget(p));
     age = probe.created_ms > born.created_ms ? probe.created_ms - born.created_ms : 0;
+    p->born_seen[0] = 0;
+    if (born.value && born.len < sizeof p->born_seen) {
+        memcpy(p->born_seen, born.value, born.len);
+        p->born_seen[born.len] = 0;
+    }
+    p->born_seen_rev = born.revision;
     parti_kv_entry_free(&born);
     parti_kv_entry_free(&probe);
     if (err != PARTI_ERR_OK) return err;
@@ -9322,6 +9337,24 @@ static int parti__g_quiet(parti *p, uint64_t now) {
     if (!p->opts.memory_storage || !p->quiet_confirm) return 0;
     if (parti__g_birth(p) != PARTI_ERR_OK) return 1;
     return parti__g_now(p) < p->quiet_until;
+}
+
+/* Whether the group's buckets are still the ones this worker claimed its ID
+ * in: 1 yes, 0 no (memory storage: the "born" key is another, or gone), -1
+ * no answer. File-storage buckets keep their revisions across restarts. */
+static int parti__g_same_buckets(parti *p) {
+    parti_kv_entry born;
+    parti_err err;
+    int same;
+    if (!p->opts.memory_storage) return 1;
+    memset(&born, 0, sizeof born);
+    err = p->t.vt->kv_get(p->t.self, p->assign_bucket, "born", 0, &born, parti__g_budget(p));
+    if (err == PARTI_ERR_KEY_NOT_FOUND || err == PARTI_ERR_BUCKET_NOT_FOUND) return 0;
+    if (err != PARTI_ERR_OK) return -1;
+    same = p->born[0] && born.revision == p->born_rev && born.len == strlen(p->born) &&
+           memcmp(born.value, p->born, born.len) == 0;
+    parti_kv_entry_free(&born);
+    return same;
 }
 
 /* Claims the lowest free worker-N. */
@@ -9411,6 +9444,8 @@ open_buckets:
         snprintf(p->id, sizeof p->id, "worker-%d", num);
         p->last_id = num;
         p->my_rev = rev;
+        memcpy(p->born, p->born_seen, sizeof p->born); /* read by parti__g_birth in this attempt, before the claim */
+        p->born_rev = p->born_seen_rev;
         parti__g_renewed(p, now);
         p->next_heartbeat = now + p->opts.heartbeat_ms;
         p->next_leader_check = now;
@@ -10083,6 +10118,25 @@ static void parti__g_heartbeat(parti *p, uint64_t now) {
         return;
     }
     p->my_rev = rev;
+    if (parti__g_now(p) >= parti__g_lease_end(p)) {
+        /* answered past the lease: the write may have waited (a stall, a
+         * client's buffer) until a restart lost the memory-storage buckets
+         * and another process claimed this number in the new ones, where
+         * the revision it carried was that process's: it overwrote that key,
+         * and a read-back would name this process. No one else could claim
+         * the number before this lease ran out (the quiet period after a
+         * lost bucket), so an answer inside it needs no check */
+        int same = parti__g_same_buckets(p);
+        if (same == 0) {
+            parti__g_lose_id(p, PARTI_ERR_KEY_NOT_FOUND);
+            return;
+        }
+        if (same < 0) { /* the lease stays over: the key is read back, renewed and checked again */
+            parti_counter_add(&p->gm.heartbeat_failures, 1);
+            parti__g_fail(p, PARTI_ERR_TIMEOUT, "reading which buckets these are");
+            return;
+        }
+    }
     parti__g_renewed(p, now);
     if (p->degraded) { /* the control plane is back */
         p->degraded = 0;
