@@ -9138,6 +9138,26 @@ static void parti__g_try_elect(parti *p, uint64_t now) {
         parti__g_fail(p, e, "leader election");
         return;
     }
+    /* the bucket may have been lost between the read-back above and the
+     * create (a server restart): the create then made the key in a new
+     * bucket, where the old leader's key is gone but its lease still runs.
+     * This worker's own key, still there after the create, says the create
+     * went to the bucket the read-back saw (a lost bucket never comes back,
+     * and nothing but this worker writes its key) */
+    {
+        uint64_t mrev = 0, lrev = 0;
+        int mine = parti__g_still_mine(p, p->key, &mrev);
+        if (mine == 0) { /* gone: do not lead; release the key for the one who led at the loss */
+            if (p->t.vt->kv_delete_if && parti__g_still_mine(p, "leader", &lrev) > 0)
+                p->t.vt->kv_delete_if(p->t.self, p->members_bucket, "leader", lrev, parti__g_budget(p));
+            parti__g_lose_id(p, PARTI_ERR_KEY_NOT_FOUND);
+            return;
+        }
+        if (mine < 0) { /* no answer: do not lead on it; the key, unrenewed, expires within a TTL */
+            parti__g_fail(p, PARTI_ERR_TIMEOUT, "reading the worker ID back after the election");
+            return;
+        }
+    }
     p->led_at_loss = 0;
     epoch = rev;
     if (p->epoch >= epoch) epoch = p->epoch + 1;

@@ -2463,6 +2463,13 @@ static const scenario scenarios[] = {
      "", NULL}, /* found by seed 72671 (durable_leak 5/10 before): the consumer ran the pending recreation right
                  * after the pause, before the group saw its lease over, and made the durable again with no
                  * registry key; a group's consumer does no control-plane work past its lease now */
+    {"election_create_after_restart",
+     "a worker reads its member key back for an election and stalls before creating the leader key; a restart "
+     "loses the memory-storage buckets meanwhile while the leader, cut off, still leads on its lease",
+     "--workers 3 --partitions 8 --rate 40 --kv-memory 1 --stream-memory 0 --heartbeat 1000 --ttl 3000 "
+     "--op-timeout 1000 --duration 15000 --script '0 pause_at_write P2 12 leader; 3950 cut L; 4000 restart'",
+     "", NULL}, /* found by seed 72606 (one_leader 6/10 before): the create landed in the new bucket, where the
+                 * old leader's key was gone; the worker reads its own key back after the create now */
 };
 
 /* Splits args into argv (single quotes group words); returns argc. */
