@@ -2424,6 +2424,16 @@ static const scenario scenarios[] = {
      "", NULL}, /* found by seed 10923 (liveness 7/10, loss 4/10 before): the old durable was updated in place and delivered
                  * the whole backlog since the loss (skipped one by one: the catch-ups read it) ahead of every
                  * new message; it is deleted before the durable is made again */
+    {"claim_in_recreated_bucket_before_noticing",
+     "a worker waits for a partition whose holder is paused inside its handler on a valid lease; a restart loses "
+     "the buckets, a newcomer makes them again, and the waiting worker retries its claim before its own renewal "
+     "shows it the loss",
+     "--workers 1 --partitions 6 --rate 80 --batch 50 --kv-memory 1 --stream-memory 0 --heartbeat 1000 --ttl 5000 "
+     "--duration 20000 --script '6000 join; 6500 slow P1; 9500 join; 9800 pause_short P1 30; 10560 restart; "
+     "10580 join'",
+     "", NULL}, /* found by seed 73722 (exclusive 8/5 before): the claim found the key absent in the new bucket and
+                 * created it, the worker knowing of no quiet period; absent keys and vanished holders now wait
+                 * for the buckets' age on the server */
 };
 
 /* Splits args into argv (single quotes group words); returns argc. */
