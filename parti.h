@@ -9347,6 +9347,21 @@ static parti_err parti__g_birth(parti *p) {
     return PARTI_ERR_OK;
 }
 
+/* Memory storage: 1 unless the buckets are one TTL old on the server's clock,
+ * read now. A worker that has not yet noticed a restart (its next renewal is
+ * still due) knows of no quiet period, yet the buckets it reads may be new
+ * ones: a claim key or member key absent from them says nothing about the
+ * leases of the lost ones (seed 73722). So before an absent claim key is
+ * created or a holder is counted gone, the buckets' age is read after the
+ * read that found the key missing: buckets one TTL old then were there when
+ * that read ran, and every lease from before them is over. No answer: young. */
+static int parti__g_buckets_young(parti *p, uint64_t now) {
+    if (!p->opts.memory_storage) return 0;
+    if (now < p->quiet_until) return 1;
+    if (parti__g_birth(p) != PARTI_ERR_OK) return 1;
+    return parti__g_now(p) < p->quiet_until;
+}
+
 /* 1 while the quiet period after an ID loss or a lost bucket lasts. It is
  * waited on this worker's clock, which may jump ahead (or run fast); with
  * memory storage its end is confirmed on the server's clock: the buckets
@@ -9945,16 +9960,17 @@ static int parti__g_holder_gone(parti *p, const parti_checkpoint *ck) {
     int gone;
     if (ck->instance == p->instance) return 1; /* this process's own claim (a reply lost, or from before a lapse) */
     /* a memory-storage bucket lost in a restart took the member keys with it,
-     * not the leases: wait one TTL as for IDs */
-    if (p->opts.memory_storage && parti__g_quiet(p, parti__g_now(p))) return 0;
+     * not the leases: wait one TTL as for IDs (confirmed below on the server) */
+    if (p->opts.memory_storage && parti__g_now(p) < p->quiet_until) return 0;
     if (strlen(ck->owner) >= PARTI__G_MAX_ID) return 1; /* no worker ID is that long: no member holds it */
     snprintf(key, sizeof key, "m.%s", ck->owner);
     memset(&ent, 0, sizeof ent);
     e = p->t.vt->kv_get(p->t.self, p->members_bucket, key, 0, &ent, parti__g_budget(p));
-    if (e == PARTI_ERR_KEY_NOT_FOUND) return 1;
-    if (e != PARTI_ERR_OK) return -1;
-    gone = parti__g_value_read(ent.value, ent.len).instance != ck->instance;
-    parti_kv_entry_free(&ent);
+    if (e != PARTI_ERR_OK && e != PARTI_ERR_KEY_NOT_FOUND) return -1;
+    gone = e == PARTI_ERR_KEY_NOT_FOUND || parti__g_value_read(ent.value, ent.len).instance != ck->instance;
+    if (e == PARTI_ERR_OK) parti_kv_entry_free(&ent);
+    /* (the bucket read may be a new one that this worker has not yet noticed) */
+    if (gone && parti__g_buckets_young(p, parti__g_now(p))) return 0;
     return gone;
 }
 
@@ -9974,7 +9990,7 @@ static int parti__g_claim(parti *p, int i, uint64_t now) {
     e = p->t.vt->kv_get(p->t.self, p->assign_bucket, key, 0, &ent, parti__g_budget(p));
     if (e != PARTI_ERR_OK && e != PARTI_ERR_KEY_NOT_FOUND) return 0;
     exists = e == PARTI_ERR_OK;
-    if (!exists && p->opts.memory_storage && parti__g_quiet(p, now)) return 0; /* a lost bucket voids leases: wait */
+    if (!exists && parti__g_buckets_young(p, now)) return 0; /* a lost bucket voids leases: wait */
     if (exists) {
         base = ent.revision;
         if (parti_checkpoint_decode(&ck, (const char *)ent.value, ent.len) == PARTI_ERR_OK &&

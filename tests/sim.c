@@ -2470,6 +2470,16 @@ static const scenario scenarios[] = {
      "--op-timeout 1000 --duration 15000 --script '0 pause_at_write P2 12 leader; 3950 cut L; 4000 restart'",
      "", NULL}, /* found by seed 72606 (one_leader 6/10 before): the create landed in the new bucket, where the
                  * old leader's key was gone; the worker reads its own key back after the create now */
+    {"claim_in_recreated_bucket_before_noticing",
+     "a worker waits for a partition whose holder is paused inside its handler on a valid lease; a restart loses "
+     "the buckets, a newcomer makes them again, and the waiting worker retries its claim before its own renewal "
+     "shows it the loss",
+     "--workers 1 --partitions 6 --rate 80 --batch 50 --kv-memory 1 --stream-memory 0 --heartbeat 1000 --ttl 5000 "
+     "--duration 20000 --script '6000 join; 6500 slow P1; 9500 join; 9800 pause_short P1 30; 10560 restart; "
+     "10580 join'",
+     "", NULL}, /* found by seed 73722 (exclusive 8/5 before): the claim found the key absent in the new bucket and
+                 * created it, the worker knowing of no quiet period; absent keys and vanished holders now wait
+                 * for the buckets' age on the server */
 };
 
 /* Splits args into argv (single quotes group words); returns argc. */
