@@ -1475,3 +1475,47 @@ Test(consumer, messages_lost_in_transit_on_a_fresh_durable_are_handled_first) {
     expect_handled_once_in_order(p1, 2);
     cr_assert_eq(hd.handled, 5);
 }
+
+/* A catch-up whose last read (the stream's last message) the handler NAKed
+ * waits for that message's retry. A gap whose next delivery is a redelivery
+ * makes the catch-up read the stream's end again: that end is where the
+ * catch-up already is, but the NAKed message is not done, so the partition
+ * must not count as caught up to it (its retry would be settled as done
+ * before, without the handler). */
+static int nak_first_x;
+static parti_verdict nak_x_on_message(void *user, const parti_msg *m, uint32_t *nak_delay_ms) {
+    parti_verdict v = on_message(user, m, nak_delay_ms);
+    if (strcmp(m->subject, "orders.p1") == 0 && nak_first_x) {
+        nak_first_x = 0;
+        *nak_delay_ms = 45000; /* retried after the lost delivery came back */
+        return PARTI_NAK;
+    }
+    return v;
+}
+
+Test(consumer, a_naked_catch_up_read_is_retried_after_a_gap_that_rereads_the_streams_end) {
+    static const int a[] = {0}, ab[] = {0, 1};
+    uint64_t from[2] = {0, 1};
+    int i;
+    parti_consumer_destroy(c);
+    opts.on_message = nak_x_on_message;
+    make_consumer();
+    update("w1", a, 1);
+    settle();
+    cr_assert_eq(parti_fake_lose_deliveries(w, &t, 1), PARTI_ERR_OK);
+    publish("orders.p0"); /* 1: delivered, lost on the wire; redelivered after ack_wait */
+    for (i = 0; i < 3; i++) parti_consumer_poll(c, 100);
+    cr_assert_eq(hd.handled, 0);
+    publish("orders.p1"); /* 2: behind the filter, the stream's last */
+    for (i = 0; i < 3; i++) parti_consumer_poll(c, 100); /* the durable's position passes it */
+    nak_first_x = 1;
+    cr_assert_eq(parti_consumer_update_from(c, "w1", ab, 2, from), PARTI_ERR_OK);
+    settle();
+    for (i = 0; i < 10; i++) parti_consumer_poll(c, 100);
+    cr_assert_eq(times_handled(2), 1, "the catch-up read 2 and the handler NAKed it");
+    for (i = 0; i < 700; i++) parti_consumer_poll(c, 100); /* 70 s: the redelivery of 1, then 2's retry */
+    cr_assert_eq(parti_consumer_metrics(c)->consumer_delivery_gaps.value, 1);
+    cr_assert_eq(times_handled(1), 1, "seq 1 handled %d times", times_handled(1));
+    cr_assert_eq(times_handled(2), 2, "the NAKed seq 2 was handled %d times: its retry never reached the handler",
+                 times_handled(2));
+}
