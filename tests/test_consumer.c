@@ -1519,3 +1519,35 @@ Test(consumer, a_naked_catch_up_read_is_retried_after_a_gap_that_rereads_the_str
     cr_assert_eq(times_handled(2), 2, "the NAKed seq 2 was handled %d times: its retry never reached the handler",
                  times_handled(2));
 }
+
+/* A partition taken off the filter (it moved to another consumer, which
+ * resumes it from this one's position) while its catch-up was in its tail:
+ * the tail must end with it. Messages published after it left belong to
+ * the next owner only; read here too they are handled twice. */
+Test(consumer, a_partition_taken_off_the_filter_during_its_tail_is_not_read_on) {
+    static const int a[] = {0}, ab[] = {0, 1};
+    uint64_t from[2] = {0, 1};
+    parti_pub_ack pa;
+    int i;
+    parti_consumer_destroy(c);
+    opts.on_message = backlog_on_message;
+    make_consumer();
+    memset(&bl, 0, sizeof bl);
+    update("w1", a, 1);
+    settle();
+    for (i = 0; i < 3000; i++) publish("orders.p0"); /* a backlog: three seconds of work */
+    publish("orders.p1");                            /* 3001 */
+    for (i = 0; i < 3; i++) parti_consumer_poll(c, 10);
+    cr_assert_eq(parti_consumer_update_from(c, "w1", ab, 2, from), PARTI_ERR_OK);
+    settle();
+    for (i = 0; i < 5; i++) parti_consumer_poll(c, 10);
+    cr_assert_eq(bl.p1, 1, "the catch-up handled 3001");
+    cr_assert_eq(parti_consumer_metrics(c)->consumer_catch_up_tails.value, 1, "p1 is in its tail");
+    update("w1", a, 1); /* p1 leaves: its next owner resumes after 3001 */
+    settle();
+    expect_filters("parti-w1", "orders.p0");
+    cr_assert_eq(ob.vt->publish(ob.self, "orders.p1", NULL, 0, "x", 1, &pa, 1000), PARTI_ERR_OK);
+    for (i = 0; i < 50; i++) parti_consumer_poll(c, 10);
+    cr_assert_eq(bl.p1, 1, "%llu, published after p1 left this consumer, was handled here too",
+                 (unsigned long long)pa.stream_seq);
+}
