@@ -5788,9 +5788,15 @@ static void parti__consumer_end_tails(parti_consumer *c, int all) {
  * tail) until the durable reaches it. */
 static void parti__consumer_caught_up(parti_consumer *c, int i) {
     parti__cpart *ps = &c->pt[i];
+    int k;
     if (ps->state != PARTI__P_CATCHUP || ps->tail) return;
+    /* a read not done yet (its handler NAKed it, a retry waits): the
+     * position stays below it; the catch-up ends once it is done */
+    for (k = 0; k < (int)arrlen(ps->q); k++)
+        if (ps->q[k].direct) return;
     if (ps->cu_end > ps->pos) ps->pos = ps->cu_end;
-    if (c->durable_seen >= ps->cu_end) {
+    /* (a partition no longer in the filter: the durable never delivers it, no tail) */
+    if (c->durable_seen >= ps->cu_end || parti__subjects_find(&c->applied, c->psubj[i]) < 0) {
         parti__consumer_end_catch_up(c, i, PARTI__P_ACTIVE);
         return;
     }
@@ -5986,6 +5992,14 @@ static void parti__consumer_apply(parti_consumer *c, uint64_t now) {
         c->applied = c->pending;
         c->pending.items = NULL;
         c->pending.count = 0;
+        /* a tail whose partition left the filter ends: the partition is
+         * another consumer's now (a group revokes it before) */
+        for (i = 0; c->tailing && i < c->cfg.partition_count; i++)
+            if (c->pt[i].state == PARTI__P_CATCHUP && c->pt[i].tail &&
+                parti__subjects_find(&c->applied, c->psubj[i]) < 0) {
+                parti__consumer_end_catch_up(c, i, PARTI__P_ACTIVE);
+                parti_counter_add(&c->metrics.consumer_catch_up_tails_ended, 1);
+            }
         if (id_change || !c->worker_id) {
             PARTI_FREE(c->worker_id);
             c->worker_id = c->pending_id;
