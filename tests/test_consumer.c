@@ -1551,3 +1551,144 @@ Test(consumer, a_partition_taken_off_the_filter_during_its_tail_is_not_read_on) 
     cr_assert_eq(bl.p1, 1, "%llu, published after p1 left this consumer, was handled here too",
                  (unsigned long long)pa.stream_seq);
 }
+
+/* A transport over the fake whose pulled messages arrive in a client-side
+ * buffer, as on a real connection: the batch the server sends is in the
+ * client's subscription before the consumer takes the first of it, and a
+ * stream deleted meanwhile does not take back what is buffered. */
+static parti_transport_vtable bufvt;
+static const parti_transport_vtable *bufinner;
+static parti_msg bufq[512];
+static int buf_n, buf_i;
+static parti_err buf_end; /* the pull's end status, once the buffer is empty (OK: none yet) */
+
+static parti_err buf_fetch_start(void *self, const char *stream, const char *durable, const parti_fetch_opts *o,
+                                 uint32_t timeout_ms) {
+    parti_err e = bufinner->fetch_start(self, stream, durable, o, timeout_ms);
+    if (e == PARTI_ERR_OK && buf_i >= buf_n) buf_end = PARTI_ERR_OK; /* (a new pull; what is buffered stays) */
+    return e;
+}
+
+static parti_err buf_fetch_next(void *self, const char *stream, const char *durable, parti_msg *out,
+                                uint32_t timeout_ms) {
+    parti_err e;
+    if (buf_i < buf_n) {
+        *out = bufq[buf_i++];
+        return PARTI_ERR_OK;
+    }
+    buf_i = buf_n = 0;
+    if (buf_end != PARTI_ERR_OK) {
+        e = buf_end;
+        buf_end = PARTI_ERR_OK;
+        return e;
+    }
+    e = bufinner->fetch_next(self, stream, durable, out, timeout_ms);
+    if (e != PARTI_ERR_OK) return e;
+    /* the rest of what the server has for this pull lands in the buffer at once */
+    while (buf_n < 512) {
+        parti_err f = bufinner->fetch_next(self, stream, durable, &bufq[buf_n], 0);
+        if (f == PARTI_ERR_OK) {
+            buf_n++;
+            continue;
+        }
+        if (f != PARTI_ERR_TIMEOUT) buf_end = f;
+        break;
+    }
+    return PARTI_ERR_OK;
+}
+
+/* a delete forgets the durable's pull subscription and what it buffered (as
+ * the NATS transport does) */
+static parti_err buf_consumer_delete(void *self, const char *stream, const char *durable, uint32_t timeout_ms) {
+    parti_err e = bufinner->consumer_delete(self, stream, durable, timeout_ms);
+    if (e == PARTI_ERR_OK || e == PARTI_ERR_CONSUMER_NOT_FOUND) {
+        while (buf_i < buf_n) bufinner->msg_release(self, &bufq[buf_i++]);
+        buf_i = buf_n = 0;
+        buf_end = PARTI_ERR_OK;
+    }
+    return e;
+}
+
+/* the handler: p0 costs 3 ms; at the swap_at-th p0 message the stream is
+ * deleted and made again, with new messages (payload "n") */
+static struct {
+    int p0_old, new_handled, old_after_new, swap_at;
+    uint64_t new_seqs[64];
+} sw;
+static void swap_publish(const char *subject) {
+    parti_pub_ack pa;
+    cr_assert_eq(ob.vt->publish(ob.self, subject, NULL, 0, "n", 1, &pa, 1000), PARTI_ERR_OK);
+}
+static parti_verdict buffered_swap_on_message(void *user, const parti_msg *m, uint32_t *nak_delay_ms) {
+    (void)user;
+    (void)nak_delay_ms;
+    if (m->len == 1 && m->data[0] == 'n') {
+        if (sw.new_handled < 64) sw.new_seqs[sw.new_handled] = m->stream_seq;
+        sw.new_handled++;
+        return PARTI_ACK;
+    }
+    if (sw.new_handled) sw.old_after_new++; /* a message of the old stream, handled after the new one's */
+    if (strcmp(m->subject, "orders.p0") == 0) {
+        sw.p0_old++;
+        parti_fake_advance(w, 3);
+        if (sw.p0_old == sw.swap_at) {
+            static const char *const subs[] = {"orders.>"};
+            parti_stream_config sc;
+            int i;
+            memset(&sc, 0, sizeof sc);
+            sc.name = "orders";
+            sc.subjects = subs;
+            sc.subject_count = 1;
+            cr_assert_eq(parti_fake_delete_stream(w, "orders"), PARTI_ERR_OK);
+            parti_fake_advance(w, 1);
+            cr_assert_eq(ob.vt->stream_create(ob.self, &sc, 1000), PARTI_ERR_OK);
+            for (i = 0; i < 3; i++) swap_publish("orders.p0");
+            swap_publish("orders.p1");
+        }
+    }
+    return PARTI_ACK;
+}
+static int new_four_handled(void) { return sw.new_handled >= 4; }
+
+/* The stream is deleted and made again while a pulled batch of the old
+ * stream's durable is still in the client's buffer, and a catch-up's tail
+ * (reading often, as tails do while the durable has a backlog) sees the new
+ * stream first: the partitions start over in it from its beginning. The
+ * old stream's buffered messages taken after that are handled as the new
+ * stream's (after its messages, out of order) and move the position to
+ * their old sequences: the new stream's messages up to there are skipped. */
+Test(consumer, messages_of_a_deleted_stream_still_buffered_are_not_handled_under_the_new_streams_positions) {
+    static const int a[] = {0}, ab[] = {0, 1};
+    uint64_t from[2] = {1, 1};
+    int i;
+    parti_consumer_destroy(c);
+    bufinner = t.vt;
+    bufvt = *t.vt;
+    bufvt.fetch_start = buf_fetch_start;
+    bufvt.fetch_next = buf_fetch_next;
+    bufvt.consumer_delete = buf_consumer_delete;
+    t.vt = &bufvt;
+    buf_n = buf_i = 0;
+    buf_end = PARTI_ERR_OK;
+    memset(&sw, 0, sizeof sw);
+    opts.on_message = buffered_swap_on_message;
+    make_consumer();
+    t.vt = bufinner; /* (the consumer keeps its own copy) */
+    cr_assert_eq(parti_consumer_update_from(c, "w1", a, 1, from), PARTI_ERR_OK); /* p0 from its start */
+    settle();
+    for (i = 0; i < 1000; i++) publish("orders.p0"); /* a backlog on the old stream */
+    publish("orders.p1");
+    for (i = 0; i < 3; i++) parti_consumer_poll(c, 10);
+    cr_assert_eq(parti_consumer_update_from(c, "w1", ab, 2, from), PARTI_ERR_OK);
+    settle();
+    for (i = 0; i < 3; i++) parti_consumer_poll(c, 10);
+    cr_assert_eq(parti_consumer_metrics(c)->consumer_catch_up_tails.value, 1, "p1 is in its tail");
+    cr_assert_lt(sw.p0_old, 700, "the backlog is still there: %d handled", sw.p0_old);
+    sw.swap_at = sw.p0_old + 150; /* in the middle of a pulled batch */
+    poll_until(new_four_handled, 60000);
+    for (i = 0; i < 10; i++) swap_publish("orders.p0"); /* seqs 5..14 of the new stream */
+    for (i = 0; i < 600; i++) parti_consumer_poll(c, 100);
+    cr_assert_eq(sw.old_after_new, 0, "%d messages of the deleted stream were handled after the new stream's",
+                 sw.old_after_new);
+    cr_assert_eq(sw.new_handled, 14, "%d of the new stream's 14 messages handled", sw.new_handled);
+}
