@@ -5226,6 +5226,7 @@ struct parti_consumer {
     parti_err failed;            /* fail_fast: the error that stopped it */
     parti_log_limiter limiter;   /* repeated identical log records */
     int stream_lost;             /* the stream was found missing: recreate from its start */
+    int stream_changed;          /* another stream was seen: what the old durable sent is dropped at the recreation */
     parti_backoff pull_backoff;
     uint64_t pull_retry_at;
     uint64_t next_info_check;
@@ -5829,6 +5830,19 @@ static void parti__consumer_recreate(parti_consumer *c, uint64_t now) {
         uint64_t created;
         if (parti__consumer_check_stream(c, &created) == PARTI_ERR_OK && created) c->stream_lost = 0;
     }
+    if (c->stream_changed && c->t.vt->consumer_delete) {
+        /* (the durable is gone with the old stream, or is one this process
+         * made on the new one before it saw the change: deleting it also
+         * drops the pull subscription of the durable's name, with what the
+         * old durable sent into it) */
+        parti_err de = c->t.vt->consumer_delete(c->t.self, c->cfg.stream, c->durable, parti__consumer_budget(c));
+        if (de != PARTI_ERR_OK && de != PARTI_ERR_CONSUMER_NOT_FOUND && de != PARTI_ERR_STREAM_NOT_FOUND) {
+            parti__consumer_fail(c, de, "dropping the old stream's consumer");
+            parti__consumer_schedule_retry(c, now, de);
+            return;
+        }
+        c->stream_changed = 0;
+    }
     e = parti__consumer_upsert(c, c->durable, &c->applied);
     if (e != PARTI_ERR_OK) {
         parti_counter_add(&c->metrics.consumer_recreation_failures, 1);
@@ -5924,6 +5938,15 @@ static void parti__consumer_saw_stream(parti_consumer *c, uint64_t created_ns) {
         }
         c->ack_floor = 0;
         c->durable_seen = 0;
+        /* the durable went with the old stream, but what it sent may still
+         * be on the way (a pulled batch in the client's buffer): none of it
+         * may be taken as the new stream's. No pull until the durable is
+         * made again, and the recreation drops what was pulled before */
+        c->stream_changed = 1;
+        if (c->exists) {
+            c->need_recreate = 1;
+            c->fetch_active = 0;
+        }
     }
     c->stream_created = created_ns;
 }
@@ -5982,6 +6005,7 @@ static void parti__consumer_apply(parti_consumer *c, uint64_t now) {
             parti__consumer_check_stream(c, NULL);
             c->stream_lost = 0;
         }
+        if (created) c->stream_changed = 0; /* (a durable made just now: nothing of an old one is pulled under its name) */
         /* subjects with a first sequence given: caught up from there */
         for (i = 0; c->pending_from && i < c->pending.count; i++) {
             int k = c->pending_from[i] ? parti__consumer_partition_of(c, c->pending.items[i]) : -1;
