@@ -1692,3 +1692,72 @@ Test(consumer, messages_of_a_deleted_stream_still_buffered_are_not_handled_under
                  sw.old_after_new);
     cr_assert_eq(sw.new_handled, 14, "%d of the new stream's 14 messages handled", sw.new_handled);
 }
+
+/* A standalone consumer restarted on its durable (same worker ID) knows no
+ * position: only the durable's ack floor, held down by a message still in
+ * progress. A gap must not make it replay what the previous process handled
+ * and acked above that floor (without the gap the durable would never send
+ * it again). */
+static int nak_seq1;
+static parti_verdict nak_seq1_on_message(void *user, const parti_msg *m, uint32_t *nak_delay_ms) {
+    parti_verdict v = on_message(user, m, nak_delay_ms);
+    if (m->stream_seq == 1 && nak_seq1) {
+        *nak_delay_ms = 60000;
+        return PARTI_NAK;
+    }
+    return v;
+}
+
+Test(consumer, a_restarted_consumer_does_not_replay_what_was_acked_above_the_floor_after_a_gap) {
+    static const int a[] = {0, 1};
+    int i;
+    parti_consumer_destroy(c);
+    opts.on_message = nak_seq1_on_message;
+    nak_seq1 = 1;
+    make_consumer();
+    update("w1", a, 2);
+    settle();
+    publish("orders.p0"); /* 1: NAKed, in progress: the ack floor stays at 0 */
+    publish("orders.p1"); /* 2, 3, 4: handled and acked */
+    publish("orders.p1");
+    publish("orders.p1");
+    for (i = 0; i < 10; i++) parti_consumer_poll(c, 100);
+    cr_assert_eq(times_handled(2) + times_handled(3) + times_handled(4), 3);
+    /* the process stops; the next one runs as the same worker, on the same durable */
+    parti_consumer_destroy(c);
+    nak_seq1 = 0;
+    make_consumer();
+    update("w1", a, 2);
+    settle();
+    cr_assert_eq(parti_fake_lose_deliveries(w, &t, 1), PARTI_ERR_OK);
+    publish("orders.p1"); /* 5: lost on the wire */
+    publish("orders.p1"); /* 6: the gap shows */
+    for (i = 0; i < 700; i++) parti_consumer_poll(c, 100);
+    cr_assert_eq(times_handled(5), 1);
+    cr_assert_eq(times_handled(6), 1);
+    for (i = 2; i <= 4; i++)
+        cr_assert_eq(times_handled((uint64_t)i), 1, "seq %d, acked by the previous process, handled %d times", i,
+                     times_handled((uint64_t)i));
+}
+
+Test(consumer, a_restarted_consumer_still_handles_the_message_the_previous_one_left_in_progress) {
+    static const int a[] = {0, 1};
+    int i;
+    parti_consumer_destroy(c);
+    opts.on_message = nak_seq1_on_message;
+    nak_seq1 = 1;
+    make_consumer();
+    update("w1", a, 2);
+    settle();
+    publish("orders.p0"); /* 1: NAKed, in progress when the process stops */
+    for (i = 0; i < 10; i++) parti_consumer_poll(c, 100);
+    cr_assert_eq(times_handled(1), 1);
+    parti_consumer_destroy(c);
+    nak_seq1 = 0;
+    make_consumer();
+    update("w1", a, 2);
+    settle();
+    publish("orders.p0"); /* 2: a later message of the same partition */
+    for (i = 0; i < 700; i++) parti_consumer_poll(c, 100); /* 1 comes back after ack_wait */
+    cr_assert_eq(times_handled(1), 2, "seq 1, left in progress by the previous process, was not handled again");
+}
