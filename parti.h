@@ -5836,12 +5836,14 @@ static void parti__consumer_recreate(parti_consumer *c, uint64_t now) {
          * drops the pull subscription of the durable's name, with what the
          * old durable sent into it) */
         parti_err de = c->t.vt->consumer_delete(c->t.self, c->cfg.stream, c->durable, parti__consumer_budget(c));
-        if (de != PARTI_ERR_OK && de != PARTI_ERR_CONSUMER_NOT_FOUND && de != PARTI_ERR_STREAM_NOT_FOUND) {
+        if (de == PARTI_ERR_OK || de == PARTI_ERR_CONSUMER_NOT_FOUND) {
+            c->stream_changed = 0;
+        } else if (de != PARTI_ERR_STREAM_NOT_FOUND) { /* (a missing stream: the upsert below fails too) */
+            parti_counter_add(&c->metrics.consumer_recreation_failures, 1);
             parti__consumer_fail(c, de, "dropping the old stream's consumer");
             parti__consumer_schedule_retry(c, now, de);
             return;
         }
-        c->stream_changed = 0;
     }
     e = parti__consumer_upsert(c, c->durable, &c->applied);
     if (e != PARTI_ERR_OK) {
