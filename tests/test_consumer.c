@@ -1761,3 +1761,81 @@ Test(consumer, a_restarted_consumer_still_handles_the_message_the_previous_one_l
     for (i = 0; i < 700; i++) parti_consumer_poll(c, 100); /* 1 comes back after ack_wait */
     cr_assert_eq(times_handled(1), 2, "seq 1, left in progress by the previous process, was not handled again");
 }
+
+/* A tail reads one message per request to the server: a gained partition
+ * that receives more messages a second than that can carry always finds
+ * one, reads its full share every turn, and the durable, which takes one
+ * message per turn of the poll loop, falls behind the others' rate: the
+ * durable never reaches the tail, the tail never ends, and both the
+ * partition and the others lag more and more. (The fake answers a stream
+ * read, a stream info, a consumer info and a pull request after 1 ms, a
+ * server a millisecond away; the durable's deliveries are in the client's
+ * buffer.) */
+static struct {
+    uint64_t p0_handled, p1_handled, p0_pub, p1_pub, worst_p0_lat, worst_p1_lat;
+} hot;
+static uint64_t hot_p0_at[40000], hot_p1_at[40000];
+static parti_verdict hot_on_message(void *user, const parti_msg *m, uint32_t *nak_delay_ms) {
+    uint64_t idx = (uint64_t)strtoull((const char *)m->data, NULL, 10), lat;
+    (void)user;
+    (void)nak_delay_ms;
+    if (strcmp(m->subject, "orders.p0") == 0) {
+        lat = parti_fake_now(w) - hot_p0_at[idx];
+        if (idx >= 20000 && lat > hot.worst_p0_lat) hot.worst_p0_lat = lat; /* (not the backlog) */
+        hot.p0_handled++;
+    } else {
+        lat = parti_fake_now(w) - hot_p1_at[idx];
+        if (lat > hot.worst_p1_lat) hot.worst_p1_lat = lat;
+        hot.p1_handled++;
+    }
+    return PARTI_ACK;
+}
+static void hot_publish(const char *subject, uint64_t idx) {
+    parti_pub_ack pa;
+    char buf[32];
+    snprintf(buf, sizeof buf, "%llu", (unsigned long long)idx);
+    cr_assert_eq(ob.vt->publish(ob.self, subject, NULL, 0, buf, strlen(buf) + 1, &pa, 1000), PARTI_ERR_OK);
+}
+
+Test(consumer, a_tail_of_a_partition_busier_than_its_reads_does_not_starve_the_durable) {
+    static const int a[] = {0}, ab[] = {0, 1};
+    uint64_t from[2] = {1, 1}, t0, now;
+    parti_consumer_destroy(c);
+    opts.on_message = hot_on_message;
+    make_consumer();
+    memset(&hot, 0, sizeof hot);
+    parti_fake_set_latency(w, &t, "stream_get_next", 1);
+    parti_fake_set_latency(w, &t, "stream_info", 1);
+    parti_fake_set_latency(w, &t, "consumer_info", 1);
+    parti_fake_set_latency(w, &t, "fetch_start", 1);
+    cr_assert_eq(parti_consumer_update_from(c, "w1", a, 1, from), PARTI_ERR_OK);
+    settle();
+    while (hot.p0_pub < 20000) { /* a backlog on p0 */
+        hot_p0_at[hot.p0_pub] = parti_fake_now(w);
+        hot_publish("orders.p0", hot.p0_pub++);
+    }
+    cr_assert_eq(parti_consumer_update_from(c, "w1", ab, 2, from), PARTI_ERR_OK);
+    t0 = parti_fake_now(w);
+    /* 10 s of 400 p0 and 2000 p1 messages a second */
+    while ((now = parti_fake_now(w)) - t0 < 10000) {
+        while (hot.p0_pub < 20000 + (now - t0) * 400 / 1000) {
+            hot_p0_at[hot.p0_pub] = now;
+            hot_publish("orders.p0", hot.p0_pub++);
+        }
+        while (hot.p1_pub < (now - t0) * 2000 / 1000) {
+            hot_p1_at[hot.p1_pub] = now;
+            hot_publish("orders.p1", hot.p1_pub++);
+        }
+        parti_consumer_poll(c, 5);
+    }
+    cr_log_info("hot tail: p0 %llu of %llu handled (worst %llu ms), p1 %llu of %llu (worst %llu ms), tails %llu, "
+                "ended %llu", (unsigned long long)hot.p0_handled, (unsigned long long)hot.p0_pub,
+                (unsigned long long)hot.worst_p0_lat, (unsigned long long)hot.p1_handled,
+                (unsigned long long)hot.p1_pub, (unsigned long long)hot.worst_p1_lat,
+                (unsigned long long)parti_consumer_metrics(c)->consumer_catch_up_tails.value,
+                (unsigned long long)parti_consumer_metrics(c)->consumer_catch_up_tails_ended.value);
+    cr_assert_lt(hot.worst_p1_lat, 2000, "p1's messages waited up to %llu ms", (unsigned long long)hot.worst_p1_lat);
+    cr_assert_geq(hot.p0_handled + 800, hot.p0_pub, "p0: %llu of %llu handled, more than two seconds behind",
+                  (unsigned long long)hot.p0_handled, (unsigned long long)hot.p0_pub);
+    cr_assert_lt(hot.worst_p0_lat, 2000, "p0's new messages waited up to %llu ms", (unsigned long long)hot.worst_p0_lat);
+}
