@@ -1005,7 +1005,7 @@ PARTIDEF const char *parti_metric_type_name(parti_metric_type t);
     X(consumer_catch_up_tails, counter, "parti_worker_consumer_catch_up_tails_total", 0, 0, 0,                    \
       "Catch-ups that went on reading past their end: the durable had not delivered that far (a backlog).")    \
     X(consumer_catch_up_tails_ended, counter, "parti_worker_consumer_catch_up_tails_ended_total", 0, 0, 0,        \
-      "Catch-up tails ended: the durable delivered as far as they had read, or had nothing pending.")         \
+      "Catch-up tails ended: the durable delivered as far as they had read or had nothing pending, or they fell behind their partitions' rates.") \
     X(consumer_delivery_gaps, counter, "parti_worker_consumer_delivery_gaps_total", 0, 0, 0,                      \
       "Deliveries lost on the way (a gap in the consumer sequence): the partitions were caught up again.")      \
     X(consumer_handoff_skipped, counter, "parti_worker_consumer_handoff_skipped_total", 0, 0, 0,                   \
@@ -5128,6 +5128,7 @@ PARTIDEF int parti_log_limiter_allow(parti_log_limiter *l, uint64_t now_ms, part
 #define PARTI__TAIL_POLL_MAX_MS 100   /* ... up to this */
 #define PARTI__TAIL_CHECK_MIN_MS 10   /* tails: the durable's pending count is read again after 10 ms, doubling */
 #define PARTI__TAIL_CHECK_MAX_MS 1000 /* ... up to this */
+#define PARTI__TAIL_FULL_TURNS 4      /* tails behind their partitions' rates for this many full turns end */
 #define PARTI__CONSUMER_MAX_FAILURES 64
 
 /* A message held in a partition's queue: from the durable, or read directly
@@ -5194,6 +5195,7 @@ struct parti_consumer {
     uint64_t tail_min;           /* no tail's cu_end is below this (a lower bound; NO_TIME: none) */
     uint64_t tail_check_at;      /* tails: the durable's pending count is read then */
     uint32_t tail_check_wait;    /* tails: the wait after a read that finds messages pending */
+    int tail_full_turns;         /* catch-up turns in a row that were all tail reads finding a message */
     uint64_t durable_seen;       /* the highest stream sequence the durable delivered for the first time */
     uint64_t cseq_seen;          /* the durable's last delivery seen (its consumer sequence) */
     int cseq_known;              /* cseq_seen is the durable's count (0: the next delivery sets it) */
@@ -6568,7 +6570,7 @@ static uint64_t parti__consumer_catch_up_due(parti_consumer *c, uint64_t now) {
 /* A catch-up read not handed over yet: a message, or "nothing more of the
  * partition up to its end" (end). from: the sequence the read started at. */
 typedef struct parti__cu_read {
-    int i, end;
+    int i, end, tail; /* tail: a tail's read */
     uint64_t from;
     parti_msg m;
 } parti__cu_read;
@@ -6618,6 +6620,7 @@ static int parti__consumer_catch_up_read(parti_consumer *c, uint64_t now, parti_
         r[n].i = found;
         r[n].from = from;
         r[n].end = 1;
+        r[n].tail = ps->tail;
         memset(&r[n].m, 0, sizeof r[n].m);
         if (from > ps->cu_end && !ps->tail) { /* nothing to read */
             n++;
@@ -6686,7 +6689,7 @@ static int parti__consumer_tail_check(parti_consumer *c, uint64_t now) {
 static int parti__consumer_catch_up_turn(parti_consumer *c, uint64_t now) {
     parti__cu_read r[PARTI__CU_TURN];
     parti_err e, re;
-    int n, reads, k;
+    int n, reads, k, full;
     uint64_t before = c->stream_created, created = 0;
     if (c->tailing && now >= c->tail_check_at && parti__consumer_tail_check(c, now)) return 1;
     n = parti__consumer_catch_up_read(c, now, r, &reads, &re);
@@ -6739,6 +6742,26 @@ static int parti__consumer_catch_up_turn(parti_consumer *c, uint64_t now) {
     if (re != PARTI_ERR_OK)
         parti__consumer_catch_up_failed(c, re, "reading a partition's messages from the stream (catch-up)",
                                         parti__consumer_now(c));
+    /* A tail reads one message per request, and the durable takes one
+     * message per turn of the poll loop. Tails that find a message with
+     * every read of a full turn are behind their partitions' own rates:
+     * reading on, they hold the durable back (it falls behind the others'
+     * rate, never reaches them, and they never end). After a few such turns
+     * in a row the tails read in the last one end: the durable takes their
+     * partitions, whose messages then wait behind its backlog, as they would
+     * without tails. */
+    for (k = 0, full = n == PARTI__CU_TURN; k < n && full; k++) full = r[k].tail && !r[k].end;
+    c->tail_full_turns = full ? c->tail_full_turns + 1 : 0;
+    if (c->tail_full_turns >= PARTI__TAIL_FULL_TURNS) {
+        c->tail_full_turns = 0;
+        for (k = 0; k < n; k++) {
+            parti__cpart *ps = &c->pt[r[k].i];
+            if (ps->state != PARTI__P_CATCHUP || !ps->tail) continue;
+            parti__consumer_end_catch_up(c, r[k].i, PARTI__P_ACTIVE);
+            parti_counter_add(&c->metrics.consumer_catch_up_tails_ended, 1);
+            if (arrlen(ps->q)) parti__consumer_drain(c, r[k].i);
+        }
+    }
     c->cu_due = 0;
     return n > 0;
 }
