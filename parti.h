@@ -1005,7 +1005,7 @@ PARTIDEF const char *parti_metric_type_name(parti_metric_type t);
     X(consumer_catch_up_tails, counter, "parti_worker_consumer_catch_up_tails_total", 0, 0, 0,                    \
       "Catch-ups that went on reading past their end: the durable had not delivered that far (a backlog).")    \
     X(consumer_catch_up_tails_ended, counter, "parti_worker_consumer_catch_up_tails_ended_total", 0, 0, 0,        \
-      "Catch-up tails ended: the durable delivered as far as they had read, or had nothing pending.")         \
+      "Catch-up tails ended: the durable delivered as far as they had read or had nothing pending, or they fell behind their partitions' rates.") \
     X(consumer_delivery_gaps, counter, "parti_worker_consumer_delivery_gaps_total", 0, 0, 0,                      \
       "Deliveries lost on the way (a gap in the consumer sequence): the partitions were caught up again.")      \
     X(consumer_handoff_skipped, counter, "parti_worker_consumer_handoff_skipped_total", 0, 0, 0,                   \
@@ -5128,6 +5128,7 @@ PARTIDEF int parti_log_limiter_allow(parti_log_limiter *l, uint64_t now_ms, part
 #define PARTI__TAIL_POLL_MAX_MS 100   /* ... up to this */
 #define PARTI__TAIL_CHECK_MIN_MS 10   /* tails: the durable's pending count is read again after 10 ms, doubling */
 #define PARTI__TAIL_CHECK_MAX_MS 1000 /* ... up to this */
+#define PARTI__TAIL_FULL_TURNS 4      /* tails behind their partitions' rates for this many full turns end */
 #define PARTI__CONSUMER_MAX_FAILURES 64
 
 /* A message held in a partition's queue: from the durable, or read directly
@@ -5196,6 +5197,7 @@ struct parti_consumer {
     uint64_t tail_min;           /* no tail's cu_end is below this (a lower bound; NO_TIME: none) */
     uint64_t tail_check_at;      /* tails: the durable's pending count is read then */
     uint32_t tail_check_wait;    /* tails: the wait after a read that finds messages pending */
+    int tail_full_turns;         /* catch-up turns in a row that were all tail reads finding a message */
     uint64_t durable_seen;       /* the highest stream sequence the durable delivered for the first time */
     uint64_t cseq_seen;          /* the durable's last delivery seen (its consumer sequence) */
     int cseq_known;              /* cseq_seen is the durable's count (0: the next delivery sets it) */
@@ -5228,6 +5230,7 @@ struct parti_consumer {
     parti_err failed;            /* fail_fast: the error that stopped it */
     parti_log_limiter limiter;   /* repeated identical log records */
     int stream_lost;             /* the stream was found missing: recreate from its start */
+    int stream_changed;          /* another stream was seen: what the old durable sent is dropped at the recreation */
     parti_backoff pull_backoff;
     uint64_t pull_retry_at;
     uint64_t next_info_check;
@@ -5790,9 +5793,15 @@ static void parti__consumer_end_tails(parti_consumer *c, int all) {
  * tail) until the durable reaches it. */
 static void parti__consumer_caught_up(parti_consumer *c, int i) {
     parti__cpart *ps = &c->pt[i];
+    int k;
     if (ps->state != PARTI__P_CATCHUP || ps->tail) return;
+    /* a read not done yet (its handler NAKed it, a retry waits): the
+     * position stays below it; the catch-up ends once it is done */
+    for (k = 0; k < (int)arrlen(ps->q); k++)
+        if (ps->q[k].direct) return;
     if (ps->cu_end > ps->pos) ps->pos = ps->cu_end;
-    if (c->durable_seen >= ps->cu_end) {
+    /* (a partition no longer in the filter: the durable never delivers it, no tail) */
+    if (c->durable_seen >= ps->cu_end || parti__subjects_find(&c->applied, c->psubj[i]) < 0) {
         parti__consumer_end_catch_up(c, i, PARTI__P_ACTIVE);
         return;
     }
@@ -5824,6 +5833,21 @@ static void parti__consumer_recreate(parti_consumer *c, uint64_t now) {
          * stream is not reset. Read before the new durable delivers. */
         uint64_t created;
         if (parti__consumer_check_stream(c, &created) == PARTI_ERR_OK && created) c->stream_lost = 0;
+    }
+    if (c->stream_changed && c->t.vt->consumer_delete) {
+        /* (the durable is gone with the old stream, or is one this process
+         * made on the new one before it saw the change: deleting it also
+         * drops the pull subscription of the durable's name, with what the
+         * old durable sent into it) */
+        parti_err de = c->t.vt->consumer_delete(c->t.self, c->cfg.stream, c->durable, parti__consumer_budget(c));
+        if (de == PARTI_ERR_OK || de == PARTI_ERR_CONSUMER_NOT_FOUND) {
+            c->stream_changed = 0;
+        } else if (de != PARTI_ERR_STREAM_NOT_FOUND) { /* (a missing stream: the upsert below fails too) */
+            parti_counter_add(&c->metrics.consumer_recreation_failures, 1);
+            parti__consumer_fail(c, de, "dropping the old stream's consumer");
+            parti__consumer_schedule_retry(c, now, de);
+            return;
+        }
     }
     e = parti__consumer_upsert(c, c->durable, &c->applied);
     if (e != PARTI_ERR_OK) {
@@ -5923,6 +5947,15 @@ static void parti__consumer_saw_stream(parti_consumer *c, uint64_t created_ns) {
         }
         c->ack_floor = 0;
         c->durable_seen = 0;
+        /* the durable went with the old stream, but what it sent may still
+         * be on the way (a pulled batch in the client's buffer): none of it
+         * may be taken as the new stream's. No pull until the durable is
+         * made again, and the recreation drops what was pulled before */
+        c->stream_changed = 1;
+        if (c->exists) {
+            c->need_recreate = 1;
+            c->fetch_active = 0;
+        }
     }
     c->stream_created = created_ns;
 }
@@ -5994,6 +6027,7 @@ static void parti__consumer_apply(parti_consumer *c, uint64_t now) {
             parti__consumer_check_stream(c, NULL);
             c->stream_lost = 0;
         }
+        if (created) c->stream_changed = 0; /* (a durable made just now: nothing of an old one is pulled under its name) */
         /* subjects with a first sequence given: caught up from there */
         for (i = 0; c->pending_from && i < c->pending.count; i++) {
             int k = c->pending_from[i] ? parti__consumer_partition_of(c, c->pending.items[i]) : -1;
@@ -6004,6 +6038,14 @@ static void parti__consumer_apply(parti_consumer *c, uint64_t now) {
         c->applied = c->pending;
         c->pending.items = NULL;
         c->pending.count = 0;
+        /* a tail whose partition left the filter ends: the partition is
+         * another consumer's now (a group revokes it before) */
+        for (i = 0; c->tailing && i < c->cfg.partition_count; i++)
+            if (c->pt[i].state == PARTI__P_CATCHUP && c->pt[i].tail &&
+                parti__subjects_find(&c->applied, c->psubj[i]) < 0) {
+                parti__consumer_end_catch_up(c, i, PARTI__P_ACTIVE);
+                parti_counter_add(&c->metrics.consumer_catch_up_tails_ended, 1);
+            }
         if (id_change || !c->worker_id) {
             PARTI_FREE(c->worker_id);
             c->worker_id = c->pending_id;
@@ -6553,7 +6595,7 @@ static uint64_t parti__consumer_catch_up_due(parti_consumer *c, uint64_t now) {
 /* A catch-up read not handed over yet: a message, or "nothing more of the
  * partition up to its end" (end). from: the sequence the read started at. */
 typedef struct parti__cu_read {
-    int i, end;
+    int i, end, tail; /* tail: a tail's read */
     uint64_t from;
     parti_msg m;
 } parti__cu_read;
@@ -6603,6 +6645,7 @@ static int parti__consumer_catch_up_read(parti_consumer *c, uint64_t now, parti_
         r[n].i = found;
         r[n].from = from;
         r[n].end = 1;
+        r[n].tail = ps->tail;
         memset(&r[n].m, 0, sizeof r[n].m);
         if (from > ps->cu_end && !ps->tail) { /* nothing to read */
             n++;
@@ -6671,7 +6714,7 @@ static int parti__consumer_tail_check(parti_consumer *c, uint64_t now) {
 static int parti__consumer_catch_up_turn(parti_consumer *c, uint64_t now, uint64_t deadline) {
     parti__cu_read r[PARTI__CU_TURN];
     parti_err e, re;
-    int n, reads, k, handed = 0;
+    int n, reads, k, handed = 0, full;
     uint64_t before = c->stream_created, created = 0, budget = deadline > now ? deadline - now : 0, hand_start = 0;
     if (c->tailing && now >= c->tail_check_at && parti__consumer_tail_check(c, now)) return 1;
     n = parti__consumer_catch_up_read(c, now, r, &reads, &re);
@@ -6730,6 +6773,26 @@ static int parti__consumer_catch_up_turn(parti_consumer *c, uint64_t now, uint64
     if (re != PARTI_ERR_OK)
         parti__consumer_catch_up_failed(c, re, "reading a partition's messages from the stream (catch-up)",
                                         parti__consumer_now(c));
+    /* A tail reads one message per request, and the durable takes one
+     * message per turn of the poll loop. Tails that find a message with
+     * every read of a full turn are behind their partitions' own rates:
+     * reading on, they hold the durable back (it falls behind the others'
+     * rate, never reaches them, and they never end). After a few such turns
+     * in a row the tails read in the last one end: the durable takes their
+     * partitions, whose messages then wait behind its backlog, as they would
+     * without tails. */
+    for (k = 0, full = n == PARTI__CU_TURN; k < n && full; k++) full = r[k].tail && !r[k].end;
+    c->tail_full_turns = full ? c->tail_full_turns + 1 : 0;
+    if (c->tail_full_turns >= PARTI__TAIL_FULL_TURNS) {
+        c->tail_full_turns = 0;
+        for (k = 0; k < n; k++) {
+            parti__cpart *ps = &c->pt[r[k].i];
+            if (ps->state != PARTI__P_CATCHUP || !ps->tail) continue;
+            parti__consumer_end_catch_up(c, r[k].i, PARTI__P_ACTIVE);
+            parti_counter_add(&c->metrics.consumer_catch_up_tails_ended, 1);
+            if (arrlen(ps->q)) parti__consumer_drain(c, r[k].i);
+        }
+    }
     c->cu_due = 0;
     return n > 0;
 }

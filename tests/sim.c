@@ -160,6 +160,7 @@ typedef struct sim_result {
     uint64_t seeds_with[I_COUNT];    /* seeds with at least one */
     uint64_t first_seed[I_COUNT];    /* first seed that violated it (0 = none) */
     uint64_t virtual_ms, wall_us, steps, workers_started, log_hash;
+    uint64_t tails, tails_ended, gaps; /* the consumers' catch-up tails and delivery gaps */
     uint64_t liveness_max_ms;
     uint64_t leaderless_max_ms;      /* longest time live workers had no acting leader */
     uint64_t unowned_max_ms;         /* longest time a partition had no owner inside its lease */
@@ -1250,6 +1251,14 @@ static void *worker_main(void *arg) {
                 guard = 0;
             }
         }
+        {
+            const parti_metrics *m = parti_metrics_of(a->p);
+            pthread_mutex_lock(&s->mu);
+            s->res.tails += m->consumer_catch_up_tails.value;
+            s->res.tails_ended += m->consumer_catch_up_tails_ended.value;
+            s->res.gaps += m->consumer_delivery_gaps.value;
+            pthread_mutex_unlock(&s->mu);
+        }
         parti_destroy(a->p); /* a crash frees without leaving, as a dying process would */
         a->p = NULL;
     }
@@ -2117,6 +2126,9 @@ static void result_add(sim_result *t, const sim_result *r) {
     t->wall_us += r->wall_us;
     t->steps += r->steps;
     t->workers_started += r->workers_started;
+    t->tails += r->tails;
+    t->tails_ended += r->tails_ended;
+    t->gaps += r->gaps;
     t->log_hash ^= r->log_hash;
     if (r->liveness_max_ms > t->liveness_max_ms) t->liveness_max_ms = r->liveness_max_ms;
     if (r->leaderless_max_ms > t->leaderless_max_ms) t->leaderless_max_ms = r->leaderless_max_ms;
@@ -2145,6 +2157,8 @@ static void print_summary(const sim_result *r, double wall_s) {
     for (i = 0; i < F_COUNT; i++) printf(" %s=%llu", fault_names[i], (unsigned long long)r->faults[i]);
     printf("\nduplicates by cause:");
     for (i = 0; i < C_COUNT; i++) printf(" %s=%llu", cause_names[i], (unsigned long long)r->dups[i]);
+    printf("\ncatch-up tails: %llu started, %llu ended; delivery gaps: %llu",
+           (unsigned long long)r->tails, (unsigned long long)r->tails_ended, (unsigned long long)r->gaps);
     printf("\nworst handling latency after the faults stopped: %llu ms\n", (unsigned long long)r->liveness_max_ms);
     printf("longest time without an acting leader: %llu ms; longest time a partition had no owner: %llu ms\n",
            (unsigned long long)r->leaderless_max_ms, (unsigned long long)r->unowned_max_ms);

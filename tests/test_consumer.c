@@ -1475,3 +1475,298 @@ Test(consumer, messages_lost_in_transit_on_a_fresh_durable_are_handled_first) {
     expect_handled_once_in_order(p1, 2);
     cr_assert_eq(hd.handled, 5);
 }
+
+/* A catch-up whose last read (the stream's last message) the handler NAKed
+ * waits for that message's retry. A gap whose next delivery is a redelivery
+ * makes the catch-up read the stream's end again: that end is where the
+ * catch-up already is, but the NAKed message is not done, so the partition
+ * must not count as caught up to it (its retry would be settled as done
+ * before, without the handler). */
+static int nak_first_x;
+static parti_verdict nak_x_on_message(void *user, const parti_msg *m, uint32_t *nak_delay_ms) {
+    parti_verdict v = on_message(user, m, nak_delay_ms);
+    if (strcmp(m->subject, "orders.p1") == 0 && nak_first_x) {
+        nak_first_x = 0;
+        *nak_delay_ms = 45000; /* retried after the lost delivery came back */
+        return PARTI_NAK;
+    }
+    return v;
+}
+
+Test(consumer, a_naked_catch_up_read_is_retried_after_a_gap_that_rereads_the_streams_end) {
+    static const int a[] = {0}, ab[] = {0, 1};
+    uint64_t from[2] = {0, 1};
+    int i;
+    parti_consumer_destroy(c);
+    opts.on_message = nak_x_on_message;
+    make_consumer();
+    update("w1", a, 1);
+    settle();
+    cr_assert_eq(parti_fake_lose_deliveries(w, &t, 1), PARTI_ERR_OK);
+    publish("orders.p0"); /* 1: delivered, lost on the wire; redelivered after ack_wait */
+    for (i = 0; i < 3; i++) parti_consumer_poll(c, 100);
+    cr_assert_eq(hd.handled, 0);
+    publish("orders.p1"); /* 2: behind the filter, the stream's last */
+    for (i = 0; i < 3; i++) parti_consumer_poll(c, 100); /* the durable's position passes it */
+    nak_first_x = 1;
+    cr_assert_eq(parti_consumer_update_from(c, "w1", ab, 2, from), PARTI_ERR_OK);
+    settle();
+    for (i = 0; i < 10; i++) parti_consumer_poll(c, 100);
+    cr_assert_eq(times_handled(2), 1, "the catch-up read 2 and the handler NAKed it");
+    for (i = 0; i < 700; i++) parti_consumer_poll(c, 100); /* 70 s: the redelivery of 1, then 2's retry */
+    cr_assert_eq(parti_consumer_metrics(c)->consumer_delivery_gaps.value, 1);
+    cr_assert_eq(times_handled(1), 1, "seq 1 handled %d times", times_handled(1));
+    cr_assert_eq(times_handled(2), 2, "the NAKed seq 2 was handled %d times: its retry never reached the handler",
+                 times_handled(2));
+}
+
+/* A partition taken off the filter (it moved to another consumer, which
+ * resumes it from this one's position) while its catch-up was in its tail:
+ * the tail must end with it. Messages published after it left belong to
+ * the next owner only; read here too they are handled twice. */
+Test(consumer, a_partition_taken_off_the_filter_during_its_tail_is_not_read_on) {
+    static const int a[] = {0}, ab[] = {0, 1};
+    uint64_t from[2] = {0, 1};
+    parti_pub_ack pa;
+    int i;
+    parti_consumer_destroy(c);
+    opts.on_message = backlog_on_message;
+    make_consumer();
+    memset(&bl, 0, sizeof bl);
+    update("w1", a, 1);
+    settle();
+    for (i = 0; i < 3000; i++) publish("orders.p0"); /* a backlog: three seconds of work */
+    publish("orders.p1");                            /* 3001 */
+    for (i = 0; i < 3; i++) parti_consumer_poll(c, 10);
+    cr_assert_eq(parti_consumer_update_from(c, "w1", ab, 2, from), PARTI_ERR_OK);
+    settle();
+    for (i = 0; i < 5; i++) parti_consumer_poll(c, 10);
+    cr_assert_eq(bl.p1, 1, "the catch-up handled 3001");
+    cr_assert_eq(parti_consumer_metrics(c)->consumer_catch_up_tails.value, 1, "p1 is in its tail");
+    update("w1", a, 1); /* p1 leaves: its next owner resumes after 3001 */
+    settle();
+    expect_filters("parti-w1", "orders.p0");
+    cr_assert_eq(ob.vt->publish(ob.self, "orders.p1", NULL, 0, "x", 1, &pa, 1000), PARTI_ERR_OK);
+    for (i = 0; i < 50; i++) parti_consumer_poll(c, 10);
+    cr_assert_eq(bl.p1, 1, "%llu, published after p1 left this consumer, was handled here too",
+                 (unsigned long long)pa.stream_seq);
+}
+
+/* A transport over the fake whose pulled messages arrive in a client-side
+ * buffer, as on a real connection: the batch the server sends is in the
+ * client's subscription before the consumer takes the first of it, and a
+ * stream deleted meanwhile does not take back what is buffered. */
+static parti_transport_vtable bufvt;
+static const parti_transport_vtable *bufinner;
+static parti_msg bufq[512];
+static int buf_n, buf_i;
+static parti_err buf_end; /* the pull's end status, once the buffer is empty (OK: none yet) */
+
+static parti_err buf_fetch_start(void *self, const char *stream, const char *durable, const parti_fetch_opts *o,
+                                 uint32_t timeout_ms) {
+    parti_err e = bufinner->fetch_start(self, stream, durable, o, timeout_ms);
+    if (e == PARTI_ERR_OK && buf_i >= buf_n) buf_end = PARTI_ERR_OK; /* (a new pull; what is buffered stays) */
+    return e;
+}
+
+static parti_err buf_fetch_next(void *self, const char *stream, const char *durable, parti_msg *out,
+                                uint32_t timeout_ms) {
+    parti_err e;
+    if (buf_i < buf_n) {
+        *out = bufq[buf_i++];
+        return PARTI_ERR_OK;
+    }
+    buf_i = buf_n = 0;
+    if (buf_end != PARTI_ERR_OK) {
+        e = buf_end;
+        buf_end = PARTI_ERR_OK;
+        return e;
+    }
+    e = bufinner->fetch_next(self, stream, durable, out, timeout_ms);
+    if (e != PARTI_ERR_OK) return e;
+    /* the rest of what the server has for this pull lands in the buffer at once */
+    while (buf_n < 512) {
+        parti_err f = bufinner->fetch_next(self, stream, durable, &bufq[buf_n], 0);
+        if (f == PARTI_ERR_OK) {
+            buf_n++;
+            continue;
+        }
+        if (f != PARTI_ERR_TIMEOUT) buf_end = f;
+        break;
+    }
+    return PARTI_ERR_OK;
+}
+
+/* a delete forgets the durable's pull subscription and what it buffered (as
+ * the NATS transport does) */
+static parti_err buf_consumer_delete(void *self, const char *stream, const char *durable, uint32_t timeout_ms) {
+    parti_err e = bufinner->consumer_delete(self, stream, durable, timeout_ms);
+    if (e == PARTI_ERR_OK || e == PARTI_ERR_CONSUMER_NOT_FOUND) {
+        while (buf_i < buf_n) bufinner->msg_release(self, &bufq[buf_i++]);
+        buf_i = buf_n = 0;
+        buf_end = PARTI_ERR_OK;
+    }
+    return e;
+}
+
+/* the handler: p0 costs 3 ms; at the swap_at-th p0 message the stream is
+ * deleted and made again, with new messages (payload "n") */
+static struct {
+    int p0_old, new_handled, old_after_new, swap_at;
+    uint64_t new_seqs[64];
+} sw;
+static void swap_publish(const char *subject) {
+    parti_pub_ack pa;
+    cr_assert_eq(ob.vt->publish(ob.self, subject, NULL, 0, "n", 1, &pa, 1000), PARTI_ERR_OK);
+}
+static parti_verdict buffered_swap_on_message(void *user, const parti_msg *m, uint32_t *nak_delay_ms) {
+    (void)user;
+    (void)nak_delay_ms;
+    if (m->len == 1 && m->data[0] == 'n') {
+        if (sw.new_handled < 64) sw.new_seqs[sw.new_handled] = m->stream_seq;
+        sw.new_handled++;
+        return PARTI_ACK;
+    }
+    if (sw.new_handled) sw.old_after_new++; /* a message of the old stream, handled after the new one's */
+    if (strcmp(m->subject, "orders.p0") == 0) {
+        sw.p0_old++;
+        parti_fake_advance(w, 3);
+        if (sw.p0_old == sw.swap_at) {
+            static const char *const subs[] = {"orders.>"};
+            parti_stream_config sc;
+            int i;
+            memset(&sc, 0, sizeof sc);
+            sc.name = "orders";
+            sc.subjects = subs;
+            sc.subject_count = 1;
+            cr_assert_eq(parti_fake_delete_stream(w, "orders"), PARTI_ERR_OK);
+            parti_fake_advance(w, 1);
+            cr_assert_eq(ob.vt->stream_create(ob.self, &sc, 1000), PARTI_ERR_OK);
+            for (i = 0; i < 3; i++) swap_publish("orders.p0");
+            swap_publish("orders.p1");
+        }
+    }
+    return PARTI_ACK;
+}
+static int new_four_handled(void) { return sw.new_handled >= 4; }
+
+/* The stream is deleted and made again while a pulled batch of the old
+ * stream's durable is still in the client's buffer, and a catch-up's tail
+ * (reading often, as tails do while the durable has a backlog) sees the new
+ * stream first: the partitions start over in it from its beginning. The
+ * old stream's buffered messages taken after that are handled as the new
+ * stream's (after its messages, out of order) and move the position to
+ * their old sequences: the new stream's messages up to there are skipped. */
+Test(consumer, messages_of_a_deleted_stream_still_buffered_are_not_handled_under_the_new_streams_positions) {
+    static const int a[] = {0}, ab[] = {0, 1};
+    uint64_t from[2] = {1, 1};
+    int i;
+    parti_consumer_destroy(c);
+    bufinner = t.vt;
+    bufvt = *t.vt;
+    bufvt.fetch_start = buf_fetch_start;
+    bufvt.fetch_next = buf_fetch_next;
+    bufvt.consumer_delete = buf_consumer_delete;
+    t.vt = &bufvt;
+    buf_n = buf_i = 0;
+    buf_end = PARTI_ERR_OK;
+    memset(&sw, 0, sizeof sw);
+    opts.on_message = buffered_swap_on_message;
+    make_consumer();
+    t.vt = bufinner; /* (the consumer keeps its own copy) */
+    cr_assert_eq(parti_consumer_update_from(c, "w1", a, 1, from), PARTI_ERR_OK); /* p0 from its start */
+    settle();
+    for (i = 0; i < 1000; i++) publish("orders.p0"); /* a backlog on the old stream */
+    publish("orders.p1");
+    for (i = 0; i < 3; i++) parti_consumer_poll(c, 10);
+    cr_assert_eq(parti_consumer_update_from(c, "w1", ab, 2, from), PARTI_ERR_OK);
+    settle();
+    for (i = 0; i < 3; i++) parti_consumer_poll(c, 10);
+    cr_assert_eq(parti_consumer_metrics(c)->consumer_catch_up_tails.value, 1, "p1 is in its tail");
+    cr_assert_lt(sw.p0_old, 700, "the backlog is still there: %d handled", sw.p0_old);
+    sw.swap_at = sw.p0_old + 150; /* in the middle of a pulled batch */
+    poll_until(new_four_handled, 60000);
+    for (i = 0; i < 10; i++) swap_publish("orders.p0"); /* seqs 5..14 of the new stream */
+    for (i = 0; i < 600; i++) parti_consumer_poll(c, 100);
+    cr_assert_eq(sw.old_after_new, 0, "%d messages of the deleted stream were handled after the new stream's",
+                 sw.old_after_new);
+    cr_assert_eq(sw.new_handled, 14, "%d of the new stream's 14 messages handled", sw.new_handled);
+}
+
+/* A tail reads one message per request to the server: a gained partition
+ * that receives more messages a second than that can carry always finds
+ * one, reads its full share every turn, and the durable, which takes one
+ * message per turn of the poll loop, falls behind the others' rate: the
+ * durable never reaches the tail, the tail never ends, and both the
+ * partition and the others lag more and more. (The fake answers a stream
+ * read, a stream info, a consumer info and a pull request after 1 ms, a
+ * server a millisecond away; the durable's deliveries are in the client's
+ * buffer.) */
+static struct {
+    uint64_t p0_handled, p1_handled, p0_pub, p1_pub, worst_p0_lat, worst_p1_lat;
+} hot;
+static uint64_t hot_p0_at[40000], hot_p1_at[40000];
+static parti_verdict hot_on_message(void *user, const parti_msg *m, uint32_t *nak_delay_ms) {
+    uint64_t idx = (uint64_t)strtoull((const char *)m->data, NULL, 10), lat;
+    (void)user;
+    (void)nak_delay_ms;
+    if (strcmp(m->subject, "orders.p0") == 0) {
+        lat = parti_fake_now(w) - hot_p0_at[idx];
+        if (idx >= 20000 && lat > hot.worst_p0_lat) hot.worst_p0_lat = lat; /* (not the backlog) */
+        hot.p0_handled++;
+    } else {
+        lat = parti_fake_now(w) - hot_p1_at[idx];
+        if (lat > hot.worst_p1_lat) hot.worst_p1_lat = lat;
+        hot.p1_handled++;
+    }
+    return PARTI_ACK;
+}
+static void hot_publish(const char *subject, uint64_t idx) {
+    parti_pub_ack pa;
+    char buf[32];
+    snprintf(buf, sizeof buf, "%llu", (unsigned long long)idx);
+    cr_assert_eq(ob.vt->publish(ob.self, subject, NULL, 0, buf, strlen(buf) + 1, &pa, 1000), PARTI_ERR_OK);
+}
+
+Test(consumer, a_tail_of_a_partition_busier_than_its_reads_does_not_starve_the_durable) {
+    static const int a[] = {0}, ab[] = {0, 1};
+    uint64_t from[2] = {1, 1}, t0, now;
+    parti_consumer_destroy(c);
+    opts.on_message = hot_on_message;
+    make_consumer();
+    memset(&hot, 0, sizeof hot);
+    parti_fake_set_latency(w, &t, "stream_get_next", 1);
+    parti_fake_set_latency(w, &t, "stream_info", 1);
+    parti_fake_set_latency(w, &t, "consumer_info", 1);
+    parti_fake_set_latency(w, &t, "fetch_start", 1);
+    cr_assert_eq(parti_consumer_update_from(c, "w1", a, 1, from), PARTI_ERR_OK);
+    settle();
+    while (hot.p0_pub < 20000) { /* a backlog on p0 */
+        hot_p0_at[hot.p0_pub] = parti_fake_now(w);
+        hot_publish("orders.p0", hot.p0_pub++);
+    }
+    cr_assert_eq(parti_consumer_update_from(c, "w1", ab, 2, from), PARTI_ERR_OK);
+    t0 = parti_fake_now(w);
+    /* 10 s of 400 p0 and 2000 p1 messages a second */
+    while ((now = parti_fake_now(w)) - t0 < 10000) {
+        while (hot.p0_pub < 20000 + (now - t0) * 400 / 1000) {
+            hot_p0_at[hot.p0_pub] = now;
+            hot_publish("orders.p0", hot.p0_pub++);
+        }
+        while (hot.p1_pub < (now - t0) * 2000 / 1000) {
+            hot_p1_at[hot.p1_pub] = now;
+            hot_publish("orders.p1", hot.p1_pub++);
+        }
+        parti_consumer_poll(c, 5);
+    }
+    cr_log_info("hot tail: p0 %llu of %llu handled (worst %llu ms), p1 %llu of %llu (worst %llu ms), tails %llu, "
+                "ended %llu", (unsigned long long)hot.p0_handled, (unsigned long long)hot.p0_pub,
+                (unsigned long long)hot.worst_p0_lat, (unsigned long long)hot.p1_handled,
+                (unsigned long long)hot.p1_pub, (unsigned long long)hot.worst_p1_lat,
+                (unsigned long long)parti_consumer_metrics(c)->consumer_catch_up_tails.value,
+                (unsigned long long)parti_consumer_metrics(c)->consumer_catch_up_tails_ended.value);
+    cr_assert_lt(hot.worst_p1_lat, 2000, "p1's messages waited up to %llu ms", (unsigned long long)hot.worst_p1_lat);
+    cr_assert_geq(hot.p0_handled + 800, hot.p0_pub, "p0: %llu of %llu handled, more than two seconds behind",
+                  (unsigned long long)hot.p0_handled, (unsigned long long)hot.p0_pub);
+    cr_assert_lt(hot.worst_p0_lat, 2000, "p0's new messages waited up to %llu ms", (unsigned long long)hot.worst_p0_lat);
+}

@@ -357,3 +357,73 @@ Test(consumer_nats, a_gained_partitions_new_messages_do_not_wait_behind_the_back
     parti_consumer_destroy(c);
     c = keep;
 }
+
+/* The stream is deleted and made again while a pulled batch of the old
+ * stream's durable is still in the client's buffer, and a catch-up tail's
+ * look at the stream (tails read every few milliseconds while the durable
+ * has a backlog) sees the new stream first. Nothing the old durable sent
+ * may be handled after that: it would come after the new stream's
+ * messages and move the positions to its old sequences, skipping the new
+ * stream's messages below them. */
+static struct {
+    int old_p0, swap_at, new_handled, old_after_new;
+} bs;
+static void bs_publish(const char *subject) { publish(subject, "n"); }
+static parti_verdict bs_handler(void *user, const parti_msg *m, uint32_t *nak_delay_ms) {
+    (void)user;
+    (void)nak_delay_ms;
+    if (m->len == 1 && m->data[0] == 'n') {
+        bs.new_handled++;
+        return PARTI_ACK;
+    }
+    if (bs.new_handled) bs.old_after_new++;
+    if (strcmp(m->subject, "orders.p0") == 0) {
+        struct timespec ts = {0, 3000000};
+        bs.old_p0++;
+        nanosleep(&ts, NULL); /* 3 ms of work */
+        if (bs.old_p0 == bs.swap_at) {
+            int i;
+            cr_assert_eq(ob.vt->stream_delete(ob.self, "orders", 5000), PARTI_ERR_OK);
+            stream("orders", "orders.>");
+            for (i = 0; i < 3; i++) bs_publish("orders.p0");
+            bs_publish("orders.p1");
+        }
+    }
+    return PARTI_ACK;
+}
+static int bs_tail(void) { return parti_consumer_metrics(c)->consumer_catch_up_tails.value >= 1; }
+static int bs_four(void) { return bs.new_handled >= 4; }
+static int bs_all(void) { return bs.new_handled >= 14; }
+
+Test(consumer_nats, a_deleted_streams_buffered_batch_is_not_handled_as_the_new_streams) {
+    char err[512];
+    parti_config cfg;
+    parti_consumer_options o;
+    static const int a[] = {0}, ab[] = {0, 1};
+    uint64_t from[2] = {1, 1};
+    int i;
+    parti_consumer_destroy(c);
+    memset(&cfg, 0, sizeof cfg);
+    cfg.stream = "orders";
+    cfg.subject_template = "orders.{0}";
+    cfg.partitions = parts;
+    cfg.partition_count = 2;
+    memset(&o, 0, sizeof o);
+    o.on_message = bs_handler;
+    o.op_timeout_ms = 2000;
+    memset(&bs, 0, sizeof bs);
+    cr_assert_eq(parti_consumer_create(&c, &t, &cfg, &o, err, sizeof err), PARTI_ERR_OK, "%s", err);
+    cr_assert_eq(parti_consumer_update_from(c, "worker-2", a, 1, from), PARTI_ERR_OK);
+    for (i = 0; i < 2000; i++) publish("orders.p0", "x"); /* a backlog on the old stream */
+    publish("orders.p1", "x");
+    cr_assert_eq(parti_consumer_update_from(c, "worker-2", ab, 2, from), PARTI_ERR_OK);
+    cr_assert(poll_until(bs_tail, 10000), "p1 never went into its tail");
+    cr_assert_lt(bs.old_p0, 1700, "the backlog is still there: %d handled", bs.old_p0);
+    bs.swap_at = bs.old_p0 + 150;
+    poll_until(bs_four, 20000);
+    for (i = 0; i < 10; i++) bs_publish("orders.p0");
+    poll_until(bs_all, 10000);
+    cr_assert_eq(bs.old_after_new, 0, "%d messages of the deleted stream were handled after the new stream's",
+                 bs.old_after_new);
+    cr_assert_eq(bs.new_handled, 14, "%d of the new stream's 14 messages handled", bs.new_handled);
+}
