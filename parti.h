@@ -9821,6 +9821,15 @@ static void parti__g_delete_orphans(parti *p, uint64_t now) {
             arrdelswap(p->orphans, i);
             continue;
         }
+        /* the lease is checked at the delete, not only at the top of the step:
+         * the read's answer can come back after a pause (or a reply held while
+         * this process was not scheduled) past the lease, when another leader
+         * may have assigned partitions to a process that took the ID back
+         * since, which made and used its durable (seed 370: read 2.5 s before
+         * the delete, 1.8 s past the lease). Inside the lease only this
+         * leader's documents assign partitions, and they took the departed
+         * process's away when it left */
+        if (!p->leader || parti__g_now(p) >= p->lease_until) return;
         e = parti__g_drop_durable(p, p->orphans[i].durable, dkey_rev != 0, dkey_rev);
         if (e == PARTI_ERR_OK || e == PARTI_ERR_CONSUMER_NOT_FOUND || e == PARTI_ERR_STREAM_NOT_FOUND) {
             if (e == PARTI_ERR_OK) parti_counter_add(&p->gm.orphans_deleted, 1);

@@ -236,8 +236,9 @@ typedef struct actor {
     /* faults aimed at this worker */
     uint32_t slow_ms;
     uint64_t slow_until;
-    int kv_fault, kv_fault_n, upsert_fail_n, pause_at_write;
-    char pause_key[32];  /* scripted pause_at_write: before a write of a key with this prefix only */
+    int kv_fault, kv_fault_n, upsert_fail_n, pause_at_write, pause_at_read;
+    char pause_key[32];  /* scripted pause_at_write: before a write of a key with this prefix only;
+                          * pause_at_read: after the server answered a read of such a key */
     uint64_t pause_len;  /* scripted: that long (count x 100 ms) */
     char fault_key[32];  /* a scripted KV fault hits only calls on keys with this prefix ("*keys": listings) */
     int cut;
@@ -290,6 +291,7 @@ typedef struct timer_ev {
     int kind; /* 0 heal cut, 1 recreate stream, 2 a scripted fault */
     int actor;
     int fault, count; /* a scripted fault and its count (0 = the seed's choice) */
+    int after_read;   /* scripted pause_at_read (counted as pause_at_write) */
     char key[32];     /* a scripted KV fault: only on keys with this prefix */
 } timer_ev;
 
@@ -780,6 +782,16 @@ static parti_err w_kv_get(void *self, const char *b, const char *k, uint64_t rev
     f = kv_fault_take(A, 0, k);
     if (f != RF_NONE) return timeout_after(A, t0, t);
     e = INNER->kv_get(ISELF, b, k, rev, out, t);
+    if (A->pause_at_read && A->pause_key[0] && strncmp(k, A->pause_key, strlen(A->pause_key)) == 0) {
+        /* scripted: the answer waits for the worker (a pause, or a reply held
+         * while it was not scheduled); the server moves on meanwhile */
+        uint64_t now = now_of(A->s), d = A->pause_len;
+        A->pause_at_read = 0;
+        if (now < A->s->faults_end && now + d > A->s->faults_end) d = A->s->faults_end - now;
+        slog(A->s, "%s stalls %llu ms after the server answered its read of %s", A->name, (unsigned long long)d, k);
+        A->last_lease_fault = now + d;
+        actor_wait(A, now + d, 0);
+    }
     if (!call_end(A)) {
         if (e == PARTI_ERR_OK) parti_kv_entry_free(out);
         return PARTI_ERR_NOT_CONNECTED;
@@ -1396,6 +1408,7 @@ static void add_timer(sim *s, uint64_t at, int kind, int actor_idx) {
     t.actor = actor_idx;
     t.fault = -1;
     t.count = 0;
+    t.after_read = 0;
     t.key[0] = 0;
     arrput(s->timers, t);
 }
@@ -1598,7 +1611,7 @@ static void end_faults(sim *s) {
         }
         a->paused_until = 0;
         if (!a->done) rq_update(s, a);
-        a->kv_fault_n = a->upsert_fail_n = a->pause_at_write = 0;
+        a->kv_fault_n = a->upsert_fail_n = a->pause_at_write = a->pause_at_read = 0;
         a->slow_until = 0;
     }
     arrsetlen(s->timers, 0); /* heals, re-creations and scripted faults: all done now */
@@ -1836,6 +1849,13 @@ static void run_loop(sim *s) {
                     snprintf(target->pause_key, sizeof target->pause_key, "%s", t.key);
                     target->pause_len = (uint64_t)t.count * 100;
                 }
+                if (target && t.after_read) {
+                    if (!alive(target) || !t.key[0] || !t.count) break;
+                    target->pause_at_read = 1;
+                    slog(s, "FAULT pause_at_read %s on %s", t.key, target->name);
+                    s->res.faults[F_pause_at_write]++;
+                    break;
+                }
                 inject_fault(s, t.fault, target, t.count);
             }
             break;
@@ -1870,9 +1890,10 @@ static int load_script(sim *s, const char *script) {
         int count = 0, n = sscanf(ent, " %llu %31s %15s %d %31s", &at, name, who, &count, key), f;
         timer_ev t;
         if (n < 2 || count < 0) return -1;
-        for (f = 0; f < F_COUNT && strcmp(fault_names[f], name) != 0; f++) {
+        t.after_read = strcmp(name, "pause_at_read") == 0; /* script only: pause_at_read Pn|L COUNT KEY */
+        for (f = 0; f < F_COUNT && strcmp(fault_names[f], t.after_read ? "pause_at_write" : name) != 0; f++) {
         }
-        if (f == F_COUNT || (n >= 3 && who[0] != 'P' && who[0] != 'L')) return -1;
+        if (f == F_COUNT || (n >= 3 && who[0] != 'P' && who[0] != 'L') || (t.after_read && n < 5)) return -1;
         t.at = s->start + at;
         t.kind = 2;
         t.fault = f;
@@ -2494,6 +2515,14 @@ static const scenario scenarios[] = {
      "", NULL}, /* found by seed 73722 (exclusive 8/5 before): the claim found the key absent in the new bucket and
                  * created it, the worker knowing of no quiet period; absent keys and vanished holders now wait
                  * for the buckets' age on the server */
+    {"orphan_read_answered_before_rejoin",
+     "the leader pauses for two TTLs; the next leader reads the member key of its orphaned durable, and the answer "
+     "waits 5 s for it while the paused worker takes its ID back, is given partitions by a third leader and uses "
+     "that durable",
+     "--workers 3 --partitions 8 --rate 40 --heartbeat 1000 --ttl 3000 --duration 20000 "
+     "--script '6000 pause_long L 2; 10500 pause_at_read L 50 m.'",
+     "", NULL}, /* found by seed 370 (durable_live 10/10 before): the leader deleted the durable on an answer read
+                 * before the rejoin, past its own lease; the lease is checked right before the delete now */
 };
 
 /* Splits args into argv (single quotes group words); returns argc. */
