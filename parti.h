@@ -5729,6 +5729,24 @@ static void parti__consumer_catch_up_failed(parti_consumer *c, parti_err e, cons
     c->cu_retry_at = now + c->cfg.backoff_base_ms;
 }
 
+/* 1 when partition ps holds a read of its catch-up not handled yet (a retry waits). */
+static int parti__consumer_direct_held(const parti__cpart *ps) {
+    int k;
+    for (k = 0; k < (int)arrlen(ps->q); k++)
+        if (ps->q[k].direct) return 1;
+    return 0;
+}
+
+/* A doubled wait, at most cap. */
+static uint32_t parti__consumer_double_capped(uint32_t ms, uint32_t cap) { return ms * 2 > cap ? cap : ms * 2; }
+
+/* Partition ps stops being a tail (it stays in the catch-up, or leaves it). */
+static void parti__consumer_leave_tail(parti_consumer *c, parti__cpart *ps) {
+    if (!ps->tail) return;
+    ps->tail = 0;
+    if (!--c->tailing) c->tail_min = PARTI__CONSUMER_NO_TIME;
+}
+
 /* Partition i enters the catch-up: its messages after pos are read from the
  * stream up to the stream's last sequence, read once the filter with its
  * subject is on the server (so every later message comes through the
@@ -5737,8 +5755,7 @@ static void parti__consumer_catch_up_from(parti_consumer *c, int i, uint64_t pos
     parti__cpart *ps = &c->pt[i];
     parti__consumer_drop_queue(c, i, 0);
     if (ps->state != PARTI__P_CATCHUP) c->catching_up++;
-    if (ps->tail) c->tailing--;
-    ps->tail = 0;
+    parti__consumer_leave_tail(c, ps);
     ps->state = PARTI__P_CATCHUP;
     ps->pos = pos;
     ps->cu_end = 0;
@@ -5755,10 +5772,14 @@ static void parti__consumer_end_catch_up(parti_consumer *c, int i, int state) {
     parti__cpart *ps = &c->pt[i];
     if (ps->state != PARTI__P_CATCHUP) return;
     c->catching_up--;
-    if (ps->tail) c->tailing--;
-    if (!c->tailing) c->tail_min = PARTI__CONSUMER_NO_TIME;
-    ps->tail = 0;
+    parti__consumer_leave_tail(c, ps);
     ps->state = state;
+}
+
+/* Partition i's tail ends: the durable takes the partition. */
+static void parti__consumer_end_tail(parti_consumer *c, int i) {
+    parti__consumer_end_catch_up(c, i, PARTI__P_ACTIVE);
+    parti_counter_add(&c->metrics.consumer_catch_up_tails_ended, 1);
 }
 
 /* The tails whose reads the durable has reached end: every message of
@@ -5774,10 +5795,9 @@ static void parti__consumer_end_tails(parti_consumer *c, int all) {
     for (i = 0; i < c->cfg.partition_count && c->tailing; i++) {
         parti__cpart *ps = &c->pt[i];
         if (ps->state != PARTI__P_CATCHUP || !ps->tail) continue;
-        if (all || ps->cu_end <= c->durable_seen) {
-            parti__consumer_end_catch_up(c, i, PARTI__P_ACTIVE);
-            parti_counter_add(&c->metrics.consumer_catch_up_tails_ended, 1);
-        } else if (ps->cu_end < low) {
+        if (all || ps->cu_end <= c->durable_seen)
+            parti__consumer_end_tail(c, i);
+        else if (ps->cu_end < low) {
             low = ps->cu_end;
         }
     }
@@ -5793,12 +5813,10 @@ static void parti__consumer_end_tails(parti_consumer *c, int all) {
  * tail) until the durable reaches it. */
 static void parti__consumer_caught_up(parti_consumer *c, int i) {
     parti__cpart *ps = &c->pt[i];
-    int k;
     if (ps->state != PARTI__P_CATCHUP || ps->tail) return;
     /* a read not done yet (its handler NAKed it, a retry waits): the
      * position stays below it; the catch-up ends once it is done */
-    for (k = 0; k < (int)arrlen(ps->q); k++)
-        if (ps->q[k].direct) return;
+    if (parti__consumer_direct_held(ps)) return;
     if (ps->cu_end > ps->pos) ps->pos = ps->cu_end;
     /* (a partition no longer in the filter: the durable never delivers it, no tail) */
     if (c->durable_seen >= ps->cu_end || parti__subjects_find(&c->applied, c->psubj[i]) < 0) {
@@ -6042,10 +6060,8 @@ static void parti__consumer_apply(parti_consumer *c, uint64_t now) {
          * another consumer's now (a group revokes it before) */
         for (i = 0; c->tailing && i < c->cfg.partition_count; i++)
             if (c->pt[i].state == PARTI__P_CATCHUP && c->pt[i].tail &&
-                parti__subjects_find(&c->applied, c->psubj[i]) < 0) {
-                parti__consumer_end_catch_up(c, i, PARTI__P_ACTIVE);
-                parti_counter_add(&c->metrics.consumer_catch_up_tails_ended, 1);
-            }
+                parti__subjects_find(&c->applied, c->psubj[i]) < 0)
+                parti__consumer_end_tail(c, i);
         if (id_change || !c->worker_id) {
             PARTI_FREE(c->worker_id);
             c->worker_id = c->pending_id;
@@ -6393,11 +6409,7 @@ static void parti__consumer_extend_catch_up(parti_consumer *c, int i, uint64_t e
     parti__cpart *ps = &c->pt[i];
     int k;
     if (ps->state != PARTI__P_CATCHUP) return;
-    if (ps->tail) {
-        ps->tail = 0;
-        c->tailing--;
-        if (!c->tailing) c->tail_min = PARTI__CONSUMER_NO_TIME;
-    }
+    parti__consumer_leave_tail(c, ps);
     if (!ps->cu_known) return; /* its end is read later: that covers everything up to now */
     if (!end) ps->cu_known = 0;
     else if (end > ps->cu_end) ps->cu_end = end;
@@ -6575,7 +6587,7 @@ static void parti__consumer_read_ends(parti_consumer *c, uint64_t now) {
  * every partition for every message while a tail lasts. */
 static uint64_t parti__consumer_catch_up_due(parti_consumer *c, uint64_t now) {
     uint64_t due = PARTI__CONSUMER_NO_TIME;
-    int i, k, waiting;
+    int i;
     if (!c->catching_up || c->paused || c->need_recreate || c->stream_lost) return PARTI__CONSUMER_NO_TIME;
     if (now < c->cu_retry_at) return c->cu_retry_at;
     if (c->tailing && c->tail_check_at < due) due = c->tail_check_at;
@@ -6583,8 +6595,7 @@ static uint64_t parti__consumer_catch_up_due(parti_consumer *c, uint64_t now) {
     for (i = 0; i < c->cfg.partition_count && due > now; i++) {
         const parti__cpart *ps = &c->pt[i];
         if (ps->state != PARTI__P_CATCHUP || !ps->cu_known) continue;
-        for (k = 0, waiting = 0; k < (int)arrlen(ps->q) && !waiting; k++) waiting = ps->q[k].direct;
-        if (waiting) continue; /* until its read is handled */
+        if (parti__consumer_direct_held(ps)) continue; /* until its read is handled */
         if (!ps->tail || ps->tail_at <= now) return now;
         if (ps->tail_at < due) due = ps->tail_at;
     }
@@ -6622,12 +6633,11 @@ static int parti__consumer_catch_up_read(parti_consumer *c, uint64_t now, parti_
         /* (round robin from where the last read left off: a tail that always
          * finds a message must not starve the others) */
         for (j = 0; j < c->cfg.partition_count && found < 0; j++) {
-            int waiting = 0, done = 0;
+            int done = 0;
             i = (c->cu_cursor + j) % c->cfg.partition_count;
             ps = &c->pt[i];
             if (ps->state != PARTI__P_CATCHUP || !ps->cu_known || (ps->tail && ps->tail_at > now)) continue;
-            for (k = 0; k < (int)arrlen(ps->q) && !waiting; k++) waiting = ps->q[k].direct;
-            if (waiting) continue; /* its last read is not handled yet (a retry waits) */
+            if (parti__consumer_direct_held(ps)) continue; /* its last read is not handled yet (a retry waits) */
             from = ps->cu_next;
             for (k = 0, seen = 0; k < n; k++) {
                 if (r[k].i != i) continue;
@@ -6689,8 +6699,7 @@ static int parti__consumer_tail_check(parti_consumer *c, uint64_t now) {
     parti_err e;
     if (c->paused || c->need_recreate || c->stream_lost || !c->exists) return 0;
     c->tail_check_at = now + c->tail_check_wait;
-    c->tail_check_wait =
-        c->tail_check_wait * 2 > PARTI__TAIL_CHECK_MAX_MS ? PARTI__TAIL_CHECK_MAX_MS : c->tail_check_wait * 2;
+    c->tail_check_wait = parti__consumer_double_capped(c->tail_check_wait, PARTI__TAIL_CHECK_MAX_MS);
     memset(&ci, 0, sizeof ci);
     if ((e = c->t.vt->consumer_info(c->t.self, c->cfg.stream, c->durable, &ci, parti__consumer_budget(c))) !=
         PARTI_ERR_OK)
@@ -6730,7 +6739,7 @@ static int parti__consumer_catch_up_turn(parti_consumer *c, uint64_t now, uint64
     }
     for (k = 0; k < n; k++) {
         parti__cpart *ps = &c->pt[r[k].i];
-        int direct_left = 0, i = r[k].i, j;
+        int i = r[k].i;
         /* (a read whose partition moved on since: an earlier one of the turn
          * was not taken; in a group, once the handler has had as long as
          * the poll's slice, after one message: slow handlers must not hold
@@ -6760,12 +6769,11 @@ static int parti__consumer_catch_up_turn(parti_consumer *c, uint64_t now, uint64
         }
         if (ps->tail) { /* nothing of P after cu_end yet: read again later, less often each time */
             ps->tail_at = parti__consumer_now(c) + ps->tail_wait;
-            ps->tail_wait = ps->tail_wait * 2 > PARTI__TAIL_POLL_MAX_MS ? PARTI__TAIL_POLL_MAX_MS : ps->tail_wait * 2;
+            ps->tail_wait = parti__consumer_double_capped(ps->tail_wait, PARTI__TAIL_POLL_MAX_MS);
             continue;
         }
         ps->cu_next = ps->cu_end + 1;
-        for (j = 0; j < (int)arrlen(ps->q) && !direct_left; j++) direct_left = ps->q[j].direct;
-        if (!direct_left) {
+        if (!parti__consumer_direct_held(ps)) {
             parti__consumer_caught_up(c, i);
             parti__consumer_drain(c, i);
         }
@@ -6788,8 +6796,7 @@ static int parti__consumer_catch_up_turn(parti_consumer *c, uint64_t now, uint64
         for (k = 0; k < n; k++) {
             parti__cpart *ps = &c->pt[r[k].i];
             if (ps->state != PARTI__P_CATCHUP || !ps->tail) continue;
-            parti__consumer_end_catch_up(c, r[k].i, PARTI__P_ACTIVE);
-            parti_counter_add(&c->metrics.consumer_catch_up_tails_ended, 1);
+            parti__consumer_end_tail(c, r[k].i);
             if (arrlen(ps->q)) parti__consumer_drain(c, r[k].i);
         }
     }
