@@ -5149,6 +5149,7 @@ typedef struct parti__cpart {
     int tail;                    /* catch-up past cu_end: reading on until the durable delivers the partition */
     uint64_t tail_at;            /* tail: the next read is due then (the last found nothing) */
     uint32_t tail_wait;          /* tail: the wait after the next read that finds nothing */
+    uint64_t tail_from;          /* tail: cu_end when it began (the stream's last after the filter change) */
     uint64_t retry_at;           /* ordered: the head failed, it is tried again then */
     uint32_t attempts;           /* how often the head was handed to the handler */
     parti__held *q;              /* stb_ds array: held messages, sorted by sequence, one per sequence */
@@ -5787,15 +5788,23 @@ static void parti__consumer_end_tail(parti_consumer *c, int i) {
  * the first time comes in stream order (a filter change never rewinds it),
  * so once it delivered durable_seen >= cu_end, each later message of the
  * partition is either delivered after that or was delivered before it, and
- * then it was above cu_end and ended the tail already. */
-static void parti__consumer_end_tails(parti_consumer *c, int all) {
+ * then it was above cu_end and ended the tail already.
+ * idle_after: the durable had nothing more pending when it sent a message
+ * with this sequence (0: not known). That ends the tails whose filter
+ * change came before the send, i.e. whose tail_from is below it (stored
+ * later than the stream's last after the change): a message sent earlier
+ * (still in the client's buffer when the tail began) said so of a filter
+ * without their partitions, and a tail ended on it leaves their next
+ * messages behind the whole backlog. PARTI__CONSUMER_NO_TIME: every tail
+ * (the durable's state read after every change). */
+static void parti__consumer_end_tails(parti_consumer *c, uint64_t idle_after) {
     uint64_t low = PARTI__CONSUMER_NO_TIME;
     int i;
-    if (!c->tailing || (!all && c->durable_seen < c->tail_min)) return;
+    if (!c->tailing || (!idle_after && c->durable_seen < c->tail_min)) return;
     for (i = 0; i < c->cfg.partition_count && c->tailing; i++) {
         parti__cpart *ps = &c->pt[i];
         if (ps->state != PARTI__P_CATCHUP || !ps->tail) continue;
-        if (all || ps->cu_end <= c->durable_seen)
+        if (ps->tail_from < idle_after || ps->cu_end <= c->durable_seen)
             parti__consumer_end_tail(c, i);
         else if (ps->cu_end < low) {
             low = ps->cu_end;
@@ -5826,6 +5835,7 @@ static void parti__consumer_caught_up(parti_consumer *c, int i) {
     ps->tail = 1;
     ps->tail_at = 0;
     ps->tail_wait = PARTI__TAIL_POLL_MIN_MS;
+    ps->tail_from = ps->cu_end;
     c->tailing++;
     if (ps->cu_end < c->tail_min) c->tail_min = ps->cu_end;
     c->tail_check_at = 0; /* the durable may have nothing pending: then no tail is needed */
@@ -6492,7 +6502,7 @@ static void parti__consumer_take(parti_consumer *c, parti_msg *m, int direct) {
     if (!direct && m->delivery_count <= 1 && m->stream_seq > c->durable_seen) {
         /* the durable's first deliveries come in stream order: it has delivered this far */
         c->durable_seen = m->stream_seq;
-        if (c->tailing) parti__consumer_end_tails(c, m->num_pending == 0);
+        if (c->tailing) parti__consumer_end_tails(c, m->num_pending == 0 ? m->stream_seq : 0);
     }
     if (i < 0) { /* no partition's subject: handled as it is (cannot come from a filter parti built) */
         uint32_t retry;
@@ -6707,7 +6717,7 @@ static int parti__consumer_tail_check(parti_consumer *c, uint64_t now) {
     pending = ci.num_pending;
     parti_consumer_info_free(&ci);
     if (pending != 0 || parti__consumer_lease_out(c)) return 0;
-    parti__consumer_end_tails(c, 1);
+    parti__consumer_end_tails(c, PARTI__CONSUMER_NO_TIME);
     return 1;
 }
 

@@ -1693,6 +1693,69 @@ Test(consumer, messages_of_a_deleted_stream_still_buffered_are_not_handled_under
     cr_assert_eq(sw.new_handled, 14, "%d of the new stream's 14 messages handled", sw.new_handled);
 }
 
+/* What the server sends a waiting pull arrives in the client's buffer at
+ * once: here, each message published while the pull waits (the network
+ * pushing them). */
+static void buf_pump(void) {
+    while (buf_n < 512) {
+        parti_err f = bufinner->fetch_next(t.self, "orders", "parti-w1", &bufq[buf_n], 0);
+        if (f != PARTI_ERR_OK) break;
+        buf_n++;
+    }
+}
+
+/* A pull waiting when the backlog's first messages were published got each
+ * of them at once, with nothing pending after it, and they wait in the
+ * client's buffer. Taken after a gained partition's tail began, such a
+ * message says nothing about the new filter: it was sent before the change.
+ * Ending the tail on it left the partition's next message behind the whole
+ * backlog (seen on a loaded machine against a real server). */
+Test(consumer, a_tail_is_not_ended_by_a_delivery_the_server_sent_before_the_filter_change) {
+    static const int a[] = {0}, ab[] = {0, 1};
+    uint64_t from[2] = {0, 1};
+    parti_pub_ack pa;
+    int i;
+    parti_consumer_destroy(c);
+    bufinner = t.vt;
+    bufvt = *t.vt;
+    bufvt.fetch_start = buf_fetch_start;
+    bufvt.fetch_next = buf_fetch_next;
+    bufvt.consumer_delete = buf_consumer_delete;
+    t.vt = &bufvt;
+    buf_n = buf_i = 0;
+    buf_end = PARTI_ERR_OK;
+    memset(&bl, 0, sizeof bl);
+    opts.on_message = backlog_on_message;
+    make_consumer();
+    t.vt = bufinner; /* (the consumer keeps its own copy) */
+    update("w1", a, 1);
+    settle(); /* its pull waits */
+    for (i = 0; i < 20; i++) {
+        publish("orders.p0");
+        buf_pump(); /* sent at once: nothing pending after it */
+    }
+    cr_assert_eq(buf_n, 20, "the waiting pull got %d of the first 20", buf_n);
+    cr_assert_eq(bufq[19].num_pending, 0);
+    for (i = 20; i < 3000; i++) publish("orders.p0"); /* the backlog: three seconds of work */
+    publish("orders.p1");                              /* 3001, 3002: the catch-up reads them */
+    publish("orders.p1");
+    cr_assert_eq(parti_consumer_update_from(c, "w1", ab, 2, from), PARTI_ERR_OK);
+    settle();
+    for (i = 0; i < 3 && bl.p1 < 2; i++) parti_consumer_poll(c, 10);
+    cr_assert_eq(bl.p1, 2, "the catch-up handled %d of p1's 2", bl.p1);
+    cr_assert_eq(parti_consumer_metrics(c)->consumer_catch_up_tails.value, 1, "p1 is in its tail");
+    cr_assert_eq(ob.vt->publish(ob.self, "orders.p1", NULL, 0, "x", 1, &pa, 1000), PARTI_ERR_OK);
+    bl.late_seq = pa.stream_seq;
+    cr_assert(poll_until(late_handled, 10000), "the late p1 message was not handled");
+    cr_assert_geq(bl.p0, 20, "the buffered messages were handled first");
+    cr_assert_lt(bl.p0_when_late, 2000, "it waited for %d of p0's 3000", bl.p0_when_late);
+    cr_assert(poll_until(backlog_done, 20000), "p0's backlog: %d of 3000", bl.p0);
+    for (i = 0; i < 20; i++) parti_consumer_poll(c, 100);
+    cr_assert_eq(parti_consumer_metrics(c)->consumer_catch_up_tails_ended.value, 1);
+    cr_assert_eq(bl.p0, 3000);
+    cr_assert_eq(bl.p1, 3, "p1 handled %d times", bl.p1);
+}
+
 /* A tail reads one message per request to the server: a gained partition
  * that receives more messages a second than that can carry always finds
  * one, reads its full share every turn, and the durable, which takes one

@@ -306,6 +306,8 @@ static parti_verdict tail_handler(void *user, const parti_msg *m, uint32_t *nak_
     }
     return PARTI_ACK;
 }
+static int tail_after_done(void) { return tl.p1 >= 4; }
+static int tail_caught_up(void) { return tl.p1 >= 2; }
 static int tail_late_done(void) { return tl.late_seq && tl.p1 >= 3; }
 static int tail_backlog_done(void) { return tl.p0 >= 4000; }
 
@@ -337,7 +339,7 @@ Test(consumer_nats, a_gained_partitions_new_messages_do_not_wait_behind_the_back
     publish("orders.p1", "b");
     parti_consumer_poll(c, 50);
     cr_assert_eq(parti_consumer_update_from(c, "worker-2", both, 2, from), PARTI_ERR_OK);
-    for (i = 0; i < 10 && tl.p1 < 2; i++) parti_consumer_poll(c, 50);
+    cr_assert(poll_until(tail_caught_up, 10000), "the catch-up: %d of p1's 2", tl.p1);
     cr_assert_eq(tl.p1, 2, "the catch-up: %d of p1's 2", tl.p1);
     cr_assert_eq(ob.vt->publish(ob.self, "orders.p1", NULL, 0, "late", 4, &pa, 5000), PARTI_ERR_OK);
     tl.late_seq = pa.stream_seq;
@@ -345,7 +347,7 @@ Test(consumer_nats, a_gained_partitions_new_messages_do_not_wait_behind_the_back
     cr_assert_lt(tl.p0_when_late, 3000, "it waited for %d of p0's 4000", tl.p0_when_late);
     cr_assert(poll_until(tail_backlog_done, 30000), "p0's backlog: %d of 4000", tl.p0);
     publish("orders.p1", "after"); /* through the durable now */
-    for (i = 0; i < 40 && tl.p1 < 4; i++) parti_consumer_poll(c, 50);
+    poll_until(tail_after_done, 10000);
     for (i = 0; i < 10; i++) parti_consumer_poll(c, 50);
     cr_assert_eq(tl.p1, 4, "p1 handled %d times", tl.p1);
     cr_assert_lt(tl.p1_seqs[0], tl.p1_seqs[1]);
