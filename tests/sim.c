@@ -2470,6 +2470,22 @@ static const scenario scenarios[] = {
      "--op-timeout 1000 --duration 15000 --script '0 pause_at_write P2 12 leader; 3950 cut L; 4000 restart'",
      "", NULL}, /* found by seed 72606 (one_leader 6/10 before): the create landed in the new bucket, where the
                  * old leader's key was gone; the worker reads its own key back after the create now */
+    {"claim_stalled_across_restart",
+     "a joining worker reads when the buckets were made, then stalls past a lease before claiming its ID; a "
+     "restart loses the memory-storage buckets meanwhile and the claim lands in the new ones",
+     "--workers 2 --partitions 8 --rate 40 --kv-memory 1 --stream-memory 0 --heartbeat 1000 --ttl 3000 "
+     "--duration 15000 --script '3000 join; 3001 pause_at_write P2 30 m.; 3200 restart'",
+     "", "id_kept"}, /* found by seed 10088 (id_kept 10/10 before): the worker kept the "born" key it read before
+                      * the stall; its first renewal, answered past the lease counted from before the stall, found
+                      * another "born" and gave the fresh ID up; "born" is read again after the claim now */
+    {"claim_stalled_across_restart_holder_cut",
+     "as claim_stalled_across_restart, with a shorter stall while a member is cut off: the claim takes the "
+     "cut-off member's number in the new buckets while its lease still runs",
+     "--workers 2 --partitions 8 --rate 40 --kv-memory 1 --stream-memory 0 --heartbeat 1000 --ttl 3000 "
+     "--duration 15000 --script '3000 join; 3001 pause_at_write P2 15 m.; 3100 cut P1; 3200 restart'",
+     "", "id_unique,one_leader"}, /* from seed 10088 (id_unique 7/10, one_leader 7/10 before): the quiet
+                                   * period after the lost buckets was judged on the old ones; a claim made
+                                   * in other buckets than those it was judged on is given back now */
 };
 
 /* Splits args into argv (single quotes group words); returns argc. */
