@@ -244,6 +244,7 @@ typedef struct actor {
     uint64_t last_run, leader_since, last_consumer_fault;
     uint64_t last_crash, last_lease_fault, last_kv_fault, renewed_at;
     uint64_t key_overwritten_at; /* another process's held-back write landed on this worker's member key */
+    uint64_t claimed_at;         /* when it claimed its current ID (its last PARTI_EVENT_JOINED) */
     uint64_t registered_at; /* its last registry key write ("d.<durable>") */
     /* invariant bookkeeping */
     uint64_t last_epoch, last_version; /* the highest applied */
@@ -1173,6 +1174,11 @@ static void check_id_loss(sim *s, actor *a, const char *id) {
     if (!id || !*id || now >= a->renewed_at + s->prm.ttl_ms) return;
     if (s->last_server_fault >= a->renewed_at) return; /* a memory bucket may have gone with a restart */
     if (a->key_overwritten_at >= a->renewed_at) return; /* another process's held-back write replaced the key */
+    /* claimed in buckets a restart has since lost: a key of that number in the
+     * new ones is there only by a write made with a revision from the old ones
+     * (its own held-back renewal over another's key, and renewals of that),
+     * not by its claim; the worker gives such an ID up (docs/protocol.md) */
+    if (s->last_bucket_loss > a->claimed_at) return;
     for (i = 0; i < (int)arrlen(s->actors); i++) {
         actor *b = s->actors[i];
         if (b != a && b->p && !b->done && strcmp(parti_worker_id(b->p), id) == 0) return;
@@ -1189,6 +1195,7 @@ static void on_event(void *user, const parti_event *ev) {
         a->last_lease_fault = now_of(a->s);
     }
     if (ev->kind == PARTI_EVENT_BECAME_LEADER) a->leader_since = now_of(a->s);
+    if (ev->kind == PARTI_EVENT_JOINED) a->claimed_at = now_of(a->s);
     if (ev->kind == PARTI_EVENT_JOINED && strlen(a->ids) + strlen(ev->worker_id) + 2 < sizeof a->ids)
         snprintf(a->ids + strlen(a->ids), sizeof a->ids - strlen(a->ids), "%s%s", a->ids[0] ? "," : "", ev->worker_id + 7);
     if (ev->kind == PARTI_EVENT_STATE_CHANGED && ev->state != PARTI_STATE_DEGRADED) return;
