@@ -1557,25 +1557,11 @@ static void apply_late(sim *s, late_write *lw) {
     slog(s, "late KV write %s/%s applied: %s", lw->bucket, lw->key, parti_error_name(e) + 10);
     if (e == PARTI_ERR_OK && lw->op < 3) note_assignment(s, lw->bucket, lw->key, lw->value, lw->len, lw->writer_id);
     if (e == PARTI_ERR_OK && lw->op < 3 && strcmp(lw->bucket, s->members_bucket) == 0 && strncmp(lw->key, "m.", 2) == 0) {
-        int i;
         actor *w = s->actors[lw->writer];
         /* a renewal only of the key the writer holds now: a held-back claim of
          * another number (made while it was joining) does not keep its current
          * key alive on the server */
         if (w->p && !w->done && strcmp(parti_worker_id(w->p), lw->key + 2) == 0) w->renewed_at = now_of(s);
-        /* a write made with a revision from a bucket a restart has since
-         * replaced (sent before the restart, or buffered while cut off and sent
-         * after it) can match the revision of another process's key in the new
-         * one and overwrite it (a known limit of memory storage,
-         * docs/protocol.md): that key is no longer its holder's own on the
-         * server. (Within one bucket's life revisions are unique: a CAS on
-         * another process's key cannot succeed.) */
-        for (i = 0; s->last_bucket_loss && i < (int)arrlen(s->actors); i++) {
-            actor *b = s->actors[i];
-            if (i != lw->writer && b->p && !b->done && strcmp(parti_worker_id(b->p), lw->key + 2) == 0)
-                b->key_overwritten_at = now_of(s);
-        }
-        s->actors[lw->writer]->renewed_at = now_of(s);
         note_member_overwrite(s, lw->writer, lw->key);
     }
     free(lw->bucket);
