@@ -2476,7 +2476,7 @@ static const scenario scenarios[] = {
      "cut-off member's number in the new buckets while its lease still runs",
      "--workers 2 --partitions 8 --rate 40 --kv-memory 1 --stream-memory 0 --heartbeat 1000 --ttl 3000 "
      "--duration 15000 --script '3000 join; 3001 pause_at_write P2 15 m.; 3100 cut P1; 3200 restart'",
-     "", "id_unique,one_leader"}, /* from seed 10088 (id_unique 7/10, one_leader 7/10 before): the quiet
+     "", "id_unique,one_leader"}, /* from seed 10088 (id_unique 6/10, one_leader 7/10 before): the quiet
                                    * period after the lost buckets was judged on the old ones; a claim made
                                    * in other buckets than those it was judged on is given back now */
 };
