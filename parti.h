@@ -9553,14 +9553,37 @@ open_buckets:
             parti__g_fail(p, e, "claiming a worker ID");
             break;
         }
+        memcpy(p->born, p->born_seen, sizeof p->born); /* read by parti__g_birth in this attempt, before the claim */
+        p->born_rev = p->born_seen_rev;
+        {
+            /* the quiet period was judged, and "born" read, on the buckets of
+             * that read; the attempt may have stalled after it (a pause) across
+             * a restart that lost memory-storage buckets, and the claim then
+             * went to new ones unchecked: an old holder of the number may still
+             * run, and a late renewal would compare "born" with the wrong one.
+             * "born" unchanged after the claim: it landed in the buckets that
+             * were checked. Otherwise give the key back and start over */
+            int same = parti__g_same_buckets(p);
+            if (same != 1) {
+                uint64_t cur = 0;
+                if (p->t.vt->kv_delete_if && parti__g_still_mine(p, key, &cur) > 0)
+                    p->t.vt->kv_delete_if(p->t.self, p->members_bucket, key, cur, parti__g_budget(p));
+                e = same == 0 ? PARTI_ERR_KEY_NOT_FOUND : PARTI_ERR_TIMEOUT;
+                parti__g_fail(p, e, "the group's buckets changed during the claim");
+                /* open the buckets and the watches again: they may be new ones */
+                if (p->wm) p->t.vt->kv_watch_stop(p->t.self, p->wm);
+                if (p->wa) p->t.vt->kv_watch_stop(p->t.self, p->wa);
+                p->wm = p->wa = NULL;
+                p->buckets_open = 0;
+                break;
+            }
+        }
         parti_strings_free(keys, nkeys);
         parti__g_discard_watched(p); /* what came before the claim: read afresh below */
         memcpy(p->key, key, strlen(key) + 1);
         snprintf(p->id, sizeof p->id, "worker-%d", num);
         p->last_id = num;
         p->my_rev = rev;
-        memcpy(p->born, p->born_seen, sizeof p->born); /* read by parti__g_birth in this attempt, before the claim */
-        p->born_rev = p->born_seen_rev;
         parti__g_renewed(p, now);
         p->next_heartbeat = now + p->opts.heartbeat_ms;
         p->next_leader_check = now;

@@ -246,6 +246,7 @@ typedef struct actor {
     uint64_t last_run, leader_since, last_consumer_fault;
     uint64_t last_crash, last_lease_fault, last_kv_fault, renewed_at;
     uint64_t key_overwritten_at; /* another process's held-back write landed on this worker's member key */
+    uint64_t claimed_at;         /* when it claimed its current ID (its last PARTI_EVENT_JOINED) */
     uint64_t registered_at; /* its last registry key write ("d.<durable>") */
     /* invariant bookkeeping */
     uint64_t last_epoch, last_version; /* the highest applied */
@@ -1186,6 +1187,11 @@ static void check_id_loss(sim *s, actor *a, const char *id) {
     if (!id || !*id || now >= a->renewed_at + s->prm.ttl_ms) return;
     if (s->last_server_fault >= a->renewed_at) return; /* a memory bucket may have gone with a restart */
     if (a->key_overwritten_at >= a->renewed_at) return; /* another process's held-back write replaced the key */
+    /* claimed in buckets a restart has since lost: a key of that number in the
+     * new ones is there only by a write made with a revision from the old ones
+     * (its own held-back renewal over another's key, and renewals of that),
+     * not by its claim; the worker gives such an ID up (docs/protocol.md) */
+    if (s->last_bucket_loss > a->claimed_at) return;
     for (i = 0; i < (int)arrlen(s->actors); i++) {
         actor *b = s->actors[i];
         if (b != a && b->p && !b->done && strcmp(parti_worker_id(b->p), id) == 0) return;
@@ -1202,6 +1208,7 @@ static void on_event(void *user, const parti_event *ev) {
         a->last_lease_fault = now_of(a->s);
     }
     if (ev->kind == PARTI_EVENT_BECAME_LEADER) a->leader_since = now_of(a->s);
+    if (ev->kind == PARTI_EVENT_JOINED) a->claimed_at = now_of(a->s);
     if (ev->kind == PARTI_EVENT_JOINED && strlen(a->ids) + strlen(ev->worker_id) + 2 < sizeof a->ids)
         snprintf(a->ids + strlen(a->ids), sizeof a->ids - strlen(a->ids), "%s%s", a->ids[0] ? "," : "", ev->worker_id + 7);
     if (ev->kind == PARTI_EVENT_STATE_CHANGED && ev->state != PARTI_STATE_DEGRADED) return;
@@ -1572,25 +1579,11 @@ static void apply_late(sim *s, late_write *lw) {
     slog(s, "late KV write %s/%s applied: %s", lw->bucket, lw->key, parti_error_name(e) + 10);
     if (e == PARTI_ERR_OK && lw->op < 3) note_assignment(s, lw->bucket, lw->key, lw->value, lw->len, lw->writer_id);
     if (e == PARTI_ERR_OK && lw->op < 3 && strcmp(lw->bucket, s->members_bucket) == 0 && strncmp(lw->key, "m.", 2) == 0) {
-        int i;
         actor *w = s->actors[lw->writer];
         /* a renewal only of the key the writer holds now: a held-back claim of
          * another number (made while it was joining) does not keep its current
          * key alive on the server */
         if (w->p && !w->done && strcmp(parti_worker_id(w->p), lw->key + 2) == 0) w->renewed_at = now_of(s);
-        /* a write made with a revision from a bucket a restart has since
-         * replaced (sent before the restart, or buffered while cut off and sent
-         * after it) can match the revision of another process's key in the new
-         * one and overwrite it (a known limit of memory storage,
-         * docs/protocol.md): that key is no longer its holder's own on the
-         * server. (Within one bucket's life revisions are unique: a CAS on
-         * another process's key cannot succeed.) */
-        for (i = 0; s->last_bucket_loss && i < (int)arrlen(s->actors); i++) {
-            actor *b = s->actors[i];
-            if (i != lw->writer && b->p && !b->done && strcmp(parti_worker_id(b->p), lw->key + 2) == 0)
-                b->key_overwritten_at = now_of(s);
-        }
-        s->actors[lw->writer]->renewed_at = now_of(s);
         note_member_overwrite(s, lw->writer, lw->key);
     }
     free(lw->bucket);
@@ -2523,6 +2516,22 @@ static const scenario scenarios[] = {
      "--script '6000 pause_long L 2; 10500 pause_at_read L 50 m.'",
      "", NULL}, /* found by seed 370 (durable_live 10/10 before): the leader deleted the durable on an answer read
                  * before the rejoin, past its own lease; the lease is checked right before the delete now */
+    {"claim_stalled_across_restart",
+     "a joining worker reads when the buckets were made, then stalls past a lease before claiming its ID; a "
+     "restart loses the memory-storage buckets meanwhile and the claim lands in the new ones",
+     "--workers 2 --partitions 8 --rate 40 --kv-memory 1 --stream-memory 0 --heartbeat 1000 --ttl 3000 "
+     "--duration 15000 --script '3000 join; 3001 pause_at_write P2 30 m.; 3200 restart'",
+     "", "id_kept"}, /* found by seed 10088 (id_kept 10/10 before): the worker kept the "born" key it read before
+                      * the stall; its first renewal, answered past the lease counted from before the stall, found
+                      * another "born" and gave the fresh ID up; "born" is read again after the claim now */
+    {"claim_stalled_across_restart_holder_cut",
+     "as claim_stalled_across_restart, with a shorter stall while a member is cut off: the claim takes the "
+     "cut-off member's number in the new buckets while its lease still runs",
+     "--workers 2 --partitions 8 --rate 40 --kv-memory 1 --stream-memory 0 --heartbeat 1000 --ttl 3000 "
+     "--duration 15000 --script '3000 join; 3001 pause_at_write P2 15 m.; 3100 cut P1; 3200 restart'",
+     "", "id_unique,one_leader"}, /* from seed 10088 (id_unique 6/10, one_leader 7/10 before): the quiet
+                                   * period after the lost buckets was judged on the old ones; a claim made
+                                   * in other buckets than those it was judged on is given back now */
 };
 
 /* Splits args into argv (single quotes group words); returns argc. */
