@@ -2532,6 +2532,14 @@ static const scenario scenarios[] = {
      "", "id_unique,one_leader"}, /* from seed 10088 (id_unique 6/10, one_leader 7/10 before): the quiet
                                    * period after the lost buckets was judged on the old ones; a claim made
                                    * in other buckets than those it was judged on is given back now */
+    {"claim_after_restart_in_remade_buckets",
+     "a joining worker reads the buckets' age and lists the members, then stalls before its claim; another "
+     "claims the number meanwhile, a restart loses the memory-storage buckets and a newcomer makes them again",
+     "--workers 2 --partitions 8 --rate 40 --kv-memory 1 --stream-memory 0 --heartbeat 1000 --ttl 3000 "
+     "--duration 12000 --script '0 pause_at_write P0 2 m.; 3060 restart; 3065 join'",
+     "", NULL}, /* found by seed 3246 (id_unique 3/10, one_leader 1/10 before): the claim landed in the new buckets,
+                 * whose age no one had read, next to the holder still on its lease in the lost ones; "born" is
+                 * read again after the claim now (the fix of seed 10088) */
 };
 
 /* Splits args into argv (single quotes group words); returns argc. */
