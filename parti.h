@@ -1848,12 +1848,19 @@ PARTIDEF int parti_assign_moved(const parti_assign_input *in, const int *owner);
  *
  * WIRE FORMAT, version 1 (JSON, RFC 8259; parti writes exactly this key order
  * and no whitespace):
- *   {"v":1,"epoch":E,"version":V,"fp":"0123456789abcdef","n":P,
+ *   {"v":1,"epoch":E,"version":V,["leader":"0123456789abcdef",]"fp":"0123456789abcdef","n":P,
  *    "members":["worker-1","worker-2",...],"owners":"<base64url>"}
  *   v        1. Readers refuse any other value; a change that old readers
  *            would misread gets a new v.
  *   epoch    the leader's fencing token, 0..2^64-1.
  *   version  increases with every document of one epoch, 0..2^64-1.
+ *   leader   optional: the writing leader's process instance, 16 lowercase
+ *            hex digits (parti writes it after "version" when not 0). With
+ *            the epoch it is the fence: a worker applies the document only
+ *            while the leader key holds this epoch AND this instance, so a
+ *            deposed leader's late write under a reused epoch (a bucket made
+ *            again after a restart starts the keys' revisions over) is
+ *            refused.
  *   fp       parti_partitions_fingerprint of the partition list, 16
  *            lowercase hex digits.
  *   n        the number of partitions, 0..PARTI_ASSIGN_MAX_PARTITIONS.
@@ -1877,6 +1884,7 @@ PARTIDEF int parti_assign_moved(const parti_assign_input *in, const int *owner);
  *   Decoding checks everything: a document from the network is untrusted. */
 typedef struct parti_assignment {
     uint64_t epoch, version;
+    uint64_t leader;     /* the instance of the leader that wrote it; 0 = not given */
     uint64_t partitions_fingerprint;
     char **members;      /* owned; strictly ascending */
     int member_count;
@@ -8313,6 +8321,12 @@ PARTIDEF parti_err parti_assignment_encode(const parti_assignment *a, char *out,
     parti_json_uint(&w, a->epoch);
     parti_json_key(&w, "version");
     parti_json_uint(&w, a->version);
+    if (a->leader) {
+        char lh[16];
+        for (i = 0; i < 16; i++) lh[i] = hex[(a->leader >> (60 - 4 * i)) & 15u];
+        parti_json_key(&w, "leader");
+        parti_json_string_n(&w, lh, 16);
+    }
     parti_json_key(&w, "fp");
     parti_json_string_n(&w, fp, 16);
     parti_json_key(&w, "n");
@@ -8507,8 +8521,8 @@ static parti_err parti__doc_owners(parti_assignment *a, const parti_json_doc *do
     return PARTI_ERR_OK;
 }
 
-static parti_err parti__doc_fingerprint(parti_assignment *a, const parti_json_doc *doc, int node, char *msg,
-                                        size_t msg_size) {
+static parti_err parti__doc_hex64(const parti_json_doc *doc, int node, const char *key, uint64_t *out, char *msg,
+                                  size_t msg_size) {
     size_t len, i;
     const char *raw = parti_json_raw(doc, node, &len);
     uint64_t v = 0;
@@ -8520,11 +8534,11 @@ static parti_err parti__doc_fingerprint(parti_assignment *a, const parti_json_do
         else ok = 0;
     }
     if (!ok) {
-        parti__msg(msg, msg_size, "assignment: fp must be 16 lowercase hex digits (byte %zu)",
+        parti__msg(msg, msg_size, "assignment: %s must be 16 lowercase hex digits (byte %zu)", key,
                    parti__json_offset(doc, node));
         return PARTI_ERR_INVALID_ARGUMENT;
     }
-    a->partitions_fingerprint = v;
+    *out = v;
     return PARTI_ERR_OK;
 }
 
@@ -8632,7 +8646,11 @@ PARTIDEF parti_err parti_assignment_decode(parti_assignment *a, const char *data
     if ((e = parti__doc_uint(&doc, root, "version", UINT64_MAX, &a->version, msg, msg_size)) != PARTI_ERR_OK)
         goto fail;
     if ((e = parti__doc_typed(&doc, root, "fp", PARTI_JSON_STRING, &node, msg, msg_size)) != PARTI_ERR_OK) goto fail;
-    if ((e = parti__doc_fingerprint(a, &doc, node, msg, msg_size)) != PARTI_ERR_OK) goto fail;
+    if ((e = parti__doc_hex64(&doc, node, "fp", &a->partitions_fingerprint, msg, msg_size)) != PARTI_ERR_OK) goto fail;
+    if ((e = parti__doc_field(&doc, root, "leader", &node, msg, msg_size)) != PARTI_ERR_OK) goto fail;
+    if (node >= 0 && (e = parti__doc_typed(&doc, root, "leader", PARTI_JSON_STRING, &node, msg, msg_size)) != PARTI_ERR_OK)
+        goto fail;
+    if (node >= 0 && (e = parti__doc_hex64(&doc, node, "leader", &a->leader, msg, msg_size)) != PARTI_ERR_OK) goto fail;
     if ((e = parti__doc_uint(&doc, root, "n", PARTI_ASSIGN_MAX_PARTITIONS, &n, msg, msg_size)) != PARTI_ERR_OK)
         goto fail;
     if ((e = parti__doc_typed(&doc, root, "members", PARTI_JSON_ARRAY, &node, msg, msg_size)) != PARTI_ERR_OK)
@@ -10339,9 +10357,10 @@ static int parti__g_cmp_int(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* Reads the leader key: 1 when it holds epoch (the key is then recorded), 0
- * when it is gone or holds another epoch, -1 when the read got no answer. */
-static int parti__g_leader_holds(parti *p, uint64_t epoch) {
+/* Reads the leader key: 1 when it holds epoch and, unless instance is 0, is
+ * held by that process (the key is then recorded), 0 when it is gone or
+ * holds another, -1 when the read got no answer. */
+static int parti__g_leader_holds(parti *p, uint64_t epoch, uint64_t instance) {
     parti_kv_entry e;
     parti_err err;
     memset(&e, 0, sizeof e);
@@ -10353,7 +10372,7 @@ static int parti__g_leader_holds(parti *p, uint64_t epoch) {
     if (err != PARTI_ERR_OK) return -1;
     parti__g_saw_leader_key(p, &e);
     parti_kv_entry_free(&e);
-    return p->key_epoch == epoch && p->key_instance != 0;
+    return p->key_epoch == epoch && p->key_instance != 0 && (!instance || p->key_instance == instance);
 }
 
 /* A document on the assignment key that is not to be applied (garbage,
@@ -10367,9 +10386,10 @@ static void parti__g_doc_rejected(parti *p, uint64_t rev, parti_err e, const cha
 
 /* Considers a document read from KV (untrusted). A document is applied only
  * when it is newer than the applied one AND the leader key holds its epoch
- * when it is read (fencing: a leader that lost the key cannot have a late
- * write applied; the leader checks its own documents too). own: written by
- * this worker as leader. */
+ * and its writer's instance when it is read (fencing: a leader that lost the
+ * key cannot have a late write applied, also when a bucket made again after
+ * a restart gave a later leader the same epoch (seed 469); the leader checks
+ * its own documents too). own: written by this worker as leader. */
 static void parti__g_consider(parti *p, const uint8_t *data, size_t len, uint64_t rev, int own) {
     parti_assignment a;
     char m[160];
@@ -10398,7 +10418,7 @@ static void parti__g_consider(parti *p, const uint8_t *data, size_t len, uint64_
         parti_assignment_free(&a);
         return;
     }
-    if ((held = parti__g_leader_holds(p, a.epoch)) != 1) {
+    if ((held = parti__g_leader_holds(p, a.epoch, a.leader)) != 1) {
         parti_assignment_free(&a);
         if (own && held == 0) { /* written, but the key is gone (a lost bucket): not a leader's document */
             parti__g_step_down(p, PARTI_ERR_KEY_NOT_FOUND, "the leader key is gone");
@@ -10647,6 +10667,7 @@ static void parti__g_rebalance(parti *p, uint64_t now) {
     moved = parti_assign_moved(&in, owner);
     parti__g_cap_owners(p, owner, pc, nm);
     if ((e = parti_assignment_build(&a, &in, owner, p->epoch, p->doc.version + 1)) != PARTI_ERR_OK) goto fail;
+    a.leader = p->instance; /* fenced with the epoch: see the wire format */
     if ((e = parti_assignment_encode(&a, NULL, 0, &need)) != PARTI_ERR_BUFFER_TOO_SMALL && e != PARTI_ERR_OK) goto fail;
     if (!(buf = (char *)PARTI_MALLOC(need))) {
         e = PARTI_ERR_NOMEM;
@@ -10679,7 +10700,7 @@ static void parti__g_rebalance(parti *p, uint64_t now) {
         } else if (ge == PARTI_ERR_KEY_NOT_FOUND) {
             p->kv_doc_rev = 0; /* gone (deleted, or a bucket made again): create it */
         }
-        held = parti__g_leader_holds(p, p->epoch);
+        held = parti__g_leader_holds(p, p->epoch, 0);
         if (held == 0 && p->key_instance != p->instance) {
             parti__g_step_down(p, e, "another worker holds the leader key");
             goto done;

@@ -1112,6 +1112,42 @@ Test(assignment_doc, decoder_messages_name_the_byte) {
     cr_assert(strstr(msg, want), "message \"%s\" lacks \"%s\"", msg, want);
 }
 
+/* The writer's instance: optional, 16 lowercase hex digits, written after
+ * "version" only when set; round trip byte for byte. */
+Test(assignment_doc, the_leader_instance_round_trips_and_is_checked) {
+    static const char with[] = "{\"v\":1,\"epoch\":7,\"version\":3,\"leader\":\"00c0ffee00000001\","
+                               "\"fp\":\"00000000000000ff\",\"n\":0,\"members\":[],\"owners\":\"\"}";
+    static const char *const bad[] = {
+        "{\"v\":1,\"epoch\":7,\"version\":3,\"leader\":\"00C0FFEE00000001\",\"fp\":\"00000000000000ff\",\"n\":0,"
+        "\"members\":[],\"owners\":\"\"}",
+        "{\"v\":1,\"epoch\":7,\"version\":3,\"leader\":\"c0ffee\",\"fp\":\"00000000000000ff\",\"n\":0,"
+        "\"members\":[],\"owners\":\"\"}",
+        "{\"v\":1,\"epoch\":7,\"version\":3,\"leader\":12,\"fp\":\"00000000000000ff\",\"n\":0,"
+        "\"members\":[],\"owners\":\"\"}",
+        "{\"v\":1,\"epoch\":7,\"version\":3,\"leader\":\"00c0ffee00000001\",\"leader\":\"00c0ffee00000001\","
+        "\"fp\":\"00000000000000ff\",\"n\":0,\"members\":[],\"owners\":\"\"}",
+    };
+    parti_assignment a;
+    char out[256];
+    size_t i;
+    cr_assert_eq(parti_assignment_decode(&a, with, strlen(with), msg, sizeof msg), PARTI_ERR_OK, "%s", msg);
+    cr_assert_eq(a.leader, 0x00c0ffee00000001ull);
+    cr_assert_eq(parti_assignment_encode(&a, out, sizeof out, NULL), PARTI_ERR_OK);
+    cr_assert_str_eq(out, with);
+    a.leader = 0; /* not given: not written */
+    cr_assert_eq(parti_assignment_encode(&a, out, sizeof out, NULL), PARTI_ERR_OK);
+    cr_assert_null(strstr(out, "leader"), "%s", out);
+    parti_assignment_free(&a);
+    cr_assert_eq(parti_assignment_decode(&a, out, strlen(out), msg, sizeof msg), PARTI_ERR_OK, "%s", msg);
+    cr_assert_eq(a.leader, 0);
+    parti_assignment_free(&a);
+    for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cr_assert_neq(parti_assignment_decode(&a, bad[i], strlen(bad[i]), msg, sizeof msg), PARTI_ERR_OK, "%s",
+                      bad[i]);
+        cr_assert(strstr(msg, "leader") != NULL, "%s: %s", bad[i], msg);
+    }
+}
+
 Test(assignment_doc, decoder_accepts_whitespace_any_order_and_unknown_fields) {
     const char *text = " { \"owners\" : \"bEA\", \"members\" : [ \"a\", \"b\", \"c\" ], \"n\" : 5, \"future\": {\"x\":[1]},"
                        " \"fp\": \"00000000000000ff\", \"version\": 3, \"epoch\": 7, \"v\": 1 } ";

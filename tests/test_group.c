@@ -627,6 +627,56 @@ Test(group, garbage_on_the_assignment_key_is_replaced_by_the_leader) {
     }
 }
 
+/* The epoch alone does not fence: a bucket made again after a server restart
+ * starts the leader key's revisions over, and a later leader can get the
+ * epoch a deposed one wrote under (seed 469: the deposed leader's document,
+ * written into the new bucket, was applied as the new leader's). A document
+ * names its writer's process; one under the leader's epoch and a newer
+ * version, but from another process, is refused and written over. */
+Test(group, a_document_under_the_leaders_epoch_from_another_process_is_refused) {
+    int i, moved = 0;
+    uint64_t rev = 0, before;
+    parti_kv_entry e;
+    parti_assignment a;
+    char *buf;
+    size_t need = 0;
+    g_world(5);
+    for (i = 0; i < 3; i++) g_start(i);
+    g_run(4000);
+    cr_assert(g_assignment_ok(3));
+    before = parti_metrics_of(ws[1].p)->assignments_rejected.value;
+    memset(&e, 0, sizeof e);
+    cr_assert_eq(gob.vt->kv_get(gob.self, "parti-orders-assign", "assignment", 0, &e, 1000), PARTI_ERR_OK);
+    memset(&a, 0, sizeof a);
+    cr_assert_eq(parti_assignment_decode(&a, (const char *)e.value, e.len, NULL, 0), PARTI_ERR_OK);
+    cr_assert_neq(a.leader, 0, "the leader names itself in its document");
+    a.leader ^= 0x5a5a5a5a5a5a5a5aull; /* another process, same epoch */
+    a.version++;
+    for (i = 0; i < a.partition_count; i++) /* everything to one member: applied, it would show */
+        if (a.owner[i] != 0) {
+            a.owner[i] = 0;
+            moved++;
+        }
+    cr_assert_gt(moved, 0);
+    cr_assert_eq(parti_assignment_encode(&a, NULL, 0, &need), PARTI_ERR_BUFFER_TOO_SMALL);
+    buf = (char *)malloc(need);
+    cr_assert_eq(parti_assignment_encode(&a, buf, need, NULL), PARTI_ERR_OK);
+    cr_assert_eq(gob.vt->kv_update(gob.self, "parti-orders-assign", "assignment", buf, need - 1, e.revision, &rev,
+                                   1000),
+                 PARTI_ERR_OK);
+    free(buf);
+    parti_assignment_free(&a);
+    parti_kv_entry_free(&e);
+    g_run(3000);
+    cr_assert_gt(parti_metrics_of(ws[1].p)->assignments_rejected.value, before, "the foreign document was applied");
+    cr_assert(g_assignment_ok(3));
+    memset(&e, 0, sizeof e);
+    cr_assert_eq(gob.vt->kv_get(gob.self, "parti-orders-assign", "assignment", 0, &e, 1000), PARTI_ERR_OK);
+    cr_assert_gt(e.revision, rev, "the leader did not write over the foreign document");
+    parti_kv_entry_free(&e);
+    g_teardown();
+}
+
 Test(group, a_kv_outage_degrades_keeps_processing_and_recovers) {
     uint64_t seed;
     for (seed = 1; seed <= 6; seed++) {
