@@ -2007,7 +2007,8 @@ PARTIDEF int parti_assignment_partitions_of(const parti_assignment *a, int membe
  *                      Written by the leader with CAS on the last revision it
  *                      saw. FENCING: a worker applies a document only when its
  *                      (epoch, version) is newer than what it applied AND the
- *                      leader key holds that epoch when it reads it; the
+ *                      leader key holds that epoch and the document's
+ *                      writer (its "leader" instance) when it reads it; the
  *                      leader replaces anything else it finds there.
  *     "ck.<index>"     a partition's claim and checkpoint (parti_checkpoint):
  *                      holder (ID and process instance), owner generation,
