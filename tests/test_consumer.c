@@ -1609,6 +1609,22 @@ static parti_err buf_consumer_delete(void *self, const char *stream, const char 
     return e;
 }
 
+/* The test's consumer made again over the buffering transport. */
+static void make_buffered_consumer(parti_message_handler on_message) {
+    parti_consumer_destroy(c);
+    bufinner = t.vt;
+    bufvt = *t.vt;
+    bufvt.fetch_start = buf_fetch_start;
+    bufvt.fetch_next = buf_fetch_next;
+    bufvt.consumer_delete = buf_consumer_delete;
+    t.vt = &bufvt;
+    buf_n = buf_i = 0;
+    buf_end = PARTI_ERR_OK;
+    opts.on_message = on_message;
+    make_consumer();
+    t.vt = bufinner; /* (the consumer keeps its own copy) */
+}
+
 /* the handler: p0 costs 3 ms; at the swap_at-th p0 message the stream is
  * deleted and made again, with new messages (payload "n") */
 static struct {
@@ -1661,19 +1677,8 @@ Test(consumer, messages_of_a_deleted_stream_still_buffered_are_not_handled_under
     static const int a[] = {0}, ab[] = {0, 1};
     uint64_t from[2] = {1, 1};
     int i;
-    parti_consumer_destroy(c);
-    bufinner = t.vt;
-    bufvt = *t.vt;
-    bufvt.fetch_start = buf_fetch_start;
-    bufvt.fetch_next = buf_fetch_next;
-    bufvt.consumer_delete = buf_consumer_delete;
-    t.vt = &bufvt;
-    buf_n = buf_i = 0;
-    buf_end = PARTI_ERR_OK;
     memset(&sw, 0, sizeof sw);
-    opts.on_message = buffered_swap_on_message;
-    make_consumer();
-    t.vt = bufinner; /* (the consumer keeps its own copy) */
+    make_buffered_consumer(buffered_swap_on_message);
     cr_assert_eq(parti_consumer_update_from(c, "w1", a, 1, from), PARTI_ERR_OK); /* p0 from its start */
     settle();
     for (i = 0; i < 1000; i++) publish("orders.p0"); /* a backlog on the old stream */
@@ -1715,19 +1720,8 @@ Test(consumer, a_tail_is_not_ended_by_a_delivery_the_server_sent_before_the_filt
     uint64_t from[2] = {0, 1};
     parti_pub_ack pa;
     int i;
-    parti_consumer_destroy(c);
-    bufinner = t.vt;
-    bufvt = *t.vt;
-    bufvt.fetch_start = buf_fetch_start;
-    bufvt.fetch_next = buf_fetch_next;
-    bufvt.consumer_delete = buf_consumer_delete;
-    t.vt = &bufvt;
-    buf_n = buf_i = 0;
-    buf_end = PARTI_ERR_OK;
     memset(&bl, 0, sizeof bl);
-    opts.on_message = backlog_on_message;
-    make_consumer();
-    t.vt = bufinner; /* (the consumer keeps its own copy) */
+    make_buffered_consumer(backlog_on_message);
     update("w1", a, 1);
     settle(); /* its pull waits */
     for (i = 0; i < 20; i++) {

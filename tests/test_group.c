@@ -220,6 +220,22 @@ static int g_leaders(void) {
 
 TestSuite(group, .fini = g_teardown);
 
+/* The assignment key as it is on the server. */
+static void g_doc_entry(parti_kv_entry *e) {
+    memset(e, 0, sizeof *e);
+    cr_assert_eq(gob.vt->kv_get(gob.self, "parti-orders-assign", "assignment", 0, e, 1000), PARTI_ERR_OK);
+}
+
+/* Three workers, settled on one document; worker 1's rejected documents so far. */
+static uint64_t g_three_settled(uint64_t seed) {
+    int i;
+    g_world(seed);
+    for (i = 0; i < 3; i++) g_start(i);
+    g_run(4000);
+    cr_assert(g_assignment_ok(3));
+    return parti_metrics_of(ws[1].p)->assignments_rejected.value;
+}
+
 Test(group, cold_start_of_one_three_and_ten_workers) {
     static const int sizes[] = {1, 3, 10};
     int s;
@@ -456,8 +472,7 @@ Test(group, a_stale_leaders_assignment_is_ignored) {
     v = parti_assignment_version_of(ws[0].p);
     /* an old leader (epoch 1 below the current) writes a newer-looking version
      * giving everything to worker-0 */
-    memset(&e, 0, sizeof e);
-    cr_assert_eq(gob.vt->kv_get(gob.self, "parti-orders-assign", "assignment", 0, &e, 1000), PARTI_ERR_OK);
+    g_doc_entry(&e);
     memset(&a, 0, sizeof a);
     cr_assert_eq(parti_assignment_decode(&a, (const char *)e.value, e.len, NULL, 0), PARTI_ERR_OK);
     cr_assert_gt(a.epoch, 1);
@@ -474,8 +489,7 @@ Test(group, a_stale_leaders_assignment_is_ignored) {
     g_run(3000);
     cr_assert(g_assignment_ok(3), "a lower epoch must not be applied");
     /* and the leader wrote a good document over it, the next version of its own */
-    memset(&e, 0, sizeof e);
-    cr_assert_eq(gob.vt->kv_get(gob.self, "parti-orders-assign", "assignment", 0, &e, 1000), PARTI_ERR_OK);
+    g_doc_entry(&e);
     memset(&a, 0, sizeof a);
     cr_assert_eq(parti_assignment_decode(&a, (const char *)e.value, e.len, NULL, 0), PARTI_ERR_OK);
     cr_assert_eq(a.epoch, parti_epoch(ws[0].p));
@@ -594,18 +608,13 @@ Test(group, more_partitions_than_the_workers_can_hold_are_left_unowned_and_repor
 }
 
 Test(group, garbage_on_the_assignment_key_is_replaced_by_the_leader) {
-    int i, j;
+    int j;
     uint64_t rev = 0, before;
     parti_kv_entry e;
     static const char *const junk[] = {"{\"not\":\"an assignment\"", "{}", "\xff\xfe"};
     for (j = 0; j < 3; j++) {
-        g_world(3);
-        for (i = 0; i < 3; i++) g_start(i);
-        g_run(4000);
-        cr_assert(g_assignment_ok(3));
-        before = parti_metrics_of(ws[1].p)->assignments_rejected.value;
-        memset(&e, 0, sizeof e);
-        cr_assert_eq(gob.vt->kv_get(gob.self, "parti-orders-assign", "assignment", 0, &e, 1000), PARTI_ERR_OK);
+        before = g_three_settled(3);
+        g_doc_entry(&e);
         cr_assert_eq(gob.vt->kv_update(gob.self, "parti-orders-assign", "assignment", junk[j], strlen(junk[j]),
                                        e.revision, &rev, 1000), PARTI_ERR_OK);
         parti_kv_entry_free(&e);
@@ -613,8 +622,7 @@ Test(group, garbage_on_the_assignment_key_is_replaced_by_the_leader) {
         cr_assert(g_assignment_ok(3));
         cr_assert_gt(parti_metrics_of(ws[1].p)->assignments_rejected.value, before);
         /* a worker joining now finds a good document */
-        memset(&e, 0, sizeof e);
-        cr_assert_eq(gob.vt->kv_get(gob.self, "parti-orders-assign", "assignment", 0, &e, 1000), PARTI_ERR_OK);
+        g_doc_entry(&e);
         cr_assert_gt(e.revision, rev, "the leader did not write over the garbage");
         {
             parti_assignment a;
@@ -640,13 +648,8 @@ Test(group, a_document_under_the_leaders_epoch_from_another_process_is_refused) 
     parti_assignment a;
     char *buf;
     size_t need = 0;
-    g_world(5);
-    for (i = 0; i < 3; i++) g_start(i);
-    g_run(4000);
-    cr_assert(g_assignment_ok(3));
-    before = parti_metrics_of(ws[1].p)->assignments_rejected.value;
-    memset(&e, 0, sizeof e);
-    cr_assert_eq(gob.vt->kv_get(gob.self, "parti-orders-assign", "assignment", 0, &e, 1000), PARTI_ERR_OK);
+    before = g_three_settled(5);
+    g_doc_entry(&e);
     memset(&a, 0, sizeof a);
     cr_assert_eq(parti_assignment_decode(&a, (const char *)e.value, e.len, NULL, 0), PARTI_ERR_OK);
     cr_assert_neq(a.leader, 0, "the leader names itself in its document");
@@ -670,8 +673,7 @@ Test(group, a_document_under_the_leaders_epoch_from_another_process_is_refused) 
     g_run(3000);
     cr_assert_gt(parti_metrics_of(ws[1].p)->assignments_rejected.value, before, "the foreign document was applied");
     cr_assert(g_assignment_ok(3));
-    memset(&e, 0, sizeof e);
-    cr_assert_eq(gob.vt->kv_get(gob.self, "parti-orders-assign", "assignment", 0, &e, 1000), PARTI_ERR_OK);
+    g_doc_entry(&e);
     cr_assert_gt(e.revision, rev, "the leader did not write over the foreign document");
     parti_kv_entry_free(&e);
     g_teardown();
