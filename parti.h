@@ -8793,7 +8793,8 @@ struct parti {
     uint64_t quiet_until;        /* after an ID loss: no other number claimed, no election, until then */
     int quiet_confirm;           /* memory storage: the quiet period ran on this worker's clock only; the
                                   * buckets' age on the server's clock must confirm its end */
-    int led_at_loss;             /* it was the leader when it lost its ID: it may stand again at once */
+    uint64_t led_until;          /* it was the leader when it lost its ID: it may stand again at once until
+                                  * the leader lease it held then ends (0: it was not) */
     /* memory storage: which buckets these are (the "born" key's value, unique to the worker that made it and
      * when, and its revision), as last read, and as read before this worker claimed its ID ("": unknown) */
     char born_seen[64], born[64];
@@ -9209,8 +9210,13 @@ static void parti__g_try_elect(parti *p, uint64_t now) {
     char v[160];
     uint64_t rev = 0, epoch;
     parti_err e;
-    if (now >= p->quiet_until) p->led_at_loss = 0; /* the exemption lasts one TTL after the loss */
-    if (!p->led_at_loss && parti__g_quiet(p, now)) return; /* the old leader's lease may still hold */
+    /* the exemption ends with the leader lease held at the loss: until then
+     * no other process can be elected in any bucket made after the loss (each
+     * waits for the buckets to be one TTL old, and they were made after that
+     * lease's last renewal). Not with the quiet period, which a later loss of
+     * the buckets starts again: by then another may lead (seed 25635) */
+    if (now >= p->led_until) p->led_until = 0;
+    if (!p->led_until && parti__g_quiet(p, now)) return; /* the old leader's lease may still hold */
     /* a missing leader key means an expired lease only while the bucket is
      * the one this worker's own key lives in: read that back first (when
      * the bucket was lost with the server, this worker's key went too, and
@@ -9257,7 +9263,7 @@ static void parti__g_try_elect(parti *p, uint64_t now) {
             return;
         }
     }
-    p->led_at_loss = 0;
+    p->led_until = 0;
     epoch = rev;
     if (p->epoch >= epoch) epoch = p->epoch + 1;
     if (p->applied_epoch >= epoch) epoch = p->applied_epoch + 1;
@@ -9644,12 +9650,13 @@ static void parti__g_lose_id(parti *p, parti_err e) {
     /* a key that vanished before its TTL (a lost bucket) voids every lease in
      * it: the others may still run as their IDs, the old leader may still
      * lead. For one TTL this worker takes back only its own number and stands
-     * for election only if it led (both were its own) */
+     * for election only if it led (both were its own), and only while the
+     * leader lease it held still runs */
     uint64_t now = parti__g_now(p);
     /* (only while the leases held: a worker whose lease had run out may have
      * lost its number, or the leadership, to another before the bucket went) */
     if (p->stale || now >= parti__g_lease_end(p)) p->last_id = -1;
-    p->led_at_loss = p->leader && now < p->lease_until;
+    p->led_until = p->leader && now < p->lease_until ? p->lease_until : 0;
     p->quiet_until = now + p->opts.member_ttl_ms;
     p->quiet_confirm = 1;
     parti_counter_add(&p->gm.worker_id_conflicts, 1);

@@ -2540,6 +2540,15 @@ static const scenario scenarios[] = {
      "", NULL}, /* found by seed 3246 (id_unique 3/10, one_leader 1/10 before): the claim landed in the new buckets,
                  * whose age no one had read, next to the holder still on its lease in the lost ones; "born" is
                  * read again after the claim now (the fix of seed 10088) */
+    {"leader_rejoins_after_second_restart",
+     "a restart loses the memory-storage buckets; the leader, rejoining, stalls before it writes \"born\" while "
+     "the others rejoin and elect a new leader; a second restart, and the old leader's join makes the buckets "
+     "again while the new leader still leads on its lease",
+     "--workers 3 --partitions 8 --rate 40 --kv-memory 1 --stream-memory 0 --heartbeat 1000 --ttl 3000 "
+     "--duration 16000 --script '5000 restart; 5000 pause_at_write L 46 born; 9500 restart'",
+     "", "one_leader"}, /* found by seed 25635 (one_leader 10/10 before): the exemption to stand at once (it led
+                         * at the loss) was ended only by an election attempt past the quiet period, which the
+                         * join's "born" had started again; it ends with the leader lease held at the loss now */
 };
 
 /* Splits args into argv (single quotes group words); returns argc. */
