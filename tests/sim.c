@@ -2540,6 +2540,16 @@ static const scenario scenarios[] = {
      "", NULL}, /* found by seed 3246 (id_unique 3/10, one_leader 1/10 before): the claim landed in the new buckets,
                  * whose age no one had read, next to the holder still on its lease in the lost ones; "born" is
                  * read again after the claim now (the fix of seed 10088) */
+    {"own_id_claimed_past_its_lease",
+     "a worker that lost its ID in a restart stalls past its lease before rejoining; a newcomer takes that number "
+     "once the new buckets are a TTL old, a second restart loses them, and the worker claims its own number in the "
+     "newest ones while the newcomer (paused) still runs on its lease",
+     "--workers 2 --partitions 8 --rate 40 --kv-memory 1 --stream-memory 0 --heartbeat 1000 --ttl 3000 "
+     "--duration 15000 --script '4000 pause_at_write P0 35 born; 4000 restart; 4010 join; 7100 restart; "
+     "7100 pause_short P2 15'",
+     "", "id_unique"}, /* found by seed 6890 (id_unique 10/10 before, also before the fix of seed 10088): the own
+                        * number was claimed without the quiet period however long after the loss; only while
+                        * the lost ID's lease would still hold now */
 };
 
 /* Splits args into argv (single quotes group words); returns argc. */
