@@ -9501,7 +9501,7 @@ static int parti__g_same_buckets(parti *p) {
 static void parti__g_join(parti *p, uint64_t now) {
     char **keys = NULL, key[PARTI__G_MAX_ID + 2];
     int nkeys = 0, n, tries = 0, opened = 0;
-    uint64_t rev = 0, delay = 0;
+    uint64_t rev = 0, delay = 0, lost_lease_end;
     parti_err e;
     if (now < p->retry_at) return;
     if (!p->stream_ok) {
@@ -9546,12 +9546,21 @@ open_buckets:
     }
     /* a worker that lost its ID (an expiry, a lost bucket) claims the same
      * number first: IDs stay stable, and after a lost bucket the workers do
-     * not take each other's numbers while the old holders still run */
+     * not take each other's numbers while the old holders still run.
+     * It claims it at once, without the quiet period, only while the lease of
+     * the lost ID would still hold: no one else could claim the number before
+     * then (in buckets made after the key vanished, not before they are one
+     * TTL old, which is after the renewal plus TTL). Past it another process
+     * may have taken the number in buckets made since, and still run on that
+     * lease when they are lost too: the worker's own number then waits the
+     * quiet period like any other (seed 6890) */
+    lost_lease_end = parti__g_lease_end(p); /* the lost ID's: its last renewal is the last one sent */
     n = p->last_id >= 0 && p->last_id < p->opts.max_workers ? -1 : 0;
     for (; n < p->opts.max_workers && tries < 16; n++) {
         int lo = 0, hi = nkeys - 1, found = 0, num = n < 0 ? p->last_id : n;
+        int exempt = n < 0 && parti__g_now(p) < lost_lease_end;
         if (n >= 0 && n == p->last_id) continue; /* tried first */
-        if (n >= 0 && parti__g_quiet(p, now)) { /* another number: not yet */
+        if (!exempt && parti__g_quiet(p, now)) { /* another number (or the own one too late): not yet */
             parti_strings_free(keys, nkeys);
             p->retry_at = p->quiet_until;
             return;
@@ -9589,12 +9598,18 @@ open_buckets:
              * "born" unchanged after the claim: it landed in the buckets that
              * were checked. Otherwise give the key back and start over */
             int same = parti__g_same_buckets(p);
-            if (same != 1) {
+            /* a claim of the own number without the quiet period answered
+             * past the lost lease may have landed after another process
+             * could take the number: given back too, and claimed again
+             * after the quiet period */
+            int late = exempt && parti__g_now(p) >= lost_lease_end;
+            if (same != 1 || late) {
                 uint64_t cur = 0;
                 if (p->t.vt->kv_delete_if && parti__g_still_mine(p, key, &cur) > 0)
                     p->t.vt->kv_delete_if(p->t.self, p->members_bucket, key, cur, parti__g_budget(p));
                 e = same == 0 ? PARTI_ERR_KEY_NOT_FOUND : PARTI_ERR_TIMEOUT;
-                parti__g_fail(p, e, "the group's buckets changed during the claim");
+                parti__g_fail(p, e, same != 1 ? "the group's buckets changed during the claim"
+                                               : "the claim of its own ID was answered after its old lease");
                 /* open the buckets and the watches again: they may be new ones */
                 if (p->wm) p->t.vt->kv_watch_stop(p->t.self, p->wm);
                 if (p->wa) p->t.vt->kv_watch_stop(p->t.self, p->wa);

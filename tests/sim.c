@@ -2549,6 +2549,16 @@ static const scenario scenarios[] = {
      "", "one_leader"}, /* found by seed 25635 (one_leader 10/10 before): the exemption to stand at once (it led
                          * at the loss) was ended only by an election attempt past the quiet period, which the
                          * join's "born" had started again; it ends with the leader lease held at the loss now */
+    {"own_id_claimed_past_its_lease",
+     "a worker that lost its ID in a restart stalls past its lease before rejoining; a newcomer takes that number "
+     "once the new buckets are a TTL old, a second restart loses them, and the worker claims its own number in the "
+     "newest ones while the newcomer (paused) still runs on its lease",
+     "--workers 2 --partitions 8 --rate 40 --kv-memory 1 --stream-memory 0 --heartbeat 1000 --ttl 3000 "
+     "--duration 15000 --script '4000 pause_at_write P0 35 born; 4000 restart; 4010 join; 7100 restart; "
+     "7100 pause_short P2 15'",
+     "", "id_unique"}, /* found by seed 6890 (id_unique 10/10 before, also before the fix of seed 10088): the own
+                        * number was claimed without the quiet period however long after the loss; only while
+                        * the lost ID's lease would still hold now */
 };
 
 /* Splits args into argv (single quotes group words); returns argc. */
