@@ -241,12 +241,15 @@ typedef struct actor {
                           * pause_at_read: after the server answered a read of such a key */
     uint64_t pause_len;  /* scripted: that long (count x 100 ms) */
     char fault_key[32];  /* a scripted KV fault hits only calls on keys with this prefix ("*keys": listings) */
+    uint64_t late_delay; /* a scripted kv_late: its writes land this long after they were sent (0: 0.5-8 s) */
     int cut;
     int64_t skew;
     uint64_t last_run, leader_since, last_consumer_fault;
     uint64_t last_crash, last_lease_fault, last_kv_fault, renewed_at;
     uint64_t key_overwritten_at; /* another process's held-back write landed on this worker's member key */
     uint64_t claimed_at;         /* when it claimed its current ID (its last PARTI_EVENT_JOINED) */
+    uint64_t reclaimed_at, reclaim_rev; /* its own held-back claim made its member key again (and at which revision) */
+    int reclaim_seen;                   /* it has read the key that claim made */
     uint64_t registered_at; /* its last registry key write ("d.<durable>") */
     /* invariant bookkeeping */
     uint64_t last_epoch, last_version; /* the highest applied */
@@ -294,6 +297,7 @@ typedef struct timer_ev {
     int fault, count; /* a scripted fault and its count (0 = the seed's choice) */
     int after_read;   /* scripted pause_at_read (counted as pause_at_write) */
     char key[32];     /* a scripted KV fault: only on keys with this prefix */
+    uint64_t delay;   /* a scripted kv_late: how long its writes are held back (0: the seed's choice) */
 } timer_ev;
 
 struct sim {
@@ -602,7 +606,7 @@ static void queue_late(actor *a, int op, const char *bucket, const char *key, co
                        uint64_t expected) {
     late_write lw;
     memset(&lw, 0, sizeof lw);
-    lw.due = now_of(a->s) + 500 + rng_next(&a->rng) % 7500;
+    lw.due = now_of(a->s) + (a->late_delay ? a->late_delay : 500 + rng_next(&a->rng) % 7500);
     lw.writer = a->idx;
     snprintf(lw.writer_id, sizeof lw.writer_id, "%s", a->p ? parti_worker_id(a->p) : "");
     lw.op = op;
@@ -783,6 +787,9 @@ static parti_err w_kv_get(void *self, const char *b, const char *k, uint64_t rev
     f = kv_fault_take(A, 0, k);
     if (f != RF_NONE) return timeout_after(A, t0, t);
     e = INNER->kv_get(ISELF, b, k, rev, out, t);
+    if (e == PARTI_ERR_OK && A->reclaim_rev && out && out->revision == A->reclaim_rev && A->p &&
+        strcmp(b, A->s->members_bucket) == 0 && strncmp(k, "m.", 2) == 0 && strcmp(k + 2, parti_worker_id(A->p)) == 0)
+        A->reclaim_seen = 1;
     if (A->pause_at_read && A->pause_key[0] && strncmp(k, A->pause_key, strlen(A->pause_key)) == 0) {
         /* scripted: the answer waits for the worker (a pause, or a reply held
          * while it was not scheduled); the server moves on meanwhile */
@@ -1182,11 +1189,15 @@ static void note_dead_letter(sim *s, const parti_header *h, int nh, const void *
 /* A worker gives up its ID: fine when its key can have expired or another
  * process holds the ID; not while the server still has it as this worker's. */
 static void check_id_loss(sim *s, actor *a, const char *id) {
-    uint64_t now = now_of(s);
+    uint64_t now = now_of(s), own = a->renewed_at;
     int i;
-    if (!id || !*id || now >= a->renewed_at + s->prm.ttl_ms) return;
-    if (s->last_server_fault >= a->renewed_at) return; /* a memory bucket may have gone with a restart */
-    if (a->key_overwritten_at >= a->renewed_at) return; /* another process's held-back write replaced the key */
+    /* a key its own held-back claim made again after the key it held had gone
+     * counts once the worker has read it (seed 4488: the claim landed between
+     * the read-back that found the key gone and the worker giving the ID up) */
+    if (a->reclaim_seen && a->reclaimed_at > own) own = a->reclaimed_at;
+    if (!id || !*id || now >= own + s->prm.ttl_ms) return;
+    if (s->last_server_fault >= own) return; /* a memory bucket may have gone with a restart */
+    if (a->key_overwritten_at >= own) return; /* another process's held-back write replaced the key */
     /* claimed in buckets a restart has since lost: a key of that number in the
      * new ones is there only by a write made with a revision from the old ones
      * (its own held-back renewal over another's key, and renewals of that),
@@ -1197,7 +1208,7 @@ static void check_id_loss(sim *s, actor *a, const char *id) {
         if (b != a && b->p && !b->done && strcmp(parti_worker_id(b->p), id) == 0) return;
     }
     violation(s, I_id_kept, "%s gave up %s %llu ms after its last renewal reached the server (TTL %u)", a->name, id,
-              (unsigned long long)(now - a->renewed_at), s->prm.ttl_ms);
+              (unsigned long long)(now - own), s->prm.ttl_ms);
 }
 
 static void on_event(void *user, const parti_event *ev) {
@@ -1208,7 +1219,11 @@ static void on_event(void *user, const parti_event *ev) {
         a->last_lease_fault = now_of(a->s);
     }
     if (ev->kind == PARTI_EVENT_BECAME_LEADER) a->leader_since = now_of(a->s);
-    if (ev->kind == PARTI_EVENT_JOINED) a->claimed_at = now_of(a->s);
+    if (ev->kind == PARTI_EVENT_JOINED) {
+        a->claimed_at = now_of(a->s);
+        a->reclaim_rev = 0; /* (a held-back claim that lands from now on is looked at anew) */
+        a->reclaim_seen = 0;
+    }
     if (ev->kind == PARTI_EVENT_JOINED && strlen(a->ids) + strlen(ev->worker_id) + 2 < sizeof a->ids)
         snprintf(a->ids + strlen(a->ids), sizeof a->ids - strlen(a->ids), "%s%s", a->ids[0] ? "," : "", ev->worker_id + 7);
     if (ev->kind == PARTI_EVENT_STATE_CHANGED && ev->state != PARTI_STATE_DEGRADED) return;
@@ -1417,6 +1432,7 @@ static void add_timer(sim *s, uint64_t at, int kind, int actor_idx) {
     t.count = 0;
     t.after_read = 0;
     t.key[0] = 0;
+    t.delay = 0;
     arrput(s->timers, t);
 }
 
@@ -1582,8 +1598,19 @@ static void apply_late(sim *s, late_write *lw) {
         actor *w = s->actors[lw->writer];
         /* a renewal only of the key the writer holds now: a held-back claim of
          * another number (made while it was joining) does not keep its current
-         * key alive on the server */
-        if (w->p && !w->done && strcmp(parti_worker_id(w->p), lw->key + 2) == 0) w->renewed_at = now_of(s);
+         * key alive on the server. Nor does a held-back claim of the number it
+         * holds: a create lands only where no key is, so the key the writer
+         * held had gone (expired, deleted) and this one is new; the writer
+         * knows of it only once it reads it (it then takes it by instance) */
+        if (w->p && !w->done && strcmp(parti_worker_id(w->p), lw->key + 2) == 0) {
+            if (lw->op == 0) {
+                w->reclaimed_at = now_of(s);
+                w->reclaim_rev = rev;
+                w->reclaim_seen = 0;
+            } else {
+                w->renewed_at = now_of(s);
+            }
+        }
         note_member_overwrite(s, lw->writer, lw->key);
     }
     free(lw->bucket);
@@ -1838,6 +1865,7 @@ static void run_loop(sim *s) {
                 }
                 if (target && (t.fault == F_kv_hang || t.fault == F_kv_lost_reply || t.fault == F_kv_late))
                     snprintf(target->fault_key, sizeof target->fault_key, "%s", t.key);
+                if (target && t.fault == F_kv_late) target->late_delay = t.delay;
                 if (target && t.fault == F_pause_at_write) {
                     snprintf(target->pause_key, sizeof target->pause_key, "%s", t.key);
                     target->pause_len = (uint64_t)t.count * 100;
@@ -1873,14 +1901,16 @@ static void run_loop(sim *s) {
 
 /* "6000 slow P1; 9000 leave P0; 12000 stream_recreate": scripted faults,
  * in virtual ms from the start, aimed at a worker (Pn, the n-th started) or
- * at one the seed picks. A script turns the random faults off. */
+ * at one the seed picks. A script turns the random faults off. A kv_late
+ * may name how long its writes are held back after the key prefix
+ * ("4000 kv_late P3 1 m. 5900"). */
 static int load_script(sim *s, const char *script) {
     char buf[1024], *ent, *save = NULL;
     snprintf(buf, sizeof buf, "%s", script);
     for (ent = strtok_r(buf, ";", &save); ent; ent = strtok_r(NULL, ";", &save)) {
         char name[32] = "", who[16] = "", key[32] = "";
-        unsigned long long at;
-        int count = 0, n = sscanf(ent, " %llu %31s %15s %d %31s", &at, name, who, &count, key), f;
+        unsigned long long at, delay = 0;
+        int count = 0, n = sscanf(ent, " %llu %31s %15s %d %31s %llu", &at, name, who, &count, key, &delay), f;
         timer_ev t;
         if (n < 2 || count < 0) return -1;
         t.after_read = strcmp(name, "pause_at_read") == 0; /* script only: pause_at_read Pn|L COUNT KEY */
@@ -1892,6 +1922,7 @@ static int load_script(sim *s, const char *script) {
         t.fault = f;
         t.actor = n >= 3 ? (who[0] == 'L' ? -2 : atoi(who + 1)) : -1; /* L: the acting leader then */
         t.count = count;
+        t.delay = delay;
         snprintf(t.key, sizeof t.key, "%s", key);
         arrput(s->timers, t);
     }
@@ -2559,6 +2590,14 @@ static const scenario scenarios[] = {
      "", "id_unique"}, /* found by seed 6890 (id_unique 10/10 before, also before the fix of seed 10088): the own
                         * number was claimed without the quiet period however long after the loss; only while
                         * the lost ID's lease would still hold now */
+    {"held_back_claim_lands_after_id_lost",
+     "a joining worker's claim is held back and it claims its number again; it stalls past its TTL before a "
+     "renewal, reads its key back gone and stalls again; the held-back claim makes the key again meanwhile",
+     "--workers 3 --partitions 8 --rate 40 --kv-memory 0 --heartbeat 500 --ttl 2000 --duration 15000 "
+     "--script '4000 join; 4000 kv_late P3 1 m. 5900; 6000 pause_at_write P3 25 m.worker-3; "
+     "7000 pause_at_read P3 20 m.worker-3'",
+     "", "id_kept"}, /* found by seed 4488 (id_kept 10/10 before): the checker's; it took the held-back claim as a
+                      * renewal of the key the worker held, which had expired; giving the ID up was right */
 };
 
 /* Splits args into argv (single quotes group words); returns argc. */
