@@ -9275,6 +9275,14 @@ static void parti__g_try_elect(parti *p, uint64_t now) {
     p->lease_until = now + p->opts.member_ttl_ms - p->opts.heartbeat_ms;
     parti_counter_add(&p->gm.leader_elections, 1);
     parti_gauge_set(&p->gm.is_leader, 1);
+    /* the members list of an earlier leadership went stale while this worker
+     * did not lead (the watch updates it only for a leader): an ID still
+     * listed may be held by another process now, and a member's process is
+     * read only when its ID is new to the list, so its departure would
+     * orphan the durable of the process that held the ID back then, not
+     * the one that left (seeds 11881, 40369: the departed one's durable
+     * stayed). Start from an empty list: the first look reads every member */
+    parti__g_free_members(p);
     p->next_listing = now; /* learn the members at once */
     p->sweep_due = 1;      /* and the durables of processes that left under an earlier leader */
     parti__g_event(p, PARTI_EVENT_BECAME_LEADER, PARTI_ERR_OK, 0, p->id);

@@ -2480,6 +2480,16 @@ static const scenario scenarios[] = {
      "--script '6000 pause_long P2 3; 22000 crash P2; 23000 crash L'",
      "", NULL}, /* found by review (durable_leak 10/10 before): a rejoin under the same ID did not write the
                  * registry key again */
+    {"member_list_stale_at_reelection",
+     "a leader pauses and a newcomer takes its old ID; it leads again briefly, then a third time while the "
+     "newcomer, stalled before renewing the leader key, crashes with its member key still alive",
+     "--workers 2 --partitions 8 --rate 40 --heartbeat 1000 --ttl 3000 --duration 36000 "
+     "--script '6000 pause_long L 2; 9200 join; 16000 crash L; 17500 pause_short P2 18; 19100 pause_long L 2; "
+     "30000 pause_at_write L 30 leader; 31100 crash P2'",
+     "", NULL}, /* found by seeds 11881, 40369 (durable_leak 10/10 before): a leader kept its member list from an
+                 * earlier leadership, with the process of an ID as it was then; the newcomer's departure
+                 * orphaned the leader's own old durable name, not the newcomer's. A new leader starts from an
+                 * empty list now */
     {"delivery_lost_in_transit", "one pulled message is lost on the wire, the next ones arrive",
      "--workers 1 --partitions 4 --script '8000 lost_delivery P0 1'", "", NULL}, /* loss 10/10 before: the later
                                                                                   * messages moved the position past
