@@ -143,7 +143,11 @@
  *          the durable's consumer sequence (deliveries lost on the wire)
  *          catches every held partition up again (consumer info gained
  *          delivered_consumer_seq; metrics ..._catch_up_tails_total,
- *          ..._catch_up_tails_ended_total, ..._delivery_gaps_total)
+ *          ..._catch_up_tails_ended_total, ..._delivery_gaps_total);
+ *          assignment documents name their writer (parti_assignment.leader,
+ *          the optional "leader" field) and are fenced on epoch and writer;
+ *          claims and elections without the quiet period are bounded by the
+ *          lease held at the ID loss
  *   0.2.0  the worker consumer, assignment strategies and document, the group
  *          (membership, leader election, rebalancing, degraded mode); the
  *          vtable gained sleep_ms, consumer info the deliver policy
