@@ -286,8 +286,14 @@ typedef struct part_state {
     uint64_t claim_time;
 } part_state;
 
+/* A document as the workers tell it apart: (epoch, version) and the
+ * instance of the process that wrote it (its "leader" field). Epoch and
+ * version alone name one document only within a bucket's life: a bucket made
+ * again starts the leader key's revisions over, and a later leader can take
+ * the epoch, and write the version, of a document a deposed one wrote into it
+ * (seeds 469, 21539). */
 typedef struct doc_id {
-    uint64_t epoch, version;
+    uint64_t epoch, version, leader;
 } doc_id;
 
 typedef struct timer_ev {
@@ -584,6 +590,7 @@ static void note_assignment(sim *s, const char *bucket, const char *key, const v
         doc_id d;
         d.epoch = doc.epoch;
         d.version = doc.version;
+        d.leader = doc.leader;
         arrput(s->bad_docs, d);
     }
     if (doc.epoch < s->grant_epoch) { /* workers ignore it: it grants nothing */
@@ -1491,6 +1498,7 @@ static void inject_fault(sim *s, int f, actor *target, int count) {
                 s->prod.vt->kv_put(s->prod.self, s->assign_bucket, "assignment", buf, need - 1, &rev, 1000);
                 id.epoch = d.epoch;
                 id.version = d.version;
+                id.leader = d.leader;
                 arrput(s->bad_docs, id); /* applying it is a one_leader violation */
                 slog(s, "FAULT bad_doc: epoch %llu version %llu, everything to one worker",
                      (unsigned long long)d.epoch, (unsigned long long)d.version);
@@ -1726,7 +1734,8 @@ static void check_control_plane(sim *s, actor *a) {
                   (unsigned long long)a->last_version);
     if (ver && (ep != a->seen_epoch || ver != a->seen_version)) {
         for (i = 0; i < (int)arrlen(s->bad_docs); i++)
-            if (s->bad_docs[i].epoch == ep && s->bad_docs[i].version == ver) {
+            if (s->bad_docs[i].epoch == ep && s->bad_docs[i].version == ver &&
+                s->bad_docs[i].leader == a->p->doc.leader) { /* (the applied document: ver != 0) */
                 violation(s, I_one_leader, "%s applied (epoch %llu, version %llu), written by a worker that did not "
                           "hold the leader key", a->name, (unsigned long long)ep, (unsigned long long)ver);
                 break;
@@ -2608,6 +2617,16 @@ static const scenario scenarios[] = {
      "7000 pause_at_read P3 20 m.worker-3'",
      "", "id_kept"}, /* found by seed 4488 (id_kept 10/10 before): the checker's; it took the held-back claim as a
                       * renewal of the key the worker held, which had expired; giving the ID up was right */
+    {"deposed_leaders_epoch_taken_by_newcomer",
+     "a leader elected after a restart stalls before its first document; a second restart loses the buckets, "
+     "two newcomers make them again, the stalled write lands there with no leader key and its writer crashes; "
+     "the newcomers' leader, knowing no epoch, takes the same one and writes the same version",
+     "--workers 1 --partitions 8 --rate 40 --kv-memory 1 --stream-memory 0 --heartbeat 1000 --ttl 3000 "
+     "--duration 15000 --script '6000 restart; 6100 pause_at_write P0 5 assignment; 7100 restart; 7150 join; "
+     "7150 join; 7700 crash P0'",
+     "", "one_leader"}, /* found by seed 21539 (one_leader 10/10 before): the checker's; it told documents apart
+                         * by (epoch, version) alone and took the new leader's fenced document for the deposed
+                         * one's; it compares the writer's instance too now, as the workers' fence does */
 };
 
 /* Splits args into argv (single quotes group words); returns argc. */
