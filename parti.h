@@ -10110,6 +10110,30 @@ static parti_err parti__g_ck_write_once(parti *p, int i, int released, int *agai
             p->quiet_until = now + p->opts.member_ttl_ms;
             p->quiet_confirm = 1;
         }
+        /* a partition revoked while held in this lease is still released
+         * with its checkpoint, into the key made again (create-if-absent):
+         * the caller holds its lease, and no other process creates an
+         * absent claim key before it ends, so none handles the partition
+         * (seed 37505: a leave right after a restart lost the buckets wrote
+         * nothing, and the next owner started the partition from the
+         * stream's first message). Not a partition disowned after a lapse,
+         * nor a release that may have landed (rev unknown): another may
+         * have taken it over since, and may still run on its lease */
+        if (released && g->st == PARTI__G_RELEASE && g->rev != UINT64_MAX && e == PARTI_ERR_KEY_NOT_FOUND &&
+            p->t.vt->kv_create) {
+            e = p->t.vt->kv_create(p->t.self, p->assign_bucket, key, buf, len - 1, &rev, parti__g_budget(p));
+            if (e == PARTI_ERR_OK) {
+                g->rev = rev;
+                g->committed = seq;
+                parti_counter_add(&p->gm.checkpoint_writes, 1);
+                return PARTI_ERR_OK;
+            }
+            if (e != PARTI_ERR_KEY_EXISTS) {
+                parti_counter_add(&p->gm.checkpoint_failures, 1);
+                parti__g_fail(p, e, "writing a checkpoint");
+                return e;
+            }
+        }
         return PARTI_ERR_WRONG_REVISION;
     }
     return e;
