@@ -9509,6 +9509,15 @@ static int parti__g_same_buckets(parti *p) {
     return same;
 }
 
+/* The buckets and the watches are opened again before the next use: they
+ * may be new ones. */
+static void parti__g_reopen_buckets(parti *p) {
+    if (p->wm) p->t.vt->kv_watch_stop(p->t.self, p->wm);
+    if (p->wa) p->t.vt->kv_watch_stop(p->t.self, p->wa);
+    p->wm = p->wa = NULL;
+    p->buckets_open = 0;
+}
+
 /* Claims the lowest free worker-N. */
 static void parti__g_join(parti *p, uint64_t now) {
     char **keys = NULL, key[PARTI__G_MAX_ID + 2];
@@ -9622,11 +9631,7 @@ open_buckets:
                 e = same == 0 ? PARTI_ERR_KEY_NOT_FOUND : PARTI_ERR_TIMEOUT;
                 parti__g_fail(p, e, same != 1 ? "the group's buckets changed during the claim"
                                                : "the claim of its own ID was answered after its old lease");
-                /* open the buckets and the watches again: they may be new ones */
-                if (p->wm) p->t.vt->kv_watch_stop(p->t.self, p->wm);
-                if (p->wa) p->t.vt->kv_watch_stop(p->t.self, p->wa);
-                p->wm = p->wa = NULL;
-                p->buckets_open = 0;
+                parti__g_reopen_buckets(p);
                 break;
             }
         }
@@ -9709,11 +9714,7 @@ static void parti__g_lose_id(parti *p, parti_err e) {
     p->degraded = p->stale = 0;
     p->elect_due = p->readback_due = 0;
     parti_gauge_set(&p->gm.degraded, 0);
-    /* open the buckets and the watches again: they may be new ones */
-    if (p->wm) p->t.vt->kv_watch_stop(p->t.self, p->wm);
-    if (p->wa) p->t.vt->kv_watch_stop(p->t.self, p->wa);
-    p->wm = p->wa = NULL;
-    p->buckets_open = 0;
+    parti__g_reopen_buckets(p);
     p->stream_ok = 0;
     /* the buckets may be new ones: trust nothing read from the old ones but
      * the highest epoch seen, which the member key reports to the next
@@ -10051,6 +10052,20 @@ static parti_err parti__g_ck_write(parti *p, int i, int released) {
     return again ? PARTI_ERR_TIMEOUT : e;
 }
 
+/* A checkpoint write's answer e (not a conflict): written at rev, with
+ * everything up to seq, or failed. */
+static parti_err parti__g_ck_written(parti *p, parti__gpart *g, parti_err e, uint64_t rev, uint64_t seq) {
+    if (e == PARTI_ERR_OK) {
+        g->rev = rev;
+        g->committed = seq;
+        parti_counter_add(&p->gm.checkpoint_writes, 1);
+        return PARTI_ERR_OK;
+    }
+    parti_counter_add(&p->gm.checkpoint_failures, 1);
+    parti__g_fail(p, e, "writing a checkpoint");
+    return e;
+}
+
 static parti_err parti__g_ck_write_once(parti *p, int i, int released, int *again) {
     parti__gpart *g = &p->gp[i];
     parti_checkpoint ck;
@@ -10071,17 +10086,7 @@ static parti_err parti__g_ck_write_once(parti *p, int i, int released, int *agai
     if ((e = parti_checkpoint_encode(&ck, buf, sizeof buf, &len)) != PARTI_ERR_OK) return e;
     parti__g_ck_key(i, key, sizeof key);
     e = p->t.vt->kv_update(p->t.self, p->assign_bucket, key, buf, len - 1, g->rev, &rev, parti__g_budget(p));
-    if (e == PARTI_ERR_OK) {
-        g->rev = rev;
-        g->committed = seq;
-        parti_counter_add(&p->gm.checkpoint_writes, 1);
-        return PARTI_ERR_OK;
-    }
-    if (e != PARTI_ERR_WRONG_REVISION && e != PARTI_ERR_KEY_NOT_FOUND) {
-        parti_counter_add(&p->gm.checkpoint_failures, 1);
-        parti__g_fail(p, e, "writing a checkpoint");
-        return e;
-    }
+    if (e != PARTI_ERR_WRONG_REVISION && e != PARTI_ERR_KEY_NOT_FOUND) return parti__g_ck_written(p, g, e, rev, seq);
     /* a revision other than ours: an earlier write whose reply was lost, or another owner */
     memset(&ent, 0, sizeof ent);
     e = p->t.vt->kv_get(p->t.self, p->assign_bucket, key, 0, &ent, parti__g_budget(p));
@@ -10122,17 +10127,7 @@ static parti_err parti__g_ck_write_once(parti *p, int i, int released, int *agai
         if (released && g->st == PARTI__G_RELEASE && g->rev != UINT64_MAX && e == PARTI_ERR_KEY_NOT_FOUND &&
             p->t.vt->kv_create) {
             e = p->t.vt->kv_create(p->t.self, p->assign_bucket, key, buf, len - 1, &rev, parti__g_budget(p));
-            if (e == PARTI_ERR_OK) {
-                g->rev = rev;
-                g->committed = seq;
-                parti_counter_add(&p->gm.checkpoint_writes, 1);
-                return PARTI_ERR_OK;
-            }
-            if (e != PARTI_ERR_KEY_EXISTS) {
-                parti_counter_add(&p->gm.checkpoint_failures, 1);
-                parti__g_fail(p, e, "writing a checkpoint");
-                return e;
-            }
+            if (e != PARTI_ERR_KEY_EXISTS) return parti__g_ck_written(p, g, e, rev, seq);
         }
         return PARTI_ERR_WRONG_REVISION;
     }
