@@ -10597,7 +10597,10 @@ static void parti__g_list_members(parti *p, uint64_t now) {
                 m.instance = mv.instance;
                 parti_kv_entry_free(&ent);
             }
-            joined++;
+            /* a new leader's first look finds every member new: those are
+             * not joins to debounce (a planned window would push back the
+             * rebalance that the election scheduled after a crash) */
+            if (!first) joined++;
             if (!first && strcmp(m.id, p->id) != 0)
                 parti__g_event(p, PARTI_EVENT_MEMBER_JOINED, PARTI_ERR_OK, 0, m.id);
         }

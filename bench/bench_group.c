@@ -33,7 +33,9 @@
  * (1000 / 5000 / 2000 / 500 / 100), shorter.
  * Environment: PARTI_BENCH_REPS = repetitions of each fast scenario (default
  * 20, 1..64; the fast leader crash runs a fifth as many); PARTI_BENCH_DEFAULTS=0
- * skips the defaults section; PARTI_BENCH_TIMELINE=1 prints every timeline.
+ * skips the defaults section; PARTI_BENCH_TIMELINE=1 prints every timeline;
+ * PARTI_BENCH_ONLY=leave|leave-leader|crash|crash-leader runs only that fast
+ * scenario, PARTI_BENCH_REPS times (the leader crash too), and no defaults.
  *
  * Also printed: how the new owner's consumer took the partition (with a
  * catch-up that read messages from the stream after the checkpoint, or with
@@ -911,7 +913,7 @@ int main(void) {
     static const timings defaults = {"defaults", 0, 0, 0, 0, 0};
     static const timings defaults_shown = {"defaults", 1000, 5000, 2000, 500, 100};
     const char *reps_env = getenv("PARTI_BENCH_REPS"), *defaults_env = getenv("PARTI_BENCH_DEFAULTS");
-    const char *timeline_env = getenv("PARTI_BENCH_TIMELINE");
+    const char *timeline_env = getenv("PARTI_BENCH_TIMELINE"), *only = getenv("PARTI_BENCH_ONLY");
     int reps = reps_env ? atoi(reps_env) : 20, i;
     plan fast_plan, defaults_plan;
     char err[512];
@@ -931,6 +933,21 @@ int main(void) {
     defaults_plan.graceful_leader = 2;
     defaults_plan.crash = 1;
     defaults_plan.crash_leader = 1;
+    if (only && *only) {
+        static const char *names[] = {"leave", "leave-leader", "crash", "crash-leader"};
+        int *slots[4];
+        int k, found = 0;
+        slots[0] = &fast_plan.graceful;
+        slots[1] = &fast_plan.graceful_leader;
+        slots[2] = &fast_plan.crash;
+        slots[3] = &fast_plan.crash_leader;
+        for (k = 0; k < 4; k++) {
+            *slots[k] = strcmp(only, names[k]) == 0 ? reps : 0;
+            found |= *slots[k] != 0;
+        }
+        if (!found) fail("PARTI_BENCH_ONLY must be leave, leave-leader, crash or crash-leader, got \"%s\"", only);
+        defaults_env = "0";
+    }
 
     if (nats_server_start(&server, NULL, err, sizeof err) != 0) fail("cannot start nats-server: %s", err);
     g.url = nats_server_url(server);

@@ -351,6 +351,40 @@ Test(group, a_crashed_worker_and_a_crashed_leader_are_replaced) {
     }
 }
 
+/* After the leader crashes, the worker elected in its place publishes
+ * within the emergency grace of its election: its first look at the
+ * members finds every one of them new to it, and those are not joins to
+ * debounce with a planned window (which pushed the first document of a
+ * new leader back by planned_window_ms: 500 ms here, not 100). */
+Test(group, a_new_leader_rebalances_within_the_emergency_grace_of_its_election) {
+    uint64_t seed;
+    for (seed = 1; seed <= 20; seed++) {
+        int leader, next = -1, guard;
+        uint64_t elected = 0, published = 0, before = 0;
+        g_three_settled(seed);
+        leader = g_find_leader();
+        cr_assert_geq(leader, 0);
+        g_kill(leader);
+        for (guard = 0; guard < 20000 && !published; guard++) {
+            g_run(1);
+            if (next < 0 && (next = g_find_leader()) >= 0) {
+                elected = parti_fake_now(gw);
+                before = parti_metrics_of(ws[next].p)->rebalances_success.value;
+            }
+            if (next >= 0 && parti_metrics_of(ws[next].p)->rebalances_success.value > before)
+                published = parti_fake_now(gw);
+        }
+        cr_assert_geq(next, 0, "seed %llu: no new leader", (unsigned long long)seed);
+        cr_assert_gt(published, 0, "seed %llu: the new leader never rebalanced", (unsigned long long)seed);
+        cr_assert_leq(published - elected, 100 + 30, "seed %llu: first document %llu ms after the election "
+                      "(emergency grace 100 ms, planned window 500 ms)", (unsigned long long)seed,
+                      (unsigned long long)(published - elected));
+        g_run(2000);
+        cr_assert(g_assignment_ok(2), "seed %llu: two workers own everything", (unsigned long long)seed);
+        g_teardown();
+    }
+}
+
 static int g_total_events(int kind) {
     int i, n = 0;
     for (i = 0; i < MAXW; i++) n += ws[i].events[kind - 100];
