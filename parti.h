@@ -147,7 +147,11 @@
  *          assignment documents name their writer (parti_assignment.leader,
  *          the optional "leader" field) and are fenced on epoch and writer;
  *          claims and elections without the quiet period are bounded by the
- *          lease held at the ID loss
+ *          lease held at the ID loss; a leader leads only inside its member
+ *          lease too, and the others take its key when its member key expires
+ *          (after a leader crash: no 250 ms wait for the server's next expiry
+ *          pass, and the first document after the emergency grace, not a
+ *          planned window)
  *   0.2.0  the worker consumer, assignment strategies and document, the group
  *          (membership, leader election, rebalancing, degraded mode); the
  *          vtable gained sleep_ms, consumer info the deliver policy
