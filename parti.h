@@ -147,11 +147,7 @@
  *          assignment documents name their writer (parti_assignment.leader,
  *          the optional "leader" field) and are fenced on epoch and writer;
  *          claims and elections without the quiet period are bounded by the
- *          lease held at the ID loss; a leader leads only inside its member
- *          lease too, and the others take its key when its member key expires
- *          (after a leader crash: no 250 ms wait for the server's next expiry
- *          pass, and the first document after the emergency grace, not a
- *          planned window)
+ *          lease held at the ID loss
  *   0.2.0  the worker consumer, assignment strategies and document, the group
  *          (membership, leader election, rebalancing, degraded mode); the
  *          vtable gained sleep_ms, consumer info the deliver policy
@@ -8778,9 +8774,6 @@ struct parti {
     int epoch_written;           /* leader: the leader key holds p->epoch (documents may be published) */
     uint64_t key_epoch;          /* the epoch the leader key held when last read or watched (0: none/unknown) */
     uint64_t key_instance;       /* and the process that held it */
-    char key_worker[PARTI__G_MAX_ID]; /* and its worker ID */
-    char holder_gone[PARTI__G_MAX_ID]; /* the leader key's holder whose member key was seen expire */
-    uint64_t holder_gone_rev;    /* at this revision of the members bucket (0: none seen) */
     int leader_missing;          /* the leader key was seen deleted or expired */
     uint64_t next_leader_check;
     /* watchers */
@@ -8968,7 +8961,6 @@ static void parti__g_saw_epoch(parti *p, uint64_t epoch) {
 typedef struct parti__gvalue {
     uint64_t instance, epoch, applied_epoch, applied_version;
     uint32_t capacity;
-    char worker[PARTI__G_MAX_ID]; /* the leader key's holder ("": none or not valid) */
 } parti__gvalue;
 
 static parti__gvalue parti__g_value_read(const uint8_t *value, size_t len) {
@@ -8985,9 +8977,6 @@ static parti__gvalue parti__g_value_read(const uint8_t *value, size_t len) {
         for (i = 0; i < 16 && parti__lhex(hex + i, 1, 0); i++)
             x = x << 4 | (uint64_t)(hex[i] <= '9' ? hex[i] - '0' : hex[i] - 'a' + 10);
     v.instance = i == 16 ? x : 0;
-    if (parti_json_get_string(&doc, root, "worker", v.worker, sizeof v.worker, NULL) != PARTI_ERR_OK ||
-        parti_kv_key_check(v.worker, NULL, 0) != PARTI_ERR_OK)
-        v.worker[0] = 0;
     if (parti_json_get_uint64(&doc, root, "epoch", &v.epoch) != PARTI_ERR_OK) v.epoch = 0;
     if (parti_json_get_uint64(&doc, root, "capacity", &cap) == PARTI_ERR_OK && cap >= 1 && cap <= 1000000)
         v.capacity = (uint32_t)cap;
@@ -9005,7 +8994,6 @@ static void parti__g_saw_leader_key(parti *p, const parti_kv_entry *e) {
     parti__gvalue v = parti__g_value_read(e->value, e->len);
     p->key_epoch = v.epoch;
     p->key_instance = v.instance;
-    memcpy(p->key_worker, v.worker, sizeof p->key_worker);
     parti__g_saw_epoch(p, p->key_epoch);
 }
 
@@ -9209,18 +9197,6 @@ static void parti__g_apply_held(parti *p);
 static void parti__g_renew_leader(parti *p, uint64_t now);
 static void parti__g_lose_id(parti *p, parti_err e);
 static int parti__g_doc_unowned(const parti *p, int *first, int cap);
-
-static uint64_t parti__g_lease_end(const parti *p);
-
-/* The end of the leader lease: a TTL less a heartbeat after the last
- * leader key write was sent (lease_until), and never past the member lease.
- * So a leader whose member key expired leads no more, and the others may
- * take its key at once (the server can expire the leader key a pass of its
- * expiry timer, 250 ms, after the member key written just before it). */
-static uint64_t parti__g_leader_until(const parti *p) {
-    uint64_t member = parti__g_lease_end(p);
-    return member < p->lease_until ? member : p->lease_until;
-}
 
 /* The leader key's value: who leads, which process, under which epoch. */
 static void parti__g_leader_value(const parti *p, uint64_t epoch, char *v, size_t cap) {
@@ -9712,7 +9688,7 @@ static void parti__g_lose_id(parti *p, parti_err e) {
     /* (only while the leases held: a worker whose lease had run out may have
      * lost its number, or the leadership, to another before the bucket went) */
     if (p->stale || now >= parti__g_lease_end(p)) p->last_id = -1;
-    p->led_until = p->leader && now < parti__g_leader_until(p) ? parti__g_leader_until(p) : 0;
+    p->led_until = p->leader && now < p->lease_until ? p->lease_until : 0;
     p->quiet_until = now + p->opts.member_ttl_ms;
     p->quiet_confirm = 1;
     parti_counter_add(&p->gm.worker_id_conflicts, 1);
@@ -9745,7 +9721,6 @@ static void parti__g_lose_id(parti *p, parti_err e) {
      * leader (it raises its epoch above it, so this worker is not stranded) */
     p->kv_doc_rev = p->wrote_doc_rev = 0;
     p->key_epoch = p->key_instance = 0;
-    p->key_worker[0] = 0;
     if (e == PARTI_ERR_BUCKET_NOT_FOUND) {
         parti_assignment_free(&p->doc);
         p->doc_rev = 0;
@@ -9948,7 +9923,7 @@ static void parti__g_delete_orphans(parti *p, uint64_t now) {
          * the delete, 1.8 s past the lease). Inside the lease only this
          * leader's documents assign partitions, and they took the departed
          * process's away when it left */
-        if (!p->leader || parti__g_now(p) >= parti__g_leader_until(p)) return;
+        if (!p->leader || parti__g_now(p) >= p->lease_until) return;
         e = parti__g_drop_durable(p, p->orphans[i].durable, dkey_rev != 0, dkey_rev);
         if (e == PARTI_ERR_OK || e == PARTI_ERR_CONSUMER_NOT_FOUND || e == PARTI_ERR_STREAM_NOT_FOUND) {
             if (e == PARTI_ERR_OK) parti_counter_add(&p->gm.orphans_deleted, 1);
@@ -10425,8 +10400,8 @@ static void parti__g_check_staleness(parti *p, uint64_t now) {
         p->next_heartbeat = now;
         p->readback_due = 1;
     }
-    if (p->leader && now >= parti__g_leader_until(p)) /* before anyone else can win */
-        parti__g_step_down(p, PARTI_ERR_TIMEOUT, "leader key or member key not renewed in time");
+    if (p->leader && now >= p->lease_until) /* before anyone else can win */
+        parti__g_step_down(p, PARTI_ERR_TIMEOUT, "leader key not renewed in time");
 }
 
 /* ---- the assignment --------------------------------------------------------- */
@@ -10446,7 +10421,6 @@ static int parti__g_leader_holds(parti *p, uint64_t epoch, uint64_t instance) {
     err = p->t.vt->kv_get(p->t.self, p->members_bucket, "leader", 0, &e, parti__g_budget(p));
     if (err == PARTI_ERR_KEY_NOT_FOUND || err == PARTI_ERR_BUCKET_NOT_FOUND) {
         p->key_epoch = p->key_instance = 0;
-        p->key_worker[0] = 0;
         return 0;
     }
     if (err != PARTI_ERR_OK) return -1;
@@ -10760,7 +10734,7 @@ static void parti__g_rebalance(parti *p, uint64_t now) {
     /* the lease is checked at the write, not only at the top of the step (a
      * pause in between must not let a deposed leader write; workers also
      * check the leader key when they read the document) */
-    if (!p->leader || parti__g_now(p) >= parti__g_leader_until(p)) goto done;
+    if (!p->leader || parti__g_now(p) >= p->lease_until) goto done;
     if (p->kv_doc_rev)
         e = p->t.vt->kv_update(p->t.self, p->assign_bucket, "assignment", buf, need - 1, p->kv_doc_rev, &rev,
                                parti__g_budget(p));
@@ -10837,16 +10811,7 @@ static void parti__g_drain_watches(parti *p, uint64_t now) {
                 p->leader_missing = 0;
             } else {
                 p->key_epoch = p->key_instance = 0;
-                p->key_worker[0] = 0;
                 p->leader_missing = 1; /* deleted (graceful) or expired: elect at once */
-                p->next_leader_check = now;
-            }
-        } else if (e.key && strncmp(e.key, "m.", 2) == 0 && !p->leader) {
-            /* the leader's own member key expired: its lease is over (the
-             * leader lease never outlasts the member lease); check at once */
-            if (e.op == PARTI_KV_EXPIRED && p->key_worker[0] && strcmp(e.key + 2, p->key_worker) == 0) {
-                memcpy(p->holder_gone, p->key_worker, sizeof p->holder_gone);
-                p->holder_gone_rev = e.revision;
                 p->next_leader_check = now;
             }
         } else if (e.key && strncmp(e.key, "m.", 2) == 0 && p->leader) {
@@ -10895,33 +10860,6 @@ static void parti__g_drain_watches(parti *p, uint64_t now) {
     }
 }
 
-/* The leader key lk names a worker whose member key was seen expire: when
- * lk was written before that expiry (its revision is lower) and the member
- * key is still gone, the holder's leader lease is over (it never outlasts
- * the member lease), so the key is deleted, conditionally on lk's revision,
- * and an election follows at once: nats-server may expire the leader key
- * one pass of its expiry timer (250 ms) after the member key written just
- * before it. Returns 1 when it was deleted. Any doubt (no answer, the ID
- * held again, a newer write of the key) leaves the key to its TTL. */
-static int parti__g_take_lapsed_leader_key(parti *p, const parti_kv_entry *lk) {
-    parti_kv_entry m;
-    parti_err err;
-    char key[PARTI__G_MAX_ID + 2];
-    if (!p->t.vt->kv_delete_if || lk->revision >= p->holder_gone_rev || strcmp(p->key_worker, p->holder_gone) != 0)
-        return 0;
-    snprintf(key, sizeof key, "m.%s", p->holder_gone);
-    memset(&m, 0, sizeof m);
-    err = p->t.vt->kv_get(p->t.self, p->members_bucket, key, 0, &m, parti__g_budget(p));
-    if (err == PARTI_ERR_OK) parti_kv_entry_free(&m);
-    if (err != PARTI_ERR_KEY_NOT_FOUND) return 0;
-    if (p->t.vt->kv_delete_if(p->t.self, p->members_bucket, "leader", lk->revision, parti__g_budget(p)) !=
-        PARTI_ERR_OK)
-        return 0;
-    p->key_epoch = p->key_instance = 0;
-    p->key_worker[0] = 0;
-    return 1;
-}
-
 /* ---- poll ------------------------------------------------------------------------ */
 
 static void parti__g_step(parti *p, uint64_t now) {
@@ -10955,11 +10893,8 @@ static void parti__g_step(parti *p, uint64_t now) {
         if (err == PARTI_ERR_OK) {
             parti__g_saw_leader_key(p, &e);
             p->leader_missing = 0;
-            if (p->holder_gone_rev && parti__g_take_lapsed_leader_key(p, &e)) err = PARTI_ERR_KEY_NOT_FOUND;
-            p->holder_gone_rev = 0;
             parti_kv_entry_free(&e);
-        }
-        if (err == PARTI_ERR_KEY_NOT_FOUND) {
+        } else if (err == PARTI_ERR_KEY_NOT_FOUND) {
             if (parti__g_lease_ok(p)) parti__g_try_elect(p, now);
             else p->elect_due = 1; /* first thing at the next poll */
         }
@@ -10991,7 +10926,7 @@ static uint64_t parti__g_next(const parti *p) {
     if (p->leader) {
         if (p->next_listing < t) t = p->next_listing;
         if (p->rb_pending && p->rb_due < t) t = p->rb_due;
-        if (parti__g_leader_until(p) < t) t = parti__g_leader_until(p);
+        if (p->lease_until < t) t = p->lease_until;
     }
     return t;
 }
@@ -11171,7 +11106,7 @@ PARTIDEF parti_err parti_leave(parti *p, uint32_t timeout_ms) {
          * the released partitions now, not after an election and the new
          * leader's first rebalance. It waits (up to a heartbeat) until they
          * have claimed them; the new leader then finds nothing to move */
-        if (p->leader && p->epoch_written && p->id[0] && !p->stale && parti__g_now(p) < parti__g_leader_until(p)) {
+        if (p->leader && p->epoch_written && p->id[0] && !p->stale && parti__g_now(p) < p->lease_until) {
             uint64_t until = parti__g_now(p) + p->opts.heartbeat_ms, wrote = p->wrote_doc_rev;
             if (until > deadline) until = deadline;
             if (until > parti__g_lease_end(p)) until = parti__g_lease_end(p);
@@ -11217,7 +11152,7 @@ PARTIDEF parti_state parti_state_of(const parti *p) { return p ? p->state : PART
 PARTIDEF const char *parti_worker_id(const parti *p) { return p ? p->id : ""; }
 /* Only inside the leader lease: a leader that was paused past it does not
  * report leadership, even before its next poll finds out. */
-PARTIDEF int parti_is_leader(const parti *p) { return p && p->leader && parti__g_now(p) < parti__g_leader_until(p); }
+PARTIDEF int parti_is_leader(const parti *p) { return p && p->leader && parti__g_now(p) < p->lease_until; }
 PARTIDEF int parti_lease_valid(const parti *p) {
     return p && p->id[0] && !p->stale && parti__g_now(p) < parti__g_lease_end(p);
 }
@@ -11420,4 +11355,3 @@ software, either in source code form or as a compiled binary, for any purpose,
 commercial or non-commercial, and by any means.
 ------------------------------------------------------------------------------
 */
-

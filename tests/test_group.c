@@ -385,39 +385,6 @@ Test(group, a_new_leader_rebalances_within_the_emergency_grace_of_its_election) 
     }
 }
 
-/* nats-server expires keys in passes of a timer that is re-armed no sooner
- * than 250 ms later: the leader's member key and its leader key, written
- * 0.3 ms apart, can expire a pass apart. The member key's expiry already
- * ends the leader's lease (the leader lease never outlasts the member
- * lease), so the others take the leader key then and elect at once, not
- * when the leader key expires on its own (here up to a TTL later). */
-Test(group, the_leaders_member_key_expiring_first_starts_the_election) {
-    uint64_t seed;
-    for (seed = 1; seed <= 10; seed++) {
-        int leader, next = -1, guard;
-        uint64_t gone;
-        char key[40];
-        g_three_settled(seed);
-        leader = g_find_leader();
-        cr_assert_geq(leader, 0);
-        snprintf(key, sizeof key, "m.%s", parti_worker_id(ws[leader].p));
-        g_kill(leader);
-        cr_assert_eq(parti_fake_expire_key(gw, "parti-orders-members", key), PARTI_ERR_OK);
-        gone = parti_fake_now(gw);
-        for (guard = 0; guard < 5000 && next < 0; guard++) {
-            g_run(1);
-            next = g_find_leader();
-        }
-        cr_assert_geq(next, 0, "seed %llu: no new leader", (unsigned long long)seed);
-        cr_assert_leq(parti_fake_now(gw) - gone, 50, "seed %llu: elected %llu ms after the member key expired",
-                      (unsigned long long)seed, (unsigned long long)(parti_fake_now(gw) - gone));
-        g_run(2000);
-        cr_assert(g_assignment_ok(2), "seed %llu: two workers own everything", (unsigned long long)seed);
-        cr_assert_eq(g_leaders(), 1);
-        g_teardown();
-    }
-}
-
 static int g_total_events(int kind) {
     int i, n = 0;
     for (i = 0; i < MAXW; i++) n += ws[i].events[kind - 100];
