@@ -2632,6 +2632,16 @@ static const scenario scenarios[] = {
      "", "one_leader"}, /* found by seed 21539 (one_leader 10/10 before): the checker's; it told documents apart
                          * by (epoch, version) alone and took the new leader's fenced document for the deposed
                          * one's; it compares the writer's instance too now, as the workers' fence does */
+    {"lapsed_leader_key_taken_across_restart",
+     "a leader stalls between its member key and leader key renewals and crashes; the follower sees its member "
+     "key expire, reads the leader key and the member key gone, and stalls before its conditional delete across "
+     "a restart that loses the buckets; it deletes the new leader's key at the same revision in the new bucket, "
+     "the other newcomer is elected at once while the new leader (paused) still holds its lease",
+     "--workers 2 --partitions 4 --rate 20 --kv-memory 1 --stream-memory 0 --heartbeat 1000 --ttl 3000 "
+     "--duration 26000 --script '4500 pause_at_read P0 80 m.worker-0; 5900 pause_at_write L 6 leader; "
+     "6700 crash L; 10500 restart; 10700 join; 10800 join; 17000 pause_short P2'",
+     "", "one_leader"}, /* found by review of 7a538af (seed 1: P0 deletes P2's key at rev 13 at 17022, P3 is
+                         * elected at 17038, P2 runs as leader after its pause): must stay clean */
 };
 
 /* Splits args into argv (single quotes group words); returns argc. */
