@@ -147,7 +147,9 @@
  *          assignment documents name their writer (parti_assignment.leader,
  *          the optional "leader" field) and are fenced on epoch and writer;
  *          claims and elections without the quiet period are bounded by the
- *          lease held at the ID loss
+ *          lease held at the ID loss; a new leader's first document waits
+ *          the emergency grace, not a planned window; parti_nats.h takes a
+ *          buffered delivery without reading the clock
  *   0.2.0  the worker consumer, assignment strategies and document, the group
  *          (membership, leader election, rebalancing, degraded mode); the
  *          vtable gained sleep_ms, consumer info the deliver policy
