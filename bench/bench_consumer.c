@@ -8,7 +8,10 @@
  *             same batch, expiry and idle heartbeat, natsMsg_Ack on each;
  *             32 B and 1 KiB, batch 100 and 1000; median of alternating rounds;
  *             parti's clock stops in the handler at the last message (poll
- *             itself runs on to its timeout)
+ *             itself runs on to its timeout); also the client's CPU time per
+ *             message on each side (getrusage of this process: every thread,
+ *             user + system), which the machine's noise disturbs less than
+ *             the rates do
  *   update    parti_consumer_update (no_coalesce) until poll has the new
  *             filter on the server, vs one raw $JS.API.CONSUMER.CREATE round
  *             trip changing filter_subjects; two sets alternate; p50 / p95
@@ -34,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/resource.h>
 
 #define PULL_ROUNDS_MAX 51
 static int pull_rounds = 5; /* PARTI_BENCH_ROUNDS */
@@ -81,6 +85,15 @@ static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* CPU time of this process (every thread: the caller's, nats.c's reader and
+ * flusher), user + system, in seconds. */
+static double cpu_s(void) {
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
+           ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) / 1e6;
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -259,13 +272,13 @@ static void worker_wait_applied(worker *w) {
 
 /* ---- 1. pull throughput ------------------------------------------------------ */
 
-static double raw_pull(bench *b, const char *durable, int batch, long expect) {
+static double raw_pull(bench *b, const char *durable, int batch, long expect, double *cpu_us) {
     natsSubscription *sub = NULL;
     jsSubOptions so;
     jsFetchRequest fr;
     jsErrCode jerr = 0;
     long got = 0;
-    double t0, deadline;
+    double t0, deadline, c0;
     jsSubOptions_Init(&so);
     so.Stream = "bench";
     so.Consumer = durable;
@@ -275,6 +288,7 @@ static double raw_pull(bench *b, const char *durable, int batch, long expect) {
     fr.Batch = batch;
     fr.Expires = (int64_t)FETCH_EXPIRES_MS * 1000000;
     fr.Heartbeat = (int64_t)FETCH_HEARTBEAT_MS * 1000000;
+    c0 = cpu_s();
     t0 = now_s();
     deadline = t0 + PULL_DEADLINE_S;
     while (got < expect) {
@@ -290,19 +304,21 @@ static double raw_pull(bench *b, const char *durable, int batch, long expect) {
         natsMsgList_Destroy(&list);
     }
     t0 = now_s() - t0;
+    *cpu_us = (cpu_s() - c0) * 1e6 / (double)got;
     natsSubscription_Destroy(sub);
     if (got != expect) fail("raw pull: %ld messages, expected %ld", got, expect);
     return (double)got / t0;
 }
 
-static double parti_pull(bench *b, const char *id, int batch, long expect) {
+static double parti_pull(bench *b, const char *id, int batch, long expect, double *cpu_us) {
     worker w;
-    double t0, deadline;
+    double t0, deadline, c0;
     worker_create(b, &w, "bench", "bench.{0}", batch);
     worker_update(&w, id, set_a, 4);
     w.target = expect;
     /* the clock includes creating the durable: one round trip, lazily in poll; it
      * stops in the handler, as poll runs on to its timeout after the last message */
+    c0 = cpu_s();
     t0 = now_s();
     deadline = t0 + PULL_DEADLINE_S;
     while (w.handled < expect) {
@@ -312,6 +328,7 @@ static double parti_pull(bench *b, const char *id, int batch, long expect) {
         parti_consumer_poll(w.c, 100);
     }
     t0 = w.target_at - t0;
+    *cpu_us = (cpu_s() - c0) * 1e6 / (double)w.handled; /* (and the rest of the last poll: it waits) */
     if (w.handled != expect) fail("worker consumer: %ld messages, expected %ld", w.handled, expect);
     if (parti_consumer_metrics(w.c)->consumer_messages_ack.value != (uint64_t)expect)
         fail("worker consumer: ack counter %llu, expected %ld",
@@ -329,6 +346,7 @@ static void bench_pull(bench *b, int published) {
         publish_all(b, published, sizes[si]);
         for (bi = 0; bi < 2; bi++) {
             double raw_rates[PULL_ROUNDS_MAX], parti_rates[PULL_ROUNDS_MAX], ratios[PULL_ROUNDS_MAX];
+            double raw_cpu[PULL_ROUNDS_MAX], parti_cpu[PULL_ROUNDS_MAX];
             for (r = 0; r < pull_rounds; r++) {
                 char raw_name[64], id[64], durable[PARTI_MAX_NAME_LEN + 1];
                 snprintf(raw_name, sizeof raw_name, "raw-%d-%d-%d", sizes[si], batches[bi], r);
@@ -338,11 +356,11 @@ static void bench_pull(bench *b, int published) {
                 raw_upsert(b, "bench", raw_name, subjects_a, 4);
                 /* alternate the order so neither side always runs on a warmer server */
                 if (r % 2) {
-                    parti_rates[r] = parti_pull(b, id, batches[bi], expect);
-                    raw_rates[r] = raw_pull(b, raw_name, batches[bi], expect);
+                    parti_rates[r] = parti_pull(b, id, batches[bi], expect, &parti_cpu[r]);
+                    raw_rates[r] = raw_pull(b, raw_name, batches[bi], expect, &raw_cpu[r]);
                 } else {
-                    raw_rates[r] = raw_pull(b, raw_name, batches[bi], expect);
-                    parti_rates[r] = parti_pull(b, id, batches[bi], expect);
+                    raw_rates[r] = raw_pull(b, raw_name, batches[bi], expect, &raw_cpu[r]);
+                    parti_rates[r] = parti_pull(b, id, batches[bi], expect, &parti_cpu[r]);
                 }
                 ratios[r] = parti_rates[r] / raw_rates[r];
                 raw_delete(b, "bench", raw_name);
@@ -351,11 +369,17 @@ static void bench_pull(bench *b, int published) {
             qsort(raw_rates, (size_t)pull_rounds, sizeof(double), cmp_double);
             qsort(parti_rates, (size_t)pull_rounds, sizeof(double), cmp_double);
             qsort(ratios, (size_t)pull_rounds, sizeof(double), cmp_double);
+            qsort(raw_cpu, (size_t)pull_rounds, sizeof(double), cmp_double);
+            qsort(parti_cpu, (size_t)pull_rounds, sizeof(double), cmp_double);
             printf("pull %4d B batch %4d: parti %7.0f msg/s | raw nats.c %7.0f msg/s | ratio %.3fx "
                    "(medians of %d rounds of %ld msgs; per-round ratio median %.3f, range %.3f..%.3f)\n",
                    sizes[si], batches[bi], parti_rates[pull_rounds / 2], raw_rates[pull_rounds / 2],
                    parti_rates[pull_rounds / 2] / raw_rates[pull_rounds / 2], pull_rounds, expect,
                    ratios[pull_rounds / 2], ratios[0], ratios[pull_rounds - 1]);
+            printf("pull %4d B batch %4d: client CPU per message (this process, all threads): parti %.2f us | "
+                   "raw nats.c %.2f us | ratio %.2fx (medians)\n",
+                   sizes[si], batches[bi], parti_cpu[pull_rounds / 2], raw_cpu[pull_rounds / 2],
+                   parti_cpu[pull_rounds / 2] / raw_cpu[pull_rounds / 2]);
             fflush(stdout);
         }
     }
