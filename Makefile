@@ -33,7 +33,7 @@ SERVER_SRC = tests/nats_server.c tests/nats_server.h
 
 .PHONY: all setup test check fuzz bench demo sim sim-long clean
 SIM_SEEDS ?= 500
-# the control-plane invariants, asserted on every seed with every fault kind on
+# every invariant, asserted on every seed with every fault kind on
 SEEDS ?= 1000
 SIM_JOBS ?= 2
 
