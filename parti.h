@@ -2129,9 +2129,19 @@ typedef struct parti_options {
      *   revoked:  partitions moving away, before their checkpoints are
      *             committed and released (flush per-partition state here;
      *             no message of them reaches the handler from now on);
-     *   assigned: partitions claimed, before their first message;
+     *   assigned: partitions claimed, before their first message (also a
+     *             revoked partition given back before its release was
+     *             written: it is held again, from where it stopped);
      *   lost:     partitions taken away without a release (the lease ran
-     *             out, the ID was lost, another worker took over). */
+     *             out, the ID was lost, another worker took over).
+     * Each partition goes assigned, then revoked or lost, then assigned
+     * again, and so on; the handler sees it only in between (the simulator
+     * checks this on every seed). A revoked partition whose release cannot
+     * be written before the lease runs out (or that another worker has
+     * taken over meanwhile) gets no lost after its revoked: its next owner
+     * starts from its last committed checkpoint, so work since then may be
+     * repeated, as after a crash. A worker stopped by an error (parti_poll
+     * returns it) makes no more callbacks. */
     void (*on_partitions_revoked)(void *user, const int *partitions, int count);
     void (*on_partitions_assigned)(void *user, const int *partitions, int count);
     void (*on_partitions_lost)(void *user, const int *partitions, int count);

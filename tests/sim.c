@@ -92,7 +92,8 @@ static const char *const fault_help[] = {
     X(owned, 0, "from one liveness bound after the faults stopped, no partition went a heartbeat + 1 s unowned")   \
     X(graceful_dup, 0, "graceful moves (join, leave, rebalance) caused no duplicate")                            \
     X(durable_live, 0, "no worker deleted the current durable of another running process")                        \
-    X(durable_leak, 0, "at the end, every durable on the server is a running process's current one")
+    X(durable_leak, 0, "at the end, every durable on the server is a running process's current one")           \
+    X(callbacks, 0, "each worker's handler saw a partition only between its assigned and its revoked/lost callbacks")
 
 enum {
 #define SIM_INV_ENUM(name, asserted, help) I_##name,
@@ -256,6 +257,11 @@ typedef struct actor {
     uint64_t seen_epoch, seen_version; /* the last applied (a violation counts once) */
     int id_twin, was_leader;
     int in_handler;                     /* inside on_message now */
+    /* the rebalance callbacks as this worker's application sees them, per
+     * partition: the last one that named it ('a' assigned, 'r' revoked, 'l'
+     * lost; 0 none). Held from assigned until revoked or lost (the "callbacks"
+     * invariant); one byte a partition (1,000 workers x 100,000 partitions) */
+    char *cb;
     uint64_t instance;                  /* its process instance */
     char ids[64];                       /* the worker IDs it joined as */
     uint64_t rng;
@@ -1084,13 +1090,69 @@ static int dup_cause(sim *s, msg_rec *r, actor *b) {
     return best;
 }
 
+/* The rebalance callbacks' contract (parti_options), per worker, on what its
+ * application sees: assigned(P) only for a P it does not hold, revoked(P) and
+ * lost(P) only for one it holds, and the handler only for a P it holds
+ * (checked in on_message, when the call begins: a call that began inside the
+ * lease and outlived it is the library's to end, with lost after it returns).
+ * One set per process (actor), across its IDs: an ID lost says lost for what
+ * it held, and a rejoin claims anew. A crashed or shut-down worker's calls do
+ * not count (as its handler calls do not); a process that stops or is
+ * destroyed without a leave is owed no callback. Not written to the event log
+ * (the log, and its hash, stay those of the runs before the check) unless
+ * SIM_CBLOG is set. */
+static const char *cb_name(char how) { return how == 'a' ? "assigned" : how == 'r' ? "revoked" : "lost"; }
+
+/* The last callback that named partition k for a, for a violation's text
+ * (SIM_CBLOG=1 logs them all, with their times). */
+static const char *cb_last(const actor *a, int k) {
+    return a->cb[k] ? cb_name(a->cb[k]) : "no callback named it before";
+}
+
+static void note_callback(actor *a, char how, const int *partitions, int count) {
+    sim *s = a->s;
+    int i;
+    if (a->dead || !a->cb) return;
+    if (getenv("SIM_CBLOG")) {
+        char list[120];
+        int n = 0;
+        list[0] = 0;
+        for (i = 0; i < count && n >= 0 && (size_t)n < sizeof list - 16; i++)
+            n += snprintf(list + n, sizeof list - (size_t)n, "%sp%d", i ? "," : "", partitions[i]);
+        if (i < count) snprintf(list + n, sizeof list - (size_t)n, ",...");
+        slog(s, "%s on_partitions_%s %s", a->name, cb_name(how), list);
+    }
+    for (i = 0; i < count; i++) {
+        int k = partitions[i];
+        if (k < 0 || k >= s->prm.partitions) {
+            violation(s, I_callbacks, "%s: on_partitions_%s names p%d, not a partition", a->name, cb_name(how), k);
+            continue;
+        }
+        if (how == 'a' && a->cb[k] == 'a')
+            violation(s, I_callbacks, "%s: on_partitions_assigned for p%d, which it holds (assigned before)",
+                      a->name, k);
+        else if (how != 'a' && a->cb[k] != 'a')
+            violation(s, I_callbacks, "%s: on_partitions_%s for p%d, which it does not hold (last: %s)", a->name,
+                      cb_name(how), k, cb_last(a, k));
+        a->cb[k] = how;
+    }
+}
+
+static void on_partitions_assigned(void *user, const int *partitions, int count) {
+    note_callback((actor *)user, 'a', partitions, count);
+}
+
+static void on_partitions_revoked(void *user, const int *partitions, int count) {
+    note_callback((actor *)user, 'r', partitions, count);
+}
+
 /* The library says a worker lost partitions without a release (its lease ran
  * out, its ID was lost, another took over): what it did since its last
  * checkpoint may be done again; a lease fault explains those duplicates. */
 static void on_partitions_lost(void *user, const int *partitions, int count) {
     actor *a = (actor *)user;
-    (void)partitions;
     if (count > 0) a->last_lease_fault = now_of(a->s);
+    note_callback(a, 'l', partitions, count);
 }
 
 static parti_verdict on_message(void *user, const parti_msg *m, uint32_t *nak_delay) {
@@ -1102,6 +1164,9 @@ static parti_verdict on_message(void *user, const parti_msg *m, uint32_t *nak_de
     parti_verdict v = PARTI_ACK;
     if (a->dead) return PARTI_NAK;
     if (!(r = msg_of(s, m, &part))) return PARTI_ACK;
+    if (a->cb && a->cb[part] != 'a')
+        violation(s, I_callbacks, "%s handles p%d #%d, a partition it does not hold (last: %s)", a->name, part,
+                  r->index, cb_last(a, part));
     check_exclusive(s, a, part);
     first = r->handled++ == 0;
     if (first) {
@@ -1254,6 +1319,8 @@ static void *worker_main(void *arg) {
     o.on_message = on_message;
     o.on_event = on_event;
     o.on_partitions_lost = on_partitions_lost;
+    o.on_partitions_assigned = on_partitions_assigned;
+    o.on_partitions_revoked = on_partitions_revoked;
     o.user = a;
     o.heartbeat_ms = s->prm.heartbeat_ms;
     o.member_ttl_ms = s->prm.ttl_ms;
@@ -1324,6 +1391,7 @@ static actor *spawn(sim *s) {
     a->wt.self = a;
     a->wake_at = now_of(s);
     a->rq_pos = -1;
+    a->cb = (char *)calloc((size_t)s->prm.partitions, 1);
     if (s->prm.faults & (1u << F_skew)) { /* hosts' clocks disagree by a constant */
         a->skew = (int64_t)(rng_next(&s->rng) % 4001) - 2000;
         parti_fake_skew_clock(s->w, &a->ft, a->skew);
@@ -2135,6 +2203,7 @@ static void sim_run(const sim_params *prm, sim_result *out, FILE *log_out, int v
     for (i = 0; i < (int)arrlen(s->actors); i++) {
         parti_fake_disconnect(&s->actors[i]->ft);
         pthread_cond_destroy(&s->actors[i]->cv);
+        free(s->actors[i]->cb);
         free(s->actors[i]);
     }
     arrfree(s->actors);
