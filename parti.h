@@ -2034,9 +2034,9 @@ PARTIDEF int parti_assignment_partitions_of(const parti_assignment *a, int membe
  * messages above L from its durable. So graceful moves have no duplicate, no
  * overlap and keep order; after a crash or a lease lost, the new owner
  * repeats at most what the old one handled since its last checkpoint: up to
- * commit_interval_ms of work after a crash, up to commit_interval_ms plus
- * the lease after a pause or cut-off (no commit round runs then, while
- * messages already held are still handled inside the lease). Each message carries the fencing token
+ * commit_interval_ms of work after a crash; after a pause or cut-off it can
+ * be more (no commit round runs then, while messages already held are still
+ * handled until the lease ends; docs/testing.md has the measured spans). Each message carries the fencing token
  * (parti_msg.partition, .generation): a sink that rejects generations below
  * the highest it saw never takes a stale owner's write. A LEADER that leaves
  * hands over itself: after its releases it publishes one last document
