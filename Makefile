@@ -112,7 +112,7 @@ $(B)/test_consumer_nats: tests/test_consumer_nats.c $(SERVER_SRC) $(HEADERS)
 
 $(B)/test_handoff_nats: tests/test_handoff_nats.c $(SERVER_SRC) $(HEADERS)
 	@mkdir -p $(B)
-	$(CC) $(STRICT) $(SAN) -Itests -I. tests/test_handoff_nats.c tests/nats_server.c -lnats -lcriterion -o $@
+	$(CC) $(STRICT) $(SAN) -Itests -I. tests/test_handoff_nats.c tests/nats_server.c -lnats -lcriterion -lpthread -o $@
 
 # ThreadSanitizer (a plain program: Criterion's sandbox does not start under TSan)
 $(B)/tsan_hostile: tests/tsan_hostile.c $(SERVER_SRC) $(HEADERS)
