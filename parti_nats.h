@@ -1945,6 +1945,12 @@ struct parti__nconn {
     uint64_t rng;
     char last_error[256];
     parti__npull *pulls; /* stb_ds array */
+    /* Requests: replies come to this synchronous subscription on
+     * "<rinbox>.*", on "<rinbox>.<rid>" (see parti__nats_request); NULL until
+     * the first request and after a request that got no answer. */
+    natsSubscription *rsub;
+    char *rinbox;
+    uint64_t rid;
 };
 
 /* The transport clock: monotonic, and counting time the host was suspended
@@ -2206,10 +2212,53 @@ static int parti__nats_denied(parti__nconn *n, const char *subject) {
     return 1;
 }
 
-/* A request with optional headers; *reply is the server's message. */
+/* Drops the reply subscription (what it queued is freed here, on the
+ * caller's thread); the next request subscribes on a new inbox, so a reply
+ * that comes after its request gave up (a late "no responders" included)
+ * never reaches a later request. */
+static void parti__nats_reply_drop(parti__nconn *n) {
+    if (n->rsub) {
+        natsSubscription_Unsubscribe(n->rsub);
+        natsSubscription_Destroy(n->rsub);
+        n->rsub = NULL;
+    }
+    PARTI_FREE(n->rinbox);
+    n->rinbox = NULL;
+}
+
+static natsStatus parti__nats_reply_sub(parti__nconn *n) {
+    natsInbox *inbox = NULL;
+    char wildcard[256];
+    natsStatus s;
+    if (n->rsub) return NATS_OK;
+    if ((s = natsInbox_Create(&inbox)) != NATS_OK) return s;
+    n->rinbox = parti__strdup(inbox);
+    natsInbox_Destroy(inbox);
+    if (!n->rinbox) return NATS_NO_MEMORY;
+    snprintf(wildcard, sizeof wildcard, "%s.*", n->rinbox);
+    if ((s = natsConnection_SubscribeSync(&n->rsub, n->nc, wildcard)) != NATS_OK) {
+        n->rsub = NULL;
+        parti__nats_reply_drop(n);
+    }
+    return s;
+}
+
+/* A request with optional headers; *reply is the server's message.
+ *
+ * Not natsConnection_Request: it takes replies on an asynchronous
+ * subscription of nats.c's own, whose delivery thread natsConnection_Destroy
+ * does not wait for. On a loaded host that thread can run after the
+ * application's nats_Close() stopped nats.c's garbage collector thread; the
+ * replies it frees then (ones that came after their request timed out) are
+ * never freed, which LeakSanitizer reports. Here replies come to a
+ * synchronous subscription of the transport, read on the caller's thread, so
+ * that once parti_nats_close returns no thread of nats.c holds a message of
+ * the transport's. */
 static parti_err parti__nats_request(parti__nconn *n, const char *subject, const parti_header *hdrs, int nhdr,
                                      const void *data, size_t len, uint32_t timeout_ms, natsMsg **reply) {
     natsMsg *req = NULL;
+    char rsubj[128];
+    uint64_t deadline;
     natsStatus s;
     int i;
     *reply = NULL;
@@ -2217,10 +2266,34 @@ static parti_err parti__nats_request(parti__nconn *n, const char *subject, const
         parti__nats_note(n, "%s: not connected", subject);
         return PARTI_ERR_NOT_CONNECTED;
     }
-    s = natsMsg_Create(&req, subject, NULL, (const char *)data, (int)len);
+    deadline = parti__nats_now_ms(n) + (timeout_ms ? timeout_ms : 1);
+    s = parti__nats_reply_sub(n);
+    if (s == NATS_OK) {
+        snprintf(rsubj, sizeof rsubj, "%s.%llu", n->rinbox, (unsigned long long)++n->rid);
+        s = natsMsg_Create(&req, subject, rsubj, (const char *)data, (int)len);
+    }
     for (i = 0; s == NATS_OK && i < nhdr; i++) s = natsMsgHeader_Add(req, hdrs[i].name, hdrs[i].value);
-    if (s == NATS_OK) s = natsConnection_RequestMsg(reply, n->nc, req, (int64_t)(timeout_ms ? timeout_ms : 1));
+    if (s == NATS_OK) s = natsConnection_PublishMsg(n->nc, req);
     natsMsg_Destroy(req);
+    /* a publish is left to nats.c's flusher thread, which waits a millisecond
+     * for more; a flush writes it now (and waits for the PONG to its PING,
+     * which comes once the server has read the request). Only the reply's
+     * outcome counts. */
+    if (s == NATS_OK && parti__nats_left(n, deadline))
+        natsConnection_FlushTimeout(n->nc, (int64_t)parti__nats_left(n, deadline));
+    while (s == NATS_OK) {
+        natsMsg *m = NULL;
+        s = natsSubscription_NextMsg(&m, n->rsub, (int64_t)parti__nats_left(n, deadline));
+        if (s != NATS_OK) break;
+        if (strcmp(natsMsg_GetSubject(m), rsubj) == 0) {
+            *reply = m;
+            break;
+        }
+        natsMsg_Destroy(m); /* not this request's: a second answer to an earlier one */
+    }
+    /* (a "no responders" status answers this request: the subscription is
+     * newer than every request that got no answer) */
+    if (s != NATS_OK && s != NATS_NO_RESPONDERS) parti__nats_reply_drop(n);
     if (s == NATS_TIMEOUT && parti__nats_denied(n, subject)) return PARTI_ERR_PERMISSION_DENIED;
     return parti__nats_map(n, s, subject);
 }
@@ -3702,6 +3775,8 @@ static void parti__nats_free(parti__nconn *n) {
         parti__nats_pull_free(&n->pulls[i]);
     }
     arrfree(n->pulls);
+    natsSubscription_Destroy(n->rsub); /* (as the pulls': the connection closes below) */
+    PARTI_FREE(n->rinbox);
     if (n->nc) {
         natsConnection_Close(n->nc);
         natsConnection_Destroy(n->nc);

@@ -137,6 +137,14 @@ static const char *const cause_names[] = {
 #undef SIM_CAUSE_NAME
 };
 
+/* dup_age's histogram: 10 ms bins below 5 s, then 100 ms bins up to 60 s (the last: above) */
+#define DA_BINS 1050
+static int da_bin(uint64_t ms) { return ms < 5000 ? (int)(ms / 10) : ms < 59900 ? 500 + (int)((ms - 5000) / 100) : DA_BINS - 1; }
+static uint64_t da_bin_top(int b) { return b < 500 ? (uint64_t)(b + 1) * 10 : 5000 + (uint64_t)(b - 499) * 100; }
+/* what took the time between the last checkpoint and the handling, for those over the bound */
+#define DA_WHY 5
+static const char *const da_why_names[DA_WHY] = {"handler", "pause", "kv_timeouts", "cut", "other"};
+
 /* ---- parameters ------------------------------------------------------------------ */
 
 typedef struct sim_params {
@@ -165,6 +173,24 @@ typedef struct sim_result {
     uint64_t liveness_max_ms;
     uint64_t leaderless_max_ms;      /* longest time live workers had no acting leader */
     uint64_t unowned_max_ms;         /* longest time a partition had no owner inside its lease */
+    /* duplicates of a crash or a lease loss, against their previous handler's
+     * last checkpoint that took effect (see dup_age; SIM_DUPLOG=1 logs each,
+     * SIM_CKLOG=1 every checkpoint write; both change the event log);
+     * [0] crash, [1] lease_loss */
+    uint64_t da_hist[2][DA_BINS];          /* the span: since its first handling the checkpoint does not cover */
+    uint64_t da_whist[2][DA_BINS], da_wmax[2]; /* the age: since the checkpoint write was sent */
+    uint64_t da_n[2], da_max[2], da_max_seed[2], da_max_part[2], da_max_index[2];
+    uint64_t da_over[2], da_over_ival[2];  /* over commit interval + KV timeout; over the commit interval */
+    uint64_t da_over_seeds;                /* seeds with one over commit interval + KV timeout */
+    uint64_t da_why[2][DA_WHY];            /* over the bound: what took the time (the largest share) */
+    uint64_t da_why_max[2][DA_WHY], da_why_seed[2][DA_WHY]; /* the longest span of each, and its seed */
+    uint64_t da_over_lease[2];             /* longer than the lease (member_ttl_ms - heartbeat_ms / 2) */
+    uint64_t da_over_both[2];              /* longer than both the lease and commit interval + KV timeout */
+    uint64_t da_over_sum[2];               /* longer than the commit interval and the lease together */
+    uint64_t da_ck_failed[2];              /* over the bound with a checkpoint write of it that failed meanwhile */
+    uint64_t da_later;                     /* a third or later handling (measured against the previous one) */
+    uint64_t da_overlap;                   /* the second handler's call began first (measured as its work) */
+    uint64_t da_covered, da_before, da_none, da_lost[2]; /* not measured: see dup_age ([0] bucket, [1] stream) */
 } sim_result;
 
 static uint64_t rng_next(uint64_t *s) { return parti_rng_splitmix64(s); }
@@ -215,6 +241,7 @@ typedef struct late_write {
     uint8_t *value;
     size_t len;
     uint64_t expected;
+    uint64_t sent; /* when it was sent */
 } late_write;
 
 typedef struct actor {
@@ -252,6 +279,8 @@ typedef struct actor {
     uint64_t reclaimed_at, reclaim_rev; /* its own held-back claim made its member key again (and at which revision) */
     int reclaim_seen;                   /* it has read the key that claim made */
     uint64_t registered_at; /* its last registry key write ("d.<durable>") */
+    /* where its time went (dup_age): inside slow handler calls, paused, waiting out KV and upsert timeouts */
+    uint64_t busy_ms, paused_ms, kvwait_ms, cut_ms, cut_since; /* (cut_ms: cuts healed; cut_since: the current one) */
     /* invariant bookkeeping */
     uint64_t last_epoch, last_version; /* the highest applied */
     uint64_t seen_epoch, seen_version; /* the last applied (a violation counts once) */
@@ -272,6 +301,8 @@ typedef struct msg_rec {
     uint64_t seq, published_at, first_handled_at, first_acked_at;
     int first_acker;      /* actor index */
     int handled, acked, dead_lettered, destroyed, order_violation, termed;
+    int last_acker;       /* the latest ack (dup_age): by whom, and its handler call (sim.hdw + 1) */
+    int last_hd;
 } msg_rec;
 
 typedef struct tenure {
@@ -290,7 +321,28 @@ typedef struct part_state {
     uint64_t grant_time;
     int claim_actor;          /* the actor whose claim of ck.<P> took effect last; -1 none */
     uint64_t claim_time;
+    int ck_head;              /* its newest checkpoint write record (sim.ckw) + 1; 0 none */
+    int hd_head;              /* its newest handler call that moved a position (sim.hdw) + 1; 0 none */
 } part_state;
+
+/* A handler call that returned ACK or TERM (the worker's position of the
+ * partition moves past the message), as dup_age sees it. */
+typedef struct hd_rec {
+    uint64_t start, end, seq;      /* the call began, returned; the message's sequence */
+    uint64_t busy, paused, kvwait, cut; /* the worker's time spent (actor.busy_ms...) when it began */
+    int actor, prev;               /* prev: the partition's previous record + 1 (0 none) */
+} hd_rec;
+
+/* A checkpoint write of a partition (ck.<P>), sent and either taken effect
+ * or not (a hang, a lost reply not applied, a conflict, held back), as
+ * dup_age sees it. */
+typedef struct ck_rec {
+    uint64_t sent, at;   /* the call began (the position was read just before), the record was made */
+    uint64_t seq;        /* the position written: every message up to it done */
+    uint64_t busy, paused, kvwait, cut; /* the writer's time spent (actor.busy_ms...) when it was sent */
+    int actor, prev;     /* prev: the partition's previous record + 1 (0 none) */
+    unsigned char landed, claim, released;
+} ck_rec;
 
 /* A document as the workers tell it apart: (epoch, version) and the
  * instance of the process that wrote it (its "leader" field). Epoch and
@@ -334,6 +386,9 @@ struct sim {
     timer_ev *timers; /* stb_ds */
     uint64_t start, faults_end, end, producer_next, fault_next, live_bound, last_server_fault, grant_epoch;
     uint64_t last_bucket_loss; /* a restart lost the memory-storage buckets */
+    uint64_t last_stream_loss; /* the stream was deleted, or lost in a restart (memory storage) */
+    ck_rec *ckw;               /* stb_ds: every checkpoint write sent (dup_age) */
+    hd_rec *hdw;               /* stb_ds: every handler call that moved a position (dup_age) */
     int stream_up, phase_done, leaders_overlap;
     /* what each fault costs: time without a leader, time a partition is unowned (sampled) */
     uint64_t gap_sampled, leaderless_since, *unowned_since;
@@ -516,6 +571,7 @@ static int call_begin(actor *a, int kv_write) {
         if (now < a->s->faults_end && now + d > a->s->faults_end) d = a->s->faults_end - now; /* faults stop then */
         slog(a->s, "%s stalls %llu ms before a KV write", a->name, (unsigned long long)d);
         a->last_lease_fault = now + d;
+        a->paused_ms += d;
         actor_wait(a, now + d, 0);
     } else {
         actor_wait(a, now + rng_next(&a->rng) % 3, 0);
@@ -558,6 +614,7 @@ static int kv_fault_take(actor *a, int is_write, const char *key) {
 
 static parti_err timeout_after(actor *a, uint64_t since, uint32_t timeout_ms) {
     if (a->dead) return PARTI_ERR_NOT_CONNECTED;
+    if (since + timeout_ms > now_of(a->s)) a->kvwait_ms += since + timeout_ms - now_of(a->s);
     actor_wait(a, since + timeout_ms, 0);
     return a->dead ? PARTI_ERR_NOT_CONNECTED : PARTI_ERR_TIMEOUT;
 }
@@ -628,6 +685,7 @@ static void queue_late(actor *a, int op, const char *bucket, const char *key, co
     lw.value = (uint8_t *)parti__memdup(value ? value : "", len);
     lw.len = len;
     lw.expected = expected;
+    lw.sent = now_of(a->s);
     arrput(a->s->late, lw);
     slog(a->s, "%s KV write %s/%s held back until %llu", a->name, bucket, key,
          (unsigned long long)(lw.due - a->s->start));
@@ -712,10 +770,48 @@ static void note_member_overwrite(sim *s, int writer, const char *key) {
     }
 }
 
+/* How long a has been cut off from the server in all. */
+static uint64_t cut_ms_of(const actor *a) { return a->cut_ms + (a->cut ? now_of(a->s) - a->cut_since : 0); }
+
+/* A checkpoint write of writer's (an actor index) that began at sent: taken
+ * effect now (landed) or not. Only bookkeeping for dup_age: nothing is
+ * logged (SIM_CKLOG=1 logs them, which changes the event log). */
+static void note_ck(sim *s, int writer, uint64_t sent, int landed, const char *bucket, const char *key,
+                    const void *value, size_t len) {
+    parti_checkpoint ck;
+    ck_rec rec;
+    int i;
+    if (strcmp(bucket, s->assign_bucket) != 0 || strncmp(key, "ck.", 3) != 0) return;
+    i = atoi(key + 3);
+    if (i < 0 || i >= s->prm.partitions || writer < 0 || writer >= (int)arrlen(s->actors) || !value ||
+        parti_checkpoint_decode(&ck, (const char *)value, len) != PARTI_ERR_OK)
+        return;
+    memset(&rec, 0, sizeof rec);
+    rec.sent = sent;
+    rec.at = now_of(s);
+    rec.seq = ck.seq;
+    rec.busy = s->actors[writer]->busy_ms;
+    rec.paused = s->actors[writer]->paused_ms;
+    rec.kvwait = s->actors[writer]->kvwait_ms;
+    rec.cut = cut_ms_of(s->actors[writer]);
+    rec.actor = writer;
+    rec.prev = s->parts[i].ck_head;
+    rec.landed = (unsigned char)(landed != 0);
+    rec.claim = !ck.released && ck.generation == 0;
+    rec.released = (unsigned char)(ck.released != 0);
+    arrput(s->ckw, rec);
+    s->parts[i].ck_head = (int)arrlen(s->ckw);
+    if (getenv("SIM_CKLOG"))
+        slog(s, "%s checkpoint p%d seq %llu%s%s sent at %llu: %s", s->actors[writer]->name, i,
+             (unsigned long long)ck.seq, rec.claim ? " (claim)" : "", ck.released ? " (release)" : "",
+             (unsigned long long)(sent - s->start), landed ? "took effect" : "did not take effect");
+}
+
 /* A write of a (op as in kv_write) took effect: what it grants, and a member key renewal. */
 static void note_write(actor *a, int op, uint64_t sent, const char *bucket, const char *key, const void *value,
                        size_t len) {
     note_assignment(a->s, bucket, key, value, len, a->p ? parti_worker_id(a->p) : "");
+    note_ck(a->s, a->idx, sent, 1, bucket, key, value, len);
     if (strcmp(bucket, a->s->assign_bucket) == 0 && strncmp(key, "ck.", 3) == 0) {
         /* a claim (generation 0, not released) is a grant of the partition to this actor */
         parti_checkpoint ck;
@@ -741,9 +837,9 @@ static parti_err kv_write(actor *a, int op, const char *bucket, const char *key,
     call_key = key;
     if (!call_begin(a, 1)) return PARTI_ERR_NOT_CONNECTED;
     f = kv_fault_take(a, 1, key);
-    if (f == RF_HANG) return timeout_after(a, t0, t);
-    if (f == RF_LATE) {
-        queue_late(a, op, bucket, key, value, len, expected);
+    if (f == RF_HANG || f == RF_LATE) { /* (a held-back write is noted again if it lands) */
+        if (op < 3) note_ck(a->s, a->idx, t0, 0, bucket, key, value, len);
+        if (f == RF_LATE) queue_late(a, op, bucket, key, value, len, expected);
         return timeout_after(a, t0, t);
     }
     if (f == RF_LOST) { /* the fake's own fault: applied, then the reply is lost (it waits out t) */
@@ -759,6 +855,7 @@ static parti_err kv_write(actor *a, int op, const char *bucket, const char *key,
         e = op < 3 && kv_revision_now(a->s, bucket, key) > before ? PARTI_ERR_OK : PARTI_ERR_WRONG_REVISION;
         slog(a->s, "%s KV write %s/%s reply lost (%s)", a->name, bucket, key, e ? "not applied" : "applied");
         if (e == PARTI_ERR_OK) note_write(a, op, t0, bucket, key, value, len);
+        else if (op < 3) note_ck(a->s, a->idx, t0, 0, bucket, key, value, len);
         return a->dead ? PARTI_ERR_NOT_CONNECTED : PARTI_ERR_TIMEOUT;
     }
     e = kv_call(a, op, bucket, key, value, len, expected, &rev, t);
@@ -770,6 +867,7 @@ static parti_err kv_write(actor *a, int op, const char *bucket, const char *key,
         slog(a->s, "%s kv op %d %s/%s expected %llu: %s rev %llu", a->name, op, bucket, key,
              (unsigned long long)expected, parti_error_name(e), (unsigned long long)rev);
     if (e == PARTI_ERR_OK && op < 3) note_write(a, op, t0, bucket, key, value, len);
+    else if (op < 3) note_ck(a->s, a->idx, t0, 0, bucket, key, value, len);
     if (revision) *revision = rev;
     return call_end(a) ? e : PARTI_ERR_NOT_CONNECTED;
 }
@@ -811,6 +909,7 @@ static parti_err w_kv_get(void *self, const char *b, const char *k, uint64_t rev
         if (now < A->s->faults_end && now + d > A->s->faults_end) d = A->s->faults_end - now;
         slog(A->s, "%s stalls %llu ms after the server answered its read of %s", A->name, (unsigned long long)d, k);
         A->last_lease_fault = now + d;
+        A->paused_ms += d;
         actor_wait(A, now + d, 0);
     }
     if (!call_end(A)) {
@@ -1090,6 +1189,146 @@ static int dup_cause(sim *s, msg_rec *r, actor *b) {
     return best;
 }
 
+/* A duplicate r of a crash or a lease loss (k: 0 crash, 1 lease_loss),
+ * handled again by b now: how much of its previous handler's work after
+ * that handler's last checkpoint does it repeat? The README's claim: the
+ * next owner starts after the old one's last committed checkpoint, so
+ * duplicates are only what the old owner handled after it, at most
+ * commit_interval_ms of its work.
+ *
+ * X began the handler call that acked r (its previous ack: the first one for
+ * a first duplicate) at t; when the call acking it now began first (an old
+ * owner's call that outlived its lease and returned after the next owner's),
+ * X is the worker of that call. c is X's last write of ck.<P> that took effect (a
+ * claim, a commit, a release; a held-back write when it landed) before now,
+ * not counting X's tenures of P that began after t (its claims that took
+ * effect after t, and its writes after them); c.sent is when that write
+ * was sent, just after X read the position it wrote. u is the first handler
+ * call of X that began after c.sent on a message of P above c's position
+ * and moved its position (ACK or TERM): the first work of X that c does not
+ * cover. The span t - u is how long X went on working on P past its last
+ * commit before it handled r: the claim says at most commit_interval_ms
+ * (the next commit round is due that long after the previous one), plus a
+ * round's own latency: a round writes the held partitions one after another,
+ * each write up to one KV call timeout (a lost reply: read back and written
+ * again). A handler call that began inside that span and outlived it counts
+ * from its beginning (a call already running may finish). Also kept: the age
+ * t - c.sent, which is not bounded by design: a partition whose position did
+ * not move is not written, so c can be old when u is recent.
+ *
+ * Not measured: no handler call or no such write (none); the write was lost
+ * afterwards with a memory-storage bucket, or counts in a stream lost since
+ * (lost: server faults, out of the claim's scope); the write covers r
+ * (covered: the claim would be broken); r handled before the write was sent
+ * (before: likewise). */
+static void dup_age(sim *s, msg_rec *r, actor *b, const hd_rec *bh, int k) {
+    int x = r->last_acker, i, nfail = 0, why = 0;
+    const hd_rec *h = r->last_hd > 0 ? &s->hdw[r->last_hd - 1] : NULL, *u = NULL;
+    uint64_t t, bound, ival, span, age, share[DA_WHY];
+    const ck_rec *c = NULL;
+    if (r->acked > 2) s->res.da_later++;
+    if (!h) {
+        s->res.da_none++;
+        return;
+    }
+    if (bh->start < h->start) { /* b's call began first (an old owner's call that outlived its lease): b's work */
+        s->res.da_overlap++;
+        h = bh;
+        x = b->idx;
+    }
+    t = h->start;
+    for (i = s->parts[r->partition].ck_head; i > 0;) {
+        const ck_rec *w = &s->ckw[i - 1];
+        i = w->prev;
+        if (w->actor != x) continue;
+        if (w->landed && w->claim && w->at > t) { /* a tenure of X's after it handled r: what came after is its */
+            c = NULL;
+            nfail = 0;
+            continue;
+        }
+        if (c && w->at <= t) break; /* (records are in time order: no later tenure below) */
+        if (c) continue;
+        if (w->landed) c = w;
+        else if (w->sent <= t) nfail++; /* a checkpoint write after the last one that took effect, before r */
+    }
+    if (!c) {
+        s->res.da_none++;
+        return;
+    }
+    if ((s->last_bucket_loss && s->last_bucket_loss >= c->at) || (s->last_stream_loss && s->last_stream_loss >= c->sent)) {
+        s->res.da_lost[s->last_bucket_loss && s->last_bucket_loss >= c->at ? 0 : 1]++;
+        return;
+    }
+    if (c->seq >= r->seq || t < c->sent) {
+        if (c->seq >= r->seq) s->res.da_covered++;
+        else s->res.da_before++;
+        if (getenv("SIM_DUPLOG"))
+            slog(s, "dup_age p%d #%d: handled by %s at %llu; its checkpoint seq %llu sent at %llu %s", r->partition,
+                 r->index, s->actors[x]->name, (unsigned long long)(t - s->start), (unsigned long long)c->seq,
+                 (unsigned long long)(c->sent - s->start), c->seq >= r->seq ? "covers it" : "came after");
+        return;
+    }
+    for (i = s->parts[r->partition].hd_head; i > 0;) {
+        const hd_rec *w = &s->hdw[i - 1];
+        i = w->prev;
+        if (w->end < c->sent) break; /* (in the order they returned: none below began after c) */
+        if (w->actor == x && w->start >= c->sent && w->start <= t && w->seq > c->seq) u = w;
+    }
+    if (!u) u = h;
+    span = t - u->start;
+    age = t - c->sent;
+    ival = b->p ? b->p->opts.commit_interval_ms : 1000;
+    bound = ival + s->prm.op_timeout_ms;
+    s->res.da_n[k]++;
+    s->res.da_hist[k][da_bin(span)]++;
+    s->res.da_whist[k][da_bin(age)]++;
+    if (age > s->res.da_wmax[k]) s->res.da_wmax[k] = age;
+    if (span > s->res.da_max[k] || !s->res.da_max_seed[k]) {
+        s->res.da_max[k] = span;
+        s->res.da_max_seed[k] = s->prm.seed;
+        s->res.da_max_part[k] = (uint64_t)r->partition;
+        s->res.da_max_index[k] = (uint64_t)r->index;
+    }
+    if (span > ival) s->res.da_over_ival[k]++;
+    if (span > bound) {
+        s->res.da_over[k]++;
+        s->res.da_over_seeds = 1;
+        if (nfail) s->res.da_ck_failed[k]++;
+        /* what took the time: X's slow handler calls, its pauses, its KV timeouts, or the rest */
+        share[0] = h->busy - u->busy;
+        share[1] = h->paused - u->paused;
+        share[2] = h->kvwait - u->kvwait;
+        share[3] = h->cut - u->cut;
+        share[4] = span > share[0] + share[1] + share[2] + share[3] ? span - share[0] - share[1] - share[2] - share[3] : 0;
+        for (i = 1; i < DA_WHY; i++)
+            if (share[i] > share[why]) why = i;
+        s->res.da_why[k][why]++;
+        if (span > s->res.da_why_max[k][why]) {
+            s->res.da_why_max[k][why] = span;
+            s->res.da_why_seed[k][why] = s->prm.seed;
+        }
+    }
+    if (span > s->prm.ttl_ms - s->prm.heartbeat_ms / 2) s->res.da_over_lease[k]++;
+    if (span > ival + s->prm.ttl_ms - s->prm.heartbeat_ms / 2) {
+        s->res.da_over_sum[k]++;
+        if (getenv("SIM_DUPLOG")) slog(s, "dup_age p%d #%d: longer than the commit interval and the lease", r->partition, r->index);
+    }
+    if (span > s->prm.ttl_ms - s->prm.heartbeat_ms / 2 && span > bound) {
+        s->res.da_over_both[k]++;
+        if (getenv("SIM_DUPLOG")) slog(s, "dup_age p%d #%d: longer than the lease too", r->partition, r->index);
+    }
+    if (getenv("SIM_DUPLOG"))
+        slog(s, "dup_age p%d #%d (%s): %s began it at %llu, %llu ms after its first uncovered call (at %llu), %llu ms "
+                "after its checkpoint seq %llu sent at %llu%s; %d failed since; handler %llu, paused %llu, kv "
+                "timeouts %llu, cut %llu ms",
+             r->partition, r->index, cause_names[k ? C_lease_loss : C_crash], s->actors[x]->name,
+             (unsigned long long)(t - s->start), (unsigned long long)span, (unsigned long long)(u->start - s->start),
+             (unsigned long long)age, (unsigned long long)c->seq, (unsigned long long)(c->sent - s->start),
+             span > bound ? ", OVER the bound" : "", nfail, (unsigned long long)(h->busy - u->busy),
+             (unsigned long long)(h->paused - u->paused), (unsigned long long)(h->kvwait - u->kvwait),
+             (unsigned long long)(h->cut - u->cut));
+}
+
 /* The rebalance callbacks' contract (parti_options), per worker, on what its
  * application sees: assigned(P) only for a P it does not hold, revoked(P) and
  * lost(P) only for one it holds, and the handler only for a P it holds
@@ -1160,7 +1399,8 @@ static parti_verdict on_message(void *user, const parti_msg *m, uint32_t *nak_de
     sim *s = a->s;
     msg_rec *r;
     int part, first;
-    uint64_t d = 0, now = now_of(s);
+    uint64_t d = 0, now = now_of(s), busy0 = a->busy_ms, paused0 = a->paused_ms, kvwait0 = a->kvwait_ms;
+    uint64_t cut0 = cut_ms_of(a);
     parti_verdict v = PARTI_ACK;
     if (a->dead) return PARTI_NAK;
     if (!(r = msg_of(s, m, &part))) return PARTI_ACK;
@@ -1204,6 +1444,7 @@ static parti_verdict on_message(void *user, const parti_msg *m, uint32_t *nak_de
     }
     if (d) {
         long id = (long)(r - s->msgs);
+        a->busy_ms += d;
         actor_wait(a, now + d, 0);
         r = &s->msgs[id]; /* the array may have grown meanwhile */
     }
@@ -1224,14 +1465,41 @@ static parti_verdict on_message(void *user, const parti_msg *m, uint32_t *nak_de
         } else {
             int c = dup_cause(s, r, a);
             s->res.dups[c]++;
+            if (c == C_crash || c == C_lease_loss) {
+                hd_rec bh; /* this call */
+                memset(&bh, 0, sizeof bh);
+                bh.start = now;
+                bh.busy = busy0;
+                bh.paused = paused0;
+                bh.kvwait = kvwait0;
+                bh.cut = cut0;
+                bh.actor = a->idx;
+                dup_age(s, r, a, &bh, c == C_crash ? 0 : 1);
+            }
             slog(s, "%s duplicate p%d #%d (first acked by %s): %s", a->name, part, r->index,
                  s->actors[r->first_acker]->name, cause_names[c]);
             if (c == C_graceful)
                 violation(s, I_graceful_dup, "p%d #%d acked by %s and again by %s with no fault to explain it", part,
                           r->index, s->actors[r->first_acker]->name, a->name);
         }
+        r->last_acker = a->idx;
+        r->last_hd = (int)arrlen(s->hdw) + 1; /* (recorded below) */
     } else if (v == PARTI_TERM) {
         r->termed = 1;
+    }
+    if (v == PARTI_ACK || v == PARTI_TERM) { /* its position moves past r */
+        hd_rec h;
+        h.start = now;
+        h.end = now_of(s);
+        h.seq = r->seq;
+        h.busy = busy0;
+        h.paused = paused0;
+        h.kvwait = kvwait0;
+        h.cut = cut0;
+        h.actor = a->idx;
+        h.prev = s->parts[part].hd_head;
+        arrput(s->hdw, h);
+        s->parts[part].hd_head = (int)arrlen(s->hdw);
     }
     return v;
 }
@@ -1539,6 +1807,7 @@ static void inject_fault(sim *s, int f, actor *target, int count) {
         if (s->prm.stream_memory) {
             mark_destroyed(s);
             create_stream(s);
+            s->last_stream_loss = now;
         }
         for (int i = 0; i < (int)arrlen(s->actors); i++)
             if (s->actors[i]->wakeable && !s->actors[i]->done) wake_now(s, s->actors[i]);
@@ -1580,6 +1849,7 @@ static void inject_fault(sim *s, int f, actor *target, int count) {
         parti_fake_delete_stream(s->w, "SIM");
         s->stream_up = 0;
         s->last_server_fault = now;
+        s->last_stream_loss = now;
         mark_destroyed(s);
         add_timer(s, now + rng_next(&s->rng) % 3000, 1, -1);
         for (int i = 0; i < (int)arrlen(s->actors); i++)
@@ -1637,6 +1907,7 @@ static void inject_fault(sim *s, int f, actor *target, int count) {
         case F_cut:
             if (a->cut) return;
             a->cut = 1;
+            a->cut_since = now;
             a->last_lease_fault = now;
             parti_fake_partition(s->w, &a->ft, 1);
             add_timer(s, now + ttl / 5 + rng_next(&s->rng) % (3 * ttl), 0, a->idx);
@@ -1651,6 +1922,7 @@ static void inject_fault(sim *s, int f, actor *target, int count) {
         default: return;
         }
         if (f == F_pause_short || f == F_pause_long) a->last_lease_fault = a->paused_until;
+        if (f == F_pause_short || f == F_pause_long) a->paused_ms += a->paused_until - now;
         slog(s, "FAULT %s on %s", fault_names[f], a->name);
     }
     s->res.faults[f]++;
@@ -1670,6 +1942,7 @@ static void apply_late(sim *s, late_write *lw) {
     }
     slog(s, "late KV write %s/%s applied: %s", lw->bucket, lw->key, parti_error_name(e) + 10);
     if (e == PARTI_ERR_OK && lw->op < 3) note_assignment(s, lw->bucket, lw->key, lw->value, lw->len, lw->writer_id);
+    if (e == PARTI_ERR_OK && lw->op < 3) note_ck(s, lw->writer, lw->sent, 1, lw->bucket, lw->key, lw->value, lw->len);
     if (e == PARTI_ERR_OK && lw->op < 3 && strcmp(lw->bucket, s->members_bucket) == 0 && strncmp(lw->key, "m.", 2) == 0) {
         actor *w = s->actors[lw->writer];
         /* a renewal only of the key the writer holds now: a held-back claim of
@@ -1702,6 +1975,7 @@ static void end_faults(sim *s) {
         actor *a = s->actors[i];
         if (a->cut) {
             parti_fake_partition(s->w, &a->ft, 0);
+            a->cut_ms += now_of(s) - a->cut_since;
             a->cut = 0;
             a->last_lease_fault = now_of(s); /* what it acked while cut off may not have been checkpointed */
         }
@@ -1923,6 +2197,7 @@ static void run_loop(sim *s) {
             arrdel(s->timers, pick);
             if (t.kind == 0 && s->actors[t.actor]->cut) {
                 parti_fake_partition(s->w, &s->actors[t.actor]->ft, 0);
+                s->actors[t.actor]->cut_ms += now_of(s) - s->actors[t.actor]->cut_since;
                 s->actors[t.actor]->cut = 0;
                 s->actors[t.actor]->last_lease_fault = now_of(s); /* (its acks while cut off failed) */
                 slog(s, "%s healed", s->actors[t.actor]->name);
@@ -2213,6 +2488,8 @@ static void sim_run(const sim_params *prm, sim_result *out, FILE *log_out, int v
     arrfree(s->late);
     arrfree(s->timers);
     arrfree(s->bad_docs);
+    arrfree(s->ckw);
+    arrfree(s->hdw);
     parti_fake_disconnect(&s->prod);
     parti_fake_world_destroy(s->w);
     free(s->parts);
@@ -2256,6 +2533,38 @@ static void result_add(sim_result *t, const sim_result *r) {
     if (r->liveness_max_ms > t->liveness_max_ms) t->liveness_max_ms = r->liveness_max_ms;
     if (r->leaderless_max_ms > t->leaderless_max_ms) t->leaderless_max_ms = r->leaderless_max_ms;
     if (r->unowned_max_ms > t->unowned_max_ms) t->unowned_max_ms = r->unowned_max_ms;
+    for (i = 0; i < 2; i++) {
+        int b, w;
+        for (b = 0; b < DA_BINS; b++) t->da_hist[i][b] += r->da_hist[i][b], t->da_whist[i][b] += r->da_whist[i][b];
+        if (r->da_wmax[i] > t->da_wmax[i]) t->da_wmax[i] = r->da_wmax[i];
+        for (w = 0; w < DA_WHY; w++) {
+            t->da_why[i][w] += r->da_why[i][w];
+            if (r->da_why_max[i][w] > t->da_why_max[i][w])
+                t->da_why_max[i][w] = r->da_why_max[i][w], t->da_why_seed[i][w] = r->da_why_seed[i][w];
+        }
+        t->da_over_lease[i] += r->da_over_lease[i];
+        t->da_over_both[i] += r->da_over_both[i];
+        t->da_over_sum[i] += r->da_over_sum[i];
+        t->da_n[i] += r->da_n[i];
+        t->da_over[i] += r->da_over[i];
+        t->da_over_ival[i] += r->da_over_ival[i];
+        t->da_ck_failed[i] += r->da_ck_failed[i];
+        if (r->da_max[i] > t->da_max[i] || (r->da_max[i] == t->da_max[i] && r->da_max_seed[i] &&
+                                            (!t->da_max_seed[i] || r->da_max_seed[i] < t->da_max_seed[i]))) {
+            t->da_max[i] = r->da_max[i];
+            t->da_max_seed[i] = r->da_max_seed[i];
+            t->da_max_part[i] = r->da_max_part[i];
+            t->da_max_index[i] = r->da_max_index[i];
+        }
+    }
+    t->da_over_seeds += r->da_over_seeds;
+    t->da_later += r->da_later;
+    t->da_overlap += r->da_overlap;
+    t->da_covered += r->da_covered;
+    t->da_before += r->da_before;
+    t->da_none += r->da_none;
+    t->da_lost[0] += r->da_lost[0];
+    t->da_lost[1] += r->da_lost[1];
 }
 
 static int failed(const sim_result *r) {
@@ -2263,6 +2572,62 @@ static int failed(const sim_result *r) {
     for (i = 0; i < I_COUNT; i++)
         if (inv_asserted[i] && r->viol[i]) return 1;
     return 0;
+}
+
+/* The value a fraction q of n measured duplicates stays within (a bin's top, at most max). */
+static uint64_t da_quantile(const uint64_t *hist, uint64_t n, uint64_t max, double q) {
+    uint64_t need = (uint64_t)(q * (double)n + 0.999999), seen = 0;
+    int b;
+    if (!n) return 0;
+    if (need < 1) need = 1;
+    for (b = 0; b < DA_BINS; b++)
+        if ((seen += hist[b]) >= need) return da_bin_top(b) < max ? da_bin_top(b) : max;
+    return max;
+}
+
+/* dup_age's measurement: duplicates of crashes and lease losses against the
+ * old owner's last checkpoint. */
+static void print_dup_age(const sim_result *r) {
+    int k, w;
+    printf("duplicates handled after the last commit: max %llu ms (crash), %llu ms (lease_loss) after the first "
+           "handling it does not cover; over commit interval + KV timeout: %llu (%llu seeds)\n",
+           (unsigned long long)r->da_max[0], (unsigned long long)r->da_max[1],
+           (unsigned long long)(r->da_over[0] + r->da_over[1]), (unsigned long long)r->da_over_seeds);
+    for (k = 0; k < 2; k++) {
+        const uint64_t *hs = r->da_hist[k], *hw = r->da_whist[k];
+        uint64_t n = r->da_n[k];
+        printf("  %-10s %llu measured; since the first uncovered handling p50 %llu, p99 %llu, p99.9 %llu, max %llu ms",
+               cause_names[k ? C_lease_loss : C_crash], (unsigned long long)n,
+               (unsigned long long)da_quantile(hs, n, r->da_max[k], 0.5),
+               (unsigned long long)da_quantile(hs, n, r->da_max[k], 0.99),
+               (unsigned long long)da_quantile(hs, n, r->da_max[k], 0.999), (unsigned long long)r->da_max[k]);
+        if (r->da_max_seed[k])
+            printf(" (seed %llu p%llu #%llu)", (unsigned long long)r->da_max_seed[k],
+                   (unsigned long long)r->da_max_part[k], (unsigned long long)r->da_max_index[k]);
+        printf("; over the commit interval %llu, over it + KV timeout %llu, over the lease %llu, over both %llu, over "
+               "their sum %llu",
+               (unsigned long long)r->da_over_ival[k], (unsigned long long)r->da_over[k],
+               (unsigned long long)r->da_over_lease[k], (unsigned long long)r->da_over_both[k],
+               (unsigned long long)r->da_over_sum[k]);
+        if (r->da_over[k]) {
+            printf(" (most time in:");
+            for (w = 0; w < DA_WHY; w++) {
+                printf(" %s %llu", da_why_names[w], (unsigned long long)r->da_why[k][w]);
+                if (r->da_why[k][w])
+                    printf(" (longest %llu ms, seed %llu)", (unsigned long long)r->da_why_max[k][w],
+                           (unsigned long long)r->da_why_seed[k][w]);
+            }
+            printf("; a checkpoint write failed meanwhile: %llu)", (unsigned long long)r->da_ck_failed[k]);
+        }
+        printf("\n             since the checkpoint write was sent p50 %llu, p99 %llu, max %llu ms\n",
+               (unsigned long long)da_quantile(hw, n, r->da_wmax[k], 0.5),
+               (unsigned long long)da_quantile(hw, n, r->da_wmax[k], 0.99), (unsigned long long)r->da_wmax[k]);
+    }
+    printf("  not measured: %llu checkpoints lost with a bucket, %llu with a stream, %llu with no checkpoint, %llu covered "
+           "by it, %llu handled before it; %llu were third or later handlings, %llu measured on the second "
+           "handler (its call began first)\n",
+           (unsigned long long)r->da_lost[0], (unsigned long long)r->da_lost[1], (unsigned long long)r->da_none, (unsigned long long)r->da_covered,
+           (unsigned long long)r->da_before, (unsigned long long)r->da_later, (unsigned long long)r->da_overlap);
 }
 
 static void print_summary(const sim_result *r, double wall_s) {
@@ -2285,6 +2650,7 @@ static void print_summary(const sim_result *r, double wall_s) {
     printf("\nworst handling latency after the faults stopped: %llu ms\n", (unsigned long long)r->liveness_max_ms);
     printf("longest time without an acting leader: %llu ms; longest time a partition had no owner: %llu ms\n",
            (unsigned long long)r->leaderless_max_ms, (unsigned long long)r->unowned_max_ms);
+    print_dup_age(r);
     printf("%-13s %-9s %10s %8s %10s\n", "invariant", "", "violations", "seeds", "first seed");
     for (i = 0; i < I_COUNT; i++)
         printf("%-13s %-9s %10llu %8llu %10llu\n", inv_names[i], inv_asserted[i] ? "asserted" : "reported",
@@ -2946,7 +3312,10 @@ static sim_result run_seeds(uint64_t first, uint64_t n, int jobs, const override
     for (j = 0; j < jobs; j++) {
         sim_result r;
         int st;
-        if (read(fds[j], &r, sizeof r) == (ssize_t)sizeof r) result_add(&total, &r);
+        size_t got = 0;
+        ssize_t n = 1;
+        while (got < sizeof r && (n = read(fds[j], (char *)&r + got, sizeof r - got)) > 0) got += (size_t)n;
+        if (got == sizeof r) result_add(&total, &r);
         else total.viol[I_progress]++, total.seeds_with[I_progress]++;
         close(fds[j]);
         waitpid(pids[j], &st, 0);
