@@ -14,9 +14,9 @@
  *     on_partitions_assigned and its revoke / loss;
  *   - duplicates only of messages first handled by the crashed or the
  *     paused worker (printed per cause).
- * Two more runs take the server away under the same load (three workers):
- * a restart, and a kill -9 with the server down past the member TTL; the
- * stream and buckets are on file storage. Nothing lost, order and fencing
+ * Three more runs take the server away under the same load (three workers):
+ * a restart, a kill -9 with the server down past the member TTL, and a hang
+ * (SIGSTOP) past the TTL; the stream and buckets are on file storage. Nothing lost, order and fencing
  * hold; duplicates (leases that ran out while cut off) are printed.
  * On failure it prints, per partition with unhandled messages, where they
  * are and who holds the partition. Real time, polling with deadlines,
@@ -446,14 +446,16 @@ Test(handoff_nats, joins_leaves_a_crash_and_a_pause_under_load_lose_nothing) {
 
 /* The server goes away while three workers (one slow) handle 2,000 msg/s
  * and comes back on the same port and store: a restart (SIGTERM, at once),
- * or a crash (kill -9) with the server down for down_ms. The stream and the
- * buckets are on file storage, so they come back. Every worker is cut off
+ * a crash (kill -9) with the server down for down_ms, or a hang (SIGSTOP,
+ * then SIGCONT after down_ms: connections stay open, nothing answers). The
+ * stream and the buckets are on file storage, so they come back. Every worker is cut off
  * meanwhile: its lease may run out and its partitions move (duplicates of
  * what it handled after its last checkpoint, printed), but nothing is lost,
  * and order and fencing hold. The producer retries each message under a
  * Nats-Msg-Id until it is stored (it waits while the server is down). */
 #define RESTART_PRODUCE_MS 10000
-static void run_server_outage(int kill9, uint32_t down_ms) {
+enum { OUTAGE_RESTART, OUTAGE_KILL, OUTAGE_HANG };
+static void run_server_outage(int how, uint32_t down_ms) {
     char err[512];
     uint64_t t0, now, dups[NW], left, out_ms = 0;
     drain_state d = {0, 0, 0};
@@ -469,11 +471,17 @@ static void run_server_outage(int kill9, uint32_t down_ms) {
         if (!restarted && at >= 4000) {
             uint64_t r0 = ms_now();
             restarted = 1;
-            if (kill9) {
-                cr_assert_eq(nats_server_kill(srv, err, sizeof err), 0, "%s", err);
+            if (how == OUTAGE_HANG) { /* SIGSTOP: connections stay open, nothing answers */
+                cr_assert_eq(nats_server_suspend(srv, err, sizeof err), 0, "%s", err);
                 nap_ms((long)down_ms);
+                cr_assert_eq(nats_server_resume(srv, err, sizeof err), 0, "%s", err);
+            } else {
+                if (how == OUTAGE_KILL) {
+                    cr_assert_eq(nats_server_kill(srv, err, sizeof err), 0, "%s", err);
+                    nap_ms((long)down_ms);
+                }
+                cr_assert_eq(nats_server_restart(srv, err, sizeof err), 0, "%s", err);
             }
-            cr_assert_eq(nats_server_restart(srv, err, sizeof err), 0, "%s", err);
             out_ms = ms_now() - r0;
         }
         if (published >= total && drained(&d, now)) break;
@@ -489,6 +497,8 @@ static void run_server_outage(int kill9, uint32_t down_ms) {
     assert_record(left);
 }
 
-Test(handoff_nats, a_server_restart_under_load_loses_nothing) { run_server_outage(0, 0); }
+Test(handoff_nats, a_server_restart_under_load_loses_nothing) { run_server_outage(OUTAGE_RESTART, 0); }
 
-Test(handoff_nats, a_server_crash_down_past_the_ttl_under_load_loses_nothing) { run_server_outage(1, 2500); }
+Test(handoff_nats, a_server_crash_down_past_the_ttl_under_load_loses_nothing) { run_server_outage(OUTAGE_KILL, 2500); }
+
+Test(handoff_nats, a_server_hung_past_the_ttl_under_load_loses_nothing) { run_server_outage(OUTAGE_HANG, 2500); }
