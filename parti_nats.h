@@ -1951,7 +1951,29 @@ struct parti__nconn {
     natsSubscription *rsub;
     char *rinbox;
     uint64_t rid;
+    /* Subscriptions given up while the connection is open: unsubscribed at
+     * once, destroyed only after a later flush came back (or after the
+     * connection is closed). nats.c before 3.6 hands a message to a
+     * subscription it looked up without holding a reference (nats.c issue
+     * 637): destroyed while a message for it is being read (a late reply,
+     * a pull's last delivery), it is used after it was freed, which crashes
+     * or wedges the reading thread. The PONG to a PING sent after the
+     * UNSUB comes after every message the server sent for it, and the
+     * reading thread handles them in order. stb_ds array. */
+    natsSubscription **retired;
 };
+
+/* Gives up sub (NULL: nothing) as described at parti__nconn.retired. */
+static void parti__nats_retire(parti__nconn *n, natsSubscription *sub) {
+    if (!sub) return;
+    natsSubscription_Unsubscribe(sub);
+    arrput(n->retired, sub);
+}
+
+/* A flush came back: every subscription retired before it can go. */
+static void parti__nats_reap_retired(parti__nconn *n) {
+    while (arrlen(n->retired) > 0) natsSubscription_Destroy(arrpop(n->retired));
+}
 
 /* The transport clock: monotonic, and counting time the host was suspended
  * where the platform can (CLOCK_BOOTTIME on Linux): a lease must not look
@@ -2217,11 +2239,8 @@ static int parti__nats_denied(parti__nconn *n, const char *subject) {
  * that comes after its request gave up (a late "no responders" included)
  * never reaches a later request. */
 static void parti__nats_reply_drop(parti__nconn *n) {
-    if (n->rsub) {
-        natsSubscription_Unsubscribe(n->rsub);
-        natsSubscription_Destroy(n->rsub);
-        n->rsub = NULL;
-    }
+    parti__nats_retire(n, n->rsub);
+    n->rsub = NULL;
     PARTI_FREE(n->rinbox);
     n->rinbox = NULL;
 }
@@ -2279,8 +2298,9 @@ static parti_err parti__nats_request(parti__nconn *n, const char *subject, const
      * for more; a flush writes it now (and waits for the PONG to its PING,
      * which comes once the server has read the request). Only the reply's
      * outcome counts. */
-    if (s == NATS_OK && parti__nats_left(n, deadline))
-        natsConnection_FlushTimeout(n->nc, (int64_t)parti__nats_left(n, deadline));
+    if (s == NATS_OK && parti__nats_left(n, deadline) &&
+        natsConnection_FlushTimeout(n->nc, (int64_t)parti__nats_left(n, deadline)) == NATS_OK)
+        parti__nats_reap_retired(n); /* (retired before this PING: the reading thread is done with them) */
     while (s == NATS_OK) {
         natsMsg *m = NULL;
         s = natsSubscription_NextMsg(&m, n->rsub, (int64_t)parti__nats_left(n, deadline));
@@ -3073,11 +3093,8 @@ static parti_err parti__nats_watch_answer(parti__nwatch *wt, parti_json_doc *doc
 /* Forgets the push consumer: unsubscribes, and asks the server to delete it
  * without waiting (its inactive threshold removes it anyway). */
 static void parti__nats_watch_drop(parti__nwatch *wt) {
-    if (wt->sub) {
-        natsSubscription_Unsubscribe(wt->sub);
-        natsSubscription_Destroy(wt->sub);
-        wt->sub = NULL;
-    }
+    parti__nats_retire(wt->n, wt->sub);
+    wt->sub = NULL;
     if (wt->consumer) {
         char subject[256];
         parti__nkv k;
@@ -3186,10 +3203,7 @@ static parti_err parti__nats_watch_progress(parti__nwatch *wt) {
 
 static void parti__nats_watch_free(parti__nwatch *wt) {
     parti__nats_watch_drop(wt);
-    if (wt->ctl) {
-        natsSubscription_Unsubscribe(wt->ctl);
-        natsSubscription_Destroy(wt->ctl);
-    }
+    parti__nats_retire(wt->n, wt->ctl);
     PARTI_FREE(wt->ctl_inbox);
     PARTI_FREE(wt->bucket);
     PARTI_FREE(wt->prefix);
@@ -3406,11 +3420,8 @@ static parti_err parti__nats_consumer_delete(void *self, const char *stream, con
 
 /* ---- pull ------------------------------------------------------------------------- */
 
-static void parti__nats_pull_free(parti__npull *p) {
-    if (p->sub) {
-        natsSubscription_Unsubscribe(p->sub);
-        natsSubscription_Destroy(p->sub);
-    }
+static void parti__nats_pull_free(parti__nconn *n, parti__npull *p) {
+    parti__nats_retire(n, p->sub);
     PARTI_FREE(p->stream);
     PARTI_FREE(p->consumer);
     PARTI_FREE(p->inbox);
@@ -3427,7 +3438,7 @@ static void parti__nats_pull_forget(parti__nconn *n, const char *stream, const c
         int drop = consumer ? strcmp(p->stream, stream) == 0 && strcmp(p->consumer, consumer) == 0
                             : !p->active && now - p->last_used > idle_ms;
         if (!drop) continue;
-        parti__nats_pull_free(p);
+        parti__nats_pull_free(n, p);
         arrdel(n->pulls, i);
     }
 }
@@ -3769,18 +3780,20 @@ static parti_err parti__nats_server_info(const char *url, uint32_t timeout_ms, c
 
 static void parti__nats_free(parti__nconn *n) {
     int i;
+    /* closed first: then no thread of nats.c reads for a subscription
+     * destroyed below (see parti__nconn.retired) */
+    if (n->nc) natsConnection_Close(n->nc);
     for (i = 0; i < (int)arrlen(n->pulls); i++) {
-        natsSubscription_Destroy(n->pulls[i].sub); /* the connection closes below: no unsubscribe needed */
+        natsSubscription_Destroy(n->pulls[i].sub);
         n->pulls[i].sub = NULL;
-        parti__nats_pull_free(&n->pulls[i]);
+        parti__nats_pull_free(n, &n->pulls[i]);
     }
     arrfree(n->pulls);
-    natsSubscription_Destroy(n->rsub); /* (as the pulls': the connection closes below) */
+    natsSubscription_Destroy(n->rsub);
     PARTI_FREE(n->rinbox);
-    if (n->nc) {
-        natsConnection_Close(n->nc);
-        natsConnection_Destroy(n->nc);
-    }
+    parti__nats_reap_retired(n);
+    arrfree(n->retired);
+    if (n->nc) natsConnection_Destroy(n->nc);
     natsOptions_Destroy(n->opts);
     natsStatistics_Destroy(n->stats);
     PARTI_FREE(n);

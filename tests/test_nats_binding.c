@@ -642,6 +642,41 @@ Test(binding_faults, parti_poll_is_bounded_while_the_server_hangs) {
 
 /* ---- a reply that comes after its request timed out ---------------------- */
 
+/* Requests that time out while their replies arrive: each gives up its reply
+ * subscription while nats.c's reading thread may be handing it the reply.
+ * nats.c before 3.6 uses a subscription it looked up without a reference
+ * (nats.c issue 637), so destroying it then crashed the reading thread or
+ * wedged it (every later request timing out, closing hanging): 13 of 15 runs
+ * of 20,000 such requests failed. Now the subscription is destroyed only
+ * after a later flush came back. Every request answers OK or TIMEOUT, the
+ * answers are right, and the connection still works afterwards. */
+Test(binding_faults, requests_that_time_out_as_their_replies_arrive_leave_the_connection_working) {
+    parti_kv_config kc;
+    parti_kv_entry e;
+    uint64_t rev = 0;
+    long ok = 0, timeouts = 0, i;
+    memset(&kc, 0, sizeof kc);
+    kc.bucket = "b";
+    cr_assert_eq(t.vt->kv_open(t.self, &kc, 5000), PARTI_ERR_OK, "%s", parti_nats_last_error(&t));
+    cr_assert_eq(t.vt->kv_put(t.self, "b", "k", "v", 1, &rev, 5000), PARTI_ERR_OK);
+    /* 1-3 ms: a few percent time out, their replies on the way */
+    for (i = 0; i < 20000 && timeouts < 300; i++) {
+        parti_err r = t.vt->kv_get(t.self, "b", "k", 0, &e, (uint32_t)(1 + i % 3));
+        if (r == PARTI_ERR_OK) {
+            cr_assert(e.len == 1 && e.value[0] == 'v', "a reply that is not this request's");
+            parti_kv_entry_free(&e);
+            ok++;
+        } else {
+            cr_assert_eq(r, PARTI_ERR_TIMEOUT, "%s: %s", parti_error_name(r), parti_nats_last_error(&t));
+            timeouts++;
+        }
+    }
+    cr_log_info("%ld requests: %ld answered, %ld timed out", i, ok, timeouts);
+    cr_assert_gt(timeouts, 0, "no request timed out: the case was not exercised");
+    cr_assert_eq(t.vt->kv_get(t.self, "b", "k", 0, &e, 5000), PARTI_ERR_OK, "%s", parti_nats_last_error(&t));
+    parti_kv_entry_free(&e);
+}
+
 /* The reply is not taken for the next request's, and requests go on. */
 Test(binding_faults, a_late_reply_is_not_taken_for_the_next_request) {
     parti_stream_info si;
