@@ -170,6 +170,11 @@ PARTIDEF const char *parti_fake_log(const parti_fake_world *w, size_t *len);
  * and fetch_start (one publish each). Server times (message timestamps, KV
  * write times) are converted to the transport clock. JetStream errors map to
  * typed errors by what to do (see parti_js_api_error_described).
+ * Requests take their replies on one synchronous subscription of the
+ * connection (a timed-out request gives it up, so a late reply never answers
+ * a later request); subscriptions given up while connected are freed only
+ * after a later flush came back or the connection closed (nats.c < 3.6 may
+ * still be reading a message into them: nats.c issue 637).
  * The implementation needs POSIX (sockets, clock_gettime): compile it with
  * -D_POSIX_C_SOURCE=200809L or in gnu mode. */
 #ifndef PARTI_NATS_NO_NATSC
