@@ -3786,16 +3786,12 @@ static parti_err parti__nats_server_info(const char *url, uint32_t timeout_ms, c
 static void parti__nats_free(parti__nconn *n) {
     int i;
     /* closed first: then no thread of nats.c reads for a subscription
-     * destroyed below (see parti__nconn.retired) */
+     * destroyed below (see parti__nconn.retired), so every one retired is
+     * destroyed at once */
     if (n->nc) natsConnection_Close(n->nc);
-    for (i = 0; i < (int)arrlen(n->pulls); i++) {
-        natsSubscription_Destroy(n->pulls[i].sub);
-        n->pulls[i].sub = NULL;
-        parti__nats_pull_free(n, &n->pulls[i]);
-    }
+    for (i = 0; i < (int)arrlen(n->pulls); i++) parti__nats_pull_free(n, &n->pulls[i]);
     arrfree(n->pulls);
-    natsSubscription_Destroy(n->rsub);
-    PARTI_FREE(n->rinbox);
+    parti__nats_reply_drop(n);
     parti__nats_reap_retired(n);
     arrfree(n->retired);
     if (n->nc) natsConnection_Destroy(n->nc);
