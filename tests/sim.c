@@ -1399,9 +1399,16 @@ static parti_verdict on_message(void *user, const parti_msg *m, uint32_t *nak_de
     sim *s = a->s;
     msg_rec *r;
     int part, first;
-    uint64_t d = 0, now = now_of(s), busy0 = a->busy_ms, paused0 = a->paused_ms, kvwait0 = a->kvwait_ms;
-    uint64_t cut0 = cut_ms_of(a);
+    uint64_t d = 0, now = now_of(s);
+    hd_rec h; /* this call, as dup_age sees it: its start and what the worker's time went to until then */
     parti_verdict v = PARTI_ACK;
+    memset(&h, 0, sizeof h);
+    h.start = now;
+    h.busy = a->busy_ms;
+    h.paused = a->paused_ms;
+    h.kvwait = a->kvwait_ms;
+    h.cut = cut_ms_of(a);
+    h.actor = a->idx;
     if (a->dead) return PARTI_NAK;
     if (!(r = msg_of(s, m, &part))) return PARTI_ACK;
     if (a->cb && a->cb[part] != 'a')
@@ -1465,17 +1472,7 @@ static parti_verdict on_message(void *user, const parti_msg *m, uint32_t *nak_de
         } else {
             int c = dup_cause(s, r, a);
             s->res.dups[c]++;
-            if (c == C_crash || c == C_lease_loss) {
-                hd_rec bh; /* this call */
-                memset(&bh, 0, sizeof bh);
-                bh.start = now;
-                bh.busy = busy0;
-                bh.paused = paused0;
-                bh.kvwait = kvwait0;
-                bh.cut = cut0;
-                bh.actor = a->idx;
-                dup_age(s, r, a, &bh, c == C_crash ? 0 : 1);
-            }
+            if (c == C_crash || c == C_lease_loss) dup_age(s, r, a, &h, c == C_crash ? 0 : 1);
             slog(s, "%s duplicate p%d #%d (first acked by %s): %s", a->name, part, r->index,
                  s->actors[r->first_acker]->name, cause_names[c]);
             if (c == C_graceful)
@@ -1488,15 +1485,8 @@ static parti_verdict on_message(void *user, const parti_msg *m, uint32_t *nak_de
         r->termed = 1;
     }
     if (v == PARTI_ACK || v == PARTI_TERM) { /* its position moves past r */
-        hd_rec h;
-        h.start = now;
         h.end = now_of(s);
         h.seq = r->seq;
-        h.busy = busy0;
-        h.paused = paused0;
-        h.kvwait = kvwait0;
-        h.cut = cut0;
-        h.actor = a->idx;
         h.prev = s->parts[part].hd_head;
         arrput(s->hdw, h);
         s->parts[part].hd_head = (int)arrlen(s->hdw);
