@@ -215,7 +215,6 @@ static void teardown(void) {
     nats_Close();
 }
 
-/* Publishes what is due at RATE since t0 (round robin over partitions). */
 static void nap_ms(long ms) {
     struct timespec ts;
     ts.tv_sec = ms / 1000;
@@ -224,11 +223,13 @@ static void nap_ms(long ms) {
     }
 }
 
-/* Publishes what is due at RATE since t0 like produce, but every message
- * carries a Nats-Msg-Id and is retried until the server acknowledges it (for
- * at most retry_ms), so a publish whose reply a restart lost is stored once
- * and recorded all the same. 0 when one could not be stored in time. */
-static int produce_retrying(uint64_t t0, uint64_t now, uint32_t retry_ms) {
+/* Publishes what is due at RATE since t0 (round robin over partitions), each
+ * message under a Nats-Msg-Id. retry_ms 0: one try each, a failed publish is
+ * counted and skipped. Otherwise each is retried until the server
+ * acknowledges it (for at most retry_ms), so a publish whose reply a restart
+ * lost is stored once and recorded all the same; 0 when one could not be
+ * stored in time. */
+static int produce(uint64_t t0, uint64_t now, uint32_t retry_ms) {
     uint64_t due = (now - t0) * RATE / 1000;
     while (published < due && published < MAX_MSGS) {
         char subj[16], id[32];
@@ -241,26 +242,13 @@ static int produce_retrying(uint64_t t0, uint64_t now, uint32_t retry_ms) {
         snprintf(id, sizeof id, "m%llu", (unsigned long long)published);
         h.name = "Nats-Msg-Id";
         h.value = id;
-        while ((e = ob.vt->publish(ob.self, subj, &h, 1, "x", 1, &pa, 1000)) != PARTI_ERR_OK && ms_now() < until)
+        while ((e = ob.vt->publish(ob.self, subj, &h, 1, "x", 1, &pa, 2000)) != PARTI_ERR_OK && ms_now() < until)
             nap_ms(20);
-        if (e != PARTI_ERR_OK) return 0;
+        if (e != PARTI_ERR_OK && retry_ms) return 0;
         published++;
-        if (pa.stream_seq <= MAX_MSGS) pub_part[pa.stream_seq] = (signed char)p;
+        if (e == PARTI_ERR_OK && pa.stream_seq <= MAX_MSGS) pub_part[pa.stream_seq] = (signed char)p;
     }
     return 1;
-}
-
-static void produce(uint64_t t0, uint64_t now) {
-    uint64_t due = (now - t0) * RATE / 1000;
-    while (published < due && published < MAX_MSGS) {
-        char subj[16];
-        parti_pub_ack pa;
-        int p = (int)(published % NP);
-        snprintf(subj, sizeof subj, "ho.p%d", p);
-        published++;
-        if (ob.vt->publish(ob.self, subj, NULL, 0, "x", 1, &pa, 2000) == PARTI_ERR_OK && pa.stream_seq <= MAX_MSGS)
-            pub_part[pa.stream_seq] = (signed char)p;
-    }
 }
 
 /* Sets worker i's paused flag (its thread finishes the poll it is in). */
@@ -398,7 +386,7 @@ Test(handoff_nats, joins_leaves_a_crash_and_a_pause_under_load_lose_nothing) {
     t0 = ms_now();
     for (now = t0; now - t0 < RUN_CAP_MS; now = ms_now()) {
         uint64_t at = now - t0;
-        if (at < PRODUCE_MS) produce(t0, now);
+        if (at < PRODUCE_MS) produce(t0, now, 0);
         if (!joined && at >= 2000) joined = 1, start(3);
         if (!left_gracefully && at >= 5000) { /* graceful leave of worker 2 */
             parti_err e;
@@ -466,7 +454,7 @@ static void run_server_outage(int how, uint32_t down_ms) {
         uint64_t at = now - t0, total = RESTART_PRODUCE_MS * RATE / 1000;
         /* (every message due in the first RESTART_PRODUCE_MS, however long the outage held it up) */
         if (published < total)
-            cr_assert(produce_retrying(t0, at < RESTART_PRODUCE_MS ? now : t0 + RESTART_PRODUCE_MS, 20000),
+            cr_assert(produce(t0, at < RESTART_PRODUCE_MS ? now : t0 + RESTART_PRODUCE_MS, 20000),
                       "message %llu could not be stored for 20 s", (unsigned long long)published);
         if (!restarted && at >= 4000) {
             uint64_t r0 = ms_now();
