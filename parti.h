@@ -2036,7 +2036,8 @@ PARTIDEF int parti_assignment_partitions_of(const parti_assignment *a, int membe
  * repeats at most what the old one handled since its last checkpoint: up to
  * commit_interval_ms of work after a crash; after a pause or cut-off it can
  * be more (no commit round runs then, while messages already held are still
- * handled until the lease ends; docs/testing.md has the measured spans). Each message carries the fencing token
+ * handled until the lease ends; docs/testing.md has the measured spans).
+ * Each message carries the fencing token
  * (parti_msg.partition, .generation): a sink that rejects generations below
  * the highest it saw never takes a stale owner's write. A LEADER that leaves
  * hands over itself: after its releases it publishes one last document
