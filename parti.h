@@ -3191,21 +3191,22 @@ static int parti__parse_u64(const char *s, size_t n, uint64_t *out) {
 }
 
 PARTIDEF parti_err parti_js_ack_parse(const char *reply, size_t len, parti_js_ack_meta *out) {
-    const char *tok[16];
-    size_t tlen[16], i, start = 0;
+    const char *tok[16], *p, *end;
+    size_t tlen[16], i;
     int n = 0, base;
     uint64_t *nums[5];
     if (!reply || !out) return PARTI_ERR_INVALID_ARGUMENT;
-    memset(out, 0, sizeof *out);
-    for (i = 0; i <= len; i++) {
-        if (i == len || reply[i] == '.') {
-            if (n == 16) return PARTI_ERR_PROTOCOL;
-            tok[n] = reply + start;
-            tlen[n++] = i - start;
-            start = i + 1;
-        } else if (reply[i] == 0) {
-            return PARTI_ERR_PROTOCOL;
-        }
+    out->stream[0] = out->consumer[0] = 0;
+    out->delivered = out->stream_seq = out->consumer_seq = out->timestamp_ns = out->pending = 0;
+    /* (on every delivery: memchr, not a loop over the bytes) */
+    if (len < 4 || memchr(reply, 0, len)) return PARTI_ERR_PROTOCOL;
+    for (p = reply, end = reply + len;;) {
+        const char *dot = (const char *)memchr(p, '.', (size_t)(end - p));
+        if (n == 16) return PARTI_ERR_PROTOCOL;
+        tok[n] = p;
+        tlen[n++] = (size_t)((dot ? dot : end) - p);
+        if (!dot) break;
+        p = dot + 1;
     }
     if (n < 9 || tlen[0] != 3 || memcmp(tok[0], "$JS", 3) != 0 || tlen[1] != 3 || memcmp(tok[1], "ACK", 3) != 0)
         return PARTI_ERR_PROTOCOL;
@@ -3214,8 +3215,6 @@ PARTIDEF parti_err parti_js_ack_parse(const char *reply, size_t len, parti_js_ac
     if (tlen[base] == 0 || tlen[base] > PARTI_MAX_NAME_LEN || tlen[base + 1] == 0 ||
         tlen[base + 1] > PARTI_MAX_NAME_LEN)
         return PARTI_ERR_PROTOCOL;
-    memcpy(out->stream, tok[base], tlen[base]);
-    memcpy(out->consumer, tok[base + 1], tlen[base + 1]);
     nums[0] = &out->delivered;
     nums[1] = &out->stream_seq;
     nums[2] = &out->consumer_seq;
@@ -3223,9 +3222,13 @@ PARTIDEF parti_err parti_js_ack_parse(const char *reply, size_t len, parti_js_ac
     nums[4] = &out->pending;
     for (i = 0; i < 5; i++)
         if (!parti__parse_u64(tok[base + 2 + (int)i], tlen[base + 2 + (int)i], nums[i])) {
-            memset(out, 0, sizeof *out);
+            out->delivered = out->stream_seq = out->consumer_seq = out->timestamp_ns = out->pending = 0;
             return PARTI_ERR_PROTOCOL;
         }
+    memcpy(out->stream, tok[base], tlen[base]);
+    out->stream[tlen[base]] = 0;
+    memcpy(out->consumer, tok[base + 1], tlen[base + 1]);
+    out->consumer[tlen[base + 1]] = 0;
     return PARTI_ERR_OK;
 }
 

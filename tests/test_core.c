@@ -799,3 +799,67 @@ Test(core, rfc3339_timestamps_parse_strictly) {
     cr_assert_eq(parti_wall_to_transport_ms(1000500000000ULL, 1000250000000ULL, 5000), 5000);
     cr_assert_eq(parti_wall_to_transport_ms(0, 1000250000000ULL, 5000), 0);
 }
+
+/* ---- ack subjects of delivered messages (untrusted) ---------------------- */
+
+Test(ack_subjects, both_forms_parse) {
+    parti_js_ack_meta m;
+    static const char v1[] = "$JS.ACK.orders.w-1.2.1234.56.1733212224123456789.7";
+    static const char v2[] = "$JS.ACK.hub.ACCHASH.orders.w-1.2.1234.56.1733212224123456789.7.tok";
+    cr_assert_eq(parti_js_ack_parse(v1, strlen(v1), &m), PARTI_ERR_OK);
+    cr_assert_str_eq(m.stream, "orders");
+    cr_assert_str_eq(m.consumer, "w-1");
+    cr_assert_eq(m.delivered, 2);
+    cr_assert_eq(m.stream_seq, 1234);
+    cr_assert_eq(m.consumer_seq, 56);
+    cr_assert_eq(m.timestamp_ns, 1733212224123456789ull);
+    cr_assert_eq(m.pending, 7);
+    memset(&m, 0x55, sizeof m);
+    cr_assert_eq(parti_js_ack_parse(v2, strlen(v2), &m), PARTI_ERR_OK);
+    cr_assert_str_eq(m.stream, "orders");
+    cr_assert_str_eq(m.consumer, "w-1");
+    cr_assert_eq(m.stream_seq, 1234);
+    cr_assert_eq(m.pending, 7);
+    /* exactly len bytes: what follows is not read */
+    {
+        static const char longer[] = "$JS.ACK.orders.w-1.2.1234.56.1733212224123456789.75";
+        cr_assert_eq(parti_js_ack_parse(longer, strlen(longer) - 1, &m), PARTI_ERR_OK);
+        cr_assert_eq(m.pending, 7);
+    }
+}
+
+Test(ack_subjects, malformed_ones_are_refused_and_leave_nothing_behind) {
+    static const char *const bad[] = {
+        "",
+        "$JS.ACK",
+        "$JS.ACK.orders.w-1.2.1234.56.17",                        /* 8 tokens */
+        "$JS.ACK.hub.HASH.orders.w-1.2.1234.56.1733.7",            /* 11 */
+        "$JS.NAK.orders.w-1.2.1234.56.1733.7",
+        "$js.ACK.orders.w-1.2.1234.56.1733.7",
+        "$JS.ACK..w-1.2.1234.56.1733.7",                           /* empty stream */
+        "$JS.ACK.orders..2.1234.56.1733.7",                        /* empty consumer */
+        "$JS.ACK.orders.w-1.2.12x4.56.1733.7",                     /* not a number */
+        "$JS.ACK.orders.w-1.2.-1.56.1733.7",
+        "$JS.ACK.orders.w-1.2.18446744073709551616.56.1733.7",     /* 2^64 */
+        "$JS.ACK.orders.w-1.2.1234.56.1733.",                      /* empty number */
+        "$JS.ACK.a.b.c.d.e.f.g.h.i.j.k.l.m.n",                     /* 16 tokens, names not numbers */
+        "$JS.ACK.a.b.1.2.3.4.5.6.7.8.9.10.11.12.13",               /* 17 tokens */
+        "$JS.ACK.0123456789012345678901234567890123456789012345678901234567890123456789.w.2.1.5.1.7",
+    };
+    size_t i;
+    for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        parti_js_ack_meta m;
+        memset(&m, 0x55, sizeof m);
+        cr_assert_eq(parti_js_ack_parse(bad[i], strlen(bad[i]), &m), PARTI_ERR_PROTOCOL, "accepted: %s", bad[i]);
+        cr_assert(m.stream[0] == 0 && m.consumer[0] == 0 && m.stream_seq == 0 && m.delivered == 0 &&
+                      m.consumer_seq == 0 && m.timestamp_ns == 0 && m.pending == 0,
+                  "left values behind: %s", bad[i]);
+    }
+    {
+        static const char nul[] = "$JS.ACK.orders.w-1.2.1234.56.1733\0.7";
+        parti_js_ack_meta m;
+        cr_assert_eq(parti_js_ack_parse(nul, sizeof nul - 1, &m), PARTI_ERR_PROTOCOL);
+        cr_assert_eq(parti_js_ack_parse(NULL, 4, &m), PARTI_ERR_INVALID_ARGUMENT);
+        cr_assert_eq(parti_js_ack_parse(nul, 4, NULL), PARTI_ERR_INVALID_ARGUMENT);
+    }
+}
