@@ -167,7 +167,17 @@ PARTIDEF const char *parti_fake_log(const parti_fake_world *w, size_t *len);
  * Timing: every call returns within its timeout_ms; calls of several
  * requests (kv_keys, kv_create) share one budget; socket writes fail after
  * write_deadline_ms instead of blocking on a hung server, which bounds ack
- * and fetch_start (one publish each). Server times (message timestamps, KV
+ * and fetch_start (one publish each; fetch_start then waits at most 100 ms
+ * more for the server to have read the pull: it is written at once rather
+ * than after the millisecond nats.c's flusher sleeps before each write).
+ * Plain acks (+ACK) are held and sent in bursts: when the pull has had
+ * nothing buffered for a millisecond, every 256, before any other call
+ * that talks to the server (requests, pulls, other acks, sleep_ms) and at
+ * close. Held acks delay deliveries by at most that millisecond (only when
+ * they hold the consumer at its max_ack_pending); a lost ack only makes the
+ * server send its message again after ack_wait, and the worker settles it
+ * as done.
+ * Server times (message timestamps, KV
  * write times) are converted to the transport clock. JetStream errors map to
  * typed errors by what to do (see parti_js_api_error_described).
  * Requests take their replies on one synchronous subscription of the
@@ -1966,7 +1976,14 @@ struct parti__nconn {
      * UNSUB comes after every message the server sent for it, and the
      * reading thread handles them in order. stb_ds array. */
     natsSubscription **retired;
+    /* Plain acks (+ACK) not sent yet, as their reply subjects one after
+     * another, each NUL-terminated (see parti__nats_ack). */
+    char *acks;
+    size_t acks_len, acks_cap;
+    int acks_count;
 };
+
+static void parti__nats_send_acks(parti__nconn *n);
 
 /* Gives up sub (NULL: nothing) as described at parti__nconn.retired. */
 static void parti__nats_retire(parti__nconn *n, natsSubscription *sub) {
@@ -2007,7 +2024,7 @@ static uint64_t parti__nats_server_time(uint64_t wall_ns) {
 
 static void parti__nats_sleep_ms(void *self, uint32_t ms) {
     struct timespec ts;
-    (void)self;
+    if (self) parti__nats_send_acks((parti__nconn *)self); /* (not held through a sleep) */
     ts.tv_sec = (time_t)(ms / 1000u);
     ts.tv_nsec = (long)(ms % 1000u) * 1000000L;
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
@@ -2033,6 +2050,37 @@ static void parti__nats_note(parti__nconn *n, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(n->last_error, sizeof n->last_error, fmt, ap);
     va_end(ap);
+}
+
+/* Plain acks are sent in bursts rather than one by one: acked one at a
+ * time, the caller's thread and the reading thread meet on the connection's
+ * lock for every message (bench_consumer at batch 1000: about 15% more client
+ * CPU per message). They go out when the pull has had nothing buffered for a
+ * millisecond (fetch_next), every PARTI__NATS_ACK_BURST, before any other
+ * call that talks to the server, and at close. While held they can keep the
+ * consumer at its max_ack_pending, so that millisecond is the longest they
+ * hold a delivery back. An ack that never arrives is no loss: the server
+ * sends the message again after ack_wait, and the worker settles it as done
+ * (its position is past it). */
+#define PARTI__NATS_ACK_BURST 256
+/* The longest fetch_start waits for the server to have read its pull. */
+#define PARTI__NATS_PULL_FLUSH_MS 100u
+
+static void parti__nats_send_acks(parti__nconn *n) {
+    size_t off = 0;
+    int failed = 0;
+    natsStatus first = NATS_OK;
+    while (off < n->acks_len) {
+        const char *reply = n->acks + off;
+        natsStatus s = natsConnection_PublishString(n->nc, reply, "+ACK");
+        if (s != NATS_OK && !failed++) first = s;
+        off += strlen(reply) + 1;
+    }
+    n->acks_len = 0;
+    n->acks_count = 0;
+    if (failed)
+        parti__nats_note(n, "%d of the acks not sent (%s): those messages come again after ack_wait", failed,
+                         natsStatus_GetText(first));
 }
 
 static parti_err parti__nats_map(parti__nconn *n, natsStatus s, const char *what) {
@@ -2286,6 +2334,7 @@ static parti_err parti__nats_request(parti__nconn *n, const char *subject, const
     natsStatus s;
     int i;
     *reply = NULL;
+    parti__nats_send_acks(n); /* (acks first, in the order they were given) */
     if (!parti__nats_connected(n)) {
         parti__nats_note(n, "%s: not connected", subject);
         return PARTI_ERR_NOT_CONNECTED;
@@ -3479,12 +3528,12 @@ static parti_err parti__nats_fetch_start(void *self, const char *stream, const c
     parti__npull *p;
     char subject[256], reply[sizeof p->current], body[160];
     natsStatus s;
-    (void)timeout_ms;
     if (!n || !stream || !durable || !opts || opts->batch < 1 || opts->max_bytes < 0 || opts->expires_ms < 10 ||
         (opts->heartbeat_ms && opts->heartbeat_ms > opts->expires_ms / 2))
         return PARTI_ERR_INVALID_ARGUMENT;
     if (parti_name_check(stream, NULL, 0) != PARTI_ERR_OK || parti_name_check(durable, NULL, 0) != PARTI_ERR_OK)
         return PARTI_ERR_INVALID_NAME;
+    parti__nats_send_acks(n);
     if (!parti__nats_connected(n)) return PARTI_ERR_NOT_CONNECTED;
     parti__nats_pull_forget(n, NULL, NULL, 60000);
     if (!(p = parti__nats_pull(n, stream, durable, 1))) return PARTI_ERR_NOMEM;
@@ -3505,6 +3554,15 @@ static parti_err parti__nats_fetch_start(void *self, const char *stream, const c
     p->last_activity = parti__nats_now_ms(n);
     p->expires_at = p->last_activity + opts->expires_ms;
     p->reconnects = parti__nats_reconnects(n);
+    /* written now (with the acks before it), not after the millisecond nats.c's
+     * flusher thread sleeps before each write: at batch 100 that millisecond
+     * was most of a pull's time (bench_consumer). The PONG to the flush's PING
+     * comes once the server has read the pull; it is waited for only briefly
+     * (a server that does not answer is a matter for the pull's heartbeat) */
+    if (natsConnection_FlushTimeout(n->nc, (int64_t)(timeout_ms < PARTI__NATS_PULL_FLUSH_MS
+                                                         ? (timeout_ms ? timeout_ms : 1)
+                                                         : PARTI__NATS_PULL_FLUSH_MS)) == NATS_OK)
+        parti__nats_reap_retired(n); /* (retired before this PING: the reading thread is done with them) */
     return PARTI_ERR_OK;
 }
 
@@ -3571,7 +3629,7 @@ static parti_err parti__nats_fetch_next(void *self, const char *stream, const ch
     parti__nconn *n = (parti__nconn *)self;
     parti__npull *p;
     uint64_t deadline;
-    int guard;
+    int guard, acks_held = 0;
     if (!n || !stream || !durable || !out) return PARTI_ERR_INVALID_ARGUMENT;
     memset(out, 0, sizeof *out);
     if (!(p = parti__nats_pull(n, stream, durable, 0)) || !p->active) return PARTI_ERR_NO_MESSAGES;
@@ -3583,7 +3641,6 @@ static parti_err parti__nats_fetch_next(void *self, const char *stream, const ch
         natsStatus s;
         const char *status, *reply;
         parti_js_ack_meta meta;
-        int buffered = 0;
         /* the hot path: a delivery already buffered is taken without a clock
          * read (on virtual machines that trap the time stamp counter a read
          * costs microseconds, as much as the rest of a message) and without
@@ -3591,9 +3648,8 @@ static parti_err parti__nats_fetch_next(void *self, const char *stream, const ch
          * thread takes for every message); the checks below only matter
          * while nothing arrives. A delivery buffered before a reconnect is
          * a delivery all the same. */
-        if (guard == 0 && natsSubscription_GetPending(p->sub, &buffered, NULL) == NATS_OK && buffered > 0) {
-            s = natsSubscription_NextMsg(&m, p->sub, 1);
-        } else {
+        s = guard == 0 ? natsSubscription_NextMsg(&m, p->sub, 0) : NATS_TIMEOUT; /* 0: only if buffered */
+        if (s == NATS_TIMEOUT) {
             /* a reconnect loses pending pulls on the server: the caller pulls again */
             if (p->reconnects != parti__nats_reconnects(n)) return parti__nats_pull_end(p, PARTI_ERR_NO_MESSAGES);
             now = parti__nats_now_ms(n);
@@ -3609,6 +3665,15 @@ static parti_err parti__nats_fetch_next(void *self, const char *stream, const ch
             if (now >= p->expires_at + 1000) return parti__nats_pull_end(p, PARTI_ERR_NO_MESSAGES);
             if (p->hb && p->last_activity + 2 * (uint64_t)p->hb - now < wait)
                 wait = p->last_activity + 2 * (uint64_t)p->hb - now;
+            /* acks not sent yet wait a millisecond for the next deliveries
+             * (the rest of a pull's batch is usually on its way): they go in
+             * one burst with theirs; after that, before the wait */
+            if (n->acks_count && !acks_held && wait > 1) {
+                acks_held = 1;
+                wait = 1;
+            } else {
+                parti__nats_send_acks(n);
+            }
             /* the connection state is checked only when nothing arrived: it costs a lock */
             s = natsSubscription_NextMsg(&m, p->sub, (int64_t)wait);
         }
@@ -3667,6 +3732,25 @@ static parti_err parti__nats_ack(void *self, const parti_msg *m, parti_ack_kind 
     /* a message read by stream_get_next has no consumer to ack to */
     if (!(delivered = parti__nats_handle_msg(m->handle)) || !(reply = natsMsg_GetReply(delivered)))
         return PARTI_ERR_INVALID_ARGUMENT;
+    if (kind == PARTI_ACK_ACK) { /* kept for the next burst (see parti__nats_send_acks) */
+        size_t need = strlen(reply) + 1;
+        if (n->acks_len + need > n->acks_cap) {
+            size_t cap = n->acks_cap ? n->acks_cap * 2 : 8192;
+            char *grown;
+            while (cap < n->acks_len + need) cap *= 2;
+            if (!(grown = (char *)PARTI_REALLOC(n->acks, cap))) {
+                parti__nats_send_acks(n);
+                return parti__nats_map(n, natsConnection_PublishString(n->nc, reply, "+ACK"), "ack");
+            }
+            n->acks = grown;
+            n->acks_cap = cap;
+        }
+        memcpy(n->acks + n->acks_len, reply, need);
+        n->acks_len += need;
+        if (++n->acks_count >= PARTI__NATS_ACK_BURST) parti__nats_send_acks(n);
+        return PARTI_ERR_OK;
+    }
+    parti__nats_send_acks(n);
     switch (kind) {
     case PARTI_ACK_ACK: body = "+ACK"; break;
     case PARTI_ACK_NAK:
@@ -3787,8 +3871,12 @@ static void parti__nats_free(parti__nconn *n) {
     int i;
     /* closed first: then no thread of nats.c reads for a subscription
      * destroyed below (see parti__nconn.retired), so every one retired is
-     * destroyed at once */
-    if (n->nc) natsConnection_Close(n->nc);
+     * destroyed at once; acks not sent yet go first */
+    if (n->nc) {
+        parti__nats_send_acks(n);
+        natsConnection_Close(n->nc);
+    }
+    PARTI_FREE(n->acks);
     for (i = 0; i < (int)arrlen(n->pulls); i++) parti__nats_pull_free(n, &n->pulls[i]);
     arrfree(n->pulls);
     parti__nats_reply_drop(n);

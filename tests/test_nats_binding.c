@@ -799,3 +799,106 @@ Test(binding_connect, a_late_reply_is_freed_even_when_threads_of_nats_c_lag) {
     cr_assert_eq(__lsan_do_recoverable_leak_check(), 0, "leaked: see LeakSanitizer's report above");
 #endif
 }
+
+/* ---- acks in bursts ----------------------------------------------------------
+ * Plain acks are held for the next burst (see parti__nats_send_acks); these
+ * prove every such ack still reaches the server: before the pull waits, before
+ * any other call on the connection, and at close. Each reads the consumer's
+ * ack pending count on the other connection, which sends nothing for t. */
+
+/* Publishes n messages to orders.1 and pulls them in a batch of n + 10 (the
+ * pull stays open); acks each one and returns after the last without
+ * waiting again: its ack at least is held. */
+static void take_and_ack(int n) {
+    parti_fetch_opts fo;
+    parti_pub_ack pa;
+    int i, got = 0;
+    uint64_t t0;
+    for (i = 0; i < n; i++)
+        cr_assert_eq(t.vt->publish(t.self, "orders.1", NULL, 0, "m", 1, &pa, 2000), PARTI_ERR_OK);
+    fo.batch = n + 10, fo.max_bytes = 0, fo.expires_ms = 10000, fo.heartbeat_ms = 0;
+    cr_assert_eq(t.vt->fetch_start(t.self, "orders", "w1", &fo, 5000), PARTI_ERR_OK);
+    for (t0 = ms_now(); got < n && ms_now() - t0 < 10000;) {
+        parti_msg m;
+        parti_err e = t.vt->fetch_next(t.self, "orders", "w1", &m, 1000);
+        if (e == PARTI_ERR_TIMEOUT) continue;
+        cr_assert_eq(e, PARTI_ERR_OK, "%s", parti_error_name(e));
+        cr_assert_eq(t.vt->ack(t.self, &m, PARTI_ACK_ACK, 0, 1000), PARTI_ERR_OK);
+        t.vt->msg_release(t.self, &m);
+        got++;
+    }
+    cr_assert_eq(got, n);
+}
+
+/* The consumer's ack pending count as the other connection reads it, once
+ * it is at most want or after 5 s. */
+static uint64_t ack_pending_down_to(uint64_t want) {
+    parti_consumer_info ci;
+    uint64_t t0 = ms_now(), pending = UINT64_MAX;
+    while (ms_now() - t0 < 5000) {
+        cr_assert_eq(other.vt->consumer_info(other.self, "orders", "w1", &ci, 5000), PARTI_ERR_OK);
+        pending = ci.num_ack_pending;
+        parti_consumer_info_free(&ci);
+        if (pending <= want) break;
+        nanosleep(&(struct timespec){0, 20000000}, NULL);
+    }
+    return pending;
+}
+
+Test(binding_faults, held_acks_are_sent_before_the_pull_waits) {
+    parti_msg m;
+    make_stream_and_consumer();
+    take_and_ack(40);
+    /* the pull waits for 10 more: the acks go before that wait */
+    cr_assert_eq(t.vt->fetch_next(t.self, "orders", "w1", &m, 300), PARTI_ERR_TIMEOUT);
+    cr_assert_eq(ack_pending_down_to(0), 0);
+}
+
+Test(binding_faults, held_acks_are_sent_before_any_other_call) {
+    parti_consumer_info ci;
+    make_stream_and_consumer();
+    take_and_ack(40);
+    cr_assert_eq(t.vt->consumer_info(t.self, "orders", "w1", &ci, 5000), PARTI_ERR_OK);
+    parti_consumer_info_free(&ci);
+    cr_assert_eq(ack_pending_down_to(0), 0);
+}
+
+Test(binding_faults, held_acks_are_sent_at_close) {
+    make_stream_and_consumer();
+    take_and_ack(40);
+    parti_nats_close(&t);
+    cr_assert_eq(ack_pending_down_to(0), 0);
+}
+
+Test(binding_faults, a_burst_never_stalls_a_consumer_whose_ack_pending_limit_is_lower) {
+    static const char *const filters[] = {"orders.1"};
+    parti_consumer_config cc;
+    parti_fetch_opts fo;
+    parti_pub_ack pa;
+    uint64_t t0;
+    int i, got = 0;
+    make_stream_and_consumer();
+    memset(&cc, 0, sizeof cc);
+    cc.stream = "orders";
+    cc.durable = "small";
+    cc.filter_subjects = filters;
+    cc.filter_count = 1;
+    cc.max_ack_pending = 20; /* below the burst: the server stops at 20 until acks come */
+    cr_assert_eq(t.vt->consumer_upsert(t.self, &cc, 5000), PARTI_ERR_OK, "%s", parti_nats_last_error(&t));
+    for (i = 0; i < 300; i++)
+        cr_assert_eq(t.vt->publish(t.self, "orders.1", NULL, 0, "m", 1, &pa, 2000), PARTI_ERR_OK);
+    fo.batch = 300, fo.max_bytes = 0, fo.expires_ms = 30000, fo.heartbeat_ms = 0;
+    cr_assert_eq(t.vt->fetch_start(t.self, "orders", "small", &fo, 5000), PARTI_ERR_OK);
+    /* one pull of 300 under a limit of 20: it goes on only as acks arrive */
+    for (t0 = ms_now(); got < 300 && ms_now() - t0 < 10000;) {
+        parti_msg m;
+        parti_err e = t.vt->fetch_next(t.self, "orders", "small", &m, 1000);
+        if (e == PARTI_ERR_TIMEOUT) continue;
+        cr_assert_eq(e, PARTI_ERR_OK, "%s after %d", parti_error_name(e), got);
+        cr_assert_eq(t.vt->ack(t.self, &m, PARTI_ACK_ACK, 0, 1000), PARTI_ERR_OK);
+        t.vt->msg_release(t.self, &m);
+        got++;
+    }
+    cr_assert_eq(got, 300, "%d of 300 in 10 s", got);
+    printf("300 messages under max_ack_pending 20 in %llu ms\n", (unsigned long long)(ms_now() - t0));
+}
