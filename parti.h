@@ -112,7 +112,8 @@
  *   unreleased  the handoff replaced: per-partition checkpoints and claims
  *          (keys ck.<P>, parti_checkpoint_encode/decode), revoke before
  *          assign, catch-up from the checkpoint read from the stream (the
- *          vtable gained stream_get_next, required by groups; stream info
+ *          vtable gained stream_get_next, required by groups, and flush,
+ *          optional, for transports that send acks in bursts; stream info
  *          gained created_ns), ordered mode with local retries, the fencing
  *          token (parti_msg.partition, .generation), rebalance callbacks
  *          (on_partitions_revoked/assigned/lost), commit_interval_ms, a
@@ -715,6 +716,12 @@ typedef struct parti_transport_vtable {
      * its checkpoint (see the handoff). */
     parti_err (*stream_get_next)(void *self, const char *stream, const char *filter, uint64_t from_seq,
                                  parti_msg *out, uint32_t timeout_ms);
+
+    /* Sends what the transport holds back to send together (the nats.c
+     * binding's plain acks, see parti_nats.h). The worker consumer calls it
+     * before parti_consumer_poll returns and when it is destroyed, so no ack
+     * it gave waits for a later call. May be NULL: nothing is held back. */
+    void (*flush)(void *self);
 } parti_transport_vtable;
 
 typedef struct parti_transport {
@@ -5558,6 +5565,7 @@ PARTIDEF void parti_consumer_destroy(parti_consumer *c) {
     int i;
     if (!c) return;
     for (i = 0; c->pt && i < c->cfg.partition_count; i++) parti__consumer_drop_queue(c, i, 0);
+    if (c->t.vt && c->t.vt->flush) c->t.vt->flush(c->t.self); /* its acks go now, not at a later call */
     for (i = 0; c->psubj && i < c->cfg.partition_count; i++) PARTI_FREE(c->psubj[i]);
     PARTI_FREE(c->psubj);
     PARTI_FREE(c->pt);
@@ -6954,6 +6962,7 @@ PARTIDEF parti_err parti_consumer_poll(parti_consumer *c, uint32_t timeout_ms) {
     if (outer && outer < c->call_deadline) c->call_deadline = outer;
     e = parti__consumer_poll_until(c, now, now + timeout_ms);
     c->call_deadline = outer;
+    if (c->t.vt->flush) c->t.vt->flush(c->t.self); /* no ack waits for a later call */
     return e;
 }
 
@@ -7246,6 +7255,11 @@ static void parti__breaker_sleep_ms(void *self, uint32_t ms) {
     if (b->inner.vt->sleep_ms) b->inner.vt->sleep_ms(b->inner.self, ms);
 }
 
+static void parti__breaker_flush(void *self) {
+    parti_breaker *b = (parti_breaker *)self;
+    if (b->inner.vt->flush) b->inner.vt->flush(b->inner.self);
+}
+
 static int parti__breaker_connected(void *self) {
     parti_breaker *b = (parti_breaker *)self;
     return b->inner.vt->connected ? b->inner.vt->connected(b->inner.self) : b->state != PARTI_BREAKER_OPEN;
@@ -7290,6 +7304,7 @@ PARTIDEF parti_err parti_breaker_wrap(parti_breaker **out, parti_transport *wrap
     b->vt.sleep_ms = inner->vt->sleep_ms ? parti__breaker_sleep_ms : NULL;
     b->vt.connected = parti__breaker_connected;
     b->vt.stream_get_next = inner->vt->stream_get_next ? parti__breaker_stream_get_next : NULL;
+    b->vt.flush = inner->vt->flush ? parti__breaker_flush : NULL;
     wrapped->vt = &b->vt;
     wrapped->self = b;
     *out = b;

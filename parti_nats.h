@@ -166,17 +166,20 @@ PARTIDEF const char *parti_fake_log(const parti_fake_world *w, size_t *len);
  * was re-created, in steps that never block kv_watch_next).
  * Timing: every call returns within its timeout_ms; calls of several
  * requests (kv_keys, kv_create) share one budget; socket writes fail after
- * write_deadline_ms instead of blocking on a hung server, which bounds ack
- * and fetch_start (one publish each; fetch_start then waits at most 100 ms
- * more for the server to have read the pull: it is written at once rather
- * than after the millisecond nats.c's flusher sleeps before each write).
+ * write_deadline_ms instead of blocking on a hung server, so a call that
+ * writes (ack, fetch_start, and any call that first sends held acks, below)
+ * returns within timeout_ms + write_deadline_ms. fetch_start writes its
+ * pull at once rather than after the millisecond nats.c's flusher sleeps
+ * before each write, and waits at most 100 ms (within its timeout) for the
+ * server to have read it.
  * Plain acks (+ACK) are held and sent in bursts: when the pull has had
- * nothing buffered for a millisecond, every 256, before any other call
- * that talks to the server (requests, pulls, other acks, sleep_ms) and at
- * close. Held acks delay deliveries by at most that millisecond (only when
- * they hold the consumer at its max_ack_pending); a lost ack only makes the
- * server send its message again after ack_wait, and the worker settles it
- * as done.
+ * nothing buffered for a millisecond (written at once then), every 256,
+ * before any other call that talks to the server (requests, pulls, other
+ * acks, sleep_ms), at flush (the worker consumer calls it before
+ * parti_consumer_poll returns and when it is destroyed) and at close. Held
+ * acks delay deliveries by at most that millisecond (only when they hold
+ * the consumer at its max_ack_pending); a lost ack only makes the server
+ * send its message again after ack_wait, and the worker settles it as done.
  * Server times (message timestamps, KV
  * write times) are converted to the transport clock. JetStream errors map to
  * typed errors by what to do (see parti_js_api_error_described).
@@ -1614,7 +1617,7 @@ static const parti_transport_vtable parti__fake_vtable = {
     parti__fake_kv_watch,      parti__fake_kv_watch_next, parti__fake_kv_watch_stop, parti__fake_consumer_upsert,
     parti__fake_consumer_info, parti__fake_consumer_delete, parti__fake_fetch_start, parti__fake_fetch_next,
     parti__fake_ack,           parti__fake_msg_release,   parti__fake_publish,       parti__fake_sleep_ms,
-    parti__fake_connected,     parti__fake_kv_delete_if,  parti__fake_stream_get_next};
+    parti__fake_connected,     parti__fake_kv_delete_if,  parti__fake_stream_get_next, NULL /* nothing held */};
 
 /* ---- the world --------------------------------------------------------------------- */
 
@@ -2057,13 +2060,14 @@ static void parti__nats_note(parti__nconn *n, const char *fmt, ...) {
  * lock for every message (bench_consumer at batch 1000: about 15% more client
  * CPU per message). They go out when the pull has had nothing buffered for a
  * millisecond (fetch_next), every PARTI__NATS_ACK_BURST, before any other
- * call that talks to the server, and at close. While held they can keep the
+ * call that talks to the server, at flush and at close. While held they can keep the
  * consumer at its max_ack_pending, so that millisecond is the longest they
  * hold a delivery back. An ack that never arrives is no loss: the server
  * sends the message again after ack_wait, and the worker settles it as done
  * (its position is past it). */
 #define PARTI__NATS_ACK_BURST 256
-/* The longest fetch_start waits for the server to have read its pull. */
+/* The longest fetch_start waits for the server to have read its pull (and
+ * fetch_next for it to have read a burst of acks). */
 #define PARTI__NATS_PULL_FLUSH_MS 100u
 
 static void parti__nats_send_acks(parti__nconn *n) {
@@ -3667,12 +3671,20 @@ static parti_err parti__nats_fetch_next(void *self, const char *stream, const ch
                 wait = p->last_activity + 2 * (uint64_t)p->hb - now;
             /* acks not sent yet wait a millisecond for the next deliveries
              * (the rest of a pull's batch is usually on its way): they go in
-             * one burst with theirs; after that, before the wait */
+             * one burst with theirs. After that they are written before the
+             * wait, at once rather than after the flusher's own millisecond:
+             * they may be what holds the consumer at its max_ack_pending */
             if (n->acks_count && !acks_held && wait > 1) {
                 acks_held = 1;
                 wait = 1;
-            } else {
+            } else if (n->acks_count) {
                 parti__nats_send_acks(n);
+                if (wait > 0 &&
+                    natsConnection_FlushTimeout(n->nc, (int64_t)(wait < PARTI__NATS_PULL_FLUSH_MS
+                                                                     ? wait
+                                                                     : PARTI__NATS_PULL_FLUSH_MS)) == NATS_OK)
+                    parti__nats_reap_retired(n);
+                continue; /* (time went by: read the clock again) */
             }
             /* the connection state is checked only when nothing arrived: it costs a lock */
             s = natsSubscription_NextMsg(&m, p->sub, (int64_t)wait);
@@ -3784,6 +3796,10 @@ static void parti__nats_msg_release(void *self, parti_msg *m) {
     memset(m, 0, sizeof *m);
 }
 
+static void parti__nats_flush(void *self) {
+    if (self) parti__nats_send_acks((parti__nconn *)self);
+}
+
 static const parti_transport_vtable parti__nats_vtable = {
     parti__nats_now_ms,         parti__nats_random,        parti__nats_stream_create, parti__nats_stream_info,
     parti__nats_stream_delete,  parti__nats_kv_open,       parti__nats_kv_create,     parti__nats_kv_update,
@@ -3791,7 +3807,7 @@ static const parti_transport_vtable parti__nats_vtable = {
     parti__nats_kv_watch,       parti__nats_kv_watch_next, parti__nats_kv_watch_stop, parti__nats_consumer_upsert,
     parti__nats_consumer_info,  parti__nats_consumer_delete, parti__nats_fetch_start, parti__nats_fetch_next,
     parti__nats_ack,            parti__nats_msg_release,   parti__nats_publish,       parti__nats_sleep_ms,
-    parti__nats_is_connected,   parti__nats_kv_delete_if,  parti__nats_stream_get_next};
+    parti__nats_is_connected,   parti__nats_kv_delete_if,  parti__nats_stream_get_next, parti__nats_flush};
 
 /* ---- connect: and read the server's INFO line for its version ------------------ */
 

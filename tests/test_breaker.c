@@ -196,3 +196,27 @@ Test(breaker, a_group_worker_shows_its_breaker_in_health_and_metrics) {
     cr_assert_eq(parti_metrics_of(p)->circuit_breaker_state.value, 0);
     parti_destroy(p);
 }
+
+/* flush (sending what a transport holds back, e.g. a burst of acks) passes
+ * through the breaker, uncounted: it only sends what was given already. A
+ * transport without it gives a breaker without it. */
+static int flushes;
+static void counting_flush(void *self) {
+    (void)self;
+    flushes++;
+}
+
+Test(breaker, flush_passes_through) {
+    parti_transport_vtable vt = *inner.vt;
+    parti_transport with = inner, wrapped;
+    parti_breaker *b2 = NULL;
+    cr_assert_null(t.vt->flush, "the fake holds nothing back: no flush");
+    vt.flush = counting_flush;
+    with.vt = &vt;
+    cr_assert_eq(parti_breaker_wrap(&b2, &wrapped, &with, NULL), PARTI_ERR_OK);
+    cr_assert_not_null(wrapped.vt->flush);
+    flushes = 0;
+    wrapped.vt->flush(wrapped.self);
+    cr_assert_eq(flushes, 1);
+    parti_breaker_free(b2);
+}

@@ -429,3 +429,53 @@ Test(consumer_nats, a_deleted_streams_buffered_batch_is_not_handled_as_the_new_s
                  bs.old_after_new);
     cr_assert_eq(bs.new_handled, 14, "%d of the new stream's 14 messages handled", bs.new_handled);
 }
+
+/* The nats.c binding holds plain acks for a burst: none may still be held
+ * when parti_consumer_poll returns (the process may make no further call on
+ * that connection for a while, or destroy the consumer and let another
+ * process take its durable: those messages would come back after ack_wait
+ * and be handled again). A batch of 5 ends a poll right after its fifth
+ * message, with that message's ack not yet sent by fetch_next. */
+static int handled_small;
+
+static parti_verdict small_handler(void *user, const parti_msg *m, uint32_t *nak_delay_ms) {
+    (void)user;
+    (void)m;
+    (void)nak_delay_ms;
+    handled_small++;
+    return PARTI_ACK;
+}
+
+Test(consumer_nats, no_ack_is_held_back_when_poll_returns) {
+    char err[256];
+    parti_config cfg;
+    parti_consumer_options o;
+    parti_consumer *small = NULL;
+    parti_consumer_info ci;
+    int mine[] = {1}, i;
+    uint64_t t0, pending = 0;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.stream = "orders";
+    cfg.subject_template = "orders.{0}";
+    cfg.partitions = parts;
+    cfg.partition_count = 2;
+    cfg.fetch_batch = 5;
+    cfg.ack_wait_ms = 30000;
+    memset(&o, 0, sizeof o);
+    o.on_message = small_handler;
+    cr_assert_eq(parti_consumer_create(&small, &t, &cfg, &o, err, sizeof err), PARTI_ERR_OK, "%s", err);
+    cr_assert_eq(parti_consumer_update(small, "worker-9", mine, 1), PARTI_ERR_OK);
+    for (i = 0; i < 10; i++) publish("orders.p1", "m");
+    for (t0 = ms_now(); handled_small < 10 && ms_now() - t0 < 10000;) parti_consumer_poll(small, 0);
+    cr_assert_eq(handled_small, 10);
+    /* nothing more on t: the other connection reads what the server has */
+    for (t0 = ms_now(); ms_now() - t0 < 3000;) {
+        cr_assert_eq(ob.vt->consumer_info(ob.self, "orders", "parti-worker-9", &ci, 5000), PARTI_ERR_OK);
+        pending = ci.num_ack_pending;
+        parti_consumer_info_free(&ci);
+        if (!pending) break;
+        nanosleep(&(struct timespec){0, 20000000}, NULL);
+    }
+    cr_assert_eq(pending, 0, "%llu acks never reached the server", (unsigned long long)pending);
+    parti_consumer_destroy(small);
+}

@@ -518,6 +518,73 @@ Test(binding_faults, every_call_to_a_hung_server_is_bounded) {
     t.vt->kv_watch_stop(t.self, wt);
 }
 
+/* Held acks meet a hung server whose socket is full: the burst that the next
+ * call sends first blocks on the write deadline once (the connection then
+ * counts as broken and the rest goes to the reconnect buffer), so the call
+ * still returns within its timeout plus write_deadline_ms, not that for
+ * every ack. Long names make each ack about 200 bytes, so 20,000 of them fill
+ * the socket's buffers. */
+Test(binding_faults, held_acks_against_a_hung_server_cost_one_write_deadline) {
+#define LONG_STREAM "S234567890123456789012345678901234567890123456789012345678901234"
+#define LONG_DURABLE "D234567890123456789012345678901234567890123456789012345678901234"
+    static const char *const subs[] = {"ev.>"}, *const filters[] = {"ev.1"};
+    const int n = 22000;
+    const uint32_t timeout = 100, bound = 100 + 1000 + 500;
+    parti_stream_config sc;
+    parti_consumer_config cc;
+    parti_fetch_opts fo;
+    parti__nconn *nc = (parti__nconn *)t.self;
+    natsConnection *raw = NULL;
+    uint64_t t0, d;
+    int i, got = 0, buffered = 0;
+    memset(&sc, 0, sizeof sc);
+    sc.name = LONG_STREAM, sc.subjects = subs, sc.subject_count = 1;
+    cr_assert_eq(t.vt->stream_create(t.self, &sc, 5000), PARTI_ERR_OK, "%s", parti_nats_last_error(&t));
+    memset(&cc, 0, sizeof cc);
+    cc.stream = LONG_STREAM, cc.durable = LONG_DURABLE, cc.filter_subjects = filters, cc.filter_count = 1;
+    cc.ack_wait_ms = 60000, cc.max_ack_pending = 1000000;
+    cr_assert_eq(t.vt->consumer_upsert(t.self, &cc, 5000), PARTI_ERR_OK, "%s", parti_nats_last_error(&t));
+    cr_assert_eq(natsConnection_ConnectTo(&raw, nats_server_url(srv)), NATS_OK);
+    for (i = 0; i < n; i++) cr_assert_eq(natsConnection_PublishString(raw, "ev.1", "x"), NATS_OK);
+    cr_assert_eq(natsConnection_FlushTimeout(raw, 10000), NATS_OK);
+    natsConnection_Destroy(raw);
+    fo.batch = n + 10, fo.max_bytes = 0, fo.expires_ms = 120000, fo.heartbeat_ms = 0;
+    cr_assert_eq(t.vt->fetch_start(t.self, LONG_STREAM, LONG_DURABLE, &fo, 5000), PARTI_ERR_OK);
+    /* every delivery in this process before the server stops */
+    for (t0 = ms_now(); buffered < n && ms_now() - t0 < 20000;) {
+        cr_assert_eq(arrlen(nc->pulls), 1);
+        natsSubscription_GetPending(nc->pulls[0].sub, &buffered, NULL);
+        nanosleep(&(struct timespec){0, 20000000}, NULL);
+    }
+    cr_assert_eq(buffered, n, "%d of %d deliveries arrived", buffered, n);
+    cr_assert_eq(nats_server_suspend(srv, NULL, 0), 0);
+    for (i = 0; i < n; i++) {
+        parti_msg m;
+        t0 = ms_now();
+        cr_assert_eq(t.vt->fetch_next(t.self, LONG_STREAM, LONG_DURABLE, &m, timeout), PARTI_ERR_OK);
+        cr_assert_eq(t.vt->ack(t.self, &m, PARTI_ACK_ACK, 0, timeout), PARTI_ERR_OK);
+        t.vt->msg_release(t.self, &m);
+        d = ms_now() - t0;
+        cr_assert_leq(d, bound, "message %d: fetch_next and ack took %llu ms", i, (unsigned long long)d);
+        got++;
+    }
+    {
+        parti_msg m;
+        t0 = ms_now();
+        t.vt->fetch_next(t.self, LONG_STREAM, LONG_DURABLE, &m, timeout); /* nothing more: the burst goes first */
+        d = ms_now() - t0;
+    }
+    printf("hung server: %d held acks, then fetch_next(%u) took %llu ms (bound %u)\n", got, timeout,
+           (unsigned long long)d, bound);
+    cr_assert_leq(d, bound, "fetch_next took %llu ms", (unsigned long long)d);
+    t0 = ms_now();
+    t.vt->sleep_ms(t.self, 10);
+    cr_assert_leq(ms_now() - t0, bound);
+    cr_assert_eq(nats_server_resume(srv, NULL, 0), 0);
+#undef LONG_STREAM
+#undef LONG_DURABLE
+}
+
 /* Server times (a message's stored time, a KV entry's write time) come on the
  * transport's own clock, as the contract says, so now_ms - timestamp is an age. */
 Test(binding_faults, server_times_are_on_the_transport_clock) {
