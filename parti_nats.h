@@ -170,16 +170,20 @@ PARTIDEF const char *parti_fake_log(const parti_fake_world *w, size_t *len);
  * writes (ack, fetch_start, and any call that first sends held acks, below)
  * returns within timeout_ms + write_deadline_ms. fetch_start writes its
  * pull at once rather than after the millisecond nats.c's flusher sleeps
- * before each write, and waits at most 100 ms (within its timeout) for the
- * server to have read it.
- * Plain acks (+ACK) are held and sent in bursts: when the pull has had
- * nothing buffered for a millisecond (written at once then), every 256,
+ * before each write.
+ * Plain acks (+ACK) are held and sent in bursts: with an ack given once the
+ * oldest held one is 4 ms old (a coarse clock: 4-8 ms), every 256, when the
+ * pull has had nothing buffered for a millisecond (written at once then),
  * before any other call that talks to the server (requests, pulls, other
  * acks, sleep_ms), at flush (the worker consumer calls it before
- * parti_consumer_poll returns and when it is destroyed) and at close. Held
- * acks delay deliveries by at most that millisecond (only when they hold
- * the consumer at its max_ack_pending); a lost ack only makes the server
- * send its message again after ack_wait, and the worker settles it as done.
+ * parti_consumer_poll returns and when it is destroyed) and at close. So an
+ * ack waits at most those milliseconds or until the next message's handler
+ * returns. Held acks delay deliveries by at most that millisecond (only when
+ * they hold the consumer at its max_ack_pending). Acks held when the
+ * connection drops and the transport is closed before it is back are lost
+ * (as are those in nats.c's buffers): the server sends those messages again
+ * after ack_wait; a group worker settles them by its checkpoints, a
+ * standalone consumer handles them again.
  * Server times (message timestamps, KV
  * write times) are converted to the transport clock. JetStream errors map to
  * typed errors by what to do (see parti_js_api_error_described).
@@ -1984,6 +1988,7 @@ struct parti__nconn {
     char *acks;
     size_t acks_len, acks_cap;
     int acks_count;
+    uint64_t acks_since; /* the coarse clock when the oldest held ack was given */
 };
 
 static void parti__nats_send_acks(parti__nconn *n);
@@ -2059,16 +2064,39 @@ static void parti__nats_note(parti__nconn *n, const char *fmt, ...) {
  * time, the caller's thread and the reading thread meet on the connection's
  * lock for every message (bench_consumer at batch 1000: about 15% more client
  * CPU per message). They go out when the pull has had nothing buffered for a
- * millisecond (fetch_next), every PARTI__NATS_ACK_BURST, before any other
- * call that talks to the server, at flush and at close. While held they can keep the
+ * millisecond (fetch_next), every PARTI__NATS_ACK_BURST or
+ * PARTI__NATS_ACK_HOLD_MS, before any other call that talks to the server,
+ * at flush and at close. While held they can keep the
  * consumer at its max_ack_pending, so that millisecond is the longest they
  * hold a delivery back. An ack that never arrives is no loss: the server
  * sends the message again after ack_wait, and the worker settles it as done
  * (its position is past it). */
 #define PARTI__NATS_ACK_BURST 256
-/* The longest fetch_start waits for the server to have read its pull (and
- * fetch_next for it to have read a burst of acks). */
-#define PARTI__NATS_PULL_FLUSH_MS 100u
+/* The longest an ack is held (on the coarse clock, below): a connection
+ * that drops and is closed before it is back loses what is held, and those
+ * messages come again, so the window stays near nats.c's own (its flusher
+ * writes a millisecond after it is asked). */
+#define PARTI__NATS_ACK_HOLD_MS 4u
+
+/* A clock for the hold: read on every ack, so the cheapest there is (a few
+ * milliseconds coarse on Linux). */
+static uint64_t parti__nats_coarse_ms(void) {
+    struct timespec ts;
+#ifdef CLOCK_MONOTONIC_COARSE
+    if (clock_gettime(CLOCK_MONOTONIC_COARSE, &ts) != 0)
+#endif
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Writes what nats.c has buffered now rather than after its flusher's
+ * millisecond: the PING goes out with it, and its PONG is waited for only
+ * that millisecond (on a slow link it would hold back deliveries already
+ * here). Nothing is concluded from the answer: nats.c 3.4 also reports OK
+ * for a PING it could not write. */
+static void parti__nats_write_now(parti__nconn *n) {
+    natsConnection_FlushTimeout(n->nc, 1);
+}
 
 static void parti__nats_send_acks(parti__nconn *n) {
     size_t off = 0;
@@ -3528,6 +3556,7 @@ static parti__npull *parti__nats_pull(parti__nconn *n, const char *stream, const
 
 static parti_err parti__nats_fetch_start(void *self, const char *stream, const char *durable,
                                          const parti_fetch_opts *opts, uint32_t timeout_ms) {
+    (void)timeout_ms; /* (one publish: bounded by the write deadline) */
     parti__nconn *n = (parti__nconn *)self;
     parti__npull *p;
     char subject[256], reply[sizeof p->current], body[160];
@@ -3560,13 +3589,8 @@ static parti_err parti__nats_fetch_start(void *self, const char *stream, const c
     p->reconnects = parti__nats_reconnects(n);
     /* written now (with the acks before it), not after the millisecond nats.c's
      * flusher thread sleeps before each write: at batch 100 that millisecond
-     * was most of a pull's time (bench_consumer). The PONG to the flush's PING
-     * comes once the server has read the pull; it is waited for only briefly
-     * (a server that does not answer is a matter for the pull's heartbeat) */
-    if (natsConnection_FlushTimeout(n->nc, (int64_t)(timeout_ms < PARTI__NATS_PULL_FLUSH_MS
-                                                         ? (timeout_ms ? timeout_ms : 1)
-                                                         : PARTI__NATS_PULL_FLUSH_MS)) == NATS_OK)
-        parti__nats_reap_retired(n); /* (retired before this PING: the reading thread is done with them) */
+     * was most of a pull's time (bench_consumer) */
+    parti__nats_write_now(n);
     return PARTI_ERR_OK;
 }
 
@@ -3679,11 +3703,7 @@ static parti_err parti__nats_fetch_next(void *self, const char *stream, const ch
                 wait = 1;
             } else if (n->acks_count) {
                 parti__nats_send_acks(n);
-                if (wait > 0 &&
-                    natsConnection_FlushTimeout(n->nc, (int64_t)(wait < PARTI__NATS_PULL_FLUSH_MS
-                                                                     ? wait
-                                                                     : PARTI__NATS_PULL_FLUSH_MS)) == NATS_OK)
-                    parti__nats_reap_retired(n);
+                if (wait > 0) parti__nats_write_now(n);
                 continue; /* (time went by: read the clock again) */
             }
             /* the connection state is checked only when nothing arrived: it costs a lock */
@@ -3759,7 +3779,12 @@ static parti_err parti__nats_ack(void *self, const parti_msg *m, parti_ack_kind 
         }
         memcpy(n->acks + n->acks_len, reply, need);
         n->acks_len += need;
-        if (++n->acks_count >= PARTI__NATS_ACK_BURST) parti__nats_send_acks(n);
+        {
+            uint64_t now = parti__nats_coarse_ms();
+            if (n->acks_count++ == 0) n->acks_since = now;
+            if (n->acks_count >= PARTI__NATS_ACK_BURST || now - n->acks_since >= PARTI__NATS_ACK_HOLD_MS)
+                parti__nats_send_acks(n);
+        }
         return PARTI_ERR_OK;
     }
     parti__nats_send_acks(n);

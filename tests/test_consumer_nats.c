@@ -479,3 +479,52 @@ Test(consumer_nats, no_ack_is_held_back_when_poll_returns) {
     cr_assert_eq(pending, 0, "%llu acks never reached the server", (unsigned long long)pending);
     parti_consumer_destroy(small);
 }
+
+/* Held acks are not held while a poll goes on handling: with handlers of
+ * 10 ms each, the acks of earlier messages reach the server while later
+ * ones are handled (a connection that drops and is closed before it is back
+ * loses only what is held, and a standalone consumer's successor would
+ * handle those again). Read from inside the handler, on the other connection. */
+static uint64_t floor_at_40;
+
+static parti_verdict slow_handler(void *user, const parti_msg *m, uint32_t *nak_delay_ms) {
+    (void)user;
+    (void)nak_delay_ms;
+    if (++handled_small == 40) {
+        parti_consumer_info ci;
+        if (ob.vt->consumer_info(ob.self, "orders", "parti-worker-8", &ci, 5000) == PARTI_ERR_OK) {
+            floor_at_40 = ci.ack_floor_stream_seq;
+            parti_consumer_info_free(&ci);
+        }
+    }
+    (void)m;
+    nanosleep(&(struct timespec){0, 10000000}, NULL);
+    return PARTI_ACK;
+}
+
+Test(consumer_nats, acks_are_not_held_while_a_poll_handles_on) {
+    char err[256];
+    parti_config cfg;
+    parti_consumer_options o;
+    parti_consumer *slow = NULL;
+    int mine[] = {1}, i;
+    uint64_t t0;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.stream = "orders";
+    cfg.subject_template = "orders.{0}";
+    cfg.partitions = parts;
+    cfg.partition_count = 2;
+    cfg.fetch_batch = 100;
+    memset(&o, 0, sizeof o);
+    o.on_message = slow_handler;
+    handled_small = 0;
+    for (i = 0; i < 60; i++) publish("orders.p1", "m");
+    cr_assert_eq(parti_consumer_create(&slow, &t, &cfg, &o, err, sizeof err), PARTI_ERR_OK, "%s", err);
+    cr_assert_eq(parti_consumer_update(slow, "worker-8", mine, 1), PARTI_ERR_OK);
+    for (t0 = ms_now(); handled_small < 60 && ms_now() - t0 < 20000;) parti_consumer_poll(slow, 100);
+    cr_assert_eq(handled_small, 60);
+    /* the stream's first message of p1 is sequence 1: 39 handled before the 40th */
+    cr_assert_geq(floor_at_40, 20, "ack floor %llu while the 40th message was handled",
+                  (unsigned long long)floor_at_40);
+    parti_consumer_destroy(slow);
+}
