@@ -190,8 +190,8 @@ PARTIDEF const char *parti_fake_log(const parti_fake_world *w, size_t *len);
  * Requests take their replies on one synchronous subscription of the
  * connection (a timed-out request gives it up, so a late reply never answers
  * a later request); subscriptions given up while connected are freed only
- * after a later flush came back or the connection closed (nats.c < 3.6 may
- * still be reading a message into them: nats.c issue 637).
+ * after a later request's reply came or the connection closed (nats.c < 3.6
+ * may still be reading a message into them: nats.c issue 637).
  * The implementation needs POSIX (sockets, clock_gettime): compile it with
  * -D_POSIX_C_SOURCE=200809L or in gnu mode. */
 #ifndef PARTI_NATS_NO_NATSC
@@ -1974,14 +1974,16 @@ struct parti__nconn {
     char *rinbox;
     uint64_t rid;
     /* Subscriptions given up while the connection is open: unsubscribed at
-     * once, destroyed only after a later flush came back (or after the
+     * once, destroyed only after a later request's reply came (or after the
      * connection is closed). nats.c before 3.6 hands a message to a
      * subscription it looked up without holding a reference (nats.c issue
      * 637): destroyed while a message for it is being read (a late reply,
      * a pull's last delivery), it is used after it was freed, which crashes
-     * or wedges the reading thread. The PONG to a PING sent after the
+     * or wedges the reading thread. The reply to a request sent after the
      * UNSUB comes after every message the server sent for it, and the
-     * reading thread handles them in order. stb_ds array. */
+     * reading thread handles them in order (a flush's OK is no such sign:
+     * nats.c 3.4 also reports OK for a PING it could not write). stb_ds
+     * array. */
     natsSubscription **retired;
     /* Plain acks (+ACK) not sent yet, as their reply subjects one after
      * another, each NUL-terminated (see parti__nats_ack). */
@@ -2000,7 +2002,7 @@ static void parti__nats_retire(parti__nconn *n, natsSubscription *sub) {
     arrput(n->retired, sub);
 }
 
-/* A flush came back: every subscription retired before it can go. */
+/* A reply came: every subscription retired before its request can go. */
 static void parti__nats_reap_retired(parti__nconn *n) {
     while (arrlen(n->retired) > 0) natsSubscription_Destroy(arrpop(n->retired));
 }
@@ -2383,16 +2385,19 @@ static parti_err parti__nats_request(parti__nconn *n, const char *subject, const
     /* a publish is left to nats.c's flusher thread, which waits a millisecond
      * for more; a flush writes it now (and waits for the PONG to its PING,
      * which comes once the server has read the request). Only the reply's
-     * outcome counts. */
-    if (s == NATS_OK && parti__nats_left(n, deadline) &&
-        natsConnection_FlushTimeout(n->nc, (int64_t)parti__nats_left(n, deadline)) == NATS_OK)
-        parti__nats_reap_retired(n); /* (retired before this PING: the reading thread is done with them) */
+     * outcome counts (nats.c 3.4 reports OK for a PING it could not write). */
+    if (s == NATS_OK && parti__nats_left(n, deadline))
+        natsConnection_FlushTimeout(n->nc, (int64_t)parti__nats_left(n, deadline));
     while (s == NATS_OK) {
         natsMsg *m = NULL;
         s = natsSubscription_NextMsg(&m, n->rsub, (int64_t)parti__nats_left(n, deadline));
         if (s != NATS_OK) break;
         if (strcmp(natsMsg_GetSubject(m), rsubj) == 0) {
             *reply = m;
+            /* the reading thread handed over this reply after everything the
+             * server sent before it: it is done with every subscription
+             * retired before the request went out */
+            parti__nats_reap_retired(n);
             break;
         }
         natsMsg_Destroy(m); /* not this request's: a second answer to an earlier one */
