@@ -2068,11 +2068,13 @@ static void parti__nats_note(parti__nconn *n, const char *fmt, ...) {
  * CPU per message). They go out when the pull has had nothing buffered for a
  * millisecond (fetch_next), every PARTI__NATS_ACK_BURST or
  * PARTI__NATS_ACK_HOLD_MS, before any other call that talks to the server,
- * at flush and at close. While held they can keep the
- * consumer at its max_ack_pending, so that millisecond is the longest they
- * hold a delivery back. An ack that never arrives is no loss: the server
- * sends the message again after ack_wait, and the worker settles it as done
- * (its position is past it). */
+ * at flush and at close. While held they can keep the consumer at its
+ * max_ack_pending, so that millisecond is the longest they hold a delivery
+ * back. An ack that never arrives is no loss: the server sends the message
+ * again after ack_wait; this process settles it as done (its position is past
+ * it), a group's next owner goes by the checkpoint, and only a standalone
+ * consumer's successor on the same durable handles it again (see the notes at
+ * the top). */
 #define PARTI__NATS_ACK_BURST 256
 /* The longest an ack is held (on the coarse clock, below): a connection
  * that drops and is closed before it is back loses what is held, and those
@@ -3561,11 +3563,11 @@ static parti__npull *parti__nats_pull(parti__nconn *n, const char *stream, const
 
 static parti_err parti__nats_fetch_start(void *self, const char *stream, const char *durable,
                                          const parti_fetch_opts *opts, uint32_t timeout_ms) {
-    (void)timeout_ms; /* (one publish: bounded by the write deadline) */
     parti__nconn *n = (parti__nconn *)self;
     parti__npull *p;
     char subject[256], reply[sizeof p->current], body[160];
     natsStatus s;
+    (void)timeout_ms; /* (writes only: bounded by the write deadline) */
     if (!n || !stream || !durable || !opts || opts->batch < 1 || opts->max_bytes < 0 || opts->expires_ms < 10 ||
         (opts->heartbeat_ms && opts->heartbeat_ms > opts->expires_ms / 2))
         return PARTI_ERR_INVALID_ARGUMENT;
@@ -3794,7 +3796,6 @@ static parti_err parti__nats_ack(void *self, const parti_msg *m, parti_ack_kind 
     }
     parti__nats_send_acks(n);
     switch (kind) {
-    case PARTI_ACK_ACK: body = "+ACK"; break;
     case PARTI_ACK_NAK:
         body = "-NAK";
         if (delay_ms) {

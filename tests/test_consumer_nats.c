@@ -49,6 +49,15 @@ static void stream(const char *name, const char *subject) {
     cr_assert_eq(ob.vt->stream_create(ob.self, &sc, 5000), PARTI_ERR_OK, "%s", parti_nats_last_error(&ob));
 }
 
+/* The stream "orders" in partitions p0 and p1, subjects orders.<key>. */
+static void orders_config(parti_config *cfg) {
+    memset(cfg, 0, sizeof *cfg);
+    cfg->stream = "orders";
+    cfg->subject_template = "orders.{0}";
+    cfg->partitions = parts;
+    cfg->partition_count = 2;
+}
+
 static void setup(void) {
     char err[512];
     parti_config cfg;
@@ -59,11 +68,7 @@ static void setup(void) {
     cr_assert_eq(parti_nats_connect(&ob, nats_server_url(srv), NULL, err, sizeof err), PARTI_ERR_OK, "%s", err);
     stream("orders", "orders.>");
     stream("DLQ", "dlq.>");
-    memset(&cfg, 0, sizeof cfg);
-    cfg.stream = "orders";
-    cfg.subject_template = "orders.{0}";
-    cfg.partitions = parts;
-    cfg.partition_count = 2;
+    orders_config(&cfg);
     cfg.fetch_expires_ms = 1000;
     cfg.fetch_heartbeat_ms = 250;
     memset(&o, 0, sizeof o);
@@ -446,25 +451,28 @@ static parti_verdict small_handler(void *user, const parti_msg *m, uint32_t *nak
     return PARTI_ACK;
 }
 
-Test(consumer_nats, no_ack_is_held_back_when_poll_returns) {
+/* A second consumer on t, for partition p1 alone, as worker_id. */
+static parti_consumer *consumer_on_p1(const char *worker_id, int fetch_batch, parti_message_handler on_message) {
     char err[256];
     parti_config cfg;
     parti_consumer_options o;
-    parti_consumer *small = NULL;
-    parti_consumer_info ci;
-    int mine[] = {1}, i;
-    uint64_t t0, pending = 0;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.stream = "orders";
-    cfg.subject_template = "orders.{0}";
-    cfg.partitions = parts;
-    cfg.partition_count = 2;
-    cfg.fetch_batch = 5;
+    parti_consumer *pc = NULL;
+    int mine[] = {1};
+    orders_config(&cfg);
+    cfg.fetch_batch = fetch_batch;
     cfg.ack_wait_ms = 30000;
     memset(&o, 0, sizeof o);
-    o.on_message = small_handler;
-    cr_assert_eq(parti_consumer_create(&small, &t, &cfg, &o, err, sizeof err), PARTI_ERR_OK, "%s", err);
-    cr_assert_eq(parti_consumer_update(small, "worker-9", mine, 1), PARTI_ERR_OK);
+    o.on_message = on_message;
+    cr_assert_eq(parti_consumer_create(&pc, &t, &cfg, &o, err, sizeof err), PARTI_ERR_OK, "%s", err);
+    cr_assert_eq(parti_consumer_update(pc, worker_id, mine, 1), PARTI_ERR_OK);
+    return pc;
+}
+
+Test(consumer_nats, no_ack_is_held_back_when_poll_returns) {
+    parti_consumer *small = consumer_on_p1("worker-9", 5, small_handler);
+    parti_consumer_info ci;
+    int i;
+    uint64_t t0, pending = 0;
     for (i = 0; i < 10; i++) publish("orders.p1", "m");
     for (t0 = ms_now(); handled_small < 10 && ms_now() - t0 < 10000;) parti_consumer_poll(small, 0);
     cr_assert_eq(handled_small, 10);
@@ -503,24 +511,12 @@ static parti_verdict slow_handler(void *user, const parti_msg *m, uint32_t *nak_
 }
 
 Test(consumer_nats, acks_are_not_held_while_a_poll_handles_on) {
-    char err[256];
-    parti_config cfg;
-    parti_consumer_options o;
-    parti_consumer *slow = NULL;
-    int mine[] = {1}, i;
+    parti_consumer *slow;
+    int i;
     uint64_t t0;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.stream = "orders";
-    cfg.subject_template = "orders.{0}";
-    cfg.partitions = parts;
-    cfg.partition_count = 2;
-    cfg.fetch_batch = 100;
-    memset(&o, 0, sizeof o);
-    o.on_message = slow_handler;
     handled_small = 0;
     for (i = 0; i < 60; i++) publish("orders.p1", "m");
-    cr_assert_eq(parti_consumer_create(&slow, &t, &cfg, &o, err, sizeof err), PARTI_ERR_OK, "%s", err);
-    cr_assert_eq(parti_consumer_update(slow, "worker-8", mine, 1), PARTI_ERR_OK);
+    slow = consumer_on_p1("worker-8", 100, slow_handler);
     for (t0 = ms_now(); handled_small < 60 && ms_now() - t0 < 20000;) parti_consumer_poll(slow, 100);
     cr_assert_eq(handled_small, 60);
     /* the stream's first message of p1 is sequence 1: 39 handled before the 40th */
