@@ -112,8 +112,9 @@
  *   unreleased  the handoff replaced: per-partition checkpoints and claims
  *          (keys ck.<P>, parti_checkpoint_encode/decode), revoke before
  *          assign, catch-up from the checkpoint read from the stream (the
- *          vtable gained stream_get_next, required by groups, and flush,
- *          optional, for transports that send acks in bursts; stream info
+ *          vtable gained stream_get_next, required by groups, flush,
+ *          optional, for transports that send acks in bursts, and
+ *          kv_update_many, optional, for writes sent together; stream info
  *          gained created_ns), ordered mode with local retries, the fencing
  *          token (parti_msg.partition, .generation), rebalance callbacks
  *          (on_partitions_revoked/assigned/lost), commit_interval_ms, a
@@ -627,6 +628,17 @@ typedef struct parti_pub_ack {
     int duplicate;             /* 1 when the Nats-Msg-Id was seen within the duplicate window */
 } parti_pub_ack;
 
+/* One write of kv_update_many: key, value, len and expected as kv_update
+ * takes them; revision and err are what it would have given back. */
+typedef struct parti_kv_update {
+    const char *key;
+    const void *value;
+    size_t len;
+    uint64_t expected;
+    uint64_t revision;         /* out: the key's new revision when err is PARTI_ERR_OK */
+    parti_err err;             /* out: kv_update's result for this write */
+} parti_kv_update;
+
 typedef struct parti_transport_vtable {
     /* time and randomness */
     uint64_t (*now_ms)(void *self);  /* monotonic milliseconds */
@@ -722,6 +734,17 @@ typedef struct parti_transport_vtable {
      * before parti_consumer_poll returns and when it is destroyed, so no ack
      * it gave waits for a later call. May be NULL: nothing is held back. */
     void (*flush)(void *self);
+
+    /* kv_update for n keys of one bucket, all sent before any reply is
+     * awaited, in the order given, within timeout_ms in all. Not atomic:
+     * each is applied or refused on its own, and u[i].err says which, as
+     * kv_update would. A leader renews its member key and the leader key
+     * this way: the server stores them microseconds apart rather than a
+     * round trip apart, so when the leader dies both expire in the same
+     * pass of the server's expiry timer (docs/protocol.md, "Leader election
+     * and epochs"). May be NULL: the group then calls kv_update for each in
+     * turn. */
+    void (*kv_update_many)(void *self, const char *bucket, parti_kv_update *u, int n, uint32_t timeout_ms);
 } parti_transport_vtable;
 
 typedef struct parti_transport {
@@ -7255,6 +7278,18 @@ static void parti__breaker_sleep_ms(void *self, uint32_t ms) {
     if (b->inner.vt->sleep_ms) b->inner.vt->sleep_ms(b->inner.self, ms);
 }
 
+static void parti__breaker_kv_update_many(void *self, const char *bucket, parti_kv_update *u, int n,
+                                          uint32_t timeout_ms) {
+    parti_breaker *b = (parti_breaker *)self;
+    int i;
+    if (!parti__breaker_allow(b)) {
+        for (i = 0; i < n; i++) u[i].err = PARTI_ERR_CIRCUIT_OPEN;
+        return;
+    }
+    b->inner.vt->kv_update_many(b->inner.self, bucket, u, n, timeout_ms);
+    for (i = 0; i < n; i++) parti__breaker_record(b, u[i].err);
+}
+
 static void parti__breaker_flush(void *self) {
     parti_breaker *b = (parti_breaker *)self;
     if (b->inner.vt->flush) b->inner.vt->flush(b->inner.self);
@@ -7305,6 +7340,7 @@ PARTIDEF parti_err parti_breaker_wrap(parti_breaker **out, parti_transport *wrap
     b->vt.connected = parti__breaker_connected;
     b->vt.stream_get_next = inner->vt->stream_get_next ? parti__breaker_stream_get_next : NULL;
     b->vt.flush = inner->vt->flush ? parti__breaker_flush : NULL;
+    b->vt.kv_update_many = inner->vt->kv_update_many ? parti__breaker_kv_update_many : NULL;
     wrapped->vt = &b->vt;
     wrapped->self = b;
     *out = b;
@@ -9349,15 +9385,10 @@ static int parti__g_still_mine(parti *p, const char *key, uint64_t *rev) {
     return mine;
 }
 
-/* Renews the leader key (and with it writes the leader's current epoch). */
-static void parti__g_renew_leader(parti *p, uint64_t now) {
-    char v[160];
-    uint64_t rev = 0;
-    parti_err e;
+/* What a renewal of the leader key sent at now gave back: e, and the key's
+ * new revision when e is PARTI_ERR_OK. */
+static void parti__g_leader_renewed(parti *p, uint64_t now, parti_err e, uint64_t rev) {
     int mine;
-    parti__g_leader_value(p, p->epoch, v, sizeof v);
-    e = p->t.vt->kv_update(p->t.self, p->members_bucket, "leader", v, strlen(v), p->leader_rev, &rev,
-                           parti__g_budget(p));
     if ((e == PARTI_ERR_WRONG_REVISION || e == PARTI_ERR_TIMEOUT) &&
         (mine = parti__g_still_mine(p, "leader", &rev)) != 0) {
         /* 1: the key is still this process's (an earlier write landed with its
@@ -9382,6 +9413,34 @@ static void parti__g_renew_leader(parti *p, uint64_t now) {
         parti__g_fail(p, e, "renewing the leader key");
         p->renew_leader_due = !p->epoch_written; /* the epoch must reach the key before anything is published */
     }
+}
+
+/* Renews the leader key (and with it writes the leader's current epoch). */
+static void parti__g_renew_leader(parti *p, uint64_t now) {
+    char v[160];
+    uint64_t rev = 0;
+    parti_err e;
+    parti__g_leader_value(p, p->epoch, v, sizeof v);
+    e = p->t.vt->kv_update(p->t.self, p->members_bucket, "leader", v, strlen(v), p->leader_rev, &rev,
+                           parti__g_budget(p));
+    parti__g_leader_renewed(p, now, e, rev);
+}
+
+/* kv_update_many, or kv_update for each in turn. Lease calls are never cut
+ * short: the turns stop before one that would not have its whole op timeout
+ * within the poll's budget. Returns how many were sent. */
+static int parti__g_update_many(parti *p, const char *bucket, parti_kv_update *u, int n) {
+    int i;
+    if (p->t.vt->kv_update_many) {
+        p->t.vt->kv_update_many(p->t.self, bucket, u, n, parti__g_budget(p));
+        return n;
+    }
+    for (i = 0; i < n; i++) {
+        if (i > 0 && !parti__g_lease_ok(p)) return i;
+        u[i].err = p->t.vt->kv_update(p->t.self, bucket, u[i].key, u[i].value, u[i].len, u[i].expected,
+                                      &u[i].revision, parti__g_budget(p));
+    }
+    return n;
 }
 
 /* The member lease: the worker acts on its ID (hands messages to the
@@ -10342,12 +10401,34 @@ static void parti__g_partitions_step(parti *p, uint64_t now) {
 static void parti__g_heartbeat(parti *p, uint64_t now) {
     uint64_t rev = 0;
     parti_err e = PARTI_ERR_WRONG_REVISION; /* after an inconclusive read-back: read again first */
-    int mine;
+    int mine, leader_sent = 0;
     if (!parti__g_lease_ok(p)) return; /* still due: the next poll renews first */
     p->next_heartbeat = now + p->opts.heartbeat_ms;
-    if (!p->readback_due)
-        e = p->t.vt->kv_update(p->t.self, p->members_bucket, p->key, p->value, strlen(p->value), p->my_rev, &rev,
-                               parti__g_budget(p));
+    if (!p->readback_due) {
+        /* a leader renews its member key and the leader key together: when
+         * it dies, the server then expires both in the same pass, and the
+         * election that needs the leader key gone does not wait for the
+         * server's next pass (at least 250 ms later) after the member key's.
+         * Only inside the member lease (a fresh reading): then the member
+         * key cannot have expired, and a leader that lost its ID does not
+         * renew the leader key it can no longer act on (past the lease the
+         * leader key waits for the member key's renewal, as it did alone) */
+        parti_kv_update u[2];
+        char lv[160];
+        int n = 1;
+        memset(u, 0, sizeof u);
+        u[0].key = p->key, u[0].value = p->value, u[0].len = strlen(p->value), u[0].expected = p->my_rev;
+        if (p->leader && !p->stale && parti__g_now(p) < parti__g_lease_end(p)) {
+            parti__g_leader_value(p, p->epoch, lv, sizeof lv);
+            u[1].key = "leader", u[1].value = lv, u[1].len = strlen(lv), u[1].expected = p->leader_rev;
+            n = 2;
+        }
+        leader_sent = parti__g_update_many(p, p->members_bucket, u, n) == 2;
+        e = u[0].err;
+        rev = u[0].revision;
+        if (leader_sent) parti__g_leader_renewed(p, now, u[1].err, u[1].revision);
+        else if (n == 2) p->renew_leader_due = 1; /* no time left for it: first thing at the next poll */
+    }
     if (e == PARTI_ERR_WRONG_REVISION) { /* read the key back before concluding anything */
         mine = parti__g_still_mine(p, p->key, &rev);
         p->readback_due = mine < 0;
@@ -10401,7 +10482,7 @@ static void parti__g_heartbeat(parti *p, uint64_t now) {
         p->next_doc_check = now;
         parti__g_set_state(p, p->applied_version ? PARTI_STATE_STABLE : PARTI_STATE_WAITING);
     }
-    if (p->leader) {
+    if (p->leader && !leader_sent && !p->renew_leader_due) {
         if (parti__g_lease_ok(p)) parti__g_renew_leader(p, now);
         else p->renew_leader_due = 1;
     }

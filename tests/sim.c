@@ -1098,7 +1098,8 @@ static const parti_transport_vtable wrap_vt = {
     w_kv_create,       w_kv_update,    w_kv_put,        w_kv_get,          w_kv_delete,     w_kv_keys,
     w_kv_watch,        w_kv_watch_next, w_kv_watch_stop, w_consumer_upsert, w_consumer_info, w_consumer_delete,
     w_fetch_start,     w_fetch_next,   w_ack,           w_msg_release,     w_publish,       w_sleep_ms,
-    w_connected,       w_kv_delete_if, w_stream_get_next, NULL /* the fake holds nothing back */};
+    w_connected,       w_kv_delete_if, w_stream_get_next, NULL /* the fake holds nothing back */,
+    NULL /* kv_update for each in turn, with the faults of each */};
 
 /* ---- what the handlers see ------------------------------------------------------------- */
 

@@ -220,3 +220,51 @@ Test(breaker, flush_passes_through) {
     cr_assert_eq(flushes, 1);
     parti_breaker_free(b2);
 }
+
+/* kv_update_many passes through with each write's result counted, as the
+ * same writes through kv_update would be; an open breaker refuses every
+ * write without calling the transport. A transport without it gives a
+ * breaker without it. */
+static int many_calls;
+static parti_err many_result = PARTI_ERR_TIMEOUT;
+static void canned_update_many(void *self, const char *bucket, parti_kv_update *u, int n, uint32_t timeout_ms) {
+    int i;
+    (void)self, (void)bucket, (void)timeout_ms;
+    many_calls++;
+    for (i = 0; i < n; i++) u[i].err = many_result;
+}
+
+Test(breaker, kv_update_many_passes_through_and_counts_each_write) {
+    parti_transport_vtable vt = *inner.vt;
+    parti_transport with = inner, wrapped;
+    parti_breaker_options o;
+    parti_breaker *b2 = NULL;
+    parti_kv_update u[2];
+    int i;
+    cr_assert_null(t.vt->kv_update_many, "the fake has none: neither has its breaker");
+    vt.kv_update_many = canned_update_many;
+    with.vt = &vt;
+    memset(&o, 0, sizeof o);
+    o.failure_threshold = 4;
+    o.open_ms = 2000;
+    cr_assert_eq(parti_breaker_wrap(&b2, &wrapped, &with, &o), PARTI_ERR_OK);
+    cr_assert_not_null(wrapped.vt->kv_update_many);
+    memset(u, 0, sizeof u);
+    u[0].key = "m.a", u[1].key = "leader";
+    many_calls = 0;
+    many_result = PARTI_ERR_TIMEOUT;
+    wrapped.vt->kv_update_many(wrapped.self, "b", u, 2, 1000); /* two failures */
+    cr_assert_eq(parti_breaker_state_of(b2), PARTI_BREAKER_CLOSED);
+    wrapped.vt->kv_update_many(wrapped.self, "b", u, 2, 1000); /* four: open */
+    cr_assert_eq(parti_breaker_state_of(b2), PARTI_BREAKER_OPEN);
+    cr_assert_eq(many_calls, 2);
+    wrapped.vt->kv_update_many(wrapped.self, "b", u, 2, 1000);
+    cr_assert_eq(many_calls, 2, "an open breaker does not call the transport");
+    for (i = 0; i < 2; i++) cr_assert_eq(u[i].err, PARTI_ERR_CIRCUIT_OPEN);
+    parti_fake_advance(w, 2000); /* half open: a success closes it */
+    many_result = PARTI_ERR_OK;
+    wrapped.vt->kv_update_many(wrapped.self, "b", u, 2, 1000);
+    cr_assert_eq(many_calls, 3);
+    cr_assert_eq(parti_breaker_state_of(b2), PARTI_BREAKER_CLOSED);
+    parti_breaker_free(b2);
+}

@@ -928,8 +928,9 @@ Test(group, a_failed_rebalance_is_retried_with_backoff) {
     g_run(4000);
     cr_assert(g_assignment_ok(3));
     l = g_find_leader();
-    /* the next writes of the leader fail (its heartbeat included): the join's rebalance must be retried */
-    cr_assert_eq(parti_fake_fail_next(gw, &ws[l].t, "kv_update", 3, PARTI_ERR_TIMEOUT), PARTI_ERR_OK);
+    /* the next writes of the leader fail (its renewals included, and the leader key's, retried at each
+     * poll after a timeout; the fake fails them at once): the join's rebalance must be retried */
+    cr_assert_eq(parti_fake_fail_next(gw, &ws[l].t, "kv_update", 40, PARTI_ERR_TIMEOUT), PARTI_ERR_OK);
     g_start(3);
     g_run(6000);
     cr_assert(g_assignment_ok(4));
@@ -1392,4 +1393,64 @@ Test(group, slow_handlers_during_a_catch_up_do_not_starve_the_renewals) {
     }
     g_check_all_handled(NP * 70);
     cr_assert_eq(seq_went_down, 0);
+}
+
+/* A leader renews its member key and the leader key in one kv_update_many
+ * call, member key first (on nats-server the two are then stored
+ * microseconds apart and a dead leader's keys expire in one pass); the
+ * others renew their member key alone. A recording transport in front of
+ * the fake sees every renewal. */
+static parti_transport_vtable rec_vt;
+static const parti_transport_vtable *rec_inner;
+static int rec_pairs, rec_singles, rec_odd, rec_leader_alone;
+static void rec_update_many(void *self, const char *bucket, parti_kv_update *u, int n, uint32_t timeout_ms) {
+    int i;
+    if (n == 2 && strncmp(u[0].key, "m.", 2) == 0 && strcmp(u[1].key, "leader") == 0) rec_pairs++;
+    else if (n == 1 && strncmp(u[0].key, "m.", 2) == 0) rec_singles++;
+    else rec_odd++;
+    for (i = 0; i < n; i++)
+        u[i].err = rec_inner->kv_update(self, bucket, u[i].key, u[i].value, u[i].len, u[i].expected, &u[i].revision,
+                                        timeout_ms);
+}
+static parti_err rec_update(void *self, const char *bucket, const char *key, const void *value, size_t len,
+                            uint64_t expected, uint64_t *revision, uint32_t timeout_ms) {
+    if (strcmp(key, "leader") == 0) rec_leader_alone++;
+    return rec_inner->kv_update(self, bucket, key, value, len, expected, revision, timeout_ms);
+}
+
+Test(group, a_leader_renews_its_member_key_and_the_leader_key_together) {
+    parti_transport wrapped[3];
+    char msg[256];
+    int i, l;
+    g_world(31);
+    gopts.heartbeat_ms = 250;
+    gopts.member_ttl_ms = 1000;
+    for (i = 0; i < 3; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "w%d", i);
+        cr_assert_eq(parti_fake_connect(gw, name, &ws[i].t), PARTI_ERR_OK);
+        rec_inner = ws[i].t.vt;
+        rec_vt = *ws[i].t.vt;
+        rec_vt.kv_update_many = rec_update_many;
+        rec_vt.kv_update = rec_update;
+        wrapped[i].vt = &rec_vt;
+        wrapped[i].self = ws[i].t.self;
+        gopts.user = &ws[i];
+        cr_assert_eq(parti_create(&ws[i].p, &wrapped[i], &gcfg, &gopts, msg, sizeof msg), PARTI_ERR_OK, "%s", msg);
+        ws[i].alive = 1;
+    }
+    g_run(5000);
+    cr_assert(g_assignment_ok(3));
+    l = g_find_leader();
+    rec_pairs = rec_singles = rec_odd = rec_leader_alone = 0;
+    g_run(2000); /* 8 heartbeats each */
+    cr_assert_geq(rec_pairs, 7, "the leader's renewals together: %d", rec_pairs);
+    cr_assert_geq(rec_singles, 14, "the others' renewals: %d", rec_singles);
+    cr_assert_eq(rec_odd, 0);
+    cr_assert_eq(rec_leader_alone, 0, "the leader key renewed on its own %d times", rec_leader_alone);
+    /* and a dead leader is still replaced */
+    g_kill(l);
+    g_run(3000);
+    cr_assert_eq(g_leaders(), 1);
+    cr_assert(g_assignment_ok(2));
 }

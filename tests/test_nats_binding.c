@@ -511,6 +511,14 @@ Test(binding_faults, every_call_to_a_hung_server_is_bounded) {
     TIMED("ack", t.vt->ack(t.self, &m, PARTI_ACK_ACK, 0, timeout));
     TIMED("fetch_start", t.vt->fetch_start(t.self, "orders", "w1", &fo, timeout));
     TIMED("publish", t.vt->publish(t.self, "orders.1", NULL, 0, "x", 1, NULL, timeout));
+    {
+        parti_kv_update u[2];
+        memset(u, 0, sizeof u);
+        u[0].key = "m.w5", u[0].value = "z", u[0].len = 1, u[0].expected = rev;
+        u[1].key = "leader", u[1].value = "z", u[1].len = 1, u[1].expected = 0;
+        TIMED("kv_update_many", (t.vt->kv_update_many(t.self, "members", u, 2, timeout), u[0].err));
+        cr_assert(u[0].err != PARTI_ERR_OK && u[1].err != PARTI_ERR_OK);
+    }
 #undef TIMED
     cr_assert_eq(nats_server_resume(srv, NULL, 0), 0);
     printf("hung server: worst call %llu ms (timeout %u ms, bound %u ms)\n", (unsigned long long)worst, timeout, bound);
@@ -968,4 +976,141 @@ Test(binding_faults, a_burst_never_stalls_a_consumer_whose_ack_pending_limit_is_
     }
     cr_assert_eq(got, 300, "%d of 300 in 10 s", got);
     printf("300 messages under max_ack_pending 20 in %llu ms\n", (unsigned long long)(ms_now() - t0));
+}
+
+/* ---- kv_update_many --------------------------------------------------------- */
+
+static void open_members(void) {
+    parti_kv_config kc;
+    memset(&kc, 0, sizeof kc);
+    kc.bucket = "members";
+    cr_assert_eq(t.vt->kv_open(t.self, &kc, 5000), PARTI_ERR_OK, "%s", parti_nats_last_error(&t));
+}
+
+static void set_update(parti_kv_update *u, const char *key, const char *value, uint64_t expected) {
+    memset(u, 0, sizeof *u);
+    u->key = key, u->value = value, u->len = strlen(value), u->expected = expected;
+}
+
+static void assert_value(const char *key, const char *value) {
+    parti_kv_entry e;
+    cr_assert_eq(other.vt->kv_get(other.self, "members", key, 0, &e, 5000), PARTI_ERR_OK, "%s", key);
+    cr_assert_str_eq((const char *)e.value, value, "%s", key);
+    parti_kv_entry_free(&e);
+}
+
+/* Each write is answered as kv_update would answer it alone: a refused one
+ * (wrong revision) takes no revision and does not stop the ones after it. */
+Test(binding_faults, kv_update_many_answers_each_write_as_kv_update_would) {
+    parti_kv_update u[3];
+    uint64_t ra = 0, rl = 0;
+    open_members();
+    cr_assert_eq(t.vt->kv_put(t.self, "members", "m.a", "a1", 2, &ra, 5000), PARTI_ERR_OK);
+    cr_assert_eq(t.vt->kv_put(t.self, "members", "leader", "l1", 2, &rl, 5000), PARTI_ERR_OK);
+    set_update(&u[0], "m.a", "a2", ra);
+    set_update(&u[1], "leader", "l2", rl + 100); /* wrong */
+    set_update(&u[2], "m.b", "b1", 0);           /* 0: the key must not exist */
+    t.vt->kv_update_many(t.self, "members", u, 3, 5000);
+    cr_assert_eq(u[0].err, PARTI_ERR_OK, "%s", parti_error_name(u[0].err));
+    cr_assert_eq(u[1].err, PARTI_ERR_WRONG_REVISION, "%s", parti_error_name(u[1].err));
+    cr_assert_eq(u[2].err, PARTI_ERR_OK, "%s", parti_error_name(u[2].err));
+    cr_assert_eq(u[0].revision, rl + 1);
+    cr_assert_eq(u[2].revision, rl + 2, "the refused write took no revision");
+    assert_value("m.a", "a2");
+    assert_value("leader", "l1");
+    assert_value("m.b", "b1");
+    /* again from the new revisions: both land */
+    set_update(&u[0], "m.a", "a3", u[0].revision);
+    set_update(&u[1], "leader", "l3", rl);
+    t.vt->kv_update_many(t.self, "members", u, 2, 5000);
+    cr_assert_eq(u[0].err, PARTI_ERR_OK);
+    cr_assert_eq(u[1].err, PARTI_ERR_OK);
+    cr_assert_eq(u[1].revision, u[0].revision + 1);
+    assert_value("leader", "l3");
+}
+
+/* Bad input writes nothing; a missing bucket and a closed connection are
+ * reported for every write. */
+Test(binding_faults, kv_update_many_refuses_bad_input_and_reports_a_missing_bucket) {
+    parti_kv_update u[2];
+    uint64_t ra = 0;
+    open_members();
+    cr_assert_eq(t.vt->kv_put(t.self, "members", "m.a", "a1", 2, &ra, 5000), PARTI_ERR_OK);
+    set_update(&u[0], "m.a", "a2", ra);
+    set_update(&u[1], "bad key!", "x", 0);
+    t.vt->kv_update_many(t.self, "members", u, 2, 5000);
+    cr_assert_eq(u[0].err, PARTI_ERR_INVALID_NAME, "%s", parti_error_name(u[0].err));
+    cr_assert_eq(u[1].err, PARTI_ERR_INVALID_NAME);
+    assert_value("m.a", "a1");
+    set_update(&u[0], "m.a", "a2", ra);
+    u[1].key = NULL;
+    t.vt->kv_update_many(t.self, "members", u, 2, 5000);
+    cr_assert_eq(u[0].err, PARTI_ERR_INVALID_ARGUMENT);
+    t.vt->kv_update_many(t.self, "members", u, 0, 5000); /* nothing to do: no crash */
+    cr_assert_eq(other.vt->stream_delete(other.self, "KV_members", 5000), PARTI_ERR_OK);
+    set_update(&u[0], "m.a", "a2", ra);
+    set_update(&u[1], "leader", "l", 0);
+    t.vt->kv_update_many(t.self, "members", u, 2, 5000);
+    cr_assert_eq(u[0].err, PARTI_ERR_BUCKET_NOT_FOUND, "%s", parti_error_name(u[0].err));
+    cr_assert_eq(u[1].err, PARTI_ERR_BUCKET_NOT_FOUND, "%s", parti_error_name(u[1].err));
+}
+
+/* The stored time of the stream message seq, in ns of the day (the
+ * server's clock), from the JetStream API; -1 when it cannot be read. */
+static long long stored_ns(uint64_t seq) {
+    char body[64], reply[4096], err[256];
+    const char *tm;
+    int h, mi;
+    double s;
+    snprintf(body, sizeof body, "{\"seq\":%llu}", (unsigned long long)seq);
+    if (nats_server_request(srv, "$JS.API.STREAM.MSG.GET.KV_members", body, reply, sizeof reply, 5000, err,
+                            sizeof err) != 0)
+        return -1;
+    if (!(tm = strstr(reply, "\"time\":\"")) || strlen(tm) < 8 + 11 + 8) return -1;
+    if (sscanf(tm + 8 + 11, "%d:%d:%lf", &h, &mi, &s) != 3) return -1;
+    return (long long)(h * 3600 + mi * 60) * 1000000000LL + (long long)(s * 1e9);
+}
+
+static int cmp_ll(const void *a, const void *b) {
+    long long x = *(const long long *)a, y = *(const long long *)b;
+    return (x > y) - (x < y);
+}
+
+/* Every request goes out before any reply is awaited, so the server stores
+ * the writes back to back: the gap between their stored times is well under
+ * the one between two kv_update calls in a row, which includes a reply's
+ * way back and the next request's way out (medians of 15 pairs each). This
+ * is what lets a dead leader's two keys expire in one pass. */
+Test(binding_faults, kv_update_many_stores_its_writes_back_to_back) {
+    enum { PAIRS = 15 };
+    long long many[PAIRS], seq[PAIRS];
+    parti_kv_update u[2];
+    uint64_t ra = 0, rb = 0;
+    int i;
+    open_members();
+    cr_assert_eq(t.vt->kv_put(t.self, "members", "m.a", "a", 1, &ra, 5000), PARTI_ERR_OK);
+    cr_assert_eq(t.vt->kv_put(t.self, "members", "leader", "l", 1, &rb, 5000), PARTI_ERR_OK);
+    for (i = 0; i < PAIRS; i++) {
+        long long x, y;
+        set_update(&u[0], "m.a", "a", ra);
+        set_update(&u[1], "leader", "l", rb);
+        t.vt->kv_update_many(t.self, "members", u, 2, 5000);
+        cr_assert_eq(u[0].err, PARTI_ERR_OK);
+        cr_assert_eq(u[1].err, PARTI_ERR_OK);
+        ra = u[0].revision, rb = u[1].revision;
+        x = stored_ns(ra), y = stored_ns(rb);
+        cr_assert(x >= 0 && y >= 0);
+        many[i] = y - x;
+        cr_assert_eq(t.vt->kv_update(t.self, "members", "m.a", "a", 1, ra, &ra, 5000), PARTI_ERR_OK);
+        cr_assert_eq(t.vt->kv_update(t.self, "members", "leader", "l", 1, rb, &rb, 5000), PARTI_ERR_OK);
+        x = stored_ns(ra), y = stored_ns(rb);
+        cr_assert(x >= 0 && y >= 0);
+        seq[i] = y - x;
+    }
+    qsort(many, PAIRS, sizeof many[0], cmp_ll);
+    qsort(seq, PAIRS, sizeof seq[0], cmp_ll);
+    printf("stored-time gap of two writes: kv_update_many median %.1f us (max %.1f), two kv_update calls median "
+           "%.1f us\n", many[PAIRS / 2] / 1e3, many[PAIRS - 1] / 1e3, seq[PAIRS / 2] / 1e3);
+    cr_assert_lt(many[PAIRS / 2] * 2, seq[PAIRS / 2], "kv_update_many %lld ns, kv_update twice %lld ns",
+                 many[PAIRS / 2], seq[PAIRS / 2]);
 }
