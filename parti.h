@@ -10276,6 +10276,16 @@ static int parti__g_claim(parti *p, int i, uint64_t now) {
                 parti_kv_entry_free(&ent);
                 return 0; /* its holder may still act on it: it releases it, or its lease runs out */
             }
+            /* written under another stream than the one this worker last
+             * read: the stream may have been made again since that read (a
+             * stall, seed 3068), and a claim from the older reading would
+             * drop the position the holder committed in the new one. Read
+             * it again first */
+            if (ck.stream_created_ns && ck.stream_created_ns != p->c->stream_created &&
+                parti__consumer_check_stream(p->c, NULL) != PARTI_ERR_OK) {
+                parti_kv_entry_free(&ent);
+                return 0;
+            }
             if (ck.stream_created_ns == p->c->stream_created) seq = ck.seq; /* (else: another stream's sequence) */
             own_untouched = ck.instance == p->instance && ent.revision == g->rev;
         }
@@ -10288,6 +10298,8 @@ static int parti__g_claim(parti *p, int i, uint64_t now) {
     mine.stream_created_ns = p->c->stream_created;
     snprintf(mine.subject, sizeof mine.subject, "%s", p->c->psubj[i]);
     if (parti_checkpoint_encode(&mine, buf, sizeof buf, &len) != PARTI_ERR_OK) return 0;
+    /* the reads above may have blocked past the lease (a stall): no claim then */
+    if (parti__g_now(p) >= parti__g_lease_end(p)) return 0;
     e = exists ? p->t.vt->kv_update(p->t.self, p->assign_bucket, key, buf, len - 1, base, &rev, parti__g_budget(p))
                : p->t.vt->kv_create(p->t.self, p->assign_bucket, key, buf, len - 1, &rev, parti__g_budget(p));
     if (e != PARTI_ERR_OK) {
@@ -10398,10 +10410,71 @@ static void parti__g_partitions_step(parti *p, uint64_t now) {
     PARTI_FREE(lost);
 }
 
+/* What the member key's renewal sent at now gave back (e, rev; with e
+ * PARTI_ERR_WRONG_REVISION and nothing sent, a read-back is due). 1 when the
+ * ID is renewed. */
+static int parti__g_member_renewed(parti *p, uint64_t now, parti_err e, uint64_t rev) {
+    int mine;
+    if (e == PARTI_ERR_WRONG_REVISION) { /* read the key back before concluding anything */
+        mine = parti__g_still_mine(p, p->key, &rev);
+        p->readback_due = mine < 0;
+        if (mine > 0) {
+            /* an earlier renewal landed and its reply was lost: the ID is still ours;
+             * renew from its revision soon (the lease counts from a renewal we saw) */
+            p->my_rev = rev;
+            p->next_heartbeat = now;
+            return 0;
+        }
+        if (mine < 0) e = PARTI_ERR_TIMEOUT; /* no answer: not a lost ID yet */
+    }
+    if (e == PARTI_ERR_WRONG_REVISION || e == PARTI_ERR_KEY_NOT_FOUND || e == PARTI_ERR_BUCKET_NOT_FOUND) {
+        /* (a missing bucket: a memory-storage server restarted and lost it) */
+        parti__g_lose_id(p, e);
+        return 0;
+    }
+    if (e != PARTI_ERR_OK) {
+        parti_counter_add(&p->gm.heartbeat_failures, 1);
+        parti__g_fail(p, e, "heartbeat");
+        return 0;
+    }
+    p->my_rev = rev;
+    if (parti__g_now(p) >= parti__g_lease_end(p)) {
+        /* answered past the lease: the write may have waited (a stall, a
+         * client's buffer) until a restart lost the memory-storage buckets
+         * and another process claimed this number in the new ones, where
+         * the revision it carried was that process's: it overwrote that key,
+         * and a read-back would name this process. No one else could claim
+         * the number before this lease ran out (the quiet period after a
+         * lost bucket), so an answer inside it needs no check */
+        int same = parti__g_same_buckets(p);
+        if (same == 0) {
+            parti__g_lose_id(p, PARTI_ERR_KEY_NOT_FOUND);
+            return 0;
+        }
+        if (same < 0) { /* the lease stays over: the key is read back, renewed and checked again */
+            parti_counter_add(&p->gm.heartbeat_failures, 1);
+            parti__g_fail(p, PARTI_ERR_TIMEOUT, "reading which buckets these are");
+            return 0;
+        }
+    }
+    parti__g_renewed(p, now);
+    if (p->degraded) { /* the control plane is back */
+        p->degraded = 0;
+        parti_gauge_set(&p->gm.degraded, 0);
+        if (p->stale) {
+            p->stale = 0;
+            parti__g_apply_held(p); /* resume the last assignment; a newer one may follow */
+        }
+        p->next_doc_check = now;
+        parti__g_set_state(p, p->applied_version ? PARTI_STATE_STABLE : PARTI_STATE_WAITING);
+    }
+    return 1;
+}
+
 static void parti__g_heartbeat(parti *p, uint64_t now) {
-    uint64_t rev = 0;
-    parti_err e = PARTI_ERR_WRONG_REVISION; /* after an inconclusive read-back: read again first */
-    int mine, leader_sent = 0;
+    uint64_t rev = 0, lrev = 0;
+    parti_err e = PARTI_ERR_WRONG_REVISION, le = PARTI_ERR_OK; /* (after an inconclusive read-back: read again first) */
+    int leader_sent = 0, renewed;
     if (!parti__g_lease_ok(p)) return; /* still due: the next poll renews first */
     p->next_heartbeat = now + p->opts.heartbeat_ms;
     if (!p->readback_due) {
@@ -10426,63 +10499,18 @@ static void parti__g_heartbeat(parti *p, uint64_t now) {
         leader_sent = parti__g_update_many(p, p->members_bucket, u, n) == 2;
         e = u[0].err;
         rev = u[0].revision;
-        if (leader_sent) parti__g_leader_renewed(p, now, u[1].err, u[1].revision);
-        else if (n == 2) p->renew_leader_due = 1; /* no time left for it: first thing at the next poll */
+        le = u[1].err;
+        lrev = u[1].revision;
+        if (n == 2 && !leader_sent) p->renew_leader_due = 1; /* no time left for it: first thing at the next poll */
     }
-    if (e == PARTI_ERR_WRONG_REVISION) { /* read the key back before concluding anything */
-        mine = parti__g_still_mine(p, p->key, &rev);
-        p->readback_due = mine < 0;
-        if (mine > 0) {
-            /* an earlier renewal landed and its reply was lost: the ID is still ours;
-             * renew from its revision soon (the lease counts from a renewal we saw) */
-            p->my_rev = rev;
-            p->next_heartbeat = now;
-            return;
-        }
-        if (mine < 0) e = PARTI_ERR_TIMEOUT; /* no answer: not a lost ID yet */
-    }
-    if (e == PARTI_ERR_WRONG_REVISION || e == PARTI_ERR_KEY_NOT_FOUND || e == PARTI_ERR_BUCKET_NOT_FOUND) {
-        /* (a missing bucket: a memory-storage server restarted and lost it) */
-        parti__g_lose_id(p, e);
-        return;
-    }
-    if (e != PARTI_ERR_OK) {
-        parti_counter_add(&p->gm.heartbeat_failures, 1);
-        parti__g_fail(p, e, "heartbeat");
-        return;
-    }
-    p->my_rev = rev;
-    if (parti__g_now(p) >= parti__g_lease_end(p)) {
-        /* answered past the lease: the write may have waited (a stall, a
-         * client's buffer) until a restart lost the memory-storage buckets
-         * and another process claimed this number in the new ones, where
-         * the revision it carried was that process's: it overwrote that key,
-         * and a read-back would name this process. No one else could claim
-         * the number before this lease ran out (the quiet period after a
-         * lost bucket), so an answer inside it needs no check */
-        int same = parti__g_same_buckets(p);
-        if (same == 0) {
-            parti__g_lose_id(p, PARTI_ERR_KEY_NOT_FOUND);
-            return;
-        }
-        if (same < 0) { /* the lease stays over: the key is read back, renewed and checked again */
-            parti_counter_add(&p->gm.heartbeat_failures, 1);
-            parti__g_fail(p, PARTI_ERR_TIMEOUT, "reading which buckets these are");
-            return;
-        }
-    }
-    parti__g_renewed(p, now);
-    if (p->degraded) { /* the control plane is back */
-        p->degraded = 0;
-        parti_gauge_set(&p->gm.degraded, 0);
-        if (p->stale) {
-            p->stale = 0;
-            parti__g_apply_held(p); /* resume the last assignment; a newer one may follow */
-        }
-        p->next_doc_check = now;
-        parti__g_set_state(p, p->applied_version ? PARTI_STATE_STABLE : PARTI_STATE_WAITING);
-    }
-    if (p->leader && !leader_sent && !p->renew_leader_due) {
+    renewed = parti__g_member_renewed(p, now, e, rev);
+    /* the leader key's result after the member key's: an ID lost in the
+     * same heartbeat is settled while this worker still leads (it keeps the
+     * right to stand again at once in buckets made after a loss), and a
+     * worker that no longer leads does not act on the leader key */
+    if (leader_sent) {
+        if (p->leader) parti__g_leader_renewed(p, now, le, lrev);
+    } else if (renewed && p->leader && !p->renew_leader_due) {
         if (parti__g_lease_ok(p)) parti__g_renew_leader(p, now);
         else p->renew_leader_due = 1;
     }

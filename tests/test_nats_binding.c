@@ -1047,6 +1047,15 @@ Test(binding_faults, kv_update_many_refuses_bad_input_and_reports_a_missing_buck
     t.vt->kv_update_many(t.self, "members", u, 2, 5000);
     cr_assert_eq(u[0].err, PARTI_ERR_INVALID_ARGUMENT);
     t.vt->kv_update_many(t.self, "members", u, 0, 5000); /* nothing to do: no crash */
+    t.vt->kv_update_many(t.self, "members", NULL, 2, 5000); /* nowhere to answer: no crash */
+    {
+        static parti_kv_update many[65];
+        int i;
+        for (i = 0; i < 65; i++) set_update(&many[i], "m.a", "a2", ra);
+        t.vt->kv_update_many(t.self, "members", many, 65, 5000); /* over the binding's 64 */
+        for (i = 0; i < 65; i++) cr_assert_eq(many[i].err, PARTI_ERR_INVALID_ARGUMENT);
+        assert_value("m.a", "a1");
+    }
     cr_assert_eq(other.vt->stream_delete(other.self, "KV_members", 5000), PARTI_ERR_OK);
     set_update(&u[0], "m.a", "a2", ra);
     set_update(&u[1], "leader", "l", 0);
