@@ -8816,6 +8816,7 @@ struct parti {
     parti_transport t;
     uint64_t call_deadline;      /* KV calls end by then (0: op_timeout_ms each) */
     int renew_leader_due;        /* the leader key's renewal waits for a poll with time for it */
+    int member_failed;           /* the last member key renewal did not renew the ID */
     int elect_due;               /* so does an election found necessary */
     int readback_due;            /* a renewal failed and reading the key back was inconclusive */
     parti_options opts;
@@ -10482,16 +10483,19 @@ static void parti__g_heartbeat(parti *p, uint64_t now) {
          * it dies, the server then expires both in the same pass, and the
          * election that needs the leader key gone does not wait for the
          * server's next pass (at least 250 ms later) after the member key's.
-         * Only inside the member lease (a fresh reading): then the member
-         * key cannot have expired, and a leader that lost its ID does not
-         * renew the leader key it can no longer act on (past the lease the
-         * leader key waits for the member key's renewal, as it did alone) */
+         * Only inside the member lease (a fresh reading) and after a member
+         * renewal that worked: then the member key cannot have expired, and
+         * a leader whose member renewals fail does not keep the leader key
+         * alive past its ID (otherwise the leader key waits for the member
+         * key's renewal, as it did alone; review: a leader whose member
+         * writes hung renewed the leader key until it lost its ID, and the
+         * group then waited a TTL for a leader) */
         parti_kv_update u[2];
         char lv[160];
         int n = 1;
         memset(u, 0, sizeof u);
         u[0].key = p->key, u[0].value = p->value, u[0].len = strlen(p->value), u[0].expected = p->my_rev;
-        if (p->leader && !p->stale && parti__g_now(p) < parti__g_lease_end(p)) {
+        if (p->leader && !p->stale && !p->member_failed && parti__g_now(p) < parti__g_lease_end(p)) {
             parti__g_leader_value(p, p->epoch, lv, sizeof lv);
             u[1].key = "leader", u[1].value = lv, u[1].len = strlen(lv), u[1].expected = p->leader_rev;
             n = 2;
@@ -10501,9 +10505,9 @@ static void parti__g_heartbeat(parti *p, uint64_t now) {
         rev = u[0].revision;
         le = u[1].err;
         lrev = u[1].revision;
-        if (n == 2 && !leader_sent) p->renew_leader_due = 1; /* no time left for it: first thing at the next poll */
     }
     renewed = parti__g_member_renewed(p, now, e, rev);
+    p->member_failed = !renewed;
     /* the leader key's result after the member key's: an ID lost in the
      * same heartbeat is settled while this worker still leads (it keeps the
      * right to stand again at once in buckets made after a loss), and a

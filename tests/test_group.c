@@ -1490,3 +1490,68 @@ Test(group, a_leader_whose_buckets_were_lost_leads_again_at_once) {
     g_run(4000);
     cr_assert(g_assignment_ok(4));
 }
+
+/* A leader whose member key writes fail (they hang and time out, not
+ * applied) while the leader key's would land: after the first such
+ * heartbeat it renews the leader key no more, so the key expires with its
+ * ID and another is elected (review: it renewed the leader key at every
+ * heartbeat until it lost its ID, and the group waited a TTL more). */
+static void *hang_self;
+static int hang_on, leader_writes_while_failing, member_failing;
+static parti_err hang_update(void *self, const char *bucket, const char *key, const void *value, size_t len,
+                             uint64_t expected, uint64_t *revision, uint32_t timeout_ms) {
+    if (self == hang_self && hang_on) {
+        if (strncmp(key, "m.", 2) == 0) {
+            member_failing = 1;
+            parti_fake_advance(gw, timeout_ms); /* hangs until its timeout, not applied */
+            return PARTI_ERR_TIMEOUT;
+        }
+        if (strcmp(key, "leader") == 0 && member_failing) leader_writes_while_failing++;
+    }
+    return rec_inner->kv_update(self, bucket, key, value, len, expected, revision, timeout_ms);
+}
+static void hang_update_many(void *self, const char *bucket, parti_kv_update *u, int n, uint32_t timeout_ms) {
+    int i;
+    for (i = 0; i < n; i++)
+        u[i].err = hang_update(self, bucket, u[i].key, u[i].value, u[i].len, u[i].expected, &u[i].revision,
+                               timeout_ms);
+}
+
+Test(group, a_leader_whose_member_key_writes_fail_stops_renewing_the_leader_key) {
+    parti_transport wrapped[3];
+    char msg[256];
+    int i, l;
+    uint64_t t0;
+    g_world(43);
+    gopts.heartbeat_ms = 250;
+    gopts.member_ttl_ms = 1000;
+    gopts.op_timeout_ms = 100;
+    for (i = 0; i < 3; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "w%d", i);
+        cr_assert_eq(parti_fake_connect(gw, name, &ws[i].t), PARTI_ERR_OK);
+        rec_inner = ws[i].t.vt;
+        rec_vt = *ws[i].t.vt;
+        rec_vt.kv_update_many = hang_update_many;
+        rec_vt.kv_update = hang_update;
+        wrapped[i].vt = &rec_vt;
+        wrapped[i].self = ws[i].t.self;
+        gopts.user = &ws[i];
+        cr_assert_eq(parti_create(&ws[i].p, &wrapped[i], &gcfg, &gopts, msg, sizeof msg), PARTI_ERR_OK, "%s", msg);
+        ws[i].alive = 1;
+    }
+    g_run(5000);
+    cr_assert(g_assignment_ok(3));
+    l = g_find_leader();
+    hang_self = ws[l].t.self;
+    hang_on = 1;
+    member_failing = leader_writes_while_failing = 0;
+    t0 = parti_fake_now(gw);
+    while (parti_fake_now(gw) - t0 < 3000 && !(g_leaders() == 1 && !parti_is_leader(ws[l].p))) g_run(10);
+    printf("member writes failing: %d leader key writes meanwhile; another leads after %llu ms (TTL 1000)\n",
+           leader_writes_while_failing, (unsigned long long)(parti_fake_now(gw) - t0));
+    cr_assert_leq(leader_writes_while_failing, 1, "the leader key was renewed %d times while the member key's "
+                  "renewals failed", leader_writes_while_failing);
+    cr_assert(g_leaders() == 1 && !parti_is_leader(ws[l].p), "no other leader within 3 s");
+    hang_on = 0;
+}
