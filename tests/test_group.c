@@ -1418,27 +1418,37 @@ static parti_err rec_update(void *self, const char *bucket, const char *key, con
     return rec_inner->kv_update(self, bucket, key, value, len, expected, revision, timeout_ms);
 }
 
-Test(group, a_leader_renews_its_member_key_and_the_leader_key_together) {
-    parti_transport wrapped[3];
+/* Three workers whose transports pass through update and update_many (in
+ * front of the fake, which rec_inner names) before reaching the fake. */
+static void g_start_wrapped(parti_transport wrapped[3],
+                            parti_err (*update)(void *, const char *, const char *, const void *, size_t, uint64_t,
+                                                uint64_t *, uint32_t),
+                            void (*update_many)(void *, const char *, parti_kv_update *, int, uint32_t)) {
     char msg[256];
-    int i, l;
-    g_world(31);
-    gopts.heartbeat_ms = 250;
-    gopts.member_ttl_ms = 1000;
+    int i;
     for (i = 0; i < 3; i++) {
         char name[16];
         snprintf(name, sizeof name, "w%d", i);
         cr_assert_eq(parti_fake_connect(gw, name, &ws[i].t), PARTI_ERR_OK);
         rec_inner = ws[i].t.vt;
         rec_vt = *ws[i].t.vt;
-        rec_vt.kv_update_many = rec_update_many;
-        rec_vt.kv_update = rec_update;
+        rec_vt.kv_update_many = update_many;
+        rec_vt.kv_update = update;
         wrapped[i].vt = &rec_vt;
         wrapped[i].self = ws[i].t.self;
         gopts.user = &ws[i];
         cr_assert_eq(parti_create(&ws[i].p, &wrapped[i], &gcfg, &gopts, msg, sizeof msg), PARTI_ERR_OK, "%s", msg);
         ws[i].alive = 1;
     }
+}
+
+Test(group, a_leader_renews_its_member_key_and_the_leader_key_together) {
+    parti_transport wrapped[3];
+    int l;
+    g_world(31);
+    gopts.heartbeat_ms = 250;
+    gopts.member_ttl_ms = 1000;
+    g_start_wrapped(wrapped, rec_update, rec_update_many);
     g_run(5000);
     cr_assert(g_assignment_ok(3));
     l = g_find_leader();
@@ -1519,27 +1529,13 @@ static void hang_update_many(void *self, const char *bucket, parti_kv_update *u,
 
 Test(group, a_leader_whose_member_key_writes_fail_stops_renewing_the_leader_key) {
     parti_transport wrapped[3];
-    char msg[256];
-    int i, l;
+    int l;
     uint64_t t0;
     g_world(43);
     gopts.heartbeat_ms = 250;
     gopts.member_ttl_ms = 1000;
     gopts.op_timeout_ms = 100;
-    for (i = 0; i < 3; i++) {
-        char name[16];
-        snprintf(name, sizeof name, "w%d", i);
-        cr_assert_eq(parti_fake_connect(gw, name, &ws[i].t), PARTI_ERR_OK);
-        rec_inner = ws[i].t.vt;
-        rec_vt = *ws[i].t.vt;
-        rec_vt.kv_update_many = hang_update_many;
-        rec_vt.kv_update = hang_update;
-        wrapped[i].vt = &rec_vt;
-        wrapped[i].self = ws[i].t.self;
-        gopts.user = &ws[i];
-        cr_assert_eq(parti_create(&ws[i].p, &wrapped[i], &gcfg, &gopts, msg, sizeof msg), PARTI_ERR_OK, "%s", msg);
-        ws[i].alive = 1;
-    }
+    g_start_wrapped(wrapped, hang_update, hang_update_many);
     g_run(5000);
     cr_assert(g_assignment_ok(3));
     l = g_find_leader();
