@@ -151,7 +151,9 @@
  *          claims and elections without the quiet period are bounded by the
  *          lease held at the ID loss; a new leader's first document waits
  *          the emergency grace, not a planned window; parti_nats.h takes a
- *          buffered delivery without reading the clock
+ *          buffered delivery without reading the clock, gives released
+ *          deliveries back to nats.c together and dates deliveries with a
+ *          clock pair read after each wait
  *   0.2.0  the worker consumer, assignment strategies and document, the group
  *          (membership, leader election, rebalancing, degraded mode); the
  *          vtable gained sleep_ms, consumer info the deliver policy
@@ -6263,7 +6265,7 @@ static void parti__consumer_run_due(parti_consumer *c, uint64_t now) {
      * registry key as a departed process's, and a recreation now would
      * leave it on the server with no key (seed 72671). The group's next
      * step stops it, or renews the lease, which lets this work run again */
-    if (c->group && c->lease_until && parti__consumer_now(c) >= c->lease_until) return;
+    if (c->group && c->lease_until && now >= c->lease_until) return; /* (now: read just before) */
     if (c->need_recreate) {
         parti__consumer_recreate(c, now);
         if (c->need_recreate) return;
@@ -6438,18 +6440,22 @@ static int parti__consumer_run_handler(parti_consumer *c, parti_msg *m, int dire
 
 /* Hands partition i's held messages to the handler in order while it may:
  * its catch-up has read them, it is not waiting to retry its head, and the
- * lease holds. */
-static void parti__consumer_drain(parti_consumer *c, int i) {
+ * lease holds (checked before each message; lease_checked: the caller has
+ * just checked it on a fresh clock, with no handler or call since, so the
+ * first message needs no second read). */
+static void parti__consumer_drain_checked(parti_consumer *c, int i, int lease_checked) {
     parti__cpart *ps = &c->pt[i];
     int guard;
     for (guard = 0; guard < 100000 && arrlen(ps->q) > 0; guard++) {
         parti__held h = ps->q[0];
         uint32_t retry = 0;
         uint64_t now;
+        int checked = lease_checked;
+        lease_checked = 0;
         if (ps->state == PARTI__P_CATCHUP && (!h.direct || h.m.stream_seq >= ps->cu_next)) break;
         if (c->group && ps->state != PARTI__P_ACTIVE && ps->state != PARTI__P_CATCHUP) break;
         now = ps->retry_at ? parti__consumer_now(c) : 0; /* (a clock read only when a retry waits) */
-        if (now < ps->retry_at || c->paused || parti__consumer_lease_out(c)) break;
+        if (now < ps->retry_at || c->paused || (!checked && parti__consumer_lease_out(c))) break;
         if (h.m.stream_seq <= ps->pos) { /* done before (a redelivery): settle it */
             arrdel(ps->q, 0);
             parti__consumer_skip(c, &h.m, h.direct);
@@ -6473,6 +6479,8 @@ static void parti__consumer_drain(parti_consumer *c, int i) {
         c->t.vt->msg_release(c->t.self, &h.m);
     }
 }
+
+static void parti__consumer_drain(parti_consumer *c, int i) { parti__consumer_drain_checked(c, i, 0); }
 
 /* Partition i's catch-up also covers everything up to end (0: up to the
  * stream's last sequence, read again): a tail becomes a catch-up with an
@@ -6547,7 +6555,7 @@ static void parti__consumer_read_base(parti_consumer *c) {
 /* A message for partition i (from the durable, or a direct read): dropped
  * when done before or not this worker's, else queued in order and drained. */
 static void parti__consumer_take(parti_consumer *c, parti_msg *m, int direct) {
-    int i = parti__consumer_partition_of(c, m->subject), k;
+    int i = parti__consumer_partition_of(c, m->subject), k, checked = 1;
     parti__cpart *ps;
     parti__held h;
     if (parti__consumer_lease_out(c)) {
@@ -6557,14 +6565,20 @@ static void parti__consumer_take(parti_consumer *c, parti_msg *m, int direct) {
         return;
     }
     if (!direct && m->consumer_seq) { /* (0: a transport that does not say) */
-        if (c->cseq_known && m->consumer_seq != c->cseq_seen + 1) parti__consumer_delivery_gap(c, m);
+        if (c->cseq_known && m->consumer_seq != c->cseq_seen + 1) {
+            parti__consumer_delivery_gap(c, m);
+            checked = 0;
+        }
         c->cseq_seen = m->consumer_seq;
         c->cseq_known = 1;
     }
     if (!direct && m->delivery_count <= 1 && m->stream_seq > c->durable_seen) {
         /* the durable's first deliveries come in stream order: it has delivered this far */
         c->durable_seen = m->stream_seq;
-        if (c->tailing) parti__consumer_end_tails(c, m->num_pending == 0 ? m->stream_seq : 0);
+        if (c->tailing) {
+            parti__consumer_end_tails(c, m->num_pending == 0 ? m->stream_seq : 0); /* (it may run handlers) */
+            checked = 0;
+        }
     }
     if (i < 0) { /* no partition's subject: handled as it is (cannot come from a filter parti built) */
         uint32_t retry;
@@ -6599,13 +6613,14 @@ static void parti__consumer_take(parti_consumer *c, parti_msg *m, int direct) {
             ps->q[k - 1].direct = direct;
         } else {
             parti__consumer_skip(c, m, 0); /* the catch-up has it */
+            checked = 0;                   /* (an ack: a call, time may pass) */
         }
     } else {
         h.m = *m;
         h.direct = direct;
         arrins(ps->q, k, h);
     }
-    parti__consumer_drain(c, i);
+    parti__consumer_drain_checked(c, i, checked); /* (the lease was checked above) */
 }
 
 /* Reads the stream's last sequence for the partitions whose catch-up waits
@@ -6999,7 +7014,13 @@ static parti_err parti__consumer_poll_until(parti_consumer *c, uint64_t now, uin
         /* catch-ups read a few messages per turn, so the durable's partitions
          * keep flowing; what a turn read is handed over only once the stream
          * is found to be still the one the positions count in */
-        cu = parti__consumer_catch_up_turn(c, parti__consumer_now(c), deadline);
+        if (c->catching_up || c->tailing) {
+            cu = parti__consumer_catch_up_turn(c, parti__consumer_now(c), deadline);
+        } else { /* (what a turn with no catch-up does, without its clock read) */
+            cu = 0;
+            c->cu_due = 0;
+            c->tail_full_turns = 0;
+        }
         r = parti__consumer_pull_step(c, parti__consumer_now(c), deadline);
         if (r == PARTI__PULL_IDLE && cu) r = PARTI__PULL_WAITED;
         now = parti__consumer_now(c);

@@ -188,8 +188,15 @@ PARTIDEF const char *parti_fake_log(const parti_fake_world *w, size_t *len);
  * (as are those in nats.c's buffers): the server sends those messages again
  * after ack_wait; a group worker settles them by its checkpoints, a
  * standalone consumer handles them again.
+ * Released deliveries are given back to nats.c together (at most 1024, or
+ * 1 MiB of payload, are held; the rest at flush and at close): nats.c frees
+ * messages on a thread of its own and wakes it for each one it is given
+ * while it sleeps.
  * Server times (message timestamps, KV
- * write times) are converted to the transport clock. JetStream errors map to
+ * write times) are converted to the transport clock; for deliveries with a
+ * wall/transport clock pair read after each wait and every 256 messages, so
+ * a message stored after that reading is dated at it (early by at most the
+ * time since). JetStream errors map to
  * typed errors by what to do (see parti_js_api_error_described).
  * Requests take their replies on one synchronous subscription of the
  * connection (a timed-out request gives it up, so a late reply never answers
@@ -1962,6 +1969,11 @@ typedef struct parti__ndeliv {
     char *owned;        /* stream_get_next: subject, data and header block in one PARTI_MALLOC */
 } parti__ndeliv;
 
+/* Released messages given back to nats.c together (see
+ * parti__nats_msg_release): at most this many, or this many payload bytes. */
+#define PARTI__NATS_DEAD_BURST 1024
+#define PARTI__NATS_DEAD_BYTES (1u << 20)
+
 struct parti__nconn {
     natsConnection *nc;
     natsOptions *opts;
@@ -1996,9 +2008,27 @@ struct parti__nconn {
     size_t acks_len, acks_cap;
     int acks_count;
     uint64_t acks_since; /* the coarse clock when the oldest held ack was given */
+    /* Delivered messages released by the caller and not yet given back to
+     * nats.c (see parti__nats_msg_release). */
+    natsMsg *dead[PARTI__NATS_DEAD_BURST];
+    int dead_count;
+    size_t dead_bytes;
+    /* A wall clock reading and the transport clock's at the same moment, to
+     * put the server's timestamps on the transport clock without two clock
+     * reads per message (see parti__nats_server_time); 0 = read afresh. */
+    uint64_t stamp_wall_ns, stamp_now_ms;
+    int stamp_uses;
 };
 
 static void parti__nats_send_acks(parti__nconn *n);
+
+/* Gives the released messages back to nats.c (see parti__nats_msg_release). */
+static void parti__nats_free_dead(parti__nconn *n) {
+    int i;
+    for (i = 0; i < n->dead_count; i++) natsMsg_Destroy(n->dead[i]);
+    n->dead_count = 0;
+    n->dead_bytes = 0;
+}
 
 /* Gives up sub (NULL: nothing) as described at parti__nconn.retired. */
 static void parti__nats_retire(parti__nconn *n, natsSubscription *sub) {
@@ -3620,7 +3650,23 @@ static natsMsg *parti__nats_handle_msg(void *handle) {
     return ((parti__ndeliv *)handle)->msg;
 }
 
-static void parti__nats_fill_common(natsMsg *m, const parti_js_ack_meta *meta, parti_msg *out) {
+/* parti__nats_server_time for a delivery: the clock pair is read for the
+ * first delivery after a wait and then every PARTI__NATS_STAMP_USES
+ * deliveries, so a message stored after the reading gets that reading's time
+ * (a few milliseconds early at most: deliveries are taken without a wait
+ * only while they are buffered) rather than costing two clock reads each. */
+#define PARTI__NATS_STAMP_USES 256
+static uint64_t parti__nats_delivery_time(parti__nconn *n, uint64_t wall_ns) {
+    if (n->stamp_uses <= 0 || n->stamp_uses >= PARTI__NATS_STAMP_USES) {
+        n->stamp_wall_ns = parti__nats_wall_ns();
+        n->stamp_now_ms = parti__nats_now_ms(NULL);
+        n->stamp_uses = 0;
+    }
+    n->stamp_uses++;
+    return parti_wall_to_transport_ms(wall_ns, n->stamp_wall_ns, n->stamp_now_ms);
+}
+
+static void parti__nats_fill_common(parti__nconn *n, natsMsg *m, const parti_js_ack_meta *meta, parti_msg *out) {
     memset(out, 0, sizeof *out);
     out->subject = natsMsg_GetSubject(m);
     out->data = (const uint8_t *)natsMsg_GetData(m);
@@ -3629,17 +3675,17 @@ static void parti__nats_fill_common(natsMsg *m, const parti_js_ack_meta *meta, p
     out->consumer_seq = meta->consumer_seq;
     out->delivery_count = (uint32_t)meta->delivered;
     out->num_pending = meta->pending;
-    out->timestamp_ms = parti__nats_server_time(meta->timestamp_ns);
+    out->timestamp_ms = parti__nats_delivery_time(n, meta->timestamp_ns);
 }
 
 /* Builds a parti_msg over a delivered natsMsg (headers included). */
-static parti_err parti__nats_fill_msg(natsMsg *m, const parti_js_ack_meta *meta, parti_msg *out) {
+static parti_err parti__nats_fill_msg(parti__nconn *n, natsMsg *m, const parti_js_ack_meta *meta, parti_msg *out) {
     parti__ndeliv *d;
     const char **keys = NULL;
     int count = 0, i;
     if (natsMsgHeader_Keys(m, &keys, &count) != NATS_OK || count <= 0) {
         free((void *)keys);
-        parti__nats_fill_common(m, meta, out);
+        parti__nats_fill_common(n, m, meta, out);
         out->handle = (void *)((uintptr_t)m | 1u);
         return PARTI_ERR_OK;
     }
@@ -3657,7 +3703,7 @@ static parti_err parti__nats_fill_msg(natsMsg *m, const parti_js_ack_meta *meta,
         d->hdrs[i].name = d->keys[i];
         d->hdrs[i].value = v ? v : "";
     }
-    parti__nats_fill_common(m, meta, out);
+    parti__nats_fill_common(n, m, meta, out);
     out->headers = d->hdrs;
     out->header_count = d->hdrs ? count : 0;
     out->handle = d;
@@ -3718,6 +3764,7 @@ static parti_err parti__nats_fetch_next(void *self, const char *stream, const ch
                 if (wait > 0) parti__nats_write_now(n);
                 continue; /* (time went by: read the clock again) */
             }
+            n->stamp_uses = 0; /* (the clock pair for timestamps is read afresh after a wait) */
             /* the connection state is checked only when nothing arrived: it costs a lock */
             s = natsSubscription_NextMsg(&m, p->sub, (int64_t)wait);
         }
@@ -3755,7 +3802,7 @@ static parti_err parti__nats_fetch_next(void *self, const char *stream, const ch
         p->fresh = 1; /* (last_activity is read off the clock at the next wait) */
         p->remaining--;
         p->delivered++;
-        if (parti__nats_fill_msg(m, &meta, out) != PARTI_ERR_OK) {
+        if (parti__nats_fill_msg(n, m, &meta, out) != PARTI_ERR_OK) {
             natsMsg_Destroy(m);
             return PARTI_ERR_NOMEM;
         }
@@ -3814,12 +3861,29 @@ static parti_err parti__nats_ack(void *self, const parti_msg *m, parti_ack_kind 
     return parti__nats_map(n, natsConnection_PublishString(n->nc, reply, body), "ack");
 }
 
+/* A delivered message is not destroyed at once but many together (at most
+ * PARTI__NATS_DEAD_BURST of them or PARTI__NATS_DEAD_BYTES of payload; what
+ * is left at flush, which a consumer's poll calls as it returns, and at close):
+ * natsMsg_Destroy hands each message to nats.c's freeing thread and wakes it
+ * when it sleeps, and one at a time that wake-up came for nearly every
+ * message (bench_consumer at batch 1000: a futex wake on this thread and a
+ * context switch on that one per message). */
+static void parti__nats_destroy_later(parti__nconn *n, natsMsg *msg) {
+    if (!n) {
+        natsMsg_Destroy(msg);
+        return;
+    }
+    n->dead[n->dead_count++] = msg;
+    n->dead_bytes += (size_t)natsMsg_GetDataLength(msg);
+    if (n->dead_count == PARTI__NATS_DEAD_BURST || n->dead_bytes >= PARTI__NATS_DEAD_BYTES) parti__nats_free_dead(n);
+}
+
 static void parti__nats_msg_release(void *self, parti_msg *m) {
+    parti__nconn *n = (parti__nconn *)self;
     parti__ndeliv *d;
-    (void)self;
     if (!m || !m->handle) return;
     if ((uintptr_t)m->handle & 1u) {
-        natsMsg_Destroy(parti__nats_handle_msg(m->handle));
+        parti__nats_destroy_later(n, parti__nats_handle_msg(m->handle));
         memset(m, 0, sizeof *m);
         return;
     }
@@ -3827,13 +3891,15 @@ static void parti__nats_msg_release(void *self, parti_msg *m) {
     PARTI_FREE(d->hdrs);
     PARTI_FREE(d->owned);
     free((void *)d->keys); /* allocated by nats.c */
-    if (d->msg) natsMsg_Destroy(d->msg);
+    if (d->msg) parti__nats_destroy_later(n, d->msg);
     PARTI_FREE(d);
     memset(m, 0, sizeof *m);
 }
 
 static void parti__nats_flush(void *self) {
-    if (self) parti__nats_send_acks((parti__nconn *)self);
+    if (!self) return;
+    parti__nats_send_acks((parti__nconn *)self);
+    parti__nats_free_dead((parti__nconn *)self);
 }
 
 #define PARTI__NATS_MANY_MAX 64 /* writes in one kv_update_many call */
@@ -4024,6 +4090,7 @@ static void parti__nats_free(parti__nconn *n) {
         parti__nats_send_acks(n);
         natsConnection_Close(n->nc);
     }
+    parti__nats_free_dead(n);
     PARTI_FREE(n->acks);
     for (i = 0; i < (int)arrlen(n->pulls); i++) parti__nats_pull_free(n, &n->pulls[i]);
     arrfree(n->pulls);

@@ -11,7 +11,7 @@
  *             itself runs on to its timeout); also the client's CPU time per
  *             message on each side (getrusage of this process: every thread,
  *             user + system), which the machine's noise disturbs less than
- *             the rates do
+ *             the rates do, and the server's (it shares the cores)
  *   update    parti_consumer_update (no_coalesce) until poll has the new
  *             filter on the server, vs one raw $JS.API.CONSUMER.CREATE round
  *             trip changing filter_subjects; two sets alternate; p50 / p95
@@ -22,7 +22,9 @@
  * Environment: PARTI_BENCH_STORAGE=memory|file (default memory),
  * PARTI_BENCH_MSGS = messages published per payload size (default 200000;
  * half of them match the filter), PARTI_BENCH_ROUNDS = pull rounds (default 5,
- * 1..51), PARTI_BENCH_ONLY=pull skips the update and recreate sections. nats.c 3.4 cannot express
+ * 1..51), PARTI_BENCH_ONLY=pull skips the update and recreate sections; for
+ * profiling, PARTI_BENCH_SIDE=parti|raw runs one side of the pull rounds and
+ * PARTI_BENCH_SIZE=32|1024, PARTI_BENCH_BATCH=100|1000 one case. nats.c 3.4 cannot express
  * filter_subjects, so the raw consumer config is sent as JSON through
  * natsConnection_Request, as any client without that field would. */
 #define _POSIX_C_SOURCE 200809L
@@ -38,9 +40,13 @@
 #include <string.h>
 #include <time.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #define PULL_ROUNDS_MAX 51
 static int pull_rounds = 5; /* PARTI_BENCH_ROUNDS */
+enum { SIDE_PARTI = 1, SIDE_RAW = 2 };
+static int pull_sides = SIDE_PARTI | SIDE_RAW; /* PARTI_BENCH_SIDE */
+static int pull_size, pull_batch;             /* PARTI_BENCH_SIZE, PARTI_BENCH_BATCH: 0 = both */
 #define UPDATE_ITERATIONS 300
 #define RECREATE_ITERATIONS 20
 #define MAX_ACK_PENDING 10000
@@ -94,6 +100,26 @@ static double cpu_s(void) {
     if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
     return (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
            ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) / 1e6;
+}
+
+/* The server's CPU time so far (user + system, /proc; 0 where there is none):
+ * the server shares this machine's cores with the client, so what one side
+ * makes it do per message counts too. */
+static double server_cpu_s(const bench *b) {
+    char path[64], buf[1024], *p;
+    unsigned long ut = 0, st = 0;
+    long tick = sysconf(_SC_CLK_TCK);
+    FILE *f;
+    size_t len;
+    snprintf(path, sizeof path, "/proc/%ld/stat", (long)nats_server_pid(b->srv));
+    if (!(f = fopen(path, "r"))) return 0;
+    len = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[len] = 0;
+    /* after the command's closing parenthesis: state is field 3, utime 14, stime 15 */
+    if (!(p = strrchr(buf, ')')) || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+        return 0;
+    return tick > 0 ? (double)(ut + st) / (double)tick : 0;
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -207,6 +233,7 @@ typedef struct worker {
     char marker[32];     /* a payload to watch for ("" = none) */
     double marker_at;    /* when the handler saw it, 0 = not yet */
     double recreated_at; /* when the RECREATED event came, 0 = not yet */
+    int assigned;        /* partitions assigned (a group's worker) */
 } worker;
 
 static parti_verdict on_message(void *user, const parti_msg *m, uint32_t *nak_delay_ms) {
@@ -272,13 +299,14 @@ static void worker_wait_applied(worker *w) {
 
 /* ---- 1. pull throughput ------------------------------------------------------ */
 
-static double raw_pull(bench *b, const char *durable, int batch, long expect, double *cpu_us) {
+static double raw_pull(bench *b, const char *durable, int batch, long expect, double *cpu_us, double *srv_us,
+                       int expires_ms, int heartbeat_ms) {
     natsSubscription *sub = NULL;
     jsSubOptions so;
     jsFetchRequest fr;
     jsErrCode jerr = 0;
     long got = 0;
-    double t0, deadline, c0;
+    double t0, deadline, c0, s0;
     jsSubOptions_Init(&so);
     so.Stream = "bench";
     so.Consumer = durable;
@@ -286,9 +314,10 @@ static double raw_pull(bench *b, const char *durable, int batch, long expect, do
         fail("raw bind to %s failed (%d)", durable, (int)jerr);
     jsFetchRequest_Init(&fr);
     fr.Batch = batch;
-    fr.Expires = (int64_t)FETCH_EXPIRES_MS * 1000000;
-    fr.Heartbeat = (int64_t)FETCH_HEARTBEAT_MS * 1000000;
+    fr.Expires = (int64_t)expires_ms * 1000000;
+    fr.Heartbeat = (int64_t)heartbeat_ms * 1000000;
     c0 = cpu_s();
+    s0 = server_cpu_s(b);
     t0 = now_s();
     deadline = t0 + PULL_DEADLINE_S;
     while (got < expect) {
@@ -305,20 +334,22 @@ static double raw_pull(bench *b, const char *durable, int batch, long expect, do
     }
     t0 = now_s() - t0;
     *cpu_us = (cpu_s() - c0) * 1e6 / (double)got;
+    *srv_us = (server_cpu_s(b) - s0) * 1e6 / (double)got;
     natsSubscription_Destroy(sub);
     if (got != expect) fail("raw pull: %ld messages, expected %ld", got, expect);
     return (double)got / t0;
 }
 
-static double parti_pull(bench *b, const char *id, int batch, long expect, double *cpu_us) {
+static double parti_pull(bench *b, const char *id, int batch, long expect, double *cpu_us, double *srv_us) {
     worker w;
-    double t0, deadline, c0;
+    double t0, deadline, c0, s0;
     worker_create(b, &w, "bench", "bench.{0}", batch);
     worker_update(&w, id, set_a, 4);
     w.target = expect;
     /* the clock includes creating the durable: one round trip, lazily in poll; it
      * stops in the handler, as poll runs on to its timeout after the last message */
     c0 = cpu_s();
+    s0 = server_cpu_s(b);
     t0 = now_s();
     deadline = t0 + PULL_DEADLINE_S;
     while (w.handled < expect) {
@@ -329,6 +360,7 @@ static double parti_pull(bench *b, const char *id, int batch, long expect, doubl
     }
     t0 = w.target_at - t0;
     *cpu_us = (cpu_s() - c0) * 1e6 / (double)w.handled; /* (and the rest of the last poll: it waits) */
+    *srv_us = (server_cpu_s(b) - s0) * 1e6 / (double)w.handled;
     if (w.handled != expect) fail("worker consumer: %ld messages, expected %ld", w.handled, expect);
     if (parti_consumer_metrics(w.c)->consumer_messages_ack.value != (uint64_t)expect)
         fail("worker consumer: ack counter %llu, expected %ld",
@@ -337,52 +369,237 @@ static double parti_pull(bench *b, const char *id, int batch, long expect, doubl
     return (double)w.handled / t0;
 }
 
+/* The rounds of one case, each side's rate and CPU times per message. */
+typedef struct rounds {
+    double raw_rates[PULL_ROUNDS_MAX], parti_rates[PULL_ROUNDS_MAX], ratios[PULL_ROUNDS_MAX];
+    double raw_cpu[PULL_ROUNDS_MAX], parti_cpu[PULL_ROUNDS_MAX], raw_srv[PULL_ROUNDS_MAX], parti_srv[PULL_ROUNDS_MAX];
+} rounds;
+
+/* Round r: the two sides in alternating order, so neither always runs on a
+ * warmer server (or one side alone, PARTI_BENCH_SIDE, for profiling). */
+typedef double (*side_fn)(bench *b, void *arg, double *cpu_us, double *srv_us);
+static void run_round(bench *b, rounds *rs, int r, side_fn parti_side, void *parti_arg, side_fn raw_side,
+                      void *raw_arg) {
+    rs->parti_rates[r] = rs->raw_rates[r] = rs->parti_cpu[r] = rs->raw_cpu[r] = 1; /* (a side not run) */
+    rs->parti_srv[r] = rs->raw_srv[r] = 1;
+    if (r % 2) {
+        if (pull_sides & SIDE_PARTI) rs->parti_rates[r] = parti_side(b, parti_arg, &rs->parti_cpu[r], &rs->parti_srv[r]);
+        if (pull_sides & SIDE_RAW) rs->raw_rates[r] = raw_side(b, raw_arg, &rs->raw_cpu[r], &rs->raw_srv[r]);
+    } else {
+        if (pull_sides & SIDE_RAW) rs->raw_rates[r] = raw_side(b, raw_arg, &rs->raw_cpu[r], &rs->raw_srv[r]);
+        if (pull_sides & SIDE_PARTI) rs->parti_rates[r] = parti_side(b, parti_arg, &rs->parti_cpu[r], &rs->parti_srv[r]);
+    }
+    rs->ratios[r] = rs->parti_rates[r] / rs->raw_rates[r];
+}
+
+static void report(const char *what, rounds *rs, int size, int batch, long expect) {
+    int m = pull_rounds / 2;
+    qsort(rs->raw_rates, (size_t)pull_rounds, sizeof(double), cmp_double);
+    qsort(rs->parti_rates, (size_t)pull_rounds, sizeof(double), cmp_double);
+    qsort(rs->ratios, (size_t)pull_rounds, sizeof(double), cmp_double);
+    qsort(rs->raw_cpu, (size_t)pull_rounds, sizeof(double), cmp_double);
+    qsort(rs->parti_cpu, (size_t)pull_rounds, sizeof(double), cmp_double);
+    qsort(rs->raw_srv, (size_t)pull_rounds, sizeof(double), cmp_double);
+    qsort(rs->parti_srv, (size_t)pull_rounds, sizeof(double), cmp_double);
+    printf("%s %4d B batch %4d: parti %7.0f msg/s | raw nats.c %7.0f msg/s | ratio %.3fx "
+           "(medians of %d rounds of %ld msgs; per-round ratio median %.3f, range %.3f..%.3f)\n",
+           what, size, batch, rs->parti_rates[m], rs->raw_rates[m], rs->parti_rates[m] / rs->raw_rates[m], pull_rounds,
+           expect, rs->ratios[m], rs->ratios[0], rs->ratios[pull_rounds - 1]);
+    printf("%s %4d B batch %4d: client CPU per message (this process, all threads): parti %.2f us | "
+           "raw nats.c %.2f us | ratio %.2fx (medians)\n",
+           what, size, batch, rs->parti_cpu[m], rs->raw_cpu[m], rs->parti_cpu[m] / rs->raw_cpu[m]);
+    printf("%s %4d B batch %4d: server CPU per message (nats-server, 10 ms ticks): parti %.2f us | "
+           "raw nats.c %.2f us | ratio %.2fx (medians)\n",
+           what, size, batch, rs->parti_srv[m], rs->raw_srv[m], rs->parti_srv[m] / rs->raw_srv[m]);
+    if (pull_sides != (SIDE_PARTI | SIDE_RAW)) printf("(one side only: its ratios are not ratios)\n");
+    fflush(stdout);
+}
+
+/* What one side of a round reads. */
+typedef struct side_arg {
+    const char *name; /* the worker ID (parti) or the durable (raw) */
+    parti *p;         /* the group (pull through the group) */
+    worker *w;        /* its handler's counts */
+    int batch, expires_ms, heartbeat_ms;
+    long expect;
+} side_arg;
+
+static double consumer_side(bench *b, void *arg, double *cpu_us, double *srv_us) {
+    side_arg *a = (side_arg *)arg;
+    return parti_pull(b, a->name, a->batch, a->expect, cpu_us, srv_us);
+}
+
+static double raw_side(bench *b, void *arg, double *cpu_us, double *srv_us) {
+    side_arg *a = (side_arg *)arg;
+    return raw_pull(b, a->name, a->batch, a->expect, cpu_us, srv_us, a->expires_ms, a->heartbeat_ms);
+}
+
+/* One payload size and batch through the worker consumer. */
+static void bench_pull_case(bench *b, int size, int batch, long expect) {
+    rounds rs;
+    int r;
+    for (r = 0; r < pull_rounds; r++) {
+        char raw_name[64], id[64], durable[PARTI_MAX_NAME_LEN + 1];
+        side_arg pa, ra;
+        snprintf(raw_name, sizeof raw_name, "raw-%d-%d-%d", size, batch, r);
+        snprintf(id, sizeof id, "w-%d-%d-%d", size, batch, r);
+        if (parti_consumer_name("parti-", id, durable, sizeof durable, NULL, 0) != PARTI_ERR_OK)
+            fail("consumer name of %s", id);
+        raw_upsert(b, "bench", raw_name, subjects_a, 4);
+        memset(&pa, 0, sizeof pa);
+        pa.name = id, pa.batch = batch, pa.expect = expect;
+        ra = pa;
+        ra.name = raw_name, ra.expires_ms = FETCH_EXPIRES_MS, ra.heartbeat_ms = FETCH_HEARTBEAT_MS;
+        run_round(b, &rs, r, consumer_side, &pa, raw_side, &ra);
+        raw_delete(b, "bench", raw_name);
+        if (pull_sides & SIDE_PARTI) raw_delete(b, "bench", durable);
+    }
+    report("pull", &rs, size, batch, expect);
+}
+
 static void bench_pull(bench *b, int published) {
     static const int sizes[] = {32, 1024}, batches[] = {100, 1000};
     long expect = published / 2; /* 4 of the 8 subjects match */
-    int si, bi, r;
+    int si, bi;
     for (si = 0; si < 2; si++) {
+        if (pull_size && sizes[si] != pull_size) continue;
         purge(b, "bench");
         publish_all(b, published, sizes[si]);
-        for (bi = 0; bi < 2; bi++) {
-            double raw_rates[PULL_ROUNDS_MAX], parti_rates[PULL_ROUNDS_MAX], ratios[PULL_ROUNDS_MAX];
-            double raw_cpu[PULL_ROUNDS_MAX], parti_cpu[PULL_ROUNDS_MAX];
-            for (r = 0; r < pull_rounds; r++) {
-                char raw_name[64], id[64], durable[PARTI_MAX_NAME_LEN + 1];
-                snprintf(raw_name, sizeof raw_name, "raw-%d-%d-%d", sizes[si], batches[bi], r);
-                snprintf(id, sizeof id, "w-%d-%d-%d", sizes[si], batches[bi], r);
-                if (parti_consumer_name("parti-", id, durable, sizeof durable, NULL, 0) != PARTI_ERR_OK)
-                    fail("consumer name of %s", id);
-                raw_upsert(b, "bench", raw_name, subjects_a, 4);
-                /* alternate the order so neither side always runs on a warmer server */
-                if (r % 2) {
-                    parti_rates[r] = parti_pull(b, id, batches[bi], expect, &parti_cpu[r]);
-                    raw_rates[r] = raw_pull(b, raw_name, batches[bi], expect, &raw_cpu[r]);
-                } else {
-                    raw_rates[r] = raw_pull(b, raw_name, batches[bi], expect, &raw_cpu[r]);
-                    parti_rates[r] = parti_pull(b, id, batches[bi], expect, &parti_cpu[r]);
-                }
-                ratios[r] = parti_rates[r] / raw_rates[r];
-                raw_delete(b, "bench", raw_name);
-                raw_delete(b, "bench", durable);
-            }
-            qsort(raw_rates, (size_t)pull_rounds, sizeof(double), cmp_double);
-            qsort(parti_rates, (size_t)pull_rounds, sizeof(double), cmp_double);
-            qsort(ratios, (size_t)pull_rounds, sizeof(double), cmp_double);
-            qsort(raw_cpu, (size_t)pull_rounds, sizeof(double), cmp_double);
-            qsort(parti_cpu, (size_t)pull_rounds, sizeof(double), cmp_double);
-            printf("pull %4d B batch %4d: parti %7.0f msg/s | raw nats.c %7.0f msg/s | ratio %.3fx "
-                   "(medians of %d rounds of %ld msgs; per-round ratio median %.3f, range %.3f..%.3f)\n",
-                   sizes[si], batches[bi], parti_rates[pull_rounds / 2], raw_rates[pull_rounds / 2],
-                   parti_rates[pull_rounds / 2] / raw_rates[pull_rounds / 2], pull_rounds, expect,
-                   ratios[pull_rounds / 2], ratios[0], ratios[pull_rounds - 1]);
-            printf("pull %4d B batch %4d: client CPU per message (this process, all threads): parti %.2f us | "
-                   "raw nats.c %.2f us | ratio %.2fx (medians)\n",
-                   sizes[si], batches[bi], parti_cpu[pull_rounds / 2], raw_cpu[pull_rounds / 2],
-                   parti_cpu[pull_rounds / 2] / raw_cpu[pull_rounds / 2]);
-            fflush(stdout);
-        }
+        for (bi = 0; bi < 2; bi++)
+            if (!pull_batch || batches[bi] == pull_batch) bench_pull_case(b, sizes[si], batches[bi], expect);
     }
+    purge(b, "bench");
+}
+
+/* ---- 1b. pull throughput through the group ------------------------------------ */
+
+/* A one-worker group holding partitions 0, 2, 4 and 6 of "bench". Its member
+ * lease outlasts the round's unpolled stretches (publishing, the raw side),
+ * so it keeps its partitions throughout. */
+#define GROUP_FETCH_EXPIRES_MS 1000
+#define GROUP_FETCH_HEARTBEAT_MS 250
+
+static void on_assigned(void *user, const int *partitions, int count) {
+    (void)partitions;
+    ((worker *)user)->assigned += count;
+}
+
+static double group_side(bench *b, void *arg, double *cpu_us, double *srv_us) {
+    side_arg *a = (side_arg *)arg;
+    double t0, deadline, c0, s0;
+    long start = a->w->handled;
+    parti_err e;
+    a->w->target = start + a->expect;
+    a->w->target_at = 0;
+    c0 = cpu_s();
+    s0 = server_cpu_s(b);
+    t0 = now_s();
+    deadline = t0 + PULL_DEADLINE_S;
+    while (a->w->handled < a->w->target) {
+        if (now_s() > deadline)
+            fail("group: %ld of %ld messages after %.0f s", a->w->handled - start, a->expect, PULL_DEADLINE_S);
+        if ((e = parti_poll(a->p, 100)) != PARTI_ERR_OK) fail("parti_poll: %s", parti_strerror(e));
+    }
+    t0 = a->w->target_at - t0;
+    *cpu_us = (cpu_s() - c0) * 1e6 / (double)a->expect;
+    *srv_us = (server_cpu_s(b) - s0) * 1e6 / (double)a->expect;
+    if (a->w->handled != a->w->target) fail("group: %ld messages, expected %ld", a->w->handled - start, a->expect);
+    return (double)a->expect / t0;
+}
+
+/* Starts the group and polls until it holds its four partitions and a
+ * message of each has reached the handler (through its durable). */
+static parti *group_start(bench *b, worker *w, int batch) {
+    static const parti_partition gparts[4] = {{keys[0], 1, 1}, {keys[2], 1, 1}, {keys[4], 1, 1}, {keys[6], 1, 1}};
+    parti_config cfg;
+    parti_options o;
+    parti *p = NULL;
+    char msg[256];
+    double deadline = now_s() + 3 * STEP_DEADLINE_S;
+    parti_err e;
+    int i;
+    memset(w, 0, sizeof *w);
+    memset(&cfg, 0, sizeof cfg);
+    cfg.stream = "bench";
+    cfg.subject_template = "bench.{0}";
+    cfg.partitions = gparts;
+    cfg.partition_count = 4;
+    cfg.fetch_batch = batch;
+    cfg.fetch_expires_ms = GROUP_FETCH_EXPIRES_MS;
+    cfg.fetch_heartbeat_ms = GROUP_FETCH_HEARTBEAT_MS;
+    cfg.max_ack_pending = MAX_ACK_PENDING;
+    memset(&o, 0, sizeof o);
+    o.on_message = on_message;
+    o.on_partitions_assigned = on_assigned;
+    o.user = w;
+    o.heartbeat_ms = 5000;
+    o.member_ttl_ms = 30000;
+    o.cold_start_ms = 100;
+    o.memory_storage = 0; /* (in memory, first claims wait a TTL: see parti_options) */
+    if ((e = parti_create(&p, &b->t, &cfg, &o, msg, sizeof msg)) != PARTI_ERR_OK)
+        fail("parti_create: %s: %s", parti_strerror(e), msg);
+    while (w->assigned < 4) {
+        if (now_s() > deadline) fail("the group did not take its partitions within %.0f s", 3 * STEP_DEADLINE_S);
+        if ((e = parti_poll(p, 50)) != PARTI_ERR_OK) fail("parti_poll: %s", parti_strerror(e));
+    }
+    for (i = 0; i < 4; i++)
+        if (b->t.vt->publish(b->t.self, subjects_a[i], NULL, 0, "m", 1, NULL, 5000) != PARTI_ERR_OK)
+            fail("publishing a marker failed");
+    while (w->handled < 4) {
+        if (now_s() > deadline) fail("the group did not handle its first messages within %.0f s", 3 * STEP_DEADLINE_S);
+        if ((e = parti_poll(p, 50)) != PARTI_ERR_OK) fail("parti_poll: %s", parti_strerror(e));
+    }
+    return p;
+}
+
+/* One payload size and batch through a group: per round a fresh group takes
+ * the partitions of an emptied stream, is left unpolled until its pending
+ * pull has expired (so it holds no delivery in advance), the backlog is
+ * published, and then the group and a raw consumer created before it each
+ * read it. */
+static void bench_group_case(bench *b, int published, int size, int batch) {
+    long expect = published / 2;
+    rounds rs;
+    int r;
+    for (r = 0; r < pull_rounds; r++) {
+        char raw_name[64];
+        worker w;
+        side_arg ga, ra;
+        double idle_until;
+        parti_err e;
+        snprintf(raw_name, sizeof raw_name, "graw-%d-%d-%d", size, batch, r);
+        purge(b, "bench");
+        raw_upsert(b, "bench", raw_name, subjects_a, 4);
+        memset(&ga, 0, sizeof ga);
+        ga.p = group_start(b, &w, batch);
+        ga.w = &w, ga.batch = batch, ga.expect = expect;
+        ra = ga;
+        ra.name = raw_name, ra.expires_ms = GROUP_FETCH_EXPIRES_MS, ra.heartbeat_ms = GROUP_FETCH_HEARTBEAT_MS;
+        /* the raw consumer has the 4 messages the group handled first: read them off */
+        if (pull_sides & SIDE_RAW) {
+            double cpu, srv;
+            side_arg first = ra;
+            first.expect = 4;
+            raw_side(b, &first, &cpu, &srv);
+        }
+        for (idle_until = now_s() + (GROUP_FETCH_EXPIRES_MS + 500) / 1000.0; now_s() < idle_until;)
+            nanosleep(&(struct timespec){0, 10000000}, NULL); /* the pending pull runs out */
+        publish_all(b, published, size);
+        run_round(b, &rs, r, group_side, &ga, raw_side, &ra);
+        if ((e = parti_leave(ga.p, 10000)) != PARTI_ERR_OK) fail("parti_leave: %s", parti_strerror(e));
+        parti_destroy(ga.p);
+        raw_delete(b, "bench", raw_name);
+    }
+    report("group", &rs, size, batch, expect);
+}
+
+static void bench_group(bench *b, int published) {
+    static const int sizes[] = {32, 1024}, batches[] = {100, 1000};
+    int si, bi;
+    for (si = 0; si < 2; si++)
+        for (bi = 0; bi < 2; bi++)
+            if ((!pull_size || sizes[si] == pull_size) && (!pull_batch || batches[bi] == pull_batch))
+                bench_group_case(b, published, sizes[si], batches[bi]);
     purge(b, "bench");
 }
 
@@ -540,6 +757,8 @@ int main(void) {
     char err[512];
     const char *storage = getenv("PARTI_BENCH_STORAGE"), *msgs = getenv("PARTI_BENCH_MSGS");
     const char *rounds = getenv("PARTI_BENCH_ROUNDS"), *only = getenv("PARTI_BENCH_ONLY");
+    const char *side = getenv("PARTI_BENCH_SIDE"), *size = getenv("PARTI_BENCH_SIZE");
+    const char *batch = getenv("PARTI_BENCH_BATCH");
     int published = msgs ? atoi(msgs) : 200000;
     parti_err e;
     double t_start = now_s();
@@ -551,7 +770,16 @@ int main(void) {
     if (rounds) pull_rounds = atoi(rounds);
     if (pull_rounds < 1 || pull_rounds > PULL_ROUNDS_MAX)
         fail("PARTI_BENCH_ROUNDS must be 1..%d, got \"%s\"", PULL_ROUNDS_MAX, rounds);
-    if (only && strcmp(only, "pull") != 0) fail("PARTI_BENCH_ONLY must be pull, got \"%s\"", only);
+    if (only && strcmp(only, "pull") != 0 && strcmp(only, "group") != 0)
+        fail("PARTI_BENCH_ONLY must be pull or group, got \"%s\"", only);
+    if (side && strcmp(side, "parti") == 0) pull_sides = SIDE_PARTI;
+    else if (side && strcmp(side, "raw") == 0) pull_sides = SIDE_RAW;
+    else if (side) fail("PARTI_BENCH_SIDE must be parti or raw, got \"%s\"", side);
+    if (size) pull_size = atoi(size);
+    if (size && pull_size != 32 && pull_size != 1024) fail("PARTI_BENCH_SIZE must be 32 or 1024, got \"%s\"", size);
+    if (batch) pull_batch = atoi(batch);
+    if (batch && pull_batch != 100 && pull_batch != 1000)
+        fail("PARTI_BENCH_BATCH must be 100 or 1000, got \"%s\"", batch);
     b.memory = !storage || strcmp(storage, "memory") == 0;
     fail_ctx = &b;
     if (nats_server_start(&b.srv, NULL, err, sizeof err) != 0) fail("cannot start nats-server: %s", err);
@@ -566,7 +794,8 @@ int main(void) {
     fflush(stdout);
 
     make_stream(&b, "bench", "bench.>");
-    bench_pull(&b, published);
+    if (!only || strcmp(only, "pull") == 0) bench_pull(&b, published);
+    if (!only || strcmp(only, "group") == 0) bench_group(&b, published);
     if (!only) {
         bench_update(&b);
         bench_recreate(&b);

@@ -945,6 +945,99 @@ Test(binding_faults, held_acks_are_sent_at_close) {
     cr_assert_eq(ack_pending_down_to(0), 0);
 }
 
+/* ---- released deliveries go back to nats.c together --------------------------
+ * (see parti__nats_msg_release: one at a time, each woke nats.c's freeing
+ * thread). What is held is bounded by count and by payload bytes, and
+ * flush gives it all back; close does too (LeakSanitizer would report it). */
+
+/* Publishes n messages of size bytes to orders.1, pulls them and releases
+ * each one; returns the most deliveries held at once. */
+static int take_and_release(int n, size_t size) {
+    parti__nconn *nc = (parti__nconn *)t.self;
+    parti_fetch_opts fo;
+    char *data = (char *)calloc(1, size);
+    int i, got = 0, most = 0;
+    uint64_t t0;
+    cr_assert_not_null(data);
+    for (i = 0; i < n; i++)
+        cr_assert_eq(t.vt->publish(t.self, "orders.1", NULL, 0, data, size, NULL, 5000), PARTI_ERR_OK);
+    free(data);
+    fo.batch = n, fo.max_bytes = 0, fo.expires_ms = 10000, fo.heartbeat_ms = 0;
+    cr_assert_eq(t.vt->fetch_start(t.self, "orders", "w1", &fo, 5000), PARTI_ERR_OK);
+    for (t0 = ms_now(); got < n && ms_now() - t0 < 10000;) {
+        parti_msg m;
+        parti_err e = t.vt->fetch_next(t.self, "orders", "w1", &m, 1000);
+        if (e == PARTI_ERR_TIMEOUT) continue;
+        cr_assert_eq(e, PARTI_ERR_OK, "%s", parti_error_name(e));
+        cr_assert_eq(m.len, size);
+        cr_assert_eq(t.vt->ack(t.self, &m, PARTI_ACK_ACK, 0, 1000), PARTI_ERR_OK);
+        t.vt->msg_release(t.self, &m);
+        got++;
+        if (nc->dead_count > most) most = nc->dead_count;
+        cr_assert_leq(nc->dead_count, PARTI__NATS_DEAD_BURST);
+        cr_assert_lt(nc->dead_bytes, PARTI__NATS_DEAD_BYTES);
+    }
+    cr_assert_eq(got, n);
+    return most;
+}
+
+Test(binding_faults, released_deliveries_go_back_to_nats_c_together) {
+    parti__nconn *nc = (parti__nconn *)t.self;
+    make_stream_and_consumer();
+    /* small ones: held until the count bound, the rest until flush */
+    cr_assert_eq(take_and_release(PARTI__NATS_DEAD_BURST + 10, 8), PARTI__NATS_DEAD_BURST - 1);
+    cr_assert_eq(nc->dead_count, 10);
+    t.vt->flush(t.self);
+    cr_assert_eq(nc->dead_count, 0);
+    cr_assert_eq(nc->dead_bytes, 0);
+    /* large ones: the byte bound comes first (4 of 300 KiB pass 1 MiB) */
+    cr_assert_eq(take_and_release(6, 300 * 1024), 3);
+    cr_assert_eq(nc->dead_count, 2);
+    t.vt->flush(t.self);
+    cr_assert_eq(nc->dead_count, 0);
+    /* and held ones at close */
+    cr_assert_eq(take_and_release(5, 8), 5);
+    parti_nats_close(&t);
+#ifdef LEAK_CHECK
+    cr_assert_eq(__lsan_do_recoverable_leak_check(), 0, "leaked: see LeakSanitizer's report above");
+#endif
+}
+
+/* A delivery's stored time is put on the transport clock with a clock pair
+ * read after each wait (not per message): messages taken in one go keep
+ * their distances, and one stored after a wait is not dated to the pair
+ * read before it. */
+Test(binding_faults, delivery_times_keep_their_distances_and_follow_the_clock) {
+    parti_fetch_opts fo;
+    parti_msg a, b, c;
+    uint64_t t0, now;
+    make_stream_and_consumer();
+    cr_assert_eq(t.vt->publish(t.self, "orders.1", NULL, 0, "a", 1, NULL, 5000), PARTI_ERR_OK);
+    /* 300 ms between the two stored times (a gap to measure, not a wait for something) */
+    for (t0 = t.vt->now_ms(t.self); t.vt->now_ms(t.self) - t0 < 300;) nanosleep(&(struct timespec){0, 5000000}, NULL);
+    cr_assert_eq(t.vt->publish(t.self, "orders.2", NULL, 0, "b", 1, NULL, 5000), PARTI_ERR_OK);
+    fo.batch = 3, fo.max_bytes = 0, fo.expires_ms = 10000, fo.heartbeat_ms = 0;
+    cr_assert_eq(t.vt->fetch_start(t.self, "orders", "w1", &fo, 5000), PARTI_ERR_OK);
+    cr_assert_eq(t.vt->fetch_next(t.self, "orders", "w1", &a, 5000), PARTI_ERR_OK);
+    cr_assert_eq(t.vt->fetch_next(t.self, "orders", "w1", &b, 5000), PARTI_ERR_OK);
+    now = t.vt->now_ms(t.self);
+    cr_assert(b.timestamp_ms >= a.timestamp_ms + 280 && b.timestamp_ms <= a.timestamp_ms + 400,
+              "stored 300 ms apart, dated %llu and %llu", (unsigned long long)a.timestamp_ms,
+              (unsigned long long)b.timestamp_ms);
+    cr_assert_leq(b.timestamp_ms, now);
+    /* the pull waits (nothing more yet); a message stored 300 ms later is dated then */
+    cr_assert_eq(t.vt->fetch_next(t.self, "orders", "w1", &c, 50), PARTI_ERR_TIMEOUT);
+    for (t0 = t.vt->now_ms(t.self); t.vt->now_ms(t.self) - t0 < 300;) nanosleep(&(struct timespec){0, 5000000}, NULL);
+    cr_assert_eq(t.vt->publish(t.self, "orders.1", NULL, 0, "c", 1, NULL, 5000), PARTI_ERR_OK);
+    cr_assert_eq(t.vt->fetch_next(t.self, "orders", "w1", &c, 5000), PARTI_ERR_OK);
+    now = t.vt->now_ms(t.self);
+    cr_assert(c.timestamp_ms >= b.timestamp_ms + 300 && c.timestamp_ms <= now, "dated %llu after %llu, now %llu",
+              (unsigned long long)c.timestamp_ms, (unsigned long long)b.timestamp_ms, (unsigned long long)now);
+    t.vt->msg_release(t.self, &a);
+    t.vt->msg_release(t.self, &b);
+    t.vt->msg_release(t.self, &c);
+}
+
 Test(binding_faults, a_burst_never_stalls_a_consumer_whose_ack_pending_limit_is_lower) {
     static const char *const filters[] = {"orders.1"};
     parti_consumer_config cc;
