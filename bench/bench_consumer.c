@@ -233,7 +233,7 @@ typedef struct worker {
     char marker[32];     /* a payload to watch for ("" = none) */
     double marker_at;    /* when the handler saw it, 0 = not yet */
     double recreated_at; /* when the RECREATED event came, 0 = not yet */
-    int assigned;        /* partitions assigned (a group's worker) */
+    long assigned;       /* partitions assigned (a group's worker) */
 } worker;
 
 static parti_verdict on_message(void *user, const parti_msg *m, uint32_t *nak_delay_ms) {
@@ -252,21 +252,28 @@ static void on_event(void *user, parti_consumer_event_kind kind, parti_err err, 
     if (kind == PARTI_EVENT_CONSUMER_RECREATED && !w->recreated_at) w->recreated_at = now_s();
 }
 
-static void worker_create(bench *b, worker *w, const char *stream, const char *tmpl, int batch) {
+/* The config both the worker consumer and the group read with. */
+static parti_config bench_config(const char *stream, const char *tmpl, const parti_partition *partitions, int count,
+                                 int batch, int expires_ms, int heartbeat_ms) {
     parti_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.stream = stream;
+    cfg.subject_template = tmpl;
+    cfg.partitions = partitions;
+    cfg.partition_count = count;
+    cfg.fetch_batch = batch;
+    cfg.fetch_expires_ms = expires_ms;
+    cfg.fetch_heartbeat_ms = heartbeat_ms;
+    cfg.max_ack_pending = MAX_ACK_PENDING;
+    return cfg;
+}
+
+static void worker_create(bench *b, worker *w, const char *stream, const char *tmpl, int batch) {
+    parti_config cfg = bench_config(stream, tmpl, parts, 8, batch, FETCH_EXPIRES_MS, FETCH_HEARTBEAT_MS);
     parti_consumer_options o;
     char msg[256];
     parti_err e;
     memset(w, 0, sizeof *w);
-    memset(&cfg, 0, sizeof cfg);
-    cfg.stream = stream;
-    cfg.subject_template = tmpl;
-    cfg.partitions = parts;
-    cfg.partition_count = 8;
-    cfg.fetch_batch = batch;
-    cfg.fetch_expires_ms = FETCH_EXPIRES_MS;
-    cfg.fetch_heartbeat_ms = FETCH_HEARTBEAT_MS;
-    cfg.max_ack_pending = MAX_ACK_PENDING;
     memset(&o, 0, sizeof o);
     o.on_message = on_message;
     o.on_event = on_event;
@@ -507,11 +514,21 @@ static double group_side(bench *b, void *arg, double *cpu_us, double *srv_us) {
     return (double)a->expect / t0;
 }
 
+/* Polls p until *count reaches 4 (by deadline). */
+static void group_poll_until(parti *p, const long *count, double deadline, const char *what) {
+    parti_err e;
+    while (*count < 4) {
+        if (now_s() > deadline) fail("the group did not %s within %.0f s", what, 3 * STEP_DEADLINE_S);
+        if ((e = parti_poll(p, 50)) != PARTI_ERR_OK) fail("parti_poll: %s", parti_strerror(e));
+    }
+}
+
 /* Starts the group and polls until it holds its four partitions and a
  * message of each has reached the handler (through its durable). */
 static parti *group_start(bench *b, worker *w, int batch) {
     static const parti_partition gparts[4] = {{keys[0], 1, 1}, {keys[2], 1, 1}, {keys[4], 1, 1}, {keys[6], 1, 1}};
-    parti_config cfg;
+    parti_config cfg =
+        bench_config("bench", "bench.{0}", gparts, 4, batch, GROUP_FETCH_EXPIRES_MS, GROUP_FETCH_HEARTBEAT_MS);
     parti_options o;
     parti *p = NULL;
     char msg[256];
@@ -519,15 +536,6 @@ static parti *group_start(bench *b, worker *w, int batch) {
     parti_err e;
     int i;
     memset(w, 0, sizeof *w);
-    memset(&cfg, 0, sizeof cfg);
-    cfg.stream = "bench";
-    cfg.subject_template = "bench.{0}";
-    cfg.partitions = gparts;
-    cfg.partition_count = 4;
-    cfg.fetch_batch = batch;
-    cfg.fetch_expires_ms = GROUP_FETCH_EXPIRES_MS;
-    cfg.fetch_heartbeat_ms = GROUP_FETCH_HEARTBEAT_MS;
-    cfg.max_ack_pending = MAX_ACK_PENDING;
     memset(&o, 0, sizeof o);
     o.on_message = on_message;
     o.on_partitions_assigned = on_assigned;
@@ -538,17 +546,11 @@ static parti *group_start(bench *b, worker *w, int batch) {
     o.memory_storage = 0; /* (in memory, first claims wait a TTL: see parti_options) */
     if ((e = parti_create(&p, &b->t, &cfg, &o, msg, sizeof msg)) != PARTI_ERR_OK)
         fail("parti_create: %s: %s", parti_strerror(e), msg);
-    while (w->assigned < 4) {
-        if (now_s() > deadline) fail("the group did not take its partitions within %.0f s", 3 * STEP_DEADLINE_S);
-        if ((e = parti_poll(p, 50)) != PARTI_ERR_OK) fail("parti_poll: %s", parti_strerror(e));
-    }
+    group_poll_until(p, &w->assigned, deadline, "take its partitions");
     for (i = 0; i < 4; i++)
         if (b->t.vt->publish(b->t.self, subjects_a[i], NULL, 0, "m", 1, NULL, 5000) != PARTI_ERR_OK)
             fail("publishing a marker failed");
-    while (w->handled < 4) {
-        if (now_s() > deadline) fail("the group did not handle its first messages within %.0f s", 3 * STEP_DEADLINE_S);
-        if ((e = parti_poll(p, 50)) != PARTI_ERR_OK) fail("parti_poll: %s", parti_strerror(e));
-    }
+    group_poll_until(p, &w->handled, deadline, "handle its first messages");
     return p;
 }
 

@@ -881,29 +881,42 @@ Test(binding_connect, a_late_reply_is_freed_even_when_threads_of_nats_c_lag) {
  * any other call on the connection, and at close. Each reads the consumer's
  * ack pending count on the other connection, which sends nothing for t. */
 
-/* Publishes n messages to orders.1 and pulls them in a batch of n + 10 (the
- * pull stays open); acks each one and returns after the last without
- * waiting again: its ack at least is held. */
-static void take_and_ack(int n) {
+/* Publishes n messages of size bytes to orders.1 and pulls them in a batch of
+ * n + extra (with extra, the pull stays open); acks and releases each one and
+ * returns after the last without waiting again (its ack at least is held).
+ * Returns the most released deliveries the binding held at once (see
+ * parti__nats_msg_release), checking its bounds after each. */
+static int take_and_release(int n, size_t size, int extra) {
+    parti__nconn *nc = (parti__nconn *)t.self;
     parti_fetch_opts fo;
-    parti_pub_ack pa;
-    int i, got = 0;
+    char *data = (char *)calloc(1, size);
+    int i, got = 0, most = 0;
     uint64_t t0;
+    cr_assert_not_null(data);
     for (i = 0; i < n; i++)
-        cr_assert_eq(t.vt->publish(t.self, "orders.1", NULL, 0, "m", 1, &pa, 2000), PARTI_ERR_OK);
-    fo.batch = n + 10, fo.max_bytes = 0, fo.expires_ms = 10000, fo.heartbeat_ms = 0;
+        cr_assert_eq(t.vt->publish(t.self, "orders.1", NULL, 0, data, size, NULL, 5000), PARTI_ERR_OK);
+    free(data);
+    fo.batch = n + extra, fo.max_bytes = 0, fo.expires_ms = 10000, fo.heartbeat_ms = 0;
     cr_assert_eq(t.vt->fetch_start(t.self, "orders", "w1", &fo, 5000), PARTI_ERR_OK);
     for (t0 = ms_now(); got < n && ms_now() - t0 < 10000;) {
         parti_msg m;
         parti_err e = t.vt->fetch_next(t.self, "orders", "w1", &m, 1000);
         if (e == PARTI_ERR_TIMEOUT) continue;
         cr_assert_eq(e, PARTI_ERR_OK, "%s", parti_error_name(e));
+        cr_assert_eq(m.len, size);
         cr_assert_eq(t.vt->ack(t.self, &m, PARTI_ACK_ACK, 0, 1000), PARTI_ERR_OK);
         t.vt->msg_release(t.self, &m);
         got++;
+        if (nc->dead_count > most) most = nc->dead_count;
+        cr_assert_leq(nc->dead_count, PARTI__NATS_DEAD_BURST);
+        cr_assert_lt(nc->dead_bytes, PARTI__NATS_DEAD_BYTES);
     }
     cr_assert_eq(got, n);
+    return most;
 }
+
+/* n messages, the pull left open: the last ack at least is held. */
+static void take_and_ack(int n) { take_and_release(n, 1, 10); }
 
 /* The consumer's ack pending count as the other connection reads it, once
  * it is at most want or after 5 s. */
@@ -950,53 +963,22 @@ Test(binding_faults, held_acks_are_sent_at_close) {
  * thread). What is held is bounded by count and by payload bytes, and
  * flush gives it all back; close does too (LeakSanitizer would report it). */
 
-/* Publishes n messages of size bytes to orders.1, pulls them and releases
- * each one; returns the most deliveries held at once. */
-static int take_and_release(int n, size_t size) {
-    parti__nconn *nc = (parti__nconn *)t.self;
-    parti_fetch_opts fo;
-    char *data = (char *)calloc(1, size);
-    int i, got = 0, most = 0;
-    uint64_t t0;
-    cr_assert_not_null(data);
-    for (i = 0; i < n; i++)
-        cr_assert_eq(t.vt->publish(t.self, "orders.1", NULL, 0, data, size, NULL, 5000), PARTI_ERR_OK);
-    free(data);
-    fo.batch = n, fo.max_bytes = 0, fo.expires_ms = 10000, fo.heartbeat_ms = 0;
-    cr_assert_eq(t.vt->fetch_start(t.self, "orders", "w1", &fo, 5000), PARTI_ERR_OK);
-    for (t0 = ms_now(); got < n && ms_now() - t0 < 10000;) {
-        parti_msg m;
-        parti_err e = t.vt->fetch_next(t.self, "orders", "w1", &m, 1000);
-        if (e == PARTI_ERR_TIMEOUT) continue;
-        cr_assert_eq(e, PARTI_ERR_OK, "%s", parti_error_name(e));
-        cr_assert_eq(m.len, size);
-        cr_assert_eq(t.vt->ack(t.self, &m, PARTI_ACK_ACK, 0, 1000), PARTI_ERR_OK);
-        t.vt->msg_release(t.self, &m);
-        got++;
-        if (nc->dead_count > most) most = nc->dead_count;
-        cr_assert_leq(nc->dead_count, PARTI__NATS_DEAD_BURST);
-        cr_assert_lt(nc->dead_bytes, PARTI__NATS_DEAD_BYTES);
-    }
-    cr_assert_eq(got, n);
-    return most;
-}
-
 Test(binding_faults, released_deliveries_go_back_to_nats_c_together) {
     parti__nconn *nc = (parti__nconn *)t.self;
     make_stream_and_consumer();
     /* small ones: held until the count bound, the rest until flush */
-    cr_assert_eq(take_and_release(PARTI__NATS_DEAD_BURST + 10, 8), PARTI__NATS_DEAD_BURST - 1);
+    cr_assert_eq(take_and_release(PARTI__NATS_DEAD_BURST + 10, 8, 0), PARTI__NATS_DEAD_BURST - 1);
     cr_assert_eq(nc->dead_count, 10);
     t.vt->flush(t.self);
     cr_assert_eq(nc->dead_count, 0);
     cr_assert_eq(nc->dead_bytes, 0);
     /* large ones: the byte bound comes first (4 of 300 KiB pass 1 MiB) */
-    cr_assert_eq(take_and_release(6, 300 * 1024), 3);
+    cr_assert_eq(take_and_release(6, 300 * 1024, 0), 3);
     cr_assert_eq(nc->dead_count, 2);
     t.vt->flush(t.self);
     cr_assert_eq(nc->dead_count, 0);
     /* and held ones at close */
-    cr_assert_eq(take_and_release(5, 8), 5);
+    cr_assert_eq(take_and_release(5, 8, 0), 5);
     parti_nats_close(&t);
 #ifdef LEAK_CHECK
     cr_assert_eq(__lsan_do_recoverable_leak_check(), 0, "leaked: see LeakSanitizer's report above");
