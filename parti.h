@@ -6440,22 +6440,18 @@ static int parti__consumer_run_handler(parti_consumer *c, parti_msg *m, int dire
 
 /* Hands partition i's held messages to the handler in order while it may:
  * its catch-up has read them, it is not waiting to retry its head, and the
- * lease holds (checked before each message; lease_checked: the caller has
- * just checked it on a fresh clock, with no handler or call since, so the
- * first message needs no second read). */
-static void parti__consumer_drain_checked(parti_consumer *c, int i, int lease_checked) {
+ * lease holds. */
+static void parti__consumer_drain(parti_consumer *c, int i) {
     parti__cpart *ps = &c->pt[i];
     int guard;
     for (guard = 0; guard < 100000 && arrlen(ps->q) > 0; guard++) {
         parti__held h = ps->q[0];
         uint32_t retry = 0;
         uint64_t now;
-        int checked = lease_checked;
-        lease_checked = 0;
         if (ps->state == PARTI__P_CATCHUP && (!h.direct || h.m.stream_seq >= ps->cu_next)) break;
         if (c->group && ps->state != PARTI__P_ACTIVE && ps->state != PARTI__P_CATCHUP) break;
         now = ps->retry_at ? parti__consumer_now(c) : 0; /* (a clock read only when a retry waits) */
-        if (now < ps->retry_at || c->paused || (!checked && parti__consumer_lease_out(c))) break;
+        if (now < ps->retry_at || c->paused || parti__consumer_lease_out(c)) break;
         if (h.m.stream_seq <= ps->pos) { /* done before (a redelivery): settle it */
             arrdel(ps->q, 0);
             parti__consumer_skip(c, &h.m, h.direct);
@@ -6479,8 +6475,6 @@ static void parti__consumer_drain_checked(parti_consumer *c, int i, int lease_ch
         c->t.vt->msg_release(c->t.self, &h.m);
     }
 }
-
-static void parti__consumer_drain(parti_consumer *c, int i) { parti__consumer_drain_checked(c, i, 0); }
 
 /* Partition i's catch-up also covers everything up to end (0: up to the
  * stream's last sequence, read again): a tail becomes a catch-up with an
@@ -6555,7 +6549,7 @@ static void parti__consumer_read_base(parti_consumer *c) {
 /* A message for partition i (from the durable, or a direct read): dropped
  * when done before or not this worker's, else queued in order and drained. */
 static void parti__consumer_take(parti_consumer *c, parti_msg *m, int direct) {
-    int i = parti__consumer_partition_of(c, m->subject), k, checked = 1;
+    int i = parti__consumer_partition_of(c, m->subject), k;
     parti__cpart *ps;
     parti__held h;
     if (parti__consumer_lease_out(c)) {
@@ -6565,20 +6559,14 @@ static void parti__consumer_take(parti_consumer *c, parti_msg *m, int direct) {
         return;
     }
     if (!direct && m->consumer_seq) { /* (0: a transport that does not say) */
-        if (c->cseq_known && m->consumer_seq != c->cseq_seen + 1) {
-            parti__consumer_delivery_gap(c, m);
-            checked = 0;
-        }
+        if (c->cseq_known && m->consumer_seq != c->cseq_seen + 1) parti__consumer_delivery_gap(c, m);
         c->cseq_seen = m->consumer_seq;
         c->cseq_known = 1;
     }
     if (!direct && m->delivery_count <= 1 && m->stream_seq > c->durable_seen) {
         /* the durable's first deliveries come in stream order: it has delivered this far */
         c->durable_seen = m->stream_seq;
-        if (c->tailing) {
-            parti__consumer_end_tails(c, m->num_pending == 0 ? m->stream_seq : 0); /* (it may run handlers) */
-            checked = 0;
-        }
+        if (c->tailing) parti__consumer_end_tails(c, m->num_pending == 0 ? m->stream_seq : 0);
     }
     if (i < 0) { /* no partition's subject: handled as it is (cannot come from a filter parti built) */
         uint32_t retry;
@@ -6613,14 +6601,13 @@ static void parti__consumer_take(parti_consumer *c, parti_msg *m, int direct) {
             ps->q[k - 1].direct = direct;
         } else {
             parti__consumer_skip(c, m, 0); /* the catch-up has it */
-            checked = 0;                   /* (an ack: a call, time may pass) */
         }
     } else {
         h.m = *m;
         h.direct = direct;
         arrins(ps->q, k, h);
     }
-    parti__consumer_drain_checked(c, i, checked); /* (the lease was checked above) */
+    parti__consumer_drain(c, i);
 }
 
 /* Reads the stream's last sequence for the partitions whose catch-up waits

@@ -182,22 +182,25 @@ PARTIDEF const char *parti_fake_log(const parti_fake_world *w, size_t *len);
  * acks, sleep_ms), at flush (the worker consumer calls it before
  * parti_consumer_poll returns and when it is destroyed) and at close. So an
  * ack waits at most those milliseconds or until the next message's handler
- * returns. Held acks delay deliveries by at most that millisecond (only when
- * they hold the consumer at its max_ack_pending). Acks held when the
+ * returns. Held acks delay deliveries only when they hold the consumer at
+ * its max_ack_pending: by that millisecond plus the acks' way to the server
+ * and the next deliveries' way back (1.2-6.4 ms per stall measured at
+ * max_ack_pending 1000 on a loaded 2-core host, as with bursts of 256).
+ * Acks held when the
  * connection drops and the transport is closed before it is back are lost
  * (as are those in nats.c's buffers): the server sends those messages again
  * after ack_wait; a group worker settles them by its checkpoints, a
  * standalone consumer handles them again.
  * Released deliveries are given back to nats.c together (at most 1024, or
- * 1 MiB of payload, are held; the rest at flush and at close): nats.c frees
- * messages on a thread of its own and wakes it for each one it is given
- * while it sleeps.
- * Server times (message timestamps, KV
- * write times) are converted to the transport clock; for deliveries with a
- * wall/transport clock pair read after each wait and every 256 messages, so
- * a message stored after that reading is dated at it (early by at most the
- * time since). JetStream errors map to
- * typed errors by what to do (see parti_js_api_error_described).
+ * 1 MiB of payload and headers, are held; the rest at flush and at close):
+ * nats.c frees messages on a thread of its own and wakes it for each one it
+ * is given while it sleeps.
+ * Server times (message timestamps, KV write times) are converted to the
+ * transport clock; for deliveries with a wall/transport clock pair read
+ * again only for a message stored after its reading, after each wait and
+ * every 256 messages (dated as with a fresh pair, unless the wall clock was
+ * stepped since). JetStream errors map to typed errors by what to do (see
+ * parti_js_api_error_described).
  * Requests take their replies on one synchronous subscription of the
  * connection (a timed-out request gives it up, so a late reply never answers
  * a later request); subscriptions given up while connected are freed only
@@ -1967,6 +1970,7 @@ typedef struct parti__ndeliv {
     parti_header *hdrs; /* PARTI_MALLOC array; strings belong to msg (or owned) */
     const char **keys;  /* from natsMsgHeader_Keys, freed with free() */
     char *owned;        /* stream_get_next: subject, data and header block in one PARTI_MALLOC */
+    size_t hdr_bytes;   /* the headers' names and values (counted while held: parti__nats_destroy_later) */
 } parti__ndeliv;
 
 /* Released messages given back to nats.c together (see
@@ -2106,8 +2110,8 @@ static void parti__nats_note(parti__nconn *n, const char *fmt, ...) {
  * millisecond (fetch_next), every PARTI__NATS_ACK_BURST or
  * PARTI__NATS_ACK_HOLD_MS, before any other call that talks to the server,
  * at flush and at close. While held they can keep the consumer at its
- * max_ack_pending, so that millisecond is the longest they hold a delivery
- * back. An ack that never arrives is no loss: the server sends the message
+ * max_ack_pending; then that millisecond (plus a round trip) is how long
+ * they hold a delivery back. An ack that never arrives is no loss: the server sends the message
  * again after ack_wait; this process settles it as done (its position is past
  * it), a group's next owner goes by the checkpoint, and only a standalone
  * consumer's successor on the same durable handles it again (see the notes at
@@ -3652,14 +3656,15 @@ static natsMsg *parti__nats_handle_msg(void *handle) {
     return ((parti__ndeliv *)handle)->msg;
 }
 
-/* parti__nats_server_time for a delivery: the clock pair is read for the
- * first delivery after a wait and then every PARTI__NATS_STAMP_USES
- * deliveries, so a message stored after the reading gets that reading's time
- * (a few milliseconds early at most: deliveries are taken without a wait
- * only while they are buffered) rather than costing two clock reads each. */
+/* parti__nats_server_time for a delivery without two clock reads each: the
+ * wall/transport clock pair is read again only for a message stored after
+ * the pair's wall reading (then the pair is stale), for the first delivery
+ * after a wait and every PARTI__NATS_STAMP_USES deliveries (a wall clock
+ * step is picked up there). A message stored before the reading is dated as
+ * exactly as with a fresh pair (the two clocks' offset is the same). */
 #define PARTI__NATS_STAMP_USES 256
 static uint64_t parti__nats_delivery_time(parti__nconn *n, uint64_t wall_ns) {
-    if (n->stamp_uses <= 0 || n->stamp_uses >= PARTI__NATS_STAMP_USES) {
+    if (n->stamp_uses <= 0 || n->stamp_uses >= PARTI__NATS_STAMP_USES || wall_ns > n->stamp_wall_ns) {
         n->stamp_wall_ns = parti__nats_wall_ns();
         n->stamp_now_ms = parti__nats_now_ms(NULL);
         n->stamp_uses = 0;
@@ -3704,6 +3709,7 @@ static parti_err parti__nats_fill_msg(parti__nconn *n, natsMsg *m, const parti_j
         natsMsgHeader_Get(m, d->keys[i], &v);
         d->hdrs[i].name = d->keys[i];
         d->hdrs[i].value = v ? v : "";
+        d->hdr_bytes += strlen(d->hdrs[i].name) + strlen(d->hdrs[i].value) + 4;
     }
     parti__nats_fill_common(n, m, meta, out);
     out->headers = d->hdrs;
@@ -3864,19 +3870,20 @@ static parti_err parti__nats_ack(void *self, const parti_msg *m, parti_ack_kind 
 }
 
 /* A delivered message is not destroyed at once but many together (at most
- * PARTI__NATS_DEAD_BURST of them or PARTI__NATS_DEAD_BYTES of payload; what
+ * PARTI__NATS_DEAD_BURST of them or PARTI__NATS_DEAD_BYTES of payload and
+ * headers; what
  * is left at flush, which a consumer's poll calls as it returns, and at close):
  * natsMsg_Destroy hands each message to nats.c's freeing thread and wakes it
  * when it sleeps, and one at a time that wake-up came for nearly every
  * message (bench_consumer at batch 1000: a futex wake on this thread and a
  * context switch on that one per message). */
-static void parti__nats_destroy_later(parti__nconn *n, natsMsg *msg) {
+static void parti__nats_destroy_later(parti__nconn *n, natsMsg *msg, size_t hdr_bytes) {
     if (!n) {
         natsMsg_Destroy(msg);
         return;
     }
     n->dead[n->dead_count++] = msg;
-    n->dead_bytes += (size_t)natsMsg_GetDataLength(msg);
+    n->dead_bytes += (size_t)natsMsg_GetDataLength(msg) + hdr_bytes;
     if (n->dead_count == PARTI__NATS_DEAD_BURST || n->dead_bytes >= PARTI__NATS_DEAD_BYTES) parti__nats_free_dead(n);
 }
 
@@ -3885,7 +3892,7 @@ static void parti__nats_msg_release(void *self, parti_msg *m) {
     parti__ndeliv *d;
     if (!m || !m->handle) return;
     if ((uintptr_t)m->handle & 1u) {
-        parti__nats_destroy_later(n, parti__nats_handle_msg(m->handle));
+        parti__nats_destroy_later(n, parti__nats_handle_msg(m->handle), 0);
         memset(m, 0, sizeof *m);
         return;
     }
@@ -3893,7 +3900,7 @@ static void parti__nats_msg_release(void *self, parti_msg *m) {
     PARTI_FREE(d->hdrs);
     PARTI_FREE(d->owned);
     free((void *)d->keys); /* allocated by nats.c */
-    if (d->msg) parti__nats_destroy_later(n, d->msg);
+    if (d->msg) parti__nats_destroy_later(n, d->msg, d->hdr_bytes);
     PARTI_FREE(d);
     memset(m, 0, sizeof *m);
 }

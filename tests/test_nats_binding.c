@@ -886,16 +886,24 @@ Test(binding_connect, a_late_reply_is_freed_even_when_threads_of_nats_c_lag) {
  * returns after the last without waiting again (its ack at least is held).
  * Returns the most released deliveries the binding held at once (see
  * parti__nats_msg_release), checking its bounds after each. */
-static int take_and_release(int n, size_t size, int extra) {
+static int take_and_release_with(int n, size_t size, int extra, size_t header_size) {
     parti__nconn *nc = (parti__nconn *)t.self;
     parti_fetch_opts fo;
-    char *data = (char *)calloc(1, size);
+    parti_header h;
+    char *data = (char *)calloc(1, size), *value = (char *)malloc(header_size + 1);
     int i, got = 0, most = 0;
     uint64_t t0;
-    cr_assert_not_null(data);
+    cr_assert(data && value);
+    memset(value, 'v', header_size);
+    value[header_size] = 0;
+    h.name = "Big";
+    h.value = value;
     for (i = 0; i < n; i++)
-        cr_assert_eq(t.vt->publish(t.self, "orders.1", NULL, 0, data, size, NULL, 5000), PARTI_ERR_OK);
+        cr_assert_eq(t.vt->publish(t.self, "orders.1", header_size ? &h : NULL, header_size ? 1 : 0, data, size, NULL,
+                                   5000),
+                     PARTI_ERR_OK, "%s", parti_nats_last_error(&t));
     free(data);
+    free(value);
     fo.batch = n + extra, fo.max_bytes = 0, fo.expires_ms = 10000, fo.heartbeat_ms = 0;
     cr_assert_eq(t.vt->fetch_start(t.self, "orders", "w1", &fo, 5000), PARTI_ERR_OK);
     for (t0 = ms_now(); got < n && ms_now() - t0 < 10000;) {
@@ -914,6 +922,8 @@ static int take_and_release(int n, size_t size, int extra) {
     cr_assert_eq(got, n);
     return most;
 }
+
+static int take_and_release(int n, size_t size, int extra) { return take_and_release_with(n, size, extra, 0); }
 
 /* n messages, the pull left open: the last ack at least is held. */
 static void take_and_ack(int n) { take_and_release(n, 1, 10); }
@@ -977,6 +987,11 @@ Test(binding_faults, released_deliveries_go_back_to_nats_c_together) {
     cr_assert_eq(nc->dead_count, 2);
     t.vt->flush(t.self);
     cr_assert_eq(nc->dead_count, 0);
+    /* headers count too (the server takes at most 64 KiB of them: 18 of 60
+     * KiB pass 1 MiB; uncounted, all 40 would be held) */
+    cr_assert_eq(take_and_release_with(40, 1, 0, 60 * 1024), 17);
+    t.vt->flush(t.self);
+    cr_assert_eq(nc->dead_count, 0);
     /* and held ones at close */
     cr_assert_eq(take_and_release(5, 8, 0), 5);
     parti_nats_close(&t);
@@ -1018,6 +1033,32 @@ Test(binding_faults, delivery_times_keep_their_distances_and_follow_the_clock) {
     t.vt->msg_release(t.self, &a);
     t.vt->msg_release(t.self, &b);
     t.vt->msg_release(t.self, &c);
+}
+
+/* A message stored while the handler of an earlier one ran, and already
+ * buffered when fetch_next comes back, is dated when it was stored, not at
+ * the clock pair read for the earlier one. */
+Test(binding_faults, a_buffered_delivery_is_not_dated_before_it_was_stored) {
+    parti_fetch_opts fo;
+    parti_msg a, d;
+    uint64_t t0, before, now;
+    make_stream_and_consumer();
+    cr_assert_eq(t.vt->publish(t.self, "orders.1", NULL, 0, "a", 1, NULL, 5000), PARTI_ERR_OK);
+    fo.batch = 5, fo.max_bytes = 0, fo.expires_ms = 10000, fo.heartbeat_ms = 0;
+    cr_assert_eq(t.vt->fetch_start(t.self, "orders", "w1", &fo, 5000), PARTI_ERR_OK);
+    cr_assert_eq(t.vt->fetch_next(t.self, "orders", "w1", &a, 5000), PARTI_ERR_OK);
+    /* a's handler runs 800 ms; the other connection stores d 500 ms in */
+    for (t0 = t.vt->now_ms(t.self); t.vt->now_ms(t.self) - t0 < 500;) nanosleep(&(struct timespec){0, 5000000}, NULL);
+    before = other.vt->now_ms(other.self);
+    cr_assert_eq(other.vt->publish(other.self, "orders.2", NULL, 0, "d", 1, NULL, 5000), PARTI_ERR_OK);
+    for (t0 = t.vt->now_ms(t.self); t.vt->now_ms(t.self) - t0 < 300;) nanosleep(&(struct timespec){0, 5000000}, NULL);
+    cr_assert_eq(t.vt->fetch_next(t.self, "orders", "w1", &d, 5000), PARTI_ERR_OK);
+    now = t.vt->now_ms(t.self);
+    cr_assert(d.timestamp_ms + 2 >= before && d.timestamp_ms <= now,
+              "d stored after %llu, dated %llu, taken at %llu (a dated %llu)", (unsigned long long)before,
+              (unsigned long long)d.timestamp_ms, (unsigned long long)now, (unsigned long long)a.timestamp_ms);
+    t.vt->msg_release(t.self, &a);
+    t.vt->msg_release(t.self, &d);
 }
 
 Test(binding_faults, a_burst_never_stalls_a_consumer_whose_ack_pending_limit_is_lower) {
