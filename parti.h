@@ -152,8 +152,9 @@
  *          lease held at the ID loss; a new leader's first document waits
  *          the emergency grace, not a planned window; parti_nats.h takes a
  *          buffered delivery without reading the clock, gives released
- *          deliveries back to nats.c together and dates deliveries with a
- *          clock pair read after each wait
+ *          deliveries back to nats.c together, dates deliveries with a clock
+ *          pair read again only when it is stale, and sends plain acks in
+ *          bursts of 1024
  *   0.2.0  the worker consumer, assignment strategies and document, the group
  *          (membership, leader election, rebalancing, degraded mode); the
  *          vtable gained sleep_ms, consumer info the deliver policy
