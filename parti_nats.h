@@ -2403,13 +2403,27 @@ static natsStatus parti__nats_reply_sub(parti__nconn *n) {
  * synchronous subscription of the transport, read on the caller's thread, so
  * that once parti_nats_close returns no thread of nats.c holds a message of
  * the transport's. */
+/* Writes one request (into nats.c's buffer) with the next reply subject
+ * "<rinbox>.<rid>" of the reply subscription (which must exist), put in
+ * rsubj. */
+static natsStatus parti__nats_send_request(parti__nconn *n, const char *subject, const parti_header *hdrs, int nhdr,
+                                           const void *data, size_t len, char *rsubj, size_t rsubj_size) {
+    natsMsg *req = NULL;
+    natsStatus s;
+    int i;
+    snprintf(rsubj, rsubj_size, "%s.%llu", n->rinbox, (unsigned long long)++n->rid);
+    s = natsMsg_Create(&req, subject, rsubj, (const char *)data, (int)len);
+    for (i = 0; s == NATS_OK && i < nhdr; i++) s = natsMsgHeader_Add(req, hdrs[i].name, hdrs[i].value);
+    if (s == NATS_OK) s = natsConnection_PublishMsg(n->nc, req);
+    natsMsg_Destroy(req);
+    return s;
+}
+
 static parti_err parti__nats_request(parti__nconn *n, const char *subject, const parti_header *hdrs, int nhdr,
                                      const void *data, size_t len, uint32_t timeout_ms, natsMsg **reply) {
-    natsMsg *req = NULL;
     char rsubj[128];
     uint64_t deadline;
     natsStatus s;
-    int i;
     *reply = NULL;
     parti__nats_send_acks(n); /* (acks first, in the order they were given) */
     if (!parti__nats_connected(n)) {
@@ -2418,13 +2432,7 @@ static parti_err parti__nats_request(parti__nconn *n, const char *subject, const
     }
     deadline = parti__nats_now_ms(n) + (timeout_ms ? timeout_ms : 1);
     s = parti__nats_reply_sub(n);
-    if (s == NATS_OK) {
-        snprintf(rsubj, sizeof rsubj, "%s.%llu", n->rinbox, (unsigned long long)++n->rid);
-        s = natsMsg_Create(&req, subject, rsubj, (const char *)data, (int)len);
-    }
-    for (i = 0; s == NATS_OK && i < nhdr; i++) s = natsMsgHeader_Add(req, hdrs[i].name, hdrs[i].value);
-    if (s == NATS_OK) s = natsConnection_PublishMsg(n->nc, req);
-    natsMsg_Destroy(req);
+    if (s == NATS_OK) s = parti__nats_send_request(n, subject, hdrs, nhdr, data, len, rsubj, sizeof rsubj);
     /* a publish is left to nats.c's flusher thread, which waits a millisecond
      * for more; a flush writes it now (and waits for the PONG to its PING,
      * which comes once the server has read the request). Only the reply's
@@ -2948,6 +2956,14 @@ static parti_err parti__nats_kv_write(parti__nconn *n, const parti__nkv *k, cons
     return e;
 }
 
+/* The header of a compare-and-swap write: applied only while the key's
+ * last revision is expected (0: the key has none). */
+static void parti__nats_expect_revision(parti_header *h, char *num, size_t num_size, uint64_t expected) {
+    snprintf(num, num_size, "%llu", (unsigned long long)expected);
+    h->name = "Nats-Expected-Last-Subject-Sequence";
+    h->value = num;
+}
+
 static parti_err parti__nats_kv_update(void *self, const char *bucket, const char *key, const void *value, size_t len,
                                        uint64_t expected, uint64_t *revision, uint32_t timeout_ms) {
     parti__nconn *n = (parti__nconn *)self;
@@ -2957,9 +2973,7 @@ static parti_err parti__nats_kv_update(void *self, const char *bucket, const cha
     parti_err e;
     if (!n || !key || (len && !value)) return PARTI_ERR_INVALID_ARGUMENT;
     if ((e = parti__nats_kv_names(bucket, key, &k)) != PARTI_ERR_OK) return e;
-    snprintf(num, sizeof num, "%llu", (unsigned long long)expected);
-    h.name = "Nats-Expected-Last-Subject-Sequence";
-    h.value = num;
+    parti__nats_expect_revision(&h, num, sizeof num, expected);
     return parti__nats_kv_write(n, &k, &h, 1, value, len, revision, timeout_ms);
 }
 
@@ -3020,11 +3034,9 @@ static parti_err parti__nats_kv_delete_if(void *self, const char *bucket, const 
     parti_err e;
     if (!n || !key || !expected) return PARTI_ERR_INVALID_ARGUMENT;
     if ((e = parti__nats_kv_names(bucket, key, &k)) != PARTI_ERR_OK) return e;
-    snprintf(num, sizeof num, "%llu", (unsigned long long)expected);
     h[0].name = "KV-Operation";
     h[0].value = "DEL";
-    h[1].name = "Nats-Expected-Last-Subject-Sequence";
-    h[1].value = num;
+    parti__nats_expect_revision(&h[1], num, sizeof num, expected);
     return parti__nats_kv_write(n, &k, h, 2, NULL, 0, NULL, timeout_ms);
 }
 
@@ -3949,15 +3961,11 @@ static void parti__nats_kv_update_many(void *self, const char *bucket, parti_kv_
     s = parti__nats_reply_sub(n);
     base = n->rid + 1;
     for (i = 0; s == NATS_OK && i < n_updates; i++) {
-        natsMsg *req = NULL;
         char rsubj[128], num[24];
+        parti_header h;
         parti__nats_kv_names(bucket, u[i].key, &k);
-        snprintf(rsubj, sizeof rsubj, "%s.%llu", n->rinbox, (unsigned long long)++n->rid);
-        snprintf(num, sizeof num, "%llu", (unsigned long long)u[i].expected);
-        s = natsMsg_Create(&req, k.subject, rsubj, (const char *)u[i].value, (int)u[i].len);
-        if (s == NATS_OK) s = natsMsgHeader_Add(req, "Nats-Expected-Last-Subject-Sequence", num);
-        if (s == NATS_OK) s = natsConnection_PublishMsg(n->nc, req);
-        natsMsg_Destroy(req);
+        parti__nats_expect_revision(&h, num, sizeof num, u[i].expected);
+        s = parti__nats_send_request(n, k.subject, &h, 1, u[i].value, u[i].len, rsubj, sizeof rsubj);
         if (s == NATS_OK) u[i].err = PARTI_ERR_TIMEOUT, sent++, open++; /* until its reply says otherwise */
     }
     for (i = sent; i < n_updates; i++) u[i].err = parti__nats_map(n, s, bucket); /* never sent */
