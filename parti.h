@@ -588,7 +588,8 @@ typedef struct parti_header {
 
 /* A message delivered by a pull. Every pointer stays valid until the message
  * is released with the transport's msg_release (or acked through ack, which
- * does not release). */
+ * does not release). Release every message before the transport is closed:
+ * a release may use the transport. */
 typedef struct parti_msg {
     const char *subject;
     const uint8_t *data;
@@ -733,9 +734,11 @@ typedef struct parti_transport_vtable {
                                  parti_msg *out, uint32_t timeout_ms);
 
     /* Sends what the transport holds back to send together (the nats.c
-     * binding's plain acks, see parti_nats.h). The worker consumer calls it
-     * before parti_consumer_poll returns and when it is destroyed, so no ack
-     * it gave waits for a later call. May be NULL: nothing is held back. */
+     * binding's plain acks, see parti_nats.h) and frees what it holds back
+     * to free together (the binding's released messages). The worker
+     * consumer calls it before parti_consumer_poll returns and when it is
+     * destroyed, so no ack it gave waits for a later call. May be NULL:
+     * nothing is held back. */
     void (*flush)(void *self);
 
     /* kv_update for n keys of one bucket, all sent before any reply is

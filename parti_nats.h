@@ -1974,7 +1974,8 @@ typedef struct parti__ndeliv {
 } parti__ndeliv;
 
 /* Released messages given back to nats.c together (see
- * parti__nats_msg_release): at most this many, or this many payload bytes. */
+ * parti__nats_msg_release): at most this many, or this many bytes of payload
+ * and headers. */
 #define PARTI__NATS_DEAD_BURST 1024
 #define PARTI__NATS_DEAD_BYTES (1u << 20)
 
@@ -2018,8 +2019,9 @@ struct parti__nconn {
     int dead_count;
     size_t dead_bytes;
     /* A wall clock reading and the transport clock's at the same moment, to
-     * put the server's timestamps on the transport clock without two clock
-     * reads per message (see parti__nats_server_time); 0 = read afresh. */
+     * put deliveries' server timestamps on the transport clock without two
+     * clock reads per message (see parti__nats_delivery_time); stamp_uses:
+     * deliveries dated with it, 0 = read it afresh for the next one. */
     uint64_t stamp_wall_ns, stamp_now_ms;
     int stamp_uses;
 };
@@ -2392,17 +2394,6 @@ static natsStatus parti__nats_reply_sub(parti__nconn *n) {
     return s;
 }
 
-/* A request with optional headers; *reply is the server's message.
- *
- * Not natsConnection_Request: it takes replies on an asynchronous
- * subscription of nats.c's own, whose delivery thread natsConnection_Destroy
- * does not wait for. On a loaded host that thread can run after the
- * application's nats_Close() stopped nats.c's garbage collector thread; the
- * replies it frees then (ones that came after their request timed out) are
- * never freed, which LeakSanitizer reports. Here replies come to a
- * synchronous subscription of the transport, read on the caller's thread, so
- * that once parti_nats_close returns no thread of nats.c holds a message of
- * the transport's. */
 /* Writes one request (into nats.c's buffer) with the next reply subject
  * "<rinbox>.<rid>" of the reply subscription (which must exist), put in
  * rsubj. */
@@ -2419,6 +2410,17 @@ static natsStatus parti__nats_send_request(parti__nconn *n, const char *subject,
     return s;
 }
 
+/* A request with optional headers; *reply is the server's message.
+ *
+ * Not natsConnection_Request: it takes replies on an asynchronous
+ * subscription of nats.c's own, whose delivery thread natsConnection_Destroy
+ * does not wait for. On a loaded host that thread can run after the
+ * application's nats_Close() stopped nats.c's garbage collector thread; the
+ * replies it frees then (ones that came after their request timed out) are
+ * never freed, which LeakSanitizer reports. Here replies come to a
+ * synchronous subscription of the transport, read on the caller's thread, so
+ * that once parti_nats_close returns no thread of nats.c holds a message of
+ * the transport's. */
 static parti_err parti__nats_request(parti__nconn *n, const char *subject, const parti_header *hdrs, int nhdr,
                                      const void *data, size_t len, uint32_t timeout_ms, natsMsg **reply) {
     char rsubj[128];
@@ -3673,7 +3675,9 @@ static natsMsg *parti__nats_handle_msg(void *handle) {
  * the pair's wall reading (then the pair is stale), for the first delivery
  * after a wait and every PARTI__NATS_STAMP_USES deliveries (a wall clock
  * step is picked up there). A message stored before the reading is dated as
- * exactly as with a fresh pair (the two clocks' offset is the same). */
+ * with a fresh pair, to the millisecond (the two clocks' offset is the
+ * same). So the saving is on backlogs: a consumer keeping up with live
+ * traffic dates most messages after a fresh read, as before. */
 #define PARTI__NATS_STAMP_USES 256
 static uint64_t parti__nats_delivery_time(parti__nconn *n, uint64_t wall_ns) {
     if (n->stamp_uses <= 0 || n->stamp_uses >= PARTI__NATS_STAMP_USES || wall_ns > n->stamp_wall_ns) {
