@@ -110,7 +110,7 @@
  *
  * VERSION HISTORY
  *   unreleased  the handoff replaced: per-partition checkpoints and claims
- *          (keys ck.<P>, parti_checkpoint_encode/decode), revoke before
+ *          (keys ck.<subject>, parti_checkpoint_key/encode/decode), revoke before
  *          assign, catch-up from the checkpoint read from the stream (the
  *          vtable gained stream_get_next, required by groups, flush,
  *          optional, for transports that send acks in bursts, and
@@ -1970,8 +1970,8 @@ PARTIDEF parti_err parti_assignment_decode(parti_assignment *a, const char *data
 /* Frees what *a owns and zeroes it; NULL and zeroed documents are fine. */
 PARTIDEF void parti_assignment_free(parti_assignment *a);
 
-/* A partition's checkpoint: the value of its key "ck.<index>" in the
- * assignment bucket, written with compare-and-swap by its owner only (see
+/* A partition's checkpoint: the value of its key (parti_checkpoint_key) in
+ * the assignment bucket, written with compare-and-swap by its owner only (see
  * "Handoff" in the protocol notes above). */
 typedef struct parti_checkpoint {
     char owner[PARTI_MAX_NAME_LEN + 1]; /* the worker ID that holds (or last held) the partition */
@@ -1992,6 +1992,23 @@ PARTIDEF parti_err parti_checkpoint_encode(const parti_checkpoint *ck, char *out
  * its type; strings bounded. On failure *ck is zeroed: JSON_* errors,
  * INVALID_ARGUMENT. */
 PARTIDEF parti_err parti_checkpoint_decode(parti_checkpoint *ck, const char *data, size_t len);
+
+/* The key of a partition's checkpoint in the assignment bucket, named by
+ * the partition's subject (not its index), so workers configured with the
+ * same partitions in another order, or with some added or removed, find
+ * each partition's position and its holder under one key: "ck." and the
+ * subject, each byte other than A-Z a-z 0-9 - _ written "=XX" (two upper-case
+ * hex digits), a dot too where it would leave an empty token
+ * ("orders.eu.7" -> "ck.orders.eu.7", "orders.*" -> "ck.orders.=2A", "a=b" ->
+ * "ck.a=3Db"): two subjects never share a key. A key that would be longer
+ * than PARTI_MAX_SUBJECT_LEN is "ck.=H." and 16 hex digits of a 64-bit hash
+ * of the subject instead (such subjects share a key only on a hash
+ * collision; then one partition waits while the other is held: never two
+ * owners, as a claim checks the holder of whatever the key holds). cap of
+ * PARTI_CHECKPOINT_KEY_SIZE always fits. INVALID_ARGUMENT (NULL, empty
+ * subject), BUFFER_TOO_SMALL (nothing written but a NUL when cap > 0). */
+#define PARTI_CHECKPOINT_KEY_SIZE (PARTI_MAX_SUBJECT_LEN + 1)
+PARTIDEF parti_err parti_checkpoint_key(const char *subject, char *key, size_t cap);
 
 /* Index of member_id in a->members (binary search), -1 when absent. */
 PARTIDEF int parti_assignment_member_index(const parti_assignment *a, const char *member_id);
@@ -2052,7 +2069,8 @@ PARTIDEF int parti_assignment_partitions_of(const parti_assignment *a, int membe
  *                      leader key holds that epoch and the document's
  *                      writer (its "leader" instance) when it reads it; the
  *                      leader replaces anything else it finds there.
- *     "ck.<index>"     a partition's claim and checkpoint (parti_checkpoint):
+ *     "ck.<subject>"   a partition's claim and checkpoint (parti_checkpoint,
+ *                      key by parti_checkpoint_key):
  *                      holder (ID and process instance), owner generation,
  *                      seq (every message up to it done), the stream's
  *                      creation time, released or not. Written by CAS by the
@@ -2061,7 +2079,7 @@ PARTIDEF int parti_assignment_partitions_of(const parti_assignment *a, int membe
  *                      whose durable it is, written before it creates it.
  * The HANDOFF (Kafka's cooperative protocol): a document that moves P from A
  * to B makes A stop handing P to the handler at once, call
- * on_partitions_revoked, and write P's checkpoint released. B claims ck.P
+ * on_partitions_revoked, and write P's checkpoint released. B claims P's key
  * (CAS) only when it is released or its holder's member key is gone or
  * another process's (the holder's lease ran out), calls
  * on_partitions_assigned, adds P to its durable's filter in place, reads the
@@ -8656,6 +8674,37 @@ PARTIDEF parti_err parti_checkpoint_encode(const parti_checkpoint *ck, char *out
     return parti_json_writer_finish(&w, needed);
 }
 
+PARTIDEF parti_err parti_checkpoint_key(const char *subject, char *key, size_t cap) {
+    static const char hex[] = "0123456789ABCDEF";
+    char out[PARTI_CHECKPOINT_KEY_SIZE];
+    size_t n, i, len = 3;
+    if (key && cap) key[0] = 0;
+    if (!subject || !key || !subject[0]) return PARTI_ERR_INVALID_ARGUMENT;
+    n = strlen(subject);
+    memcpy(out, "ck.", 3);
+    for (i = 0; i < n && len <= PARTI_MAX_SUBJECT_LEN; i++) {
+        unsigned char c = (unsigned char)subject[i];
+        if (parti__is_name_char(c) ||
+            (c == '.' && i > 0 && i + 1 < n && subject[i - 1] != '.' && subject[i + 1] != '.')) {
+            if (len < PARTI_MAX_SUBJECT_LEN) out[len] = (char)c;
+            len++;
+        } else {
+            if (len + 3 <= PARTI_MAX_SUBJECT_LEN) {
+                out[len] = '=';
+                out[len + 1] = hex[c >> 4];
+                out[len + 2] = hex[c & 15];
+            }
+            len += 3;
+        }
+    }
+    if (len > PARTI_MAX_SUBJECT_LEN) /* too long for a key: named by its hash ('H' is no hex digit) */
+        len = (size_t)snprintf(out, sizeof out, "ck.=H.%016llx", (unsigned long long)parti_hash64(subject, n));
+    if (len + 1 > cap) return PARTI_ERR_BUFFER_TOO_SMALL;
+    memcpy(key, out, len);
+    key[len] = 0;
+    return PARTI_ERR_OK;
+}
+
 PARTIDEF parti_err parti_checkpoint_decode(parti_checkpoint *ck, const char *data, size_t len) {
     parti_json_doc doc;
     char hex[24];
@@ -9835,7 +9884,8 @@ static void parti__g_lose_id(parti *p, parti_err e) {
 
 /* ---- the handoff: claims and checkpoints --------------------------------------
  *
- * Each partition has a key "ck.<index>" in the assignment bucket: who holds
+ * Each partition has a key "ck.<subject>" (parti_checkpoint_key) in the
+ * assignment bucket: who holds
  * it (worker ID and process instance), its checkpoint (every message up to
  * seq done) and whether it was released. A worker hands a partition's
  * messages to the handler only after it claimed the key (a compare-and-swap;
@@ -9844,7 +9894,10 @@ static void parti__g_lose_id(parti *p, parti_err e) {
  * is gone or another process's (so the holder's lease has run out). The new
  * owner starts after the checkpoint. */
 
-static void parti__g_ck_key(int i, char *key, size_t cap) { snprintf(key, cap, "ck.%d", i); }
+/* (the subjects are checked at creation: every one has a key) */
+static void parti__g_ck_key(const parti *p, int i, char *key, size_t cap) {
+    parti_checkpoint_key(p->c->psubj[i], key, cap);
+}
 
 /* The consumer's worker ID: the worker ID and the process instance, so each
  * process has a durable of its own ("<prefix>-worker-3-<16 hex>"): a process
@@ -10175,7 +10228,7 @@ static parti_err parti__g_ck_write_once(parti *p, int i, int released, int *agai
     parti__gpart *g = &p->gp[i];
     parti_checkpoint ck;
     parti_kv_entry ent;
-    char key[32], buf[PARTI_MAX_NAME_LEN + PARTI_MAX_SUBJECT_LEN + 256];
+    char key[PARTI_CHECKPOINT_KEY_SIZE], buf[PARTI_MAX_NAME_LEN + PARTI_MAX_SUBJECT_LEN + 256];
     size_t len = 0;
     uint64_t rev = 0, seq = p->c->pt[i].pos;
     parti_err e;
@@ -10189,7 +10242,7 @@ static parti_err parti__g_ck_write_once(parti *p, int i, int released, int *agai
     snprintf(ck.subject, sizeof ck.subject, "%s", p->c->psubj[i]);
     ck.released = released;
     if ((e = parti_checkpoint_encode(&ck, buf, sizeof buf, &len)) != PARTI_ERR_OK) return e;
-    parti__g_ck_key(i, key, sizeof key);
+    parti__g_ck_key(p, i, key, sizeof key);
     e = p->t.vt->kv_update(p->t.self, p->assign_bucket, key, buf, len - 1, g->rev, &rev, parti__g_budget(p));
     if (e != PARTI_ERR_WRONG_REVISION && e != PARTI_ERR_KEY_NOT_FOUND) return parti__g_ck_written(p, g, e, rev, seq);
     /* a revision other than ours: an earlier write whose reply was lost, or another owner */
@@ -10269,12 +10322,12 @@ static int parti__g_claim(parti *p, int i, uint64_t now) {
     parti__gpart *g = &p->gp[i];
     parti_kv_entry ent;
     parti_checkpoint ck, mine;
-    char key[32], buf[PARTI_MAX_NAME_LEN + PARTI_MAX_SUBJECT_LEN + 256];
+    char key[PARTI_CHECKPOINT_KEY_SIZE], buf[PARTI_MAX_NAME_LEN + PARTI_MAX_SUBJECT_LEN + 256];
     size_t len = 0;
     uint64_t rev = 0, seq = 0, base = 0, own_pos = 0;
     int exists, own_untouched = 0;
     parti_err e;
-    parti__g_ck_key(i, key, sizeof key);
+    parti__g_ck_key(p, i, key, sizeof key);
     memset(&ent, 0, sizeof ent);
     e = p->t.vt->kv_get(p->t.self, p->assign_bucket, key, 0, &ent, parti__g_budget(p));
     if (e != PARTI_ERR_OK && e != PARTI_ERR_KEY_NOT_FOUND) return 0;
@@ -10282,13 +10335,15 @@ static int parti__g_claim(parti *p, int i, uint64_t now) {
     if (!exists && parti__g_buckets_young(p, now)) return 0; /* a lost bucket voids leases: wait */
     if (exists) {
         base = ent.revision;
+        /* whatever subject it names (a worker with another partition list
+         * could share the key only on a hash collision), a claim that its
+         * holder may still act on is waited for */
         if (parti_checkpoint_decode(&ck, (const char *)ent.value, ent.len) == PARTI_ERR_OK &&
-            strcmp(ck.subject, p->c->psubj[i]) == 0) {
-            int gone = ck.released ? 1 : parti__g_holder_gone(p, &ck);
-            if (gone != 1) {
-                parti_kv_entry_free(&ent);
-                return 0; /* its holder may still act on it: it releases it, or its lease runs out */
-            }
+            (ck.released ? 1 : parti__g_holder_gone(p, &ck)) != 1) {
+            parti_kv_entry_free(&ent);
+            return 0; /* its holder may still act on it: it releases it, or its lease runs out */
+        }
+        if (ck.subject[0] && strcmp(ck.subject, p->c->psubj[i]) == 0) { /* (a failed decode zeroes ck) */
             /* written under another stream than the one this worker last
              * read: the stream may have been made again since that read (a
              * stall, seed 3068), and a claim from the older reading would
@@ -11172,9 +11227,9 @@ static void parti__g_await_claims(parti *p, int *list, int n, uint64_t until) {
         while (j < n) {
             parti_kv_entry ent;
             parti_checkpoint ck;
-            char key[32];
+            char key[PARTI_CHECKPOINT_KEY_SIZE];
             int taken = 0;
-            parti__g_ck_key(list[j], key, sizeof key);
+            parti__g_ck_key(p, list[j], key, sizeof key);
             memset(&ent, 0, sizeof ent);
             if (p->t.vt->kv_get(p->t.self, p->assign_bucket, key, 0, &ent, parti__g_budget(p)) == PARTI_ERR_OK) {
                 taken = parti_checkpoint_decode(&ck, (const char *)ent.value, ent.len) == PARTI_ERR_OK &&

@@ -319,7 +319,7 @@ typedef struct part_state {
     int nten;
     int grant_owner;          /* worker number the last assignment written names; -1 none */
     uint64_t grant_time;
-    int claim_actor;          /* the actor whose claim of ck.<P> took effect last; -1 none */
+    int claim_actor;          /* the actor whose claim of its checkpoint key took effect last; -1 none */
     uint64_t claim_time;
     int ck_head;              /* its newest checkpoint write record (sim.ckw) + 1; 0 none */
     int hd_head;              /* its newest handler call that moved a position (sim.hdw) + 1; 0 none */
@@ -333,9 +333,9 @@ typedef struct hd_rec {
     int actor, prev;               /* prev: the partition's previous record + 1 (0 none) */
 } hd_rec;
 
-/* A checkpoint write of a partition (ck.<P>), sent and either taken effect
- * or not (a hang, a lost reply not applied, a conflict, held back), as
- * dup_age sees it. */
+/* A checkpoint write of a partition (its key ck.sim.p<P>), sent and either
+ * taken effect or not (a hang, a lost reply not applied, a conflict, held
+ * back), as dup_age sees it. */
 typedef struct ck_rec {
     uint64_t sent, at;   /* the call began (the position was read just before), the record was made */
     uint64_t seq;        /* the position written: every message up to it done */
@@ -773,6 +773,19 @@ static void note_member_overwrite(sim *s, int writer, const char *key) {
 /* How long a has been cut off from the server in all. */
 static uint64_t cut_ms_of(const actor *a) { return a->cut_ms + (a->cut ? now_of(a->s) - a->cut_since : 0); }
 
+/* The partition whose checkpoint key key is (the partitions' subjects are
+ * "sim.p<P>"), -1 for any other key. */
+static int ck_partition(const sim *s, const char *bucket, const char *key) {
+    char subject[32], want[PARTI_CHECKPOINT_KEY_SIZE];
+    int i;
+    if (strcmp(bucket, s->assign_bucket) != 0 || strncmp(key, "ck.sim.p", 8) != 0) return -1;
+    i = atoi(key + 8);
+    if (i < 0 || i >= s->prm.partitions) return -1;
+    snprintf(subject, sizeof subject, "sim.p%d", i);
+    if (parti_checkpoint_key(subject, want, sizeof want) != PARTI_ERR_OK || strcmp(want, key) != 0) return -1;
+    return i;
+}
+
 /* A checkpoint write of writer's (an actor index) that began at sent: taken
  * effect now (landed) or not. Only bookkeeping for dup_age: nothing is
  * logged (SIM_CKLOG=1 logs them, which changes the event log). */
@@ -781,9 +794,8 @@ static void note_ck(sim *s, int writer, uint64_t sent, int landed, const char *b
     parti_checkpoint ck;
     ck_rec rec;
     int i;
-    if (strcmp(bucket, s->assign_bucket) != 0 || strncmp(key, "ck.", 3) != 0) return;
-    i = atoi(key + 3);
-    if (i < 0 || i >= s->prm.partitions || writer < 0 || writer >= (int)arrlen(s->actors) || !value ||
+    if ((i = ck_partition(s, bucket, key)) < 0) return;
+    if (writer < 0 || writer >= (int)arrlen(s->actors) || !value ||
         parti_checkpoint_decode(&ck, (const char *)value, len) != PARTI_ERR_OK)
         return;
     memset(&rec, 0, sizeof rec);
@@ -812,11 +824,11 @@ static void note_write(actor *a, int op, uint64_t sent, const char *bucket, cons
                        size_t len) {
     note_assignment(a->s, bucket, key, value, len, a->p ? parti_worker_id(a->p) : "");
     note_ck(a->s, a->idx, sent, 1, bucket, key, value, len);
-    if (strcmp(bucket, a->s->assign_bucket) == 0 && strncmp(key, "ck.", 3) == 0) {
+    if (ck_partition(a->s, bucket, key) >= 0) {
         /* a claim (generation 0, not released) is a grant of the partition to this actor */
         parti_checkpoint ck;
-        int i = atoi(key + 3);
-        if (i >= 0 && i < a->s->prm.partitions && parti_checkpoint_decode(&ck, (const char *)value, len) == PARTI_ERR_OK &&
+        int i = ck_partition(a->s, bucket, key);
+        if (parti_checkpoint_decode(&ck, (const char *)value, len) == PARTI_ERR_OK &&
             !ck.released && ck.generation == 0) {
             a->s->parts[i].claim_actor = a->idx;
             a->s->parts[i].claim_time = now_of(a->s);

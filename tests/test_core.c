@@ -62,6 +62,43 @@ Test(keys, bad_keys_are_refused_with_a_reason) {
     cr_assert_eq(parti_key_check(NULL, msg, sizeof msg), PARTI_ERR_INVALID_ARGUMENT);
 }
 
+Test(keys, a_checkpoint_key_spells_its_subject) {
+    static const char *const in[] = {"orders.eu.7", "orders.*", "orders.>", "a=b", "caf\xc3\xa9.x", "a/b c"};
+    static const char *const want[] = {"ck.orders.eu.7", "ck.orders.=2A", "ck.orders.=3E", "ck.a=3Db",
+                                       "ck.caf=C3=A9.x", "ck.a=2Fb=20c"};
+    char key[PARTI_CHECKPOINT_KEY_SIZE], subject[PARTI_MAX_SUBJECT_LEN + 1], again[PARTI_CHECKPOINT_KEY_SIZE];
+    size_t i;
+    for (i = 0; i < sizeof in / sizeof *in; i++) {
+        cr_assert_eq(parti_checkpoint_key(in[i], key, sizeof key), PARTI_ERR_OK);
+        cr_assert_str_eq(key, want[i]);
+        cr_assert_eq(parti_kv_key_check(key, msg, sizeof msg), PARTI_ERR_OK, "%s: %s", key, msg);
+    }
+    /* dots that would leave an empty token are spelled too */
+    cr_assert_eq(parti_checkpoint_key(".a..b.", key, sizeof key), PARTI_ERR_OK);
+    cr_assert_str_eq(key, "ck.=2Ea=2E=2Eb=2E");
+    /* the longest subject whose spelled key fits is spelled; one byte more is hashed */
+    memset(subject, 'x', sizeof subject);
+    subject[PARTI_MAX_SUBJECT_LEN - 3] = 0;
+    cr_assert_eq(parti_checkpoint_key(subject, key, sizeof key), PARTI_ERR_OK);
+    cr_assert_eq(strlen(key), PARTI_MAX_SUBJECT_LEN);
+    subject[PARTI_MAX_SUBJECT_LEN - 3] = 'x';
+    subject[PARTI_MAX_SUBJECT_LEN - 2] = 0;
+    cr_assert_eq(parti_checkpoint_key(subject, key, sizeof key), PARTI_ERR_OK);
+    cr_assert_eq(strncmp(key, "ck.=H.", 6), 0, "%s", key);
+    cr_assert_eq(strlen(key), 22);
+    cr_assert_eq(parti_kv_key_check(key, NULL, 0), PARTI_ERR_OK);
+    subject[0] = 'y'; /* another long subject, another key */
+    cr_assert_eq(parti_checkpoint_key(subject, again, sizeof again), PARTI_ERR_OK);
+    cr_assert_str_neq(key, again);
+    /* bad arguments, and a buffer one byte short: nothing but a NUL */
+    cr_assert_eq(parti_checkpoint_key("", key, sizeof key), PARTI_ERR_INVALID_ARGUMENT);
+    cr_assert_eq(parti_checkpoint_key(NULL, key, sizeof key), PARTI_ERR_INVALID_ARGUMENT);
+    cr_assert_eq(parti_checkpoint_key("a", NULL, 0), PARTI_ERR_INVALID_ARGUMENT);
+    cr_assert_eq(parti_checkpoint_key("orders.eu.7", key, 14), PARTI_ERR_BUFFER_TOO_SMALL);
+    cr_assert_eq(key[0], 0);
+    cr_assert_eq(parti_checkpoint_key("orders.eu.7", key, 15), PARTI_ERR_OK);
+}
+
 Test(keys, key_length_limit) {
     char k[PARTI_MAX_KEY_LEN + 2];
     memset(k, 'x', sizeof k);
