@@ -1996,17 +1996,16 @@ PARTIDEF parti_err parti_checkpoint_decode(parti_checkpoint *ck, const char *dat
 /* The key of a partition's checkpoint in the assignment bucket, named by
  * the partition's subject (not its index), so workers configured with the
  * same partitions in another order, or with some added or removed, find
- * each partition's position and its holder under one key: "ck." and the
- * subject, each byte other than A-Z a-z 0-9 - _ written "=XX" (two upper-case
- * hex digits), a dot too where it would leave an empty token
- * ("orders.eu.7" -> "ck.orders.eu.7", "orders.*" -> "ck.orders.=2A", "a=b" ->
- * "ck.a=3Db"): two subjects never share a key. A key that would be longer
- * than PARTI_MAX_SUBJECT_LEN is "ck.=H." and 16 hex digits of a 64-bit hash
- * of the subject instead (such subjects share a key only on a hash
- * collision; then one partition waits while the other is held: never two
- * owners, as a claim checks the holder of whatever the key holds). cap of
- * PARTI_CHECKPOINT_KEY_SIZE always fits. INVALID_ARGUMENT (NULL, empty
- * subject), BUFFER_TOO_SMALL (nothing written but a NUL when cap > 0). */
+ * each partition's position and its holder under one key (for the same
+ * subject byte for byte): "ck." and the subject, each byte other than A-Z
+ * a-z 0-9 - _ written "=XX" (two upper-case hex digits), a dot too where it
+ * would leave an empty token ("orders.eu.7" -> "ck.orders.eu.7", "orders.*"
+ * -> "ck.orders.=2A", "a=b" -> "ck.a=3Db"): two subjects never share a key.
+ * A key is at most PARTI_MAX_SUBJECT_LEN bytes, so a cap of
+ * PARTI_CHECKPOINT_KEY_SIZE always fits; a subject whose key would be longer
+ * is PARTI_ERR_INVALID_SUBJECT (parti_create refuses such a partition list).
+ * INVALID_ARGUMENT (NULL, empty subject), BUFFER_TOO_SMALL; on any error
+ * nothing is written but a NUL (when cap > 0). */
 #define PARTI_CHECKPOINT_KEY_SIZE (PARTI_MAX_SUBJECT_LEN + 1)
 PARTIDEF parti_err parti_checkpoint_key(const char *subject, char *key, size_t cap);
 
@@ -8697,8 +8696,7 @@ PARTIDEF parti_err parti_checkpoint_key(const char *subject, char *key, size_t c
             len += 3;
         }
     }
-    if (len > PARTI_MAX_SUBJECT_LEN) /* too long for a key: named by its hash ('H' is no hex digit) */
-        len = (size_t)snprintf(out, sizeof out, "ck.=H.%016llx", (unsigned long long)parti_hash64(subject, n));
+    if (len > PARTI_MAX_SUBJECT_LEN) return PARTI_ERR_INVALID_SUBJECT;
     if (len + 1 > cap) return PARTI_ERR_BUFFER_TOO_SMALL;
     memcpy(key, out, len);
     key[len] = 0;
@@ -9153,6 +9151,25 @@ static parti_err parti__g_check_options(const parti_options *o, char *msg, size_
 
 static void parti__g_consumer_id(const char *id, uint64_t instance, char *out, size_t cap);
 
+/* Every partition's subject has a checkpoint key (parti_checkpoint_key):
+ * the group's claims and positions live there. */
+static parti_err parti__g_check_keys(const parti_config *c, char *msg, size_t msg_size) {
+    char subject[PARTI_MAX_SUBJECT_LEN + 1], key[PARTI_CHECKPOINT_KEY_SIZE];
+    int i;
+    for (i = 0; i < c->partition_count; i++) {
+        if (parti_subject_expand(c->subject_template, &c->partitions[i], subject, sizeof subject, NULL, NULL, 0) !=
+            PARTI_ERR_OK)
+            continue; /* (parti_config_validate said so already) */
+        if (parti_checkpoint_key(subject, key, sizeof key) != PARTI_ERR_OK) {
+            parti__msg(msg, msg_size, "config.partitions[%d]: the subject \"%.80s...\" (%zu bytes) is too long for "
+                       "its checkpoint key: \"ck.\" and the subject, bytes other than A-Z a-z 0-9 - _ spelled "
+                       "=XX, must fit in %d bytes", i, subject, strlen(subject), PARTI_MAX_SUBJECT_LEN);
+            return PARTI_ERR_INVALID_CONFIG;
+        }
+    }
+    return PARTI_ERR_OK;
+}
+
 PARTIDEF parti_err parti_create(parti **out, const parti_transport *t, const parti_config *cfg,
                                 const parti_options *opts, char *msg, size_t msg_size) {
     parti *p;
@@ -9202,6 +9219,7 @@ PARTIDEF parti_err parti_create(parti **out, const parti_transport *t, const par
     }
     d = parti_config_defaults(cfg);
     if ((e = parti_config_validate(cfg, msg, msg_size)) != PARTI_ERR_OK) return e;
+    if ((e = parti__g_check_keys(&d, msg, msg_size)) != PARTI_ERR_OK) return e;
     if (o.create_stream && (!o.create_stream->name || strcmp(o.create_stream->name, d.stream) != 0)) {
         parti__msg(msg, msg_size, "options.create_stream.name must be config.stream (\"%.64s\")", d.stream);
         return PARTI_ERR_INVALID_ARGUMENT;
@@ -9894,7 +9912,7 @@ static void parti__g_lose_id(parti *p, parti_err e) {
  * is gone or another process's (so the holder's lease has run out). The new
  * owner starts after the checkpoint. */
 
-/* (the subjects are checked at creation: every one has a key) */
+/* (parti_create checked that every partition's subject has a key) */
 static void parti__g_ck_key(const parti *p, int i, char *key, size_t cap) {
     parti_checkpoint_key(p->c->psubj[i], key, cap);
 }
@@ -10335,9 +10353,8 @@ static int parti__g_claim(parti *p, int i, uint64_t now) {
     if (!exists && parti__g_buckets_young(p, now)) return 0; /* a lost bucket voids leases: wait */
     if (exists) {
         base = ent.revision;
-        /* whatever subject it names (a worker with another partition list
-         * could share the key only on a hash collision), a claim that its
-         * holder may still act on is waited for */
+        /* whatever subject it names (a value no worker of this list wrote),
+         * a claim that its holder may still act on is waited for */
         if (parti_checkpoint_decode(&ck, (const char *)ent.value, ent.len) == PARTI_ERR_OK &&
             (ck.released ? 1 : parti__g_holder_gone(p, &ck)) != 1) {
             parti_kv_entry_free(&ent);

@@ -6,8 +6,8 @@
  * zeroed; an accepted one has a non-empty owner and subject, encodes, and
  * decodes back to the same fields. The input up to its first NUL, taken as
  * a subject: its checkpoint key is a valid KV key that spells the subject
- * back (two subjects never share a key), or, when too long, the hashed
- * form. */
+ * back (two subjects never share a key), or, exactly when the spelled key
+ * would be longer than PARTI_MAX_SUBJECT_LEN, there is none. */
 #define PARTI_IMPLEMENTATION
 #define PARTI_NATS_NO_NATSC
 #include "parti.h"
@@ -37,20 +37,26 @@ static size_t unkey(const char *key, char *out) {
 
 static void check_key(const uint8_t *data, size_t size) {
     char subject[700], key[PARTI_CHECKPOINT_KEY_SIZE], back[PARTI_CHECKPOINT_KEY_SIZE];
-    size_t n = 0;
+    size_t n = 0, i, spelled = 3;
     while (n < size && n < sizeof subject - 1 && data[n]) subject[n] = (char)data[n], n++;
     subject[n] = 0;
     if (n == 0) {
         CHECK(parti_checkpoint_key(subject, key, sizeof key) == PARTI_ERR_INVALID_ARGUMENT);
         return;
     }
-    CHECK(parti_checkpoint_key(subject, key, sizeof key) == PARTI_ERR_OK);
-    CHECK(strncmp(key, "ck.", 3) == 0 && parti_kv_key_check(key, NULL, 0) == PARTI_ERR_OK);
-    if (strncmp(key, "ck.=H.", 6) == 0) {
-        CHECK(strlen(key) == 22); /* (only a subject whose spelled key is too long) */
-    } else {
-        CHECK(unkey(key, back) == n && memcmp(back, subject, n) == 0);
+    for (i = 0; i < n; i++) { /* the spelled length, counted here */
+        unsigned char c = (unsigned char)subject[i];
+        int plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+                    (c == '.' && i > 0 && i + 1 < n && subject[i - 1] != '.' && subject[i + 1] != '.');
+        spelled += plain ? 1 : 3;
     }
+    if (spelled > PARTI_MAX_SUBJECT_LEN) {
+        CHECK(parti_checkpoint_key(subject, key, sizeof key) == PARTI_ERR_INVALID_SUBJECT && key[0] == 0);
+        return;
+    }
+    CHECK(parti_checkpoint_key(subject, key, sizeof key) == PARTI_ERR_OK && strlen(key) == spelled);
+    CHECK(strncmp(key, "ck.", 3) == 0 && parti_kv_key_check(key, NULL, 0) == PARTI_ERR_OK);
+    CHECK(unkey(key, back) == n && memcmp(back, subject, n) == 0);
     /* one byte short: nothing but a NUL */
     CHECK(parti_checkpoint_key(subject, back, strlen(key)) == PARTI_ERR_BUFFER_TOO_SMALL && back[0] == 0);
 }

@@ -1661,3 +1661,34 @@ Test(group, workers_with_the_partitions_in_another_order_never_hold_one_at_once)
     for (i = 0; i < 4; i++) parti_fake_disconnect(&t[i]);
     parti_fake_world_destroy(w);
 }
+
+/* A partition whose subject has no checkpoint key (too long once spelled)
+ * is refused at creation, not found at its first claim. */
+Test(group, a_partition_list_whose_subject_has_no_checkpoint_key_is_refused) {
+    static const char *const fits[1] = {"abc"}, *const too_long[1] = {"abcd"};
+    char tmpl[PARTI_MAX_SUBJECT_LEN], msg[512];
+    parti_partition part = {fits, 1, 1};
+    parti_fake_world *w;
+    parti_transport t;
+    parti_config c;
+    parti_options o;
+    parti *p = NULL;
+    memset(tmpl, 'x', sizeof tmpl);
+    strcpy(tmpl + PARTI_MAX_SUBJECT_LEN - 7, ".{0}"); /* 505 x, and ".abc": a 509-byte subject */
+    cr_assert_eq(strlen(tmpl), PARTI_MAX_SUBJECT_LEN - 3);
+    cr_assert_eq(parti_fake_world_create(&w, NULL), PARTI_ERR_OK);
+    cr_assert_eq(parti_fake_connect(w, NULL, &t), PARTI_ERR_OK);
+    memset(&c, 0, sizeof c);
+    c.stream = "orders", c.subject_template = tmpl, c.partitions = &part, c.partition_count = 1;
+    memset(&o, 0, sizeof o);
+    o.on_message = mx_on_message;
+    cr_assert_eq(parti_create(&p, &t, &c, &o, msg, sizeof msg), PARTI_ERR_OK, "%s", msg); /* key: 512 bytes */
+    parti_destroy(p);
+    p = NULL;
+    part.keys = too_long; /* a 510-byte subject, a 513-byte key */
+    cr_assert_eq(parti_create(&p, &t, &c, &o, msg, sizeof msg), PARTI_ERR_INVALID_CONFIG);
+    cr_assert_null(p);
+    cr_assert(strstr(msg, "config.partitions[0]") && strstr(msg, "checkpoint key"), "%s", msg);
+    parti_fake_disconnect(&t);
+    parti_fake_world_destroy(w);
+}
