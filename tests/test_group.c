@@ -1580,6 +1580,17 @@ static void mx_poll(parti **ps, const int *order, int rounds) {
             if (ps[order[i]]) parti_poll(ps[order[i]], 25);
 }
 
+/* n messages, a and b in turn, the workers polled between them; returns n */
+static int mx_publish(const parti_transport *t, parti **ps, const int *order, int n) {
+    int k;
+    for (k = 0; k < n; k++) {
+        cr_assert_eq(t->vt->publish(t->self, k % 2 ? "orders.b" : "orders.a", NULL, 0, "x", 1, NULL, 1000),
+                     PARTI_ERR_OK);
+        mx_poll(ps, order, 2);
+    }
+    return n;
+}
+
 Test(group, workers_with_the_partitions_in_another_order_never_hold_one_at_once) {
     static const char *const subs[] = {"orders.>"};
     const parti_partition old_parts[2] = {{mx_ka, 1, 1}, {mx_kb, 1, 1}}, new_parts[2] = {{mx_kb, 1, 1}, {mx_ka, 1, 1}};
@@ -1591,7 +1602,7 @@ Test(group, workers_with_the_partitions_in_another_order_never_hold_one_at_once)
     parti_options o;
     parti *ps[3] = {NULL, NULL, NULL};
     char msg[256];
-    int i, k, seq, leader, twice = 0, replayed = 0, missing = 0, published = 0;
+    int i, seq, leader, twice = 0, replayed = 0, missing = 0, published = 0;
     memset(mx_handled, 0, sizeof mx_handled);
     cr_assert_eq(parti_fake_world_create(&w, NULL), PARTI_ERR_OK);
     for (i = 0; i < 4; i++) cr_assert_eq(parti_fake_connect(w, NULL, &t[i]), PARTI_ERR_OK);
@@ -1610,11 +1621,7 @@ Test(group, workers_with_the_partitions_in_another_order_never_hold_one_at_once)
         mx_poll(ps, by_index, 4);
     }
     mx_poll(ps, by_index, 200);
-    for (k = 0; k < 40; k++, published++) {
-        cr_assert_eq(t[3].vt->publish(t[3].self, k % 2 ? "orders.b" : "orders.a", NULL, 0, "x", 1, NULL, 1000),
-                     PARTI_ERR_OK);
-        mx_poll(ps, by_index, 2);
-    }
+    published += mx_publish(&t[3], ps, by_index, 40);
     mx_poll(ps, by_index, 60);
     /* the new build joins; the old leader leaves; the new build wins the election */
     o.user = (void *)(intptr_t)2;
@@ -1627,22 +1634,14 @@ Test(group, workers_with_the_partitions_in_another_order_never_hold_one_at_once)
     ps[leader] = NULL;
     mx_poll(ps, new_first, 200);
     cr_assert(parti_is_leader(ps[2]), "the new build leads");
-    for (k = 0; k < 40; k++, published++) {
-        cr_assert_eq(t[3].vt->publish(t[3].self, k % 2 ? "orders.b" : "orders.a", NULL, 0, "y", 1, NULL, 1000),
-                     PARTI_ERR_OK);
-        mx_poll(ps, new_first, 2);
-    }
+    published += mx_publish(&t[3], ps, new_first, 40);
     mx_poll(ps, new_first, 100);
     /* the deploy ends: the other old worker leaves too, and hands b over */
     cr_assert_eq(parti_leave(ps[1 - leader], 2000), PARTI_ERR_OK);
     parti_destroy(ps[1 - leader]);
     ps[1 - leader] = NULL;
     mx_poll(ps, new_first, 200);
-    for (k = 0; k < 20; k++, published++) {
-        cr_assert_eq(t[3].vt->publish(t[3].self, k % 2 ? "orders.b" : "orders.a", NULL, 0, "z", 1, NULL, 1000),
-                     PARTI_ERR_OK);
-        mx_poll(ps, new_first, 2);
-    }
+    published += mx_publish(&t[3], ps, new_first, 20);
     mx_poll(ps, new_first, 200);
     for (seq = 1; seq <= published; seq++) {
         int by = 0, calls = 0;
