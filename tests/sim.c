@@ -822,12 +822,12 @@ static void note_ck(sim *s, int writer, uint64_t sent, int landed, const char *b
 /* A write of a (op as in kv_write) took effect: what it grants, and a member key renewal. */
 static void note_write(actor *a, int op, uint64_t sent, const char *bucket, const char *key, const void *value,
                        size_t len) {
+    int i = ck_partition(a->s, bucket, key);
     note_assignment(a->s, bucket, key, value, len, a->p ? parti_worker_id(a->p) : "");
     note_ck(a->s, a->idx, sent, 1, bucket, key, value, len);
-    if (ck_partition(a->s, bucket, key) >= 0) {
+    if (i >= 0) {
         /* a claim (generation 0, not released) is a grant of the partition to this actor */
         parti_checkpoint ck;
-        int i = ck_partition(a->s, bucket, key);
         if (parti_checkpoint_decode(&ck, (const char *)value, len) == PARTI_ERR_OK &&
             !ck.released && ck.generation == 0) {
             a->s->parts[i].claim_actor = a->idx;
